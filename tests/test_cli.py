@@ -1,0 +1,100 @@
+"""The CLI frame: groups, error mapping, fast imports, generated docs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from umust_cli.cli._common import handle_errors
+from umust_cli.cli.main import app
+from umust_cli.errors import AudioError, RenderError
+
+from .conftest import REPO
+
+runner = CliRunner()
+
+
+def test_help_lists_every_group():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for group in ("tokenize", "train", "translate", "eval", "dataset"):
+        assert group in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("umust ")
+
+
+@pytest.mark.parametrize("group", ["train", "translate"])
+def test_empty_group_says_so_and_fails(group):
+    result = runner.invoke(app, [group])
+    assert result.exit_code == 1
+    assert "no commands yet" in result.output
+
+
+def test_cli_import_stays_light():
+    code = ("import sys, umust_cli.cli.main; "
+            "print(','.join(m for m in ('torch','verovio','music21','librosa','pretty_midi','dac',"
+            "'fluidsynth','lmx','mir_eval','scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"heavy modules imported at CLI start-up: {out.stdout}"
+
+
+def _app_raising(exc: Exception) -> typer.Typer:
+    demo = typer.Typer()
+
+    @demo.command()
+    @handle_errors
+    def go() -> None:
+        raise exc
+
+    return demo
+
+
+def test_bad_input_is_one_line_exit_2():
+    result = runner.invoke(_app_raising(AudioError("clip.wav is silent")), [])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == ["error: clip.wav is silent"]
+
+
+def test_internal_failure_exit_1():
+    assert runner.invoke(_app_raising(RenderError("verovio crashed")), []).exit_code == 1
+    result = runner.invoke(_app_raising(ZeroDivisionError("boom")), [])
+    assert result.exit_code == 1 and "internal error: ZeroDivisionError" in result.output
+
+
+def test_man_pages_and_completions_are_current():
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "gen_docs.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + "\nregenerate with: python tools/gen_docs.py"
+
+
+def test_man_page_documents_every_command_and_option():
+    from umust_cli.cli._docs import command_tree, man_pages
+
+    tree = command_tree()
+    pages = man_pages(tree)
+    assert set(pages) == {"umust.1"} | {f"umust-{g.path[-1]}.1" for g in tree.subcommands}
+    tokenize = pages["umust-tokenize.1"]
+    assert '.SS "umust tokenize notation"' in tokenize
+    assert "\\fB\\-\\-decode\\fR" in tokenize
+
+
+def _bash_complete(words: list[str]) -> list[str]:
+    script = REPO / "completions" / "umust.bash"
+    quoted = " ".join(f"'{w}'" for w in words)
+    cmd = (f"source '{script}'; COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; "
+           "_umust; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True, cwd=REPO)
+    return out.stdout.split()
+
+
+def test_bash_completion_completes_groups_commands_and_options():
+    assert _bash_complete(["umust", "tok"]) == ["tokenize"]
+    assert _bash_complete(["umust", "tokenize", ""]) == ["midi", "notation"]
+    assert _bash_complete(["umust", "tokenize", "midi", "x.mid", "--max"]) == ["--max-seconds", "--max-tokens"]

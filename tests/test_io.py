@@ -1,0 +1,27 @@
+"""Atomic writes leave no partial file behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from umust_cli.io import atomic_path, write_text_atomic
+
+
+def test_atomic_write_replaces_on_success(tmp_path):
+    dest = tmp_path / "sub" / "out.txt"
+    write_text_atomic(dest, "first")
+    write_text_atomic(dest, "second")
+    assert dest.read_text() == "second"
+    assert [p.name for p in dest.parent.iterdir()] == ["out.txt"]
+
+
+def test_failure_leaves_old_file_and_no_temp(tmp_path):
+    dest = tmp_path / "out.wav"
+    dest.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            assert tmp.suffix == ".wav" and tmp.parent == tmp_path
+            tmp.write_text("half written")
+            raise RuntimeError("killed")
+    assert dest.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
