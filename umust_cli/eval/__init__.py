@@ -1,0 +1,9 @@
+"""Metrics of `umust eval`.
+
+metrics     pure metric functions (SER, note P/R/F1, DTW, EMD, retrieval, FAD)
+transcribe  the reference piano transcriber (Transkun, CPU)
+embeddings  audio embeddings for FAD (precomputed .npy, aiSFX, LAION-CLAP)
+plots       piano-roll figures of DTW alignments
+report      pairing and reading inputs; tables, JSON and CSV outputs
+tasks       one function per `umust eval` subcommand
+"""

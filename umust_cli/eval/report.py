@@ -1,0 +1,183 @@
+"""Inputs and outputs of `umust eval`: pairing files, reading them, and printing results.
+
+A result is one :class:`EvalResult`: per-example ``rows`` (one dict per file
+pair, query, ...) and a ``summary`` over the set. It is printed as rich
+tables, as JSON (``--json``), as CSV rows (``--csv``), and written to a folder
+(``--out DIR``: rows.csv, rows.json, summary.json).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from umust_cli.errors import BadInputError, InputNotFoundError, MidiError, NotationError
+from umust_cli.io import require_file, write_json_atomic, write_text_atomic
+
+TABLE_MAX_ROWS = 50  # longer per-example tables are left to --csv / --out
+
+
+@dataclass
+class EvalResult:
+    task: str
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    definitions: dict[str, str] = field(default_factory=dict)
+    columns: list[str] | None = None  # row keys shown in the table (default: all)
+
+    def to_dict(self) -> dict[str, Any]:
+        return clean_nans({"task": self.task, "summary": self.summary, "rows": self.rows,
+                           "definitions": self.definitions})
+
+
+def clean_nans(obj: Any) -> Any:
+    """NaN/inf floats -> None, so that the JSON is valid."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: clean_nans(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_nans(v) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------
+
+
+def pair_paths(preds: Sequence[Path], refs: Sequence[Path] | None, ref_dir: Path | None,
+               ref_suffixes: Sequence[str], by: str = "auto") -> list[tuple[Path, Path]]:
+    """Pair predictions with references.
+
+    ``ref_dir``: the reference of ``x/name.ext`` is the file ``ref_dir/name.<suffix>``.
+    ``refs``: ``by="stem"`` pairs equal file stems, ``by="order"`` pairs by position,
+    ``by="auto"`` pairs by stem when the two lists have the same unique stems, else by order.
+    """
+    preds = [require_file(p) for p in preds]
+    if not preds:
+        raise BadInputError("no prediction files given")
+    if ref_dir is not None:
+        return [(p, _find_in_dir(Path(ref_dir), p.stem, ref_suffixes)) for p in preds]
+    if not refs:
+        raise BadInputError("give the references with --ref FILE (repeatable) or --ref-dir DIR")
+    refs = [require_file(r) for r in refs]
+    if len(refs) != len(preds):
+        raise BadInputError(f"{len(preds)} predictions but {len(refs)} references")
+    stems_p, stems_r = [p.stem for p in preds], [r.stem for r in refs]
+    same_stems = len(set(stems_p)) == len(stems_p) and set(stems_p) == set(stems_r)
+    if by == "stem" and not same_stems:
+        raise BadInputError("--pair stem: prediction and reference file stems differ")
+    if by == "order" or (by == "auto" and not same_stems):
+        return list(zip(preds, refs))
+    by_stem = {r.stem: r for r in refs}
+    return [(p, by_stem[p.stem]) for p in preds]
+
+
+def _find_in_dir(folder: Path, stem: str, suffixes: Sequence[str]) -> Path:
+    hits = [folder / f"{stem}{s}" for s in suffixes if (folder / f"{stem}{s}").is_file()]
+    if not hits:
+        raise InputNotFoundError(f"no reference {stem}{{{','.join(suffixes)}}} in {folder}")
+    return hits[0]
+
+
+def read_lmx_tokens(path: Path) -> list[str]:
+    """Whitespace-separated LMX tokens of a text file."""
+    try:
+        return Path(path).read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as e:
+        raise NotationError(f"cannot read LMX file {path}: {e}") from e
+
+
+def read_midi_notes(path: Path):
+    """The notes of a MIDI file as metrics.Notes."""
+    import pretty_midi
+
+    from umust_cli.eval.metrics import Notes
+
+    try:
+        pm = pretty_midi.PrettyMIDI(str(require_file(path)))
+    except InputNotFoundError:
+        raise
+    except Exception as e:  # mido/pretty_midi raise many kinds
+        raise MidiError(f"cannot read MIDI file {path}: {e}") from e
+    return Notes.from_pretty_midi(pm)
+
+
+# ----------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if not math.isfinite(value) else f"{value:.4f}"
+    return str(value)
+
+
+def render_tables(result: EvalResult) -> None:
+    """Print the per-example table (when short enough) and the summary table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if result.rows and len(result.rows) <= TABLE_MAX_ROWS:
+        cols = result.columns or list(result.rows[0])
+        table = Table(title=f"umust eval {result.task}: per example")
+        for c in cols:
+            table.add_column(c, justify="left" if c == "name" else "right")
+        for row in result.rows:
+            table.add_row(*(_fmt(row.get(c)) for c in cols))
+        console.print(table)
+    elif result.rows:
+        console.print(f"{len(result.rows)} per-example rows (see --csv or --out DIR)")
+    summary = Table(title=f"umust eval {result.task}: over the set")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    for key, value in result.summary.items():
+        summary.add_row(key, _fmt(value))
+    console.print(summary)
+    for key, text in result.definitions.items():
+        console.print(f"[dim]{key}: {text}[/dim]")
+
+
+def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _csv_value(v: Any) -> Any:
+    return "" if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def write_outputs(result: EvalResult, out_dir: Path) -> None:
+    """rows.csv, rows.json and summary.json in ``out_dir`` (each written atomically)."""
+    data = result.to_dict()
+    write_text_atomic(Path(out_dir) / "rows.csv", rows_to_csv(result.rows))
+    write_json_atomic(Path(out_dir) / "rows.json", data["rows"])
+    write_json_atomic(Path(out_dir) / "summary.json",
+                      {"task": result.task, "summary": data["summary"], "definitions": result.definitions})
+
+
+def emit(result: EvalResult, as_json: bool, as_csv: bool, out_dir: Path | None) -> None:
+    """Write ``--out`` files, then print JSON, CSV, or the tables."""
+    if out_dir is not None:
+        write_outputs(result, out_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    elif as_csv:
+        sys.stdout.write(rows_to_csv(result.rows))
+    else:
+        render_tables(result)

@@ -1,0 +1,234 @@
+"""One function per `umust eval` subcommand: paired inputs -> EvalResult.
+
+Each reads its files, calls the pure functions of ``metrics``, and collects
+per-example rows and the set summary (pooled and mean, see ``metrics``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from umust_cli.errors import BadInputError
+from umust_cli.eval import metrics as M
+from umust_cli.eval.report import EvalResult, read_lmx_tokens, read_midi_notes
+
+Pairs = Sequence[tuple[Path, Path]]
+
+POOLED = "totals over all files first, then the ratio (every token/note weighs the same)"
+MEAN = "mean_* keys are the plain mean of the per-file values"
+
+
+def _prf_fields(prefix: str, c: M.PrfCounts) -> dict[str, float]:
+    p, r, f = c.prf()
+    return {f"{prefix}_P": p, f"{prefix}_R": r, f"{prefix}_F1": f}
+
+
+def _prf_summary(prefix: str, counts: Sequence[M.PrfCounts]) -> dict[str, float]:
+    pooled, mean = M.pooled_prf(counts), M.mean_prf(counts)
+    out = {f"{prefix}_{k}": v for k, v in zip("P R F1".split(), pooled)}
+    out.update({f"mean_{prefix}_{k}": v for k, v in zip("P R F1".split(), mean)})
+    return out
+
+
+def omr(pairs: Pairs) -> EvalResult:
+    """SER and SER without tuplet tokens of LMX predictions."""
+    rows, with_t, without_t = [], [], []
+    for pred_path, ref_path in pairs:
+        pred, ref = read_lmx_tokens(pred_path), read_lmx_tokens(ref_path)
+        if not ref:
+            raise BadInputError(f"reference LMX file has no tokens: {ref_path}")
+        a, b = M.ser_counts(pred, ref), M.ser_counts(pred, ref, tuplets=False)
+        with_t.append(a)
+        without_t.append(b)
+        rows.append({"name": pred_path.stem, "pred": str(pred_path), "ref": str(ref_path),
+                     "ref_tokens": a.ref_len, "edits": a.errors, "SER": a.ser,
+                     "ref_tokens_nt": b.ref_len, "edits_nt": b.errors, "SER_no_tuplets": b.ser})
+    summary = {"files": len(rows), "SER": M.pooled_ser(with_t), "SER_no_tuplets": M.pooled_ser(without_t),
+               "mean_SER": float(np.nanmean([c.ser for c in with_t])),
+               "mean_SER_no_tuplets": float(np.nanmean([c.ser for c in without_t]))}
+    defs = {"SER": "sum of token edit distances / sum of reference lengths (pooled)",
+            "no_tuplets": "tokens NinM, tuplet:start, tuplet:stop removed from both sides", "mean": MEAN}
+    cols = ["name", "ref_tokens", "edits", "SER", "SER_no_tuplets"]
+    return EvalResult("omr", rows, summary, defs, cols)
+
+
+def amt(pairs: Pairs, cfg: M.MatchConfig = M.MatchConfig()) -> EvalResult:
+    """Note-onset and onset+offset P/R/F1 of MIDI transcriptions (mir_eval)."""
+    rows, onset, onoff = [], [], []
+    for est_path, ref_path in pairs:
+        est, ref = read_midi_notes(est_path), read_midi_notes(ref_path)
+        a = M.match_counts(est, ref, replace(cfg, offset_ratio=None))
+        b = M.match_counts(est, ref, cfg)
+        onset.append(a)
+        onoff.append(b)
+        rows.append({"name": est_path.stem, "est": str(est_path), "ref": str(ref_path),
+                     "n_ref": len(ref), "n_est": len(est),
+                     **_prf_fields("onset", a), **_prf_fields("onoff", b)})
+    summary = {"files": len(rows), **_prf_summary("onset", onset), **_prf_summary("onoff", onoff)}
+    defs = {"onset": f"pitch within {cfg.pitch_tolerance:g} cents and onset within "
+                     f"{cfg.onset_tolerance * 1000:g} ms (mir_eval)",
+            "onoff": f"onset, and offset within max({cfg.offset_min_tolerance * 1000:g} ms, "
+                     f"{cfg.offset_ratio} x reference duration)",
+            "pooled": POOLED, "mean": MEAN}
+    cols = ["name", "n_ref", "n_est", "onset_P", "onset_R", "onset_F1", "onoff_P", "onoff_R", "onoff_F1"]
+    return EvalResult("amt", rows, summary, defs, cols)
+
+
+def onset_rows(est: M.Notes, ref: M.Notes, tolerances: Sequence[float],
+               prefix: str = "") -> tuple[dict, dict[float, M.PrfCounts]]:
+    """Onset F1 of one pair at each tolerance: row fields ({prefix}50ms_F1, ...) and counts."""
+    counts = M.onset_f1_at(est, ref, tolerances)
+    row: dict = {}
+    for tol, c in counts.items():
+        row.update(_prf_fields(f"{prefix}{tol * 1000:g}ms", c))
+    return row, counts
+
+
+def _tol_summary(prefix: str, per_tol: dict[float, list[M.PrfCounts]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for tol, counts in per_tol.items():
+        out.update(_prf_summary(f"{prefix}{tol * 1000:g}ms", counts))
+    return out
+
+
+def m2a(pairs: Pairs, tolerances: Sequence[float], tcfg) -> EvalResult:
+    """Transcribe generated audio and compare it with the conditioning MIDI."""
+    from umust_cli.eval.transcribe import transcribe
+
+    rows, per_tol = [], {t: [] for t in tolerances}
+    for audio_path, midi_path in pairs:
+        est = M.Notes.from_pretty_midi(transcribe(audio_path, cfg=tcfg))
+        ref = read_midi_notes(midi_path)
+        fields, counts = onset_rows(est, ref, tolerances)
+        _append(per_tol, counts)
+        rows.append({"name": audio_path.stem, "audio": str(audio_path), "ref": str(midi_path),
+                     "n_ref": len(ref), "n_est": len(est), **fields})
+    summary = {"files": len(rows), **_tol_summary("onset_", per_tol)}
+    defs = {"onset_Xms": "pitch + onset within X ms of the transcription (Transkun) of the audio",
+            "pooled": POOLED, "mean": MEAN}
+    cols = ["name", "n_ref", "n_est"] + [f"{t * 1000:g}ms_F1" for t in tolerances]
+    return EvalResult("m2a", rows, summary, defs, cols)
+
+
+def i2a(pairs: Pairs, tolerances: Sequence[float], dtw: M.DtwConfig | None,
+        plot_dir: Path | None, tcfg) -> EvalResult:
+    """Transcribe generated and reference audio; onset F1 before and (``dtw``) after alignment."""
+    from umust_cli.eval.transcribe import transcribe
+
+    rows, raw, aligned = [], {t: [] for t in tolerances}, {t: [] for t in tolerances}
+    for gen_path, ref_path in pairs:
+        gen = M.Notes.from_pretty_midi(transcribe(gen_path, cfg=tcfg))
+        ref = M.Notes.from_pretty_midi(transcribe(ref_path, cfg=tcfg))
+        row = {"name": gen_path.stem, "gen": str(gen_path), "ref": str(ref_path),
+               "n_ref": len(ref), "n_gen": len(gen)}
+        fields, counts = onset_rows(gen, ref, tolerances)
+        row.update(fields)
+        _append(raw, counts)
+        if dtw is not None:
+            warped = _align(gen, ref, dtw)
+            fields, counts = onset_rows(warped, ref, tolerances, prefix="dtw_")
+            row.update(fields)
+            _append(aligned, counts)
+            if plot_dir is not None:
+                from umust_cli.eval.plots import plot_alignment
+
+                row["plot"] = str(plot_alignment(ref, gen, warped, Path(plot_dir) / f"{gen_path.stem}.png",
+                                                 title=gen_path.stem))
+        rows.append(row)
+    summary = {"files": len(rows), **_tol_summary("onset_", raw)}
+    if dtw is not None:
+        summary.update(_tol_summary("dtw_onset_", aligned))
+    return EvalResult("i2a", rows, summary, _i2a_defs(), _i2a_cols(tolerances, dtw is not None))
+
+
+def _append(acc: dict[float, list], counts: dict[float, M.PrfCounts]) -> None:
+    for t, c in counts.items():
+        acc[t].append(c)
+
+
+def _align(gen: M.Notes, ref: M.Notes, cfg: M.DtwConfig) -> M.Notes:
+    if len(gen) == 0 or len(ref) == 0:
+        return gen
+    path, _ = M.dtw_path(ref, gen, cfg)
+    return M.warp_notes(gen, path)
+
+
+def _i2a_defs() -> dict[str, str]:
+    return {"onset_Xms": "pitch + onset within X ms between the two Transkun transcriptions",
+            "dtw_": "after mapping the generated notes through one DTW path over piano rolls",
+            "pooled": POOLED, "mean": MEAN}
+
+
+def _i2a_cols(tolerances: Sequence[float], with_dtw: bool) -> list[str]:
+    cols = ["name", "n_ref", "n_gen"] + [f"{t * 1000:g}ms_F1" for t in tolerances]
+    return cols + ([f"dtw_{t * 1000:g}ms_F1" for t in tolerances] if with_dtw else [])
+
+
+def emd(pairs: Pairs, shifts: Sequence[int] = (-1, 0, 1)) -> EvalResult:
+    """Pitch and duration token-histogram EMD of LMX predictions."""
+    rows, all_pred, all_ref = [], [], []
+    for pred_path, ref_path in pairs:
+        pred, ref = read_lmx_tokens(pred_path), read_lmx_tokens(ref_path)
+        all_pred += pred
+        all_ref += ref
+        rows.append({"name": pred_path.stem, "pred": str(pred_path), "ref": str(ref_path),
+                     "pitch_EMD": M.pitch_emd(pred, ref), "duration_EMD": M.duration_emd(pred, ref, shifts)})
+    summary = {"files": len(rows),
+               "mean_pitch_EMD": _nanmean([r["pitch_EMD"] for r in rows]),
+               "mean_duration_EMD": _nanmean([r["duration_EMD"] for r in rows]),
+               "files_without_pitches": sum(1 for r in rows if not np.isfinite(r["pitch_EMD"])),
+               "pooled_pitch_EMD": M.pitch_emd(all_pred, all_ref),
+               "pooled_duration_EMD": M.duration_emd(all_pred, all_ref, shifts)}
+    defs = {"EMD": "1-D Wasserstein distance between unit-mass token histograms, in bins "
+                   "(pitch bins: C0..B9 diatonic steps; duration bins: 1024th..maxima, each a doubling)",
+            "duration_EMD": f"minimum over shifts {tuple(shifts)} of the predicted histogram",
+            "mean": "mean over files that have the tokens (NaN files skipped)",
+            "pooled": "histograms summed over all files first"}
+    return EvalResult("emd", rows, summary, defs, ["name", "pitch_EMD", "duration_EMD"])
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    arr = np.asarray(values, dtype=float)
+    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
+
+
+def retrieval(dist: np.ndarray, ks: Sequence[int] = (1, 10, 25)) -> EvalResult:
+    """Both directions of a (n, n) audio x sheet distance matrix; query i matches candidate i."""
+    dist = np.asarray(dist, dtype=float)
+    if dist.ndim != 2 or dist.shape[0] != dist.shape[1] or dist.shape[0] == 0:
+        raise BadInputError(f"the distance matrix must be square (n, n), got shape {dist.shape}")
+    if not np.isfinite(dist).all():
+        raise BadInputError("the distance matrix has NaN or infinite entries")
+    a2s, s2a = M.retrieval_ranks(dist), M.retrieval_ranks(dist.T)
+    rows = [{"index": i, "audio_to_sheet_rank": int(a), "sheet_to_audio_rank": int(s)}
+            for i, (a, s) in enumerate(zip(a2s, s2a))]
+    summary = {"n": int(dist.shape[0])}
+    summary.update({f"A2S_{k}": v for k, v in M.retrieval_metrics(dist, ks).items()})
+    summary.update({f"S2A_{k}": v for k, v in M.retrieval_metrics(dist.T, ks).items()})
+    defs = {"A2S": "audio queries (rows of D) against sheet candidates",
+            "S2A": "sheet queries (rows of D.T) against audio candidates",
+            "rank": "1 + other candidates at distance <= the true match's (ties count against)",
+            "MRR": "mean reciprocal rank", "MR": "median rank"}
+    return EvalResult("retrieval", rows, summary, defs)
+
+
+def fad(gen_dir: Path, ref_dir: Path, ecfg) -> EvalResult:
+    """Fréchet Audio Distance between the embeddings of two folders."""
+    from umust_cli.eval.embeddings import embed_folder, resolve_backend
+
+    for d in (gen_dir, ref_dir):
+        if not Path(d).is_dir():
+            raise BadInputError(f"not a folder: {d}")
+    gen, ref = embed_folder(gen_dir, ecfg), embed_folder(ref_dir, ecfg)
+    if gen.shape[1] != ref.shape[1]:
+        raise BadInputError(f"embedding dimensions differ: {gen.shape[1]} vs {ref.shape[1]}")
+    if min(len(gen), len(ref)) < 2:
+        raise BadInputError("FAD needs at least 2 embeddings on each side")
+    summary = {"FAD": M.frechet_audio_distance(gen, ref), "n_gen": len(gen), "n_ref": len(ref),
+               "dim": int(gen.shape[1]), "backend": resolve_backend(Path(gen_dir), ecfg)}
+    defs = {"FAD": "||mu_g - mu_r||^2 + Tr(S_g + S_r - 2 (S_g S_r)^1/2) over all embedding frames"}
+    return EvalResult("fad", [], summary, defs)
