@@ -17,13 +17,13 @@ app = typer.Typer(help="Turn files into tokens and tokens back into files.", no_
 def notation(
     file: Path = typer.Argument(..., help="MusicXML/.mxl/kern/MEI score, or an .lmx file with --decode."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="Write the .lmx (or, with --decode, the .musicxml) here."),
+                                          help="Write an .lmx file (version/flavor header, ---, tokens) or, with --decode, the .musicxml."),
     decode: bool = typer.Option(False, "--decode", help="Read LMX tokens and write MusicXML."),
     flavor: str = typer.Option("core", "--flavor", help="LMX flavor: core or extended."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Print a score's LMX tokens, or (--decode) turn LMX back into MusicXML."""
-    from umust_cli.codecs.notation import NotationCodec
+    from umust_cli.codecs.notation import NotationCodec, lmx_file_text
     from umust_cli.errors import BadInputError
     from umust_cli.io import require_file, write_text_atomic
 
@@ -37,7 +37,7 @@ def notation(
         return
     lmx = codec.to_lmx(src)
     if output is not None:
-        write_text_atomic(output, lmx + "\n")
+        write_text_atomic(output, lmx_file_text(lmx, flavor))
     if as_json:
         print_json({"input": str(src), "output": str(output) if output else None,
                     "flavor": flavor, "tokens": lmx.split()})
