@@ -1,0 +1,116 @@
+"""`umust dataset`: build and inspect the aligned four-modality corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import typer
+
+from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
+
+app = typer.Typer(help="Build and inspect the aligned image/notation/MIDI/audio corpus.", no_args_is_help=True)
+
+
+@app.command("build")
+@handle_errors
+def build(
+    src: List[str] = typer.Argument(..., help="Folders or files of kern/MusicXML/MEI scores, or the word "
+                                              "'music21' (its Bach chorales and keyboard pieces)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Corpus folder (created; re-run to resume)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of splits, performances, soundfonts and scan looks."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Pieces built in parallel (processes)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Build only the first N pieces."),
+    scan_copies: int = typer.Option(0, "--scan-copies", min=0, help="Scanned-look copies of every system image."),
+    soundfont: List[str] = typer.Option([], "--soundfont", help="Soundfont name to draw from (repeatable); "
+                                                                "default: every installed one."),
+    tempo_range: Tuple[float, float] = typer.Option((0.9, 1.1), "--tempo-range", help="Global tempo factor range."),
+    velocity_range: Tuple[int, int] = typer.Option((40, 100), "--velocity-range", help="MIDI velocity range."),
+    velocity_curve: str = typer.Option("smooth", "--velocity-curve", help="flat, ramp or smooth."),
+    jitter_ms: float = typer.Option(10.0, "--jitter-ms", min=0.0, help="Std of onset jitter in ms."),
+    allow_held_out: bool = typer.Option(False, "--allow-held-out",
+                                        help="Build Beethoven (held out) into a test-only split."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Rebuild pieces that failed before."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Engrave, perform and synthesize scores into per-system PNG/MusicXML/LMX/MIDI/WAV files."""
+    from umust_cli.data.build import BuildConfig
+    from umust_cli.data.perform import PerformanceConfig
+    from umust_cli.data.sources import find_sources
+    from umust_cli.errors import BadInputError
+
+    pieces = find_sources(src)[:limit]
+    if not pieces:
+        raise BadInputError(f"no score files (.krn .musicxml .xml .mxl .mei) in {', '.join(src)}")
+    config = BuildConfig(
+        seed=seed, scan_copies=scan_copies, soundfonts=tuple(soundfont), allow_held_out=allow_held_out,
+        performance=PerformanceConfig(tempo_range=tempo_range, velocity_range=velocity_range,
+                                      velocity_curve=velocity_curve, jitter_ms=jitter_ms),
+    )
+    summary, failures = _run_with_progress(pieces, output, config, workers, retry_failed, quiet=as_json)
+    _report(summary, failures, output, as_json)
+    if summary.built + summary.skipped == 0:
+        raise typer.Exit(1)
+
+
+def _run_with_progress(pieces, output: Path, config, workers: int, retry_failed: bool, quiet: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from umust_cli.data.build import build_corpus
+
+    failures = []
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        task = progress.add_task("building", total=len(pieces))
+
+        def on_result(result) -> None:
+            if result.status == "failed" and result.error:
+                failures.append(result)
+                progress.console.print(f"[red]failed[/red] {result.piece_id}: {result.error}", highlight=False)
+            progress.update(task, advance=1, description=result.piece_id[:32])
+
+        summary = build_corpus(pieces, output, config, workers=workers, on_result=on_result,
+                               retry_failed=retry_failed)
+    return summary, failures
+
+
+def _report(summary, failures, output: Path, as_json: bool) -> None:
+    import dataclasses
+
+    if as_json:
+        print_json({**dataclasses.asdict(summary), "output": str(output),
+                    "new_failures": [{"piece_id": f.piece_id, "error": f.error} for f in failures]})
+        return
+    typer.echo(f"{summary.built} built, {summary.skipped} already done, {summary.failed} failed "
+               f"(see {output / 'errors.jsonl'}); corpus: {summary.pieces} pieces, {summary.systems} systems, "
+               f"{summary.hours:.3f} h of audio; {summary.elapsed_s:.1f} s")
+
+
+@app.command("stats")
+@handle_errors
+def stats(
+    corpus: Path = typer.Argument(..., help="A corpus folder made by 'umust dataset build'."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Systems, pieces and hours of audio per split."""
+    from umust_cli.data.stats import corpus_stats
+
+    table = corpus_stats(corpus)
+    if as_json:
+        print_json(table)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(title=f"{corpus}")
+    for column in ("split", "pieces", "systems", "hours"):
+        out.add_column(column, justify="left" if column == "split" else "right")
+    for split, row in table["splits"].items():
+        out.add_row(split, str(row["pieces"]), str(row["systems"]), f"{row['hours']:.3f}")
+    total = table["total"]
+    out.add_row("total", str(total["pieces"]), str(total["systems"]), f"{total['hours']:.3f}", style="bold")
+    Console().print(out)
+    if table["errors"]:
+        typer.echo(f"{table['errors']} error(s) in {corpus / 'errors.jsonl'}")

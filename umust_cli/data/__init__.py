@@ -1,0 +1,1 @@
+"""Corpus building: engraving, performance, synthesis and augmentation of symbolic scores."""
