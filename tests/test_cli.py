@@ -30,7 +30,7 @@ def test_version():
     assert result.exit_code == 0 and result.output.startswith("umust ")
 
 
-@pytest.mark.parametrize("group", ["train", "translate"])
+@pytest.mark.parametrize("group", ["translate"])
 def test_empty_group_says_so_and_fails(group):
     result = runner.invoke(app, [group])
     assert result.exit_code == 1

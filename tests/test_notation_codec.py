@@ -271,7 +271,12 @@ def test_cli_prints_writes_and_decodes(tmp_path):
     lmx_file, xml_file = tmp_path / "x.lmx", tmp_path / "y.musicxml"
     written = runner.invoke(app, ["tokenize", "notation", str(src), "-o", str(lmx_file)])
     assert written.exit_code == 0, written.output
-    assert lmx_file.read_text().split() == printed.stdout.split()
+    header, body = lmx_file.read_text().split("---\n", 1)
+    assert header.splitlines() == ["version: 1.0", "flavor: core"]
+    assert body.split() == printed.stdout.split()
+    from lmx.linearization.LmxFile import LmxFile  # the authors' reader accepts our file
+
+    assert LmxFile.load(str(lmx_file)).systems == [printed.stdout.split()]
 
     decoded = runner.invoke(app, ["tokenize", "notation", "--decode", str(lmx_file), "-o", str(xml_file)])
     assert decoded.exit_code == 0, decoded.output

@@ -70,3 +70,18 @@ def test_mismatch_and_malformed_are_clear_errors(tmp_path):
         Vocabulary.load(tmp_path / "partial.json")
     with pytest.raises(CheckpointError, match="no vocabulary"):
         Vocabulary.load(tmp_path / "missing.json")
+
+
+def test_default_vocabulary_holds_every_codec_token():
+    from umust_cli.codecs.midi import MidiCodec
+    from umust_cli.codecs.notation import NotationCodec
+    from umust_cli.codecs.vocab import default_vocabulary
+
+    v = default_vocabulary()
+    notation, midi = NotationCodec(), MidiCodec()
+    assert len(v.range("notation")) == notation.vocab_size
+    assert len(v.range("midi")) == midi.vocab_size
+    lmx_ids = [notation.token_names().index(t) for t in ("measure", "G4", "quarter")]
+    assert [v.name(i) for i in v.to_global("notation", lmx_ids)] == ["measure", "G4", "quarter"]
+    assert v.name(v.to_global("midi", [midi.token_id("pitch:60")])[0]) == "pitch:60"
+    assert len(v) == 10 + 2 * 4096 + notation.vocab_size + midi.vocab_size
