@@ -25,3 +25,14 @@ def test_failure_leaves_old_file_and_no_temp(tmp_path):
             raise RuntimeError("killed")
     assert dest.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+
+
+def test_atomic_write_uses_the_usual_file_mode(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
