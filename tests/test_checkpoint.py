@@ -1,0 +1,174 @@
+"""Checkpoint files of the image codec: round trips, damage, vocabulary checks, exact resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from umust_cli.codecs.image import ImageCodec
+from umust_cli.codecs.vocab import Vocabulary, default_vocabulary
+from umust_cli.errors import CheckpointError, VocabularyMismatchError
+from umust_cli.model.rqvae import PRESETS, RQVAE
+from umust_cli.train import checkpoint as ckpt_io
+from umust_cli.train.image_codec import (PAPER_BUCKETS, RunOptions, TrainConfig, read_log,
+                                         train_image_codec)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: faster on a busy 2-core box, and the same arithmetic in every run."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Vocabulary:
+    return default_vocabulary()
+
+
+def _staff(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = np.full((h, w), 255, np.uint8)
+    top = h // 2 - 16
+    for k in range(5):
+        a[top + 8 * k, :] = 0
+    for x in rng.integers(4, w - 4, 8):
+        a[top + 10:top + 14, x - 2:x + 2] = 20
+    return a
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """Four PNGs in two height buckets (70-130 and 130-260 px)."""
+    d = tmp_path / "pngs"
+    d.mkdir()
+    for i, h in enumerate((80, 100, 150, 200)):
+        Image.fromarray(_staff(h, 160, i)).save(d / f"sys{i}.png")
+    return d
+
+
+# 1/64 of the paper's batches: 4 crops of 64 px or 2 crops of 128 px per step.
+CFG = TrainConfig(model=PRESETS["tiny"], buckets=PAPER_BUCKETS, batch_scale=1 / 64, lr=1e-3,
+                  warmup_steps=2)
+
+
+def _losses(ckpt_dir) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in read_log(ckpt_dir) if "loss" in r]
+
+
+def _weights(ckpt_dir) -> dict[str, torch.Tensor]:
+    state, _ = ckpt_io.load_model(ckpt_dir, default_vocabulary())
+    return state
+
+
+def test_model_round_trip_is_bit_exact(tmp_path, vocab):
+    torch.manual_seed(3)
+    model = RQVAE(PRESETS["tiny"])
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            buf.copy_(torch.randn_like(buf))
+    config = {"kind": "test", "step": 7, "model": PRESETS["tiny"].to_dict()}
+    ckpt_io.save_model(tmp_path / "ck", model.state_dict(), config, vocab)
+    state, loaded_config = ckpt_io.load_model(tmp_path / "ck", vocab)
+    assert loaded_config == config
+    assert state.keys() == model.state_dict().keys()
+    for k, v in model.state_dict().items():
+        assert torch.equal(state[k], v), k
+    assert not any(p.stat().st_size == 0 for p in (tmp_path / "ck").iterdir())
+    assert not list((tmp_path / "ck").glob(".*tmp*")), "temporary files left behind"
+
+
+def test_shipped_default_fits_16_mib_as_fp16(tmp_path, vocab):
+    model = RQVAE(PRESETS["small"])
+    ckpt_io.save_model(tmp_path, model.state_dict(), {"kind": "x"}, vocab, dtype=torch.float16)
+    size = (tmp_path / ckpt_io.WEIGHTS).stat().st_size
+    assert size <= 16 * 2 ** 20, f"{size / 2 ** 20:.1f} MiB"
+    state, _ = ckpt_io.load_model(tmp_path, vocab)
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+
+
+@pytest.fixture
+def trained(tmp_path, corpus, vocab):
+    out = tmp_path / "ck"
+    train_image_codec(corpus, out, CFG, RunOptions(max_steps=3, save_every=100, progress=False), vocab)
+    return out
+
+
+def test_wrong_vocabulary_is_refused(trained):
+    other = Vocabulary(notation=("a", "b"), midi=("c",))
+    with pytest.raises(VocabularyMismatchError, match="another vocabulary"):
+        ImageCodec.load(trained, vocab=other)
+
+
+def test_truncated_weights_are_a_clear_error(trained):
+    path = trained / ckpt_io.WEIGHTS
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        ImageCodec.load(trained)
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        ImageCodec.load(trained)
+
+
+def test_missing_or_damaged_files_are_checkpoint_errors(trained, tmp_path, corpus, vocab):
+    with pytest.raises(CheckpointError, match="no checkpoint directory"):
+        ImageCodec.load(tmp_path / "nowhere")
+    state = trained / ckpt_io.TRAIN_STATE
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="resume state"):
+        train_image_codec(corpus, trained, CFG, RunOptions(max_steps=5, progress=False), vocab)
+    (trained / ckpt_io.VOCABULARY).unlink()
+    with pytest.raises(CheckpointError, match="no vocabulary file"):
+        ImageCodec.load(trained)
+
+
+def test_resume_with_another_config_is_refused(trained, corpus, vocab):
+    other = TrainConfig(model=CFG.model, buckets=CFG.buckets, batch_scale=CFG.batch_scale, lr=5e-4,
+                        warmup_steps=CFG.warmup_steps)
+    with pytest.raises(CheckpointError, match="differs in: lr"):
+        train_image_codec(corpus, trained, other, RunOptions(max_steps=5, progress=False), vocab)
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues_the_same_loss_curve(tmp_path, corpus, vocab):
+    steps = 8
+    straight = tmp_path / "straight"
+    train_image_codec(corpus, straight, CFG, RunOptions(max_steps=steps, save_every=4, progress=False),
+                      vocab)
+
+    def kill_at_6(step, row):
+        if step == 6:
+            raise _Killed  # no save: steps 5 and 6 are lost, as with SIGKILL
+
+    killed = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        train_image_codec(corpus, killed, CFG, RunOptions(max_steps=steps, save_every=4, progress=False),
+                          vocab, on_step=kill_at_6)
+    assert [s for s, _ in _losses(killed)] == [1, 2, 3, 4, 5, 6]
+    with open(killed / ckpt_io.TRAIN_LOG, "a", encoding="utf-8") as log:
+        log.write('{"step": 7, "lo')  # a row cut short by the kill
+    result = train_image_codec(corpus, killed, CFG,
+                               RunOptions(max_steps=steps, save_every=4, progress=False), vocab)
+    assert result.start_step == 4 and result.step == steps
+
+    halves = tmp_path / "halves"  # a clean stop at N/2 (max-steps) and a second run
+    for n in (steps // 2, steps):
+        train_image_codec(corpus, halves, CFG, RunOptions(max_steps=n, save_every=100, progress=False),
+                          vocab)
+
+    reference = _losses(straight)
+    assert [s for s, _ in reference] == list(range(1, steps + 1))
+    assert _losses(killed) == reference
+    assert _losses(halves) == reference
+    w = _weights(straight)
+    for other in (killed, halves):
+        assert all(torch.equal(w[k], v) for k, v in _weights(other).items())

@@ -1,0 +1,256 @@
+"""The score-image codec: preprocessing, flattening, shifts, metrics, encode/decode, training."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from umust_cli.cli.main import app
+from umust_cli.codecs.base import Codec
+from umust_cli.codecs.image import (ImageCodec, flatten, global_to_systems, load_gray, pad_to_multiple,
+                                    preprocess, shift_variants, systems_to_global, threshold_white,
+                                    unflatten)
+from umust_cli.codecs.vocab import SEP, default_vocabulary
+from umust_cli.errors import ImageError
+from umust_cli.eval.image_metrics import foreground_f1, psnr
+from umust_cli.model.rqvae import PRESETS, RQVAE
+from umust_cli.train.image_codec import Bucket, RunOptions, TrainConfig, read_log, train_image_codec
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def staff_image(seed: int, h: int = 96, w: int = 256) -> np.ndarray:
+    """Five 1-px staff lines 8 px apart, note heads with stems, on white."""
+    rng = np.random.default_rng(seed)
+    a = np.full((h, w), 255, np.uint8)
+    for k in range(5):
+        a[24 + 8 * k, :] = 0
+    for x in rng.integers(8, w - 8, 12):
+        y = int(rng.integers(20, 60))
+        a[y - 2:y + 3, x - 3:x + 3] = 0
+        a[y - 28:y, x + 2] = 0
+    return a
+
+
+# ---------------------------------------------------------------------------
+# Pixels
+# ---------------------------------------------------------------------------
+
+def test_threshold_known_pixels():
+    # median 250 -> cut 230: strictly brighter pixels become 255, the rest stay
+    a = np.array([[250, 250, 250, 250, 250, 231, 230, 100, 0]], np.uint8)
+    assert threshold_white(a).tolist() == [[255, 255, 255, 255, 255, 255, 230, 100, 0]]
+    # a dark page (median 40, cut 20): only the darkest ink survives
+    b = np.array([[40, 40, 40, 40, 21, 20, 0]], np.uint8)
+    assert threshold_white(b).tolist() == [[255, 255, 255, 255, 255, 20, 0]]
+
+
+def test_pad_to_multiple_of_16_with_white():
+    a = np.zeros((17, 33), np.uint8)
+    p = pad_to_multiple(a)
+    assert p.shape == (32, 48)
+    assert (p[:17, :33] == 0).all() and (p[17:] == 255).all() and (p[:, 33:] == 255).all()
+    assert pad_to_multiple(np.zeros((32, 16), np.uint8)).shape == (32, 16)
+
+
+def test_bad_images_are_image_errors(tmp_path):
+    with pytest.raises(ImageError, match="blank"):
+        preprocess(np.full((40, 40), 255, np.uint8))
+    with pytest.raises(ImageError, match="cannot read"):
+        load_gray(b"\x89PNG\r\n\x1a\n this is not a png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50))
+    with pytest.raises(ImageError, match="cannot read"):
+        load_gray(bad)
+    with pytest.raises(ImageError, match="empty"):
+        load_gray(np.zeros((0, 10), np.uint8))
+    with pytest.raises(ImageError, match="uint8"):
+        load_gray(np.zeros((4, 4), np.float32))
+
+
+def test_transparency_is_composited_over_white():
+    rgba = np.zeros((4, 4, 4), np.uint8)  # black but fully transparent...
+    rgba[0, 0] = (0, 0, 0, 255)            # ...except one opaque black pixel
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    gray = load_gray(buf.getvalue())
+    assert gray[0, 0] == 0 and (gray.ravel()[1:] == 255).all()
+    assert load_gray(rgba).tolist() == gray.tolist()
+
+
+def test_shift_variants():
+    a = np.full((20, 30), 255, np.uint8)
+    a[5, 7] = 0
+    variants = shift_variants(a)
+    assert len(variants) == 32
+    assert variants[0] is a
+    for iy in range(4):
+        for ix in range(8):
+            v = variants[iy * 8 + ix]
+            dx, dy = 2 * ix, 4 * iy
+            assert v.shape == (20 + dy, 30 + dx)
+            assert list(zip(*np.nonzero(v == 0))) == [(5 + dy, 7 + dx)]
+
+
+# ---------------------------------------------------------------------------
+# Flattening
+# ---------------------------------------------------------------------------
+
+def test_flatten_reading_order_known_answer():
+    grid = np.arange(4 * 2 * 3).reshape(4, 2, 3)  # (codebook, row, column)
+    ids = flatten(grid)
+    assert len(ids) == 24
+    # column 0, row 0: codebooks 0..3; then column 0, row 1; then column 1, row 0
+    assert ids[:4] == [grid[k, 0, 0] + 1024 * k for k in range(4)]
+    assert ids[4:8] == [grid[k, 1, 0] + 1024 * k for k in range(4)]
+    assert ids[8:12] == [grid[k, 0, 1] + 1024 * k for k in range(4)]
+    assert np.array_equal(unflatten(ids, 2), grid)
+
+
+def test_systems_with_sep_round_trip_exactly():
+    vocab = default_vocabulary()
+    rng = np.random.default_rng(0)
+    grids = [rng.integers(0, 1024, (4, h, w)) for h, w in ((2, 5), (5, 3), (3, 7))]
+    seq = systems_to_global(vocab, [flatten(g) for g in grids])
+    assert seq.count(SEP) == 2
+    assert all(i in vocab.range("image") for i in seq if i != SEP)
+    back = global_to_systems(vocab, seq)
+    for g, ids in zip(grids, back):
+        assert np.array_equal(unflatten(ids, g.shape[1]), g)
+
+
+def test_unflatten_refuses_wrong_heights_and_order():
+    ids = flatten(np.zeros((4, 3, 2), np.int64))
+    with pytest.raises(ValueError, match="whole columns"):
+        unflatten(ids, 4)
+    with pytest.raises(ValueError, match="codebook order"):
+        unflatten(ids[1:] + ids[:1], 3)
+
+
+# ---------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------
+
+def test_metrics_known_answers():
+    a = np.full((4, 4), 255, np.uint8)
+    assert psnr(a, a) == float("inf")
+    b = a.copy()
+    b[:] = 254  # MSE 1 -> 10 log10(255^2) dB
+    assert psnr(a, b) == pytest.approx(48.1308, abs=1e-3)
+    ref, hyp = a.copy(), a.copy()
+    ref[0, :4] = 0      # 4 ink pixels
+    hyp[0, :2] = 10     # 2 of them found
+    hyp[3, 3] = 100     # 1 false ink pixel
+    assert foreground_f1(ref, hyp) == pytest.approx(2 * 2 / (4 + 3))
+    assert foreground_f1(a, a) == 1.0
+
+
+# ---------------------------------------------------------------------------
+# Codec
+# ---------------------------------------------------------------------------
+
+def test_encode_decode_shapes_and_ranges(tmp_path):
+    torch.manual_seed(0)
+    codec = ImageCodec(RQVAE(PRESETS["tiny"]))
+    assert isinstance(codec, Codec) and codec.modality == "image" and codec.vocab_size == 4096
+    assert codec.token_names()[1025] == "img:q1:1"
+    path = tmp_path / "s.png"
+    Image.fromarray(staff_image(0, h=70, w=100)).save(path)  # pads to 80 x 112 -> 5 x 7 patches
+    grid = codec.encode_grid(path)
+    assert grid.shape == (4, 5, 7)
+    ids = codec.encode(path)
+    assert len(ids) == 4 * 5 * 7
+    assert all(k * 1024 <= i < k * 1024 + 32 for n, i in enumerate(ids) for k in [n % 4])
+    img = codec.decode(ids, height_patches=5)
+    assert img.shape == (80, 112) and img.dtype == np.uint8
+    with pytest.raises(ImageError, match="height"):
+        codec.decode(ids)
+    with pytest.raises(ImageError, match="whole columns"):
+        codec.decode(ids, height_patches=3)
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory):
+    """A tiny RQ-VAE trained 250 steps on one synthetic staff image (full-height crops)."""
+    torch.set_num_threads(1)
+    data = tmp_path_factory.mktemp("staff")
+    Image.fromarray(staff_image(0)).save(data / "staff.png")
+    out = tmp_path_factory.mktemp("ckpt")
+    cfg = TrainConfig(model=PRESETS["tiny"], buckets=(Bucket(0, 10 ** 6, 96, 2),), lr=1e-3,
+                      betas=(0.9, 0.999), warmup_steps=10)
+    train_image_codec(data, out, cfg, RunOptions(max_steps=250, save_every=1000, progress=False),
+                      default_vocabulary())
+    return out
+
+
+@pytest.mark.slow
+def test_training_reduces_reconstruction_error(trained_tiny):
+    l2 = [r["l2"] for r in read_log(trained_tiny) if "l2" in r]
+    assert len(l2) == 250
+    assert np.mean(l2[-20:]) < 0.3 * np.mean(l2[:10])
+    codec = ImageCodec.load(trained_tiny)
+    blank_f1 = foreground_f1(preprocess(staff_image(7)), np.full((96, 256), 255, np.uint8))
+    for seed in (0, 7):  # the training image and an unseen one
+        ref = preprocess(staff_image(seed))
+        out = codec.decode_grid(codec.encode_grid(ref))
+        assert out.shape == ref.shape
+        assert foreground_f1(ref, out) > 0.6 > blank_f1
+        assert psnr(ref, out) > 14.0
+
+
+def test_train_cli_tiny_and_audio_placeholder(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(staff_image(i)).save(data / f"{i}.png")
+    out = tmp_path / "ck"
+    args = ["train", "codec", "image", "--data", str(data), "-o", str(out), "--config", "tiny",
+            "--threads", "1", "--json", "--max-steps"]
+    result = runner.invoke(app, args + ["2"])
+    assert result.exit_code == 0, result.output
+    assert '"step": 2' in result.output
+    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "vocabulary.json",
+                                               "train_state.pt", "train_log.jsonl"}
+    result = runner.invoke(app, args + ["4"])  # the same command again resumes
+    assert result.exit_code == 0 and '"start_step": 2' in result.output
+    assert runner.invoke(app, ["train", "codec", "audio"]).exit_code == 1
+    bad = runner.invoke(app, ["train", "codec", "image", "--data", str(tmp_path / "none"), "-o",
+                              str(out), "--max-steps", "1"])
+    assert bad.exit_code == 2
+
+
+def test_tokenize_image_cli_round_trip_and_bad_files(tmp_path, trained_tiny):
+    good = tmp_path / "good.png"
+    Image.fromarray(staff_image(3, h=90, w=120)).save(good)  # pads to 96 x 128 -> 6 x 8 patches
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "codes"
+    result = runner.invoke(app, ["tokenize", "image", str(bad), str(good), "-o", str(out),
+                                 "--codec", str(trained_tiny), "--json"])
+    assert result.exit_code == 2  # one bad file: reported, the good one still done
+    assert "1 of 2 files failed" in result.output and "bad.png" in result.output
+    grid = np.load(out / "good.npy")
+    assert grid.shape == (4, 6, 8) and grid.dtype == np.int16
+    codec = ImageCodec.load(trained_tiny)
+    assert np.array_equal(grid, codec.encode_grid(good))
+    result = runner.invoke(app, ["tokenize", "image", str(out / "good.npy"), "-o", str(tmp_path / "png"),
+                                 "--codec", str(trained_tiny), "--decode"])
+    assert result.exit_code == 0, result.output
+    png = np.asarray(Image.open(tmp_path / "png" / "good.png"))
+    assert np.array_equal(png, codec.decode_grid(grid))
+    result = runner.invoke(app, ["tokenize", "image", str(good), "-o", str(tmp_path / "shifts"),
+                                 "--codec", str(trained_tiny), "--shifts"])
+    assert result.exit_code == 0 and len(list((tmp_path / "shifts").glob("good.s*.npy"))) == 32
