@@ -96,5 +96,5 @@ def _bash_complete(words: list[str]) -> list[str]:
 
 def test_bash_completion_completes_groups_commands_and_options():
     assert _bash_complete(["umust", "tok"]) == ["tokenize"]
-    assert _bash_complete(["umust", "tokenize", ""]) == ["midi", "notation"]
+    assert _bash_complete(["umust", "tokenize", ""]) == ["audio", "image", "midi", "notation"]
     assert _bash_complete(["umust", "tokenize", "midi", "x.mid", "--max"]) == ["--max-seconds", "--max-tokens"]

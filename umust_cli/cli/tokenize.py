@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -88,3 +88,170 @@ def _report(as_json: bool, obj: dict, line: str) -> None:
         print_json(obj)
     else:
         typer.echo(line)
+
+
+@app.command("image")
+@handle_errors
+def image(
+    files: list[Path] = typer.Argument(..., help="System images (.png), or code grids (.npy) with --decode."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the .npy code grids (or PNGs)."),
+    codec_dir: Path = typer.Option(..., "--codec", help="Image codec checkpoint folder."),
+    decode: bool = typer.Option(False, "--decode", help="Read .npy code grids and write PNGs."),
+    shifts: bool = typer.Option(False, "--shifts", help="Also write the 32 shifted variants (STEM.sNN.npy)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Score images -> RQ-VAE codes as OUT/STEM.npy, or (--decode) code grids -> PNG.
+
+    Each .npy holds one int16 array of shape (4, H/16, W/16): row k is codebook
+    k, so the height in patches travels with the codes. The token sequence is
+    `umust_cli.codecs.image.flatten` of it (columns left to right, top to bottom,
+    4 codes per patch, local id k*1024 + code). Bad files are reported at the end.
+    """
+    from umust_cli.codecs.image import ImageCodec
+    from umust_cli.errors import BadInputError, UmustError
+
+    codec = ImageCodec.load(codec_dir, device=device)
+    results, failed = [], []
+    for f in files:
+        try:
+            written = _image_decode(codec, f, output) if decode else _image_encode(codec, f, output, shifts)
+            results.append({"input": str(f), "outputs": written})
+        except (UmustError, ValueError, OSError) as e:
+            failed.append({"input": str(f), "error": str(e)})
+    if as_json:
+        print_json({"done": results, "failed": failed})
+    else:
+        for r in results:
+            typer.echo(f"{r['input']} -> {', '.join(r['outputs'])}")
+    if failed:
+        detail = "; ".join(f"{x['input']}: {x['error']}" for x in failed)
+        raise BadInputError(f"{len(failed)} of {len(files)} files failed: {detail}")
+
+
+def _image_encode(codec, src: Path, outdir: Path, shifts: bool) -> list[str]:
+    import numpy as np
+
+    from umust_cli.codecs.image import load_gray, shift_variants
+    from umust_cli.io import atomic_path, require_file
+
+    gray = load_gray(require_file(src))
+    variants = shift_variants(gray) if shifts else [gray]
+    written = []
+    for n, img in enumerate(variants):
+        dest = outdir / (f"{src.stem}.s{n:02d}.npy" if shifts else f"{src.stem}.npy")
+        with atomic_path(dest) as tmp:
+            np.save(tmp, codec.encode_grid(img).astype(np.int16))
+        written.append(str(dest))
+    return written
+
+
+def _image_decode(codec, src: Path, outdir: Path) -> list[str]:
+    import numpy as np
+    from PIL import Image
+
+    from umust_cli.io import atomic_path, require_file
+
+    grid = np.load(require_file(src), allow_pickle=False)
+    dest = outdir / f"{src.stem}.png"
+    img = codec.decode_grid(grid)
+    with atomic_path(dest) as tmp:
+        Image.fromarray(img).save(tmp)
+    return [str(dest)]
+
+
+# Audio code files: Code files: ``OUTDIR/<stem>.npy`` holds an int16 array of shape (4, frames):
+# row k is codebook k, values in [0, 1024), one column per 512 samples at
+# 44.1 kHz. The codec's local token ids are these codes frame by frame,
+# ``k * 1024 + code`` (``umust_cli.codecs.audio.flatten``). ``--decode`` reads
+# such files (or 1-D arrays of local ids) and writes ``OUTDIR/<stem>.wav``
+# (44.1 kHz mono, 16-bit). ``--shifts`` also writes ``OUTDIR/<stem>.sNN.npy``
+# for the 9 shift-augmentation variants (NN = 00..08 for -20..+20 samples).
+@app.command("audio")
+@handle_errors
+def audio(
+    files: List[Path] = typer.Argument(..., help="Sound files (WAV, FLAC, ...), or .npy code files with --decode."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder: <stem>.npy per input (<stem>.wav with --decode)."),
+    codec_dir: Path = typer.Option(..., "--codec", help="Audio codec checkpoint directory."),
+    decode: bool = typer.Option(False, "--decode", help="Read .npy codes and write .wav files."),
+    shifts: bool = typer.Option(False, "--shifts", help="Also write the 9 shifted variants as STEM.sNN.npy "
+                                "(NN 00..08: shifts -20..+20 samples in steps of 5; s04 is unshifted)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Encode sound files to (4, frames) code arrays, or decode code arrays to audio.
+
+    Every file is tried; failures are listed at the end and make the exit status 2.
+    """
+    from umust_cli.codecs.audio import AudioCodec
+    from umust_cli.errors import BadInputError
+
+    stems = [f.stem for f in files]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise BadInputError(f"several inputs would write the same output name: {', '.join(dupes)}")
+    codec = AudioCodec.load(codec_dir, device=device)
+    done, failed = [], []
+    for f in files:
+        try:
+            done.append(_audio_decode_one(codec, f, output) if decode else _audio_encode_one(codec, f, output, shifts))
+        except BadInputError as e:
+            failed.append({"input": str(f), "error": str(e)})
+    _audio_report(done, failed, as_json)
+    if failed:
+        raise BadInputError(f"{len(failed)} of {len(files)} files failed")
+
+
+def _audio_encode_one(codec, src: Path, outdir: Path, shifts: bool) -> dict:
+    from umust_cli.codecs.audio import load_audio, shift_variants
+
+    audio = load_audio(src)
+    codes = codec.encode_codes(audio)  # (4, frames)
+    dest = outdir / f"{src.stem}.npy"
+    _audio_save_codes(dest, codes)
+    variants = shift_variants(audio) if shifts else []
+    for i, shifted in enumerate(variants):
+        _audio_save_codes(outdir / f"{src.stem}.s{i:02d}.npy", codec.encode_codes(shifted))
+    return {"input": str(src), "output": str(dest), "frames": int(codes.shape[1]),
+            "tokens": int(codes.size), "shift_variants": len(variants)}
+
+
+def _audio_save_codes(dest: Path, codes) -> None:
+    import numpy as np
+
+    from umust_cli.io import atomic_path
+
+    with atomic_path(dest) as tmp:
+        np.save(tmp, codes.astype(np.int16))
+
+
+def _audio_decode_one(codec, src: Path, outdir: Path) -> dict:
+    import numpy as np
+    import soundfile
+
+    from umust_cli.codecs.audio import SAMPLE_RATE, unflatten
+    from umust_cli.errors import AudioError
+    from umust_cli.io import atomic_path, require_file
+
+    try:
+        arr = np.load(require_file(src), allow_pickle=False)
+        codes = unflatten(arr) if arr.ndim == 1 else arr
+    except (OSError, ValueError) as e:
+        raise AudioError(f"{src} is not a code array: {e}") from e
+    audio = np.clip(codec.decode_codes(codes), -1.0, 1.0)
+    dest = outdir / f"{src.stem}.wav"
+    with atomic_path(dest) as tmp:
+        soundfile.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return {"input": str(src), "output": str(dest), "samples": int(audio.size),
+            "seconds": round(audio.size / SAMPLE_RATE, 3)}
+
+
+def _audio_report(done: list[dict], failed: list[dict], as_json: bool) -> None:
+    if as_json:
+        print_json({"ok": done, "failed": failed})
+        return
+    for row in done:
+        size = f"{row['frames']} frames" if "frames" in row else f"{row['seconds']} s"
+        typer.echo(f"{row['input']} -> {row['output']} ({size})")
+    for row in failed:
+        typer.secho(f"failed: {row['input']}: {row['error']}", fg=typer.colors.RED, err=True)

@@ -1,5 +1,124 @@
-"""`umust train`: training commands (codecs, translators, retrieval)."""
+"""`umust train`: training commands (codecs now; translators and retrieval later)."""
 
-from umust_cli.cli._common import not_yet
+from __future__ import annotations
 
-app = not_yet("train", "codec, translator and retrieval training come with later issues")
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
+
+app = typer.Typer(help="Train the image and audio codecs (translators and retrieval come with later issues).", no_args_is_help=True)
+codec_app = typer.Typer(help="Train a modality codec (tokenizer).", no_args_is_help=True)
+app.add_typer(codec_app, name="codec")
+
+CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~8 MB fp16) or paper (GPU)."
+
+
+@codec_app.command("image")
+@handle_errors
+def image(
+    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` or a folder of PNGs."),
+    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
+    config: str = typer.Option("small", "--config", help=CONFIG_HELP),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop after this long."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on cuda)."),
+    batch_scale: Optional[float] = typer.Option(
+        None, "--batch-scale", help="Multiply the paper's batch sizes (default: 1 on cuda, 1/32 on cpu)."),
+    lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the data order."),
+    save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Evaluate on validation images every N steps."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Train the score-image RQ-VAE; rerun the same command to resume after a stop."""
+    import torch
+
+    from umust_cli.codecs.vocab import default_vocabulary
+    from umust_cli.errors import BadInputError
+    from umust_cli.model.rqvae import PRESETS
+    from umust_cli.train.image_codec import RunOptions, TrainConfig, resolve_device, train_image_codec
+
+    if config not in PRESETS:
+        raise BadInputError(f"unknown --config {config!r} (choose from {', '.join(PRESETS)})")
+    if max_steps is None and max_minutes is None:
+        raise BadInputError("give --max-steps or --max-minutes (or both)")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    scale = batch_scale if batch_scale is not None else (1.0 if dev.type == "cuda" else 1 / 32)
+    cfg = TrainConfig(model=PRESETS[config], batch_scale=scale, lr=lr, seed=seed)
+    run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
+                     eval_every=eval_every, device=dev.type, progress=not quiet and not as_json)
+    result = train_image_codec(data, output, cfg, run, default_vocabulary())
+    summary = {"checkpoint": str(output), "step": result.step, "start_step": result.start_step,
+               "stopped": result.stop_reason, "last_loss": result.last_loss, "eval": result.eval}
+    if as_json:
+        print_json(summary)
+        return
+    ev = result.eval
+    score = f", val PSNR {ev['psnr']:.2f} dB, ink F1 {ev['f1']:.3f}" if ev else ""
+    typer.echo(f"step {result.step} ({result.stop_reason}); saved {output}{score}")
+
+
+CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~13 MiB fp16) or paper (DAC widths, GPU)."
+
+
+@codec_app.command("audio")
+@handle_errors
+def audio(
+    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` or a folder of WAV/FLAC files."),
+    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
+    config: str = typer.Option("small", "--config", help=CONFIG_HELP),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop before this much time has passed."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on cuda)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Excerpts per step (default: 72 on cuda as DAC, 2 on cpu)."),
+    excerpt_seconds: float = typer.Option(0.38, "--excerpt-seconds", help="Length of each training excerpt."),
+    lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate of both networks."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the data order."),
+    save_every: int = typer.Option(1000, "--save-every", help="Checkpoint every N steps."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Evaluate on validation audio every N steps."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Also write the generator as an fp16 codec directory here."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Train the DAC audio codec (GAN); rerun the same command to resume after a stop."""
+    import torch
+
+    from umust_cli.codecs.vocab import default_vocabulary
+    from umust_cli.errors import BadInputError
+    from umust_cli.model.dac_codec import PRESETS
+    from umust_cli.train.audio_codec import (RunOptions, TrainConfig, export_codec, resolve_device,
+                                             train_audio_codec)
+
+    if config not in PRESETS:
+        raise BadInputError(f"unknown --config {config!r} (choose from {', '.join(PRESETS)})")
+    if max_steps is None and max_minutes is None:
+        raise BadInputError("give --max-steps or --max-minutes (or both)")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    dev, vocab = resolve_device(device), default_vocabulary()
+    preset = PRESETS[config]
+    cfg = TrainConfig(model=preset.generator, discriminator=preset.discriminator,
+                      batch_size=batch_size or (72 if dev.type == "cuda" else 2),
+                      excerpt_seconds=excerpt_seconds, lr=lr, seed=seed)
+    run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
+                     eval_every=eval_every, device=dev.type, progress=not quiet and not as_json)
+    result = train_audio_codec(data, output, cfg, run, vocab)
+    exported = str(export_codec(output, export, vocab)) if export is not None else None
+    summary = {"checkpoint": str(output), "step": result.step, "start_step": result.start_step,
+               "stopped": result.stop_reason, "last_loss": result.last_loss, "eval": result.eval,
+               "exported": exported}
+    if as_json:
+        print_json(summary)
+        return
+    ev = result.eval
+    score = f", val SI-SDR {ev['si_sdr']:.2f} dB, mel distance {ev['mel_distance']:.3f}" if ev else ""
+    typer.echo(f"step {result.step} ({result.stop_reason}); saved {output}{score}"
+               + (f"; exported {exported}" if exported else ""))
