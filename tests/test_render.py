@@ -153,3 +153,20 @@ def test_musicxml_excerpt_restates_attributes_and_linearizes(engraved, tmp_path)
     assert "clef:G2" in lmx and "clef:F4" in lmx
     with pytest.raises(RenderError):
         render.slice_musicxml(root, 3, 3)
+
+
+def test_overfull_measures_finds_a_bar_holding_too_much():
+    import xml.etree.ElementTree as ET
+
+    from umust_cli.data.render import overfull_measures
+
+    def note(duration: int, chord: bool = False) -> str:
+        return f"<note>{'<chord/>' if chord else ''}<pitch><step>C</step><octave>4</octave></pitch>" \
+               f"<duration>{duration}</duration></note>"
+
+    attributes = "<attributes><divisions>2</divisions><time><beats>3</beats><beat-type>4</beat-type></time></attributes>"
+    pickup = f"<measure number='0'>{attributes}{note(2)}</measure>"  # one beat: under-full is fine
+    full = f"<measure number='1'>{note(4)}{note(4, chord=True)}{note(2)}<backup><duration>6</duration></backup>{note(6)}</measure>"
+    stuffed = f"<measure number='2'>{''.join(note(2) for _ in range(12))}</measure>"  # 12 beats in a 3-beat bar
+    root = ET.fromstring(f"<score-partwise><part id='P1'>{pickup}{full}{stuffed}</part></score-partwise>")
+    assert overfull_measures(root) == {2: (12.0, 3.0)}

@@ -228,7 +228,8 @@ def _build_piece(piece: sources.PieceSource, piece_dir: Path, config: BuildConfi
     soundfont = choose_soundfont(piece.piece_id, config)
     audio = synthesize(performance.midi, available_soundfonts()[soundfont], SAMPLE_RATE)  # [samples]
     split = "test" if held_out else sources.split_of(piece.piece_id, config.seed, config.split_fractions)
-    ctx = _PieceContext(piece, piece_dir, config, split, soundfont, performance, audio, root)
+    ctx = _PieceContext(piece, piece_dir, config, split, soundfont, performance, audio, root,
+                        render.overfull_measures(root))
     _write_piece_files(ctx, musicxml, engraving)
     rows, errors = [], []
     for system in engraving.systems:
@@ -252,6 +253,7 @@ class _PieceContext:
     performance: Performance
     audio: np.ndarray  # float32 [samples] at SAMPLE_RATE: the whole performance
     root: ET.Element  # normalized one-part MusicXML of the whole piece
+    overfull: dict[int, tuple[float, float]]  # render.overfull_measures(root): systems to drop
 
 
 def _write_piece_files(ctx: _PieceContext, musicxml: str, engraving: render.Engraving) -> None:
@@ -282,6 +284,11 @@ def _build_system(ctx: _PieceContext, system: render.SystemLayout) -> dict:
     start, end = perf.perf_time(system.start_s), perf.perf_time(system.end_s)
     if end <= start:  # e.g. a last system whose measures verovio's timemap does not reach
         raise RenderError(f"system {system.index} takes no time ({start:.3f}-{end:.3f} s)")
+    overfull = {i: q for i, q in ctx.overfull.items() if system.first_measure <= i < system.end_measure}
+    if overfull:
+        i, (content, bar) = next(iter(overfull.items()))
+        raise RenderError(f"system {system.index}: measure {i + 1} holds {content:g} quarters in a "
+                          f"{bar:g}-quarter bar (mis-parsed score); system dropped")
     paths = {kind: stem.with_suffix(f".{kind}") for kind in ("png", "musicxml", "lmx", "mid", "wav")}
     write_text_atomic(paths["musicxml"], render.slice_musicxml(ctx.root, system.first_measure, system.end_measure))
     write_text_atomic(paths["lmx"], NotationCodec(ctx.config.flavor).to_lmx(paths["musicxml"]) + "\n")

@@ -186,6 +186,40 @@ def measure_count(root: ET.Element) -> int:
     return 0 if part is None else len(part.findall("measure"))
 
 
+def overfull_measures(root: ET.Element, tolerance: float = 1.25) -> dict[int, tuple[float, float]]:
+    """Measures (0-based index) whose content is longer than their time signature allows.
+
+    Returns ``{index: (content quarters, bar quarters)}``. A measure holding more than
+    ``tolerance`` times its bar length is a mis-parsed score (music21's kern reader
+    sometimes piles a whole section into one bar after spine splits), and its audio
+    would not match its image; pickups (under-full bars) are fine.
+    """
+    part = root.find("part")
+    divisions, bar, found = 1.0, None, {}
+    for index, measure in enumerate([] if part is None else part.findall("measure")):
+        divisions = float(measure.findtext("attributes/divisions") or divisions)
+        beats, beat_type = measure.findtext("attributes/time/beats"), measure.findtext("attributes/time/beat-type")
+        if beats and beat_type and beats.isdigit():
+            bar = int(beats) * 4.0 / int(beat_type)
+        content = _content_divisions(measure) / divisions
+        if bar and content > tolerance * bar:
+            found[index] = (content, bar)
+    return found
+
+
+def _content_divisions(measure: ET.Element) -> float:
+    """The furthest time any voice reaches in a measure, in divisions."""
+    cursor = reach = 0.0
+    for element in measure:
+        duration = float(element.findtext("duration") or 0)
+        if element.tag == "backup":
+            cursor -= duration
+        elif element.tag == "forward" or (element.tag == "note" and element.find("chord") is None):
+            cursor += duration
+        reach = max(reach, cursor)
+    return reach
+
+
 def slice_musicxml(root: ET.Element, first: int, end: int) -> str:
     """MusicXML text of measures [first, end) of a one-part score.
 
