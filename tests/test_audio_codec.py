@@ -247,7 +247,7 @@ def test_checkpoint_errors(saved, vocab, tmp_path):
     shutil.copytree(d, wrong)
     config = json.loads((wrong / ckpt_io.CONFIG).read_text())
     (wrong / ckpt_io.CONFIG).write_text(json.dumps({**config, "kind": "umust-rqvae-image"}))
-    with pytest.raises(CheckpointError, match="not an audio codec"):
+    with pytest.raises(CheckpointError, match="not a umust-dac-audio checkpoint"):
         AudioCodec.load(wrong, vocab)
 
 

@@ -207,17 +207,10 @@ class AudioCodec:
         (default: the shipped vocabulary), else VocabularyMismatchError."""
         from umust_cli.codecs.vocab import default_vocabulary
         from umust_cli.model.dac_codec import DACConfig, build_generator
-        from umust_cli.train.checkpoint import load_model
+        from umust_cli.train.checkpoint import load_module
 
-        state, config = load_model(ckpt_dir, vocab or default_vocabulary())
-        if config.get("kind") != MODEL_KIND:
-            raise CheckpointError(f"{ckpt_dir} is not an audio codec checkpoint "
-                                  f"(kind {config.get('kind')!r})")
-        try:
-            model = build_generator(DACConfig.from_dict(config["model"]))
-            model.load_state_dict(state, strict=True)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"weights in {ckpt_dir} do not fit their config: {e}") from e
+        model = load_module(ckpt_dir, vocab or default_vocabulary(), MODEL_KIND,
+                            lambda cfg: build_generator(DACConfig.from_dict(cfg)))
         return cls(model, device)
 
     @property

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -61,6 +61,23 @@ def load_model(ckpt_dir: str | Path, vocab: Vocabulary) -> tuple[dict[str, torch
     vocab.check_matches(Vocabulary.load(ckpt / VOCABULARY), what=f"checkpoint {ckpt}")
     config = read_config(ckpt)
     return _read_weights(ckpt / WEIGHTS), config
+
+
+def load_module(ckpt_dir: str | Path, vocab: Vocabulary, kind: str,
+                build: Callable[[dict], torch.nn.Module]) -> torch.nn.Module:
+    """The module of a checkpoint of ``kind``: ``build(config["model"])`` with its weights loaded.
+
+    Raises CheckpointError for another kind of checkpoint or weights that do not fit.
+    """
+    state, config = load_model(ckpt_dir, vocab)
+    if config.get("kind") != kind:
+        raise CheckpointError(f"{ckpt_dir} is not a {kind} checkpoint (kind {config.get('kind')!r})")
+    try:
+        model = build(config["model"])
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"weights in {ckpt_dir} do not fit their config: {e}") from e
+    return model
 
 
 def read_config(ckpt_dir: str | Path) -> dict:
