@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import typer
 from typer.testing import CliRunner
 
 from umust_cli.codecs.audio import (HOP, SHIFTS, AudioCodec, chunk_spans, flatten, load_audio,

@@ -12,7 +12,8 @@ from umust_cli.codecs.vocab import Vocabulary, default_vocabulary
 from umust_cli.errors import CheckpointError, VocabularyMismatchError
 from umust_cli.model.rqvae import PRESETS, RQVAE
 from umust_cli.train import checkpoint as ckpt_io
-from umust_cli.train.image_codec import (PAPER_BUCKETS, RunOptions, TrainConfig, read_log,
+from umust_cli.train.loop import read_log
+from umust_cli.train.image_codec import (PAPER_BUCKETS, RunOptions, TrainConfig,
                                          train_image_codec)
 
 

@@ -73,7 +73,6 @@ def slice_midi(midi: pretty_midi.PrettyMIDI, start: float, end: float) -> pretty
     each controller before ``start`` is restated at time 0 (a held sustain pedal
     stays held).
     """
-    length = end - start
     out = pretty_midi.PrettyMIDI(resolution=midi.resolution)
     for inst in midi.instruments:
         new = pretty_midi.Instrument(program=int(inst.program), is_drum=inst.is_drum, name=inst.name)
@@ -108,7 +107,6 @@ def _velocity_curve(config: PerformanceConfig, end: float, rng: np.random.Genera
         return np.array([0.0, end]), rng.uniform(lo, hi, size=2)
     # "smooth": random knots joined by cosine segments (no overshoot, so it stays in range)
     n_knots = max(2, int(np.ceil(end / config.velocity_knot_s)) + 1)
-    knot_t = np.linspace(0.0, end, n_knots)
     knot_v = rng.uniform(lo, hi, size=n_knots)
     fine_t = np.linspace(0.0, end, 16 * (n_knots - 1) + 1)
     seg = np.minimum((fine_t / end * (n_knots - 1)).astype(int), n_knots - 2)

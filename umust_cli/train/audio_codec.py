@@ -59,7 +59,7 @@ from umust_cli.model.dac_codec import (MODEL_KIND, PRESETS, SAMPLE_RATE, DACConf
                                        Losses, LossConfig, build_discriminator, build_generator,
                                        build_losses)
 from umust_cli.train import checkpoint as ckpt_io
-from umust_cli.train.image_codec import _StopOnSignal, _truncate_log, read_log, resolve_device
+from umust_cli.train.loop import StopOnSignal, read_log, resolve_device, truncate_log
 
 DISCRIMINATOR = "discriminator.safetensors"
 STAGING, COMPLETE = ".saving", "COMPLETE"
@@ -403,7 +403,7 @@ def resume(ckpt_dir: Path, parts: Parts, cfg: TrainConfig, vocab: Vocabulary) ->
                       ("scheduler_g", parts.sched_g), ("scheduler_d", parts.sched_d)):
         obj.load_state_dict(state[name])
     ckpt_io.set_rng_state(state["rng"])
-    _truncate_log(ckpt_dir / ckpt_io.TRAIN_LOG, step)
+    truncate_log(ckpt_dir / ckpt_io.TRAIN_LOG, step)
     return step
 
 
@@ -450,7 +450,7 @@ def train_audio_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConf
     start = step = resume(ckpt_dir, parts, cfg, vocab)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     reason, row, saved_at, t0 = "", None, step, time.monotonic()
-    with _StopOnSignal() as stop, _progress(run, step) as bar, \
+    with StopOnSignal() as stop, _progress(run, step) as bar, \
             open(ckpt_dir / ckpt_io.TRAIN_LOG, "a", encoding="utf-8") as log:
         while not (reason := _why_stop(run, step, start, t0, stop)):
             row = {"step": step + 1, **train_step(parts, cfg, make_batch(store, cfg, step)),

@@ -14,9 +14,7 @@ float32 (see ``model/rqvae.py``).
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,9 +28,9 @@ from umust_cli.codecs.image import MODEL_KIND, WHITE, load_gray, pad_to_multiple
 from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.errors import BadInputError, CheckpointError, HeldOutRepertoireError, ImageError
 from umust_cli.eval.image_metrics import foreground_f1, psnr
-from umust_cli.io import write_text_atomic
 from umust_cli.model.rqvae import PRESETS, RQVAE, RQVAEConfig
 from umust_cli.train import checkpoint as ckpt_io
+from umust_cli.train.loop import StopOnSignal, resolve_device, truncate_log
 
 
 @dataclass(frozen=True)
@@ -256,15 +254,6 @@ def make_batch(store: ImageStore, plan: BatchPlan, step: int) -> tuple[torch.Ten
 # The loop
 # ---------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("--device cuda asked for, but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise BadInputError(f"unknown device {name!r} (auto, cpu or cuda)")
-    return torch.device(name)
-
 
 def train_step(model: RQVAE, opt: torch.optim.Optimizer, cfg: TrainConfig, x: torch.Tensor,
                step: int) -> dict:
@@ -346,48 +335,8 @@ def resume(ckpt_dir: Path, model: RQVAE, opt: torch.optim.Optimizer, cfg: TrainC
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     ckpt_io.set_rng_state(state["rng"])
-    _truncate_log(ckpt_dir / ckpt_io.TRAIN_LOG, int(state["step"]))
+    truncate_log(ckpt_dir / ckpt_io.TRAIN_LOG, int(state["step"]))
     return int(state["step"])
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows written after the checkpoint (the steps a kill threw away)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if (row := _parse_row(line)) is not None and row.get("step", 0) <= step]
-    write_text_atomic(path, "".join(line + "\n" for line in keep))
-
-
-def _parse_row(line: str) -> dict | None:
-    """A log row, or None for a blank or half-written line (a kill mid-write)."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return row if isinstance(row, dict) else None
-
-
-class _StopOnSignal:
-    """First SIGINT/SIGTERM asks the loop to save and stop; a second one interrupts."""
-
-    def __init__(self) -> None:
-        self.requested, self._old = False, {}
-
-    def __enter__(self) -> "_StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def train_image_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConfig,
@@ -403,7 +352,7 @@ def train_image_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConf
     start = step = resume(ckpt_dir, model, opt, cfg, vocab)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     reason, row, saved_at, t0 = "done", None, step, time.monotonic()
-    with _StopOnSignal() as stop, _progress(run, step) as bar, \
+    with StopOnSignal() as stop, _progress(run, step) as bar, \
             open(ckpt_dir / ckpt_io.TRAIN_LOG, "a", encoding="utf-8") as log:
         while True:
             reason = _why_stop(run, step, t0, stop)
@@ -431,7 +380,7 @@ def train_image_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConf
     return TrainResult(step, start, reason, row["loss"] if row else None, final)
 
 
-def _why_stop(run: RunOptions, step: int, t0: float, stop: _StopOnSignal) -> str:
+def _why_stop(run: RunOptions, step: int, t0: float, stop: StopOnSignal) -> str:
     if stop.requested:
         return "signal"
     if run.max_steps is not None and step >= run.max_steps:
@@ -453,10 +402,3 @@ def _progress(run: RunOptions, step: int):
                 dynamic_ncols=True, unit="step", desc="rqvae")
 
 
-def read_log(ckpt_dir: str | Path) -> list[dict]:
-    """The rows of a run's train_log.jsonl (training rows and evaluation rows)."""
-    path = Path(ckpt_dir) / ckpt_io.TRAIN_LOG
-    if not path.is_file():
-        return []
-    rows = (_parse_row(line) for line in path.read_text(encoding="utf-8").splitlines())
-    return [r for r in rows if r is not None]
