@@ -298,3 +298,18 @@ def test_cli_malformed_file_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["tokenize", "notation", str(bad)])
     assert result.exit_code == 2
     assert "malformed MusicXML" in result.output
+
+
+def test_mei_keeps_key_time_and_pitches_like_the_kern_it_came_from(tmp_path):
+    """verovio writes MEI 4/5 (<keySig>/<meterSig> elements, gestural accidentals on every
+    note); music21 alone loses the key and time signatures and prints gestural naturals."""
+    import verovio
+
+    krn = Path(__file__).resolve().parents[1] / "examples" / "minuet-in-g.krn"
+    tk = verovio.toolkit()
+    assert tk.loadFile(str(krn))
+    mei = tmp_path / "minuet.mei"
+    mei.write_text(tk.getMEI())
+    from_mei = NotationCodec().to_lmx(mei).split()
+    assert from_mei[:6] == ["measure", "key:fifths:1", "time", "beats:3", "beat-type:4", "clef:G2"]
+    assert from_mei == NotationCodec().to_lmx(krn).split()

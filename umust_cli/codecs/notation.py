@@ -241,7 +241,10 @@ def _music21_parse(path: Path) -> Any:
     complaints = io.StringIO()
     try:
         with contextlib.redirect_stderr(complaints):  # music21 reports skipped events there
-            parsed = music21.converter.parse(str(path), forceSource=True)
+            if path.suffix.lower() == ".mei":
+                parsed = music21.converter.parseData(_mei_for_music21(path), format="mei")
+            else:
+                parsed = music21.converter.parse(str(path), forceSource=True)
     except Exception as e:  # music21 raises many unrelated types on bad input
         raise NotationError(f"{path}: cannot read the score: {type(e).__name__}: {e}") from e
     skipped = [line for line in _lines(complaints) if "Error in parsing" in line]
@@ -249,6 +252,55 @@ def _music21_parse(path: Path) -> Any:
         raise NotationError(f"{path}: {len(skipped)} unreadable event(s), first: {skipped[0].strip()}")
     sys.stderr.write(complaints.getvalue())  # other music21 warnings pass through
     return _require_stream(parsed, str(path))
+
+
+_MEI_NS = "http://www.music-encoding.org/ns/mei"
+_MEI_CHILD_ATTRS = {"keySig": ("sig", "mode"), "meterSig": ("count", "unit", "sym"),
+                    "clef": ("shape", "line", "dis", "dis.place")}
+_MEI_PREFIX = {"keySig": "key", "meterSig": "meter", "clef": "clef"}
+
+
+def _mei_for_music21(path: Path) -> str:
+    """MEI text with <keySig>/<meterSig>/<clef> children of staffDef/scoreDef restated as the
+    parent's key.sig / meter.count / clef.shape attributes: music21's MEI reader only reads
+    the attribute form (MEI 3), so key and time signatures of MEI 4/5 files (verovio's
+    output, for one) were silently lost."""
+    try:
+        tree = ET.parse(path)
+    except (ET.ParseError, OSError) as e:
+        raise NotationError(f"{path}: malformed MEI: {e}") from e
+    for tag in ("staffDef", "scoreDef"):
+        for parent in tree.getroot().iter(f"{{{_MEI_NS}}}{tag}"):
+            for child in list(parent):
+                name = child.tag.split("}")[-1]
+                for attr in _MEI_CHILD_ATTRS.get(name, ()):
+                    key = f"{_MEI_PREFIX[name]}.{attr}"
+                    if child.get(attr) is not None and parent.get(key) is None:
+                        parent.set(key, child.get(attr))
+    _drop_redundant_gestural_naturals(tree.getroot())
+    ET.register_namespace("", _MEI_NS)
+    return ET.tostring(tree.getroot(), encoding="unicode")
+
+
+def _key_alterations(sig: str) -> dict[str, str]:
+    """MEI key.sig ("0", "2s", "3f") -> {pname: "s" | "f"} of the altered steps."""
+    count, kind = (int(sig[:-1]), sig[-1]) if sig[-1:] in ("s", "f") else (0, "s")
+    order = "fcgdaeb" if kind == "s" else "beadgcf"
+    return {p: kind for p in order[:count]}
+
+
+def _drop_redundant_gestural_naturals(root: ET.Element) -> None:
+    """Remove accid.ges="n" on steps the key signature leaves unaltered (verovio writes
+    accid.ges on every note): music21 prints such gestural naturals as written ones.
+    Gestural sharps and flats stay: music21 needs them for the pitch."""
+    altered: dict[str, str] = {}
+    for element in root.iter():
+        if element.get("key.sig") is not None:
+            altered = _key_alterations(element.get("key.sig"))
+        if element.tag == f"{{{_MEI_NS}}}note" and element.get("accid") is None:
+            implied = altered.get(element.get("pname", ""), "n")
+            if element.get("accid.ges") == "n" and implied == "n":
+                del element.attrib["accid.ges"]
 
 
 def _require_stream(obj: Any, where: str = "<music21 score>") -> Any:
