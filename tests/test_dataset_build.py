@@ -269,3 +269,15 @@ def test_real_joplin_piece(corpora, tmp_path):
     rows = manifest(tmp_path / "c")
     assert len(rows) >= 8 and {r["piece_id"] for r in rows} == {"joplin-antoinette"}
     check_modalities(tmp_path / "c", rows)
+
+
+def test_chorale_with_instrumental_parts_keeps_its_four_voices():
+    """music21's bwv1.6 has a horn part besides SATB; the reduction must still find the voices."""
+    import music21
+
+    from umust_cli.data.sources import _vocal_parts
+
+    parts = list(music21.corpus.parse("bach/bwv1.6").parts)
+    assert len(parts) > 4
+    voices = _vocal_parts(parts)
+    assert [p.partName.lower()[:4] for p in voices] == ["sopr", "alto", "teno", "bass"]

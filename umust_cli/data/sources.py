@@ -120,7 +120,7 @@ def _two_staff_reduction(path: Path):
     from umust_cli.errors import NotationError
 
     score = music21.converter.parse(str(path))
-    parts = list(score.parts)
+    parts = _vocal_parts(list(score.parts))
     if len(parts) != 4:
         return score
     reduced = stream.Score()
@@ -131,6 +131,16 @@ def _two_staff_reduction(path: Path):
     if not reduced.parts[0].getElementsByClass(stream.Measure):
         raise NotationError(f"{path}: the chorale has no measures")
     return reduced
+
+
+def _vocal_parts(parts: list) -> list:
+    """The soprano, alto, tenor and bass parts of a chorale that also has instrumental
+    parts (by part name); the parts unchanged when there are four or the names do not tell."""
+    if len(parts) == 4:
+        return parts
+    voices = ("soprano", "alto", "tenor", "bass")
+    found = [next((p for p in parts if (p.partName or "").strip().lower().startswith(v)), None) for v in voices]
+    return found if all(found) else parts
 
 
 def _merge_as_voices(upper, lower, staff_clef):
