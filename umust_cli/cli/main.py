@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from umust_cli import __version__
-from umust_cli.cli import dataset, eval as eval_cmd, tokenize, train, translate
+from umust_cli.cli import dataset, eval as eval_cmd, retrieve, tokenize, train, translate
 
 app = typer.Typer(
     name="umust",
@@ -18,6 +18,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(translate.app, name="translate")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(dataset.app, name="dataset")
+app.add_typer(retrieve.app, name="retrieve")
 
 
 def _version(value: bool) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
 
-app = typer.Typer(help="Train the image and audio codecs (translators and retrieval come with later issues).", no_args_is_help=True)
+app = typer.Typer(help="Train the image and audio codecs and the retrieval model (translators come later).", no_args_is_help=True)
 codec_app = typer.Typer(help="Train a modality codec (tokenizer).", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 
@@ -122,3 +122,60 @@ def audio(
     score = f", val SI-SDR {ev['si_sdr']:.2f} dB, mel distance {ev['mel_distance']:.3f}" if ev else ""
     typer.echo(f"step {result.step} ({result.stop_reason}); saved {output}{score}"
                + (f"; exported {exported}" if exported else ""))
+
+
+@app.command("retrieval")
+@handle_errors
+def retrieval(
+    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` (its train split is used)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
+    val_data: Optional[Path] = typer.Option(None, "--val-data", help="Corpus whose valid split (else all rows) "
+                                                                     "is scored during and after training."),
+    config: str = typer.Option("small", "--config", help="Model size: tiny (tests), small (CPU), paper (GPU)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop after this long."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
+    batch_size: int = typer.Option(32, "--batch-size", min=2, help="Passage pairs per step (the negatives)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    margin: float = typer.Option(0.7, "--margin", help="Triplet loss margin on cosine distance."),
+    soundfont: List[str] = typer.Option([], "--soundfont", help="Train only on rows made with this soundfont "
+                                                                "(repeatable; default: all)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tune: RNN-FT)."),
+    freeze_cnn: bool = typer.Option(False, "--freeze-cnn", help="With --init: keep the snippet CNNs fixed (RNN-FZ)."),
+    no_tempo_augment: bool = typer.Option(False, "--no-tempo-augment", help="No random spectrogram stretching."),
+    eq_db: float = typer.Option(12.0, "--eq-augment-db", min=0.0, help="Random spectral EQ range in dB "
+                                                                          "(timbre variety; 0: off)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the batches."),
+    save_every: int = typer.Option(200, "--save-every", min=1, help="Checkpoint every N steps."),
+    eval_every: int = typer.Option(0, "--eval-every", min=0, help="Score --val-data every N steps (0: at the end)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on cuda)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Train the audio <-> sheet passage retrieval model; rerun the same command to resume."""
+    import torch
+
+    from umust_cli.errors import BadInputError
+    from umust_cli.retrieval.train import RunOptions, train_config, train_retrieval
+
+    if max_steps is None and max_minutes is None:
+        raise BadInputError("give --max-steps or --max-minutes (or both)")
+    if freeze_cnn and init is None:
+        raise BadInputError("--freeze-cnn needs --init (a checkpoint whose CNNs to keep)")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    tempo = (1.0, 1.0) if no_tempo_augment else (0.8, 1.25)
+    cfg = train_config(config, batch_size=batch_size, lr=lr, margin=margin, seed=seed, freeze_cnn=freeze_cnn,
+                       soundfonts=tuple(soundfont), eq_augment_db=eq_db, tempo_augment=tempo)
+    run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
+                     device=dev, progress=not quiet and not as_json)
+    result = train_retrieval(data, output, cfg, run, val_data, init)
+    summary = {"checkpoint": str(output), "step": result.step, "start_step": result.start_step,
+               "stopped": result.stop_reason, "last_loss": result.last_loss, "eval": result.eval}
+    if as_json:
+        print_json(summary)
+        return
+    ev = result.eval
+    score = f", val MRR audio->sheet {ev['A2S_MRR']:.3f}, sheet->audio {ev['S2A_MRR']:.3f}" if ev else ""
+    typer.echo(f"step {result.step} ({result.stop_reason}); saved {output}{score}")

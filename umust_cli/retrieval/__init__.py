@@ -1,0 +1,1 @@
+"""Audio <-> sheet-music passage retrieval (Carvalho & Widmer, ISMIR 2023)."""

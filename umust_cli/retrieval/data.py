@@ -1,0 +1,125 @@
+"""Passage pairs of a built corpus: rows, cached features, and padded snippet batches.
+
+A passage pair is one manifest row: the system image and the system's audio
+(the corpus builder's per-system time span: weak alignment only). A corpus
+still being built has no manifest.jsonl yet; its finished pieces are read instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from umust_cli.errors import BadInputError, InputNotFoundError
+from umust_cli.io import atomic_path
+from umust_cli.retrieval.features import (FeatureConfig, audio_snippets, load_audio, load_sheet,
+                                          log_spectrogram, sheet_snippets)
+
+
+def corpus_rows(corpus: Path, splits: Sequence[str] = (), soundfonts: Sequence[str] = ()) -> list[dict]:
+    """Rows of ``corpus`` in ``splits`` made with ``soundfonts`` (empty = all), each with a ``root``."""
+    from umust_cli.data.stats import read_manifest
+
+    corpus = Path(corpus)
+    if (corpus / "manifest.jsonl").is_file():
+        rows = read_manifest(corpus)
+    elif (corpus / "pieces").is_dir():  # a build in progress: its finished pieces
+        rows = []
+        for done in sorted((corpus / "pieces").glob("*/done")):
+            text = (done.parent / "rows.jsonl").read_text(encoding="utf-8")
+            rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
+    else:
+        raise InputNotFoundError(f"{corpus} is not a corpus folder (no manifest.jsonl or pieces/)")
+    rows = [dict(r, root=str(corpus)) for r in rows
+            if (not splits or r["split"] in splits) and (not soundfonts or r["soundfont"] in soundfonts)]
+    return sorted(rows, key=lambda r: (r["piece_id"], r["system"]))
+
+
+@dataclass
+class PassageFeatures:
+    """Per passage: a uint8 sheet strip (H, W_i) and a float16 spectrogram (bins, T_i)."""
+
+    sheets: list[np.ndarray]
+    specs: list[np.ndarray]
+    rows: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def image_of(row: dict, image_key: str) -> str:
+    """The row's image path: ``png``, or ``scanK`` for its K-th scanned-look copy."""
+    if image_key.startswith("scan"):
+        scans = row.get("scans") or []
+        k = int(image_key[4:] or 0)
+        if k >= len(scans):
+            raise BadInputError(f"{row['png']} has {len(scans)} scanned copies (build with --scan-copies)")
+        return scans[k]
+    return row[image_key]
+
+
+def row_features(row: dict, cfg: FeatureConfig, image_key: str = "png") -> tuple[np.ndarray, np.ndarray]:
+    root = Path(row["root"])
+    strip = load_sheet(root / image_of(row, image_key), cfg)
+    spec = log_spectrogram(load_audio(root / row["wav"], cfg.sample_rate), cfg, name=row["wav"])
+    return strip, spec.astype(np.float16)
+
+
+def load_features(rows: list[dict], cfg: FeatureConfig, cache_dir: Path | None = None,
+                  image_key: str = "png", progress: bool = False) -> PassageFeatures:
+    """Features of every row; with ``cache_dir``, each row's are kept in (and read from) one small file."""
+    sheets, specs = [], []
+    for row in _maybe_progress(rows, progress, "features"):
+        strip, spec = _cached_row_features(row, cfg, image_key, cache_dir)
+        sheets.append(strip)
+        specs.append(spec)
+    return PassageFeatures(sheets, specs, rows)
+
+
+def _cached_row_features(row: dict, cfg: FeatureConfig, image_key: str,
+                         cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    if cache_dir is None:
+        return row_features(row, cfg, image_key)
+    key = json.dumps([asdict(cfg), str(Path(row["root"]).resolve()), image_of(row, image_key), row["wav"]])
+    path = Path(cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                return z["sheet"], z["spec"]
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file: compute it again
+    strip, spec = row_features(row, cfg, image_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, sheet=strip, spec=spec)
+    return strip, spec
+
+
+def _maybe_progress(items: list, on: bool, desc: str):
+    if not on:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, leave=False)
+
+
+def pad_snippets(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (S_i, H, W) -> padded (B, S_max, H, W) float32 and lengths (B,) int64."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.zeros(len(seqs), int(lengths.max()), *seqs[0].shape[1:])
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.from_numpy(np.asarray(s, dtype=np.float32))
+    return out, lengths
+
+
+def batch_tensors(sheets: list[np.ndarray], specs: list[np.ndarray], cfg: FeatureConfig):
+    """(audio snippets, audio lengths, sheet snippets, sheet lengths) of strips and spectrograms."""
+    audio, audio_len = pad_snippets([audio_snippets(s.astype(np.float32), cfg) for s in specs])
+    sheet, sheet_len = pad_snippets([sheet_snippets(s, cfg) for s in sheets])
+    return audio, audio_len, sheet, sheet_len

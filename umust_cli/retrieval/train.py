@@ -1,0 +1,223 @@
+"""Training loop of the passage retrieval model: resumable, time-boxed, bf16 on GPU.
+
+Every step draws its mini-batch from a generator seeded by (seed, step), and
+train_state.pt holds model + optimizer state, so a stopped run resumed with the
+same command continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from umust_cli.errors import BadInputError, CheckpointError
+from umust_cli.model.retrieval import PRESETS, RetrievalModel, RetrievalModelConfig, triplet_loss
+from umust_cli.retrieval import checkpoint as rck
+from umust_cli.retrieval.data import PassageFeatures, batch_tensors, corpus_rows, load_features
+from umust_cli.retrieval.features import FeatureConfig, stretch_frames
+from umust_cli.train.checkpoint import TRAIN_LOG
+
+
+@dataclass(frozen=True)
+class RetrievalTrainConfig:
+    preset: str = "small"
+    model: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
+    batch_size: int = 32
+    lr: float = 1e-3
+    margin: float = 0.7
+    seed: int = 0
+    tempo_augment: tuple[float, float] = (0.8, 1.25)  # spectrogram time-stretch range (1, 1 = off)
+    eq_augment_db: float = 12.0  # random spectral tilt/curvature/gain up to this many dB (timbre variety)
+    freeze_cnn: bool = False  # RNN-FZ: keep the snippet CNNs of --init fixed
+    soundfonts: tuple[str, ...] = ()  # train only on rows made with these ('' = all)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    save_every: int = 200
+    eval_every: int = 0
+    log_every: int = 10
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    start_step: int
+    stop_reason: str
+    last_loss: float | None
+    eval: dict | None
+
+
+def features_for(model: RetrievalModelConfig) -> FeatureConfig:
+    """The feature extraction whose snippets fit ``model``'s input shapes."""
+    height, width = model.sheet_shape
+    return FeatureConfig(sheet_height=height, sheet_window=width, sheet_hop=width // 2,
+                         snippet_frames=model.audio_shape[1])
+
+
+def train_config(preset: str, **overrides) -> RetrievalTrainConfig:
+    if preset not in PRESETS:
+        raise BadInputError(f"unknown --config {preset!r} (choose from {', '.join(PRESETS)})")
+    return RetrievalTrainConfig(preset=preset, model=PRESETS[preset], **overrides)
+
+
+def sample_batch(feats: PassageFeatures, cfg: RetrievalTrainConfig, fcfg: FeatureConfig, step: int):
+    """The mini-batch of ``step``: distinct passages, spectrograms time-stretched at random."""
+    rng = np.random.default_rng([cfg.seed, step])
+    idx = rng.choice(len(feats), size=min(cfg.batch_size, len(feats)), replace=False)
+    lo, hi = np.log(cfg.tempo_augment[0]), np.log(cfg.tempo_augment[1])
+    specs = [stretch_frames(feats.specs[i].astype(np.float32), float(np.exp(rng.uniform(lo, hi)))) for i in idx]
+    if cfg.eq_augment_db > 0:
+        specs = [random_eq(s, cfg.eq_augment_db, rng) for s in specs]
+    return batch_tensors([feats.sheets[i] for i in idx], specs, fcfg)
+
+
+def random_eq(spec: np.ndarray, max_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``spec`` (log10(1 + magnitude)) through a random smooth equaliser: another instrument's timbre.
+
+    The gain in dB over the bands is a random tilt (up to +-max_db at the ends), a random
+    curvature (up to +-max_db) and a random overall gain (up to +-max_db / 2).
+    """
+    b = np.linspace(-0.5, 0.5, spec.shape[0])[:, None]  # band position
+    tilt, curve, gain = rng.uniform(-1.0, 1.0, size=3) * max_db
+    gain_db = 2.0 * tilt * b + 4.0 * curve * (b ** 2 - 1.0 / 12.0) + 0.5 * gain
+    magnitude = np.power(10.0, spec) - 1.0
+    return np.log10(1.0 + magnitude * np.power(10.0, gain_db / 20.0)).astype(np.float32)
+
+
+def train_step(model: RetrievalModel, optimizer: torch.optim.Optimizer, batch, margin: float,
+               device: torch.device, freeze_cnn: bool = False) -> float:
+    audio, audio_len, sheet, sheet_len = batch
+    model.train()
+    if freeze_cnn:  # RNN-FZ: the pre-trained snippet CNNs keep their batch-norm statistics too
+        model.audio.cnn.eval()
+        model.sheet.cnn.eval()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        a = model.encode("audio", audio.to(device), audio_len)
+        s = model.encode("sheet", sheet.to(device), sheet_len)
+    loss = triplet_loss(a.float(), s.float(), margin)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train_retrieval(data: Path, ckpt_dir: Path, cfg: RetrievalTrainConfig, run: RunOptions,
+                    val_data: Path | None = None, init: Path | None = None) -> TrainResult:
+    """Train (or resume) the model on ``data``'s train split; checkpoints go to ``ckpt_dir``."""
+    ckpt_dir = Path(ckpt_dir)
+    device = torch.device(run.device)
+    fcfg = features_for(cfg.model)
+    _check_same_run(ckpt_dir, cfg)
+    rows = corpus_rows(data, ("train",), cfg.soundfonts)
+    if len(rows) < 2:
+        raise BadInputError(f"{data} has {len(rows)} train passage(s) for soundfonts "
+                            f"{list(cfg.soundfonts) or 'all'}; need at least 2")
+    feats = load_features(rows, fcfg, ckpt_dir / "cache", progress=run.progress)
+    val = _val_features(val_data, fcfg, ckpt_dir, run.progress) if val_data else None
+    model, optimizer, step = _model_and_optimizer(ckpt_dir, cfg, init, device)
+    start_step, started, last_loss, ev = step, time.monotonic(), None, None
+    reason = "max_steps"
+    bar = _bar(run, step)
+    while run.max_steps is None or step < run.max_steps:
+        if run.max_minutes is not None and time.monotonic() - started > 60 * run.max_minutes:
+            reason = "max_minutes"
+            break
+        last_loss = train_step(model, optimizer, sample_batch(feats, cfg, fcfg, step), cfg.margin, device,
+                               cfg.freeze_cnn)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{last_loss:.4f}")
+        evaluated = val is not None and run.eval_every > 0 and step % run.eval_every == 0
+        if evaluated:
+            ev = evaluate_features(model, val, fcfg)
+        if step % run.log_every == 0 or evaluated:
+            _log(ckpt_dir, {"step": step, "loss": last_loss, "elapsed_s": round(time.monotonic() - started, 1),
+                            **({"val": ev} if evaluated else {})})
+        if step % run.save_every == 0:
+            _save(ckpt_dir, model, optimizer, fcfg, cfg, step)
+    bar.close()
+    if val is not None:
+        ev = evaluate_features(model, val, fcfg)
+    _save(ckpt_dir, model, optimizer, fcfg, cfg, step, ev)
+    return TrainResult(step, start_step, reason, last_loss, ev)
+
+
+def _bar(run: RunOptions, step: int):
+    from tqdm import tqdm
+
+    return tqdm(total=run.max_steps, initial=step, disable=not run.progress, desc="train retrieval",
+                dynamic_ncols=True)
+
+
+def _val_features(val_data: Path, fcfg: FeatureConfig, ckpt_dir: Path, progress: bool) -> PassageFeatures:
+    rows = corpus_rows(val_data, ("valid",)) or corpus_rows(val_data)
+    return load_features(rows[:300], fcfg, ckpt_dir / "cache", progress=progress)
+
+
+def evaluate_features(model: RetrievalModel, feats: PassageFeatures, fcfg: FeatureConfig) -> dict:
+    """Both directions' R@k / MRR / median rank of the passages in ``feats`` (query i matches i)."""
+    from umust_cli.eval.metrics import retrieval_metrics
+    from umust_cli.model.retrieval import cosine_distance
+    from umust_cli.retrieval.embed import embed_passages
+
+    a = torch.from_numpy(embed_passages(model, "audio", feats.specs, fcfg))
+    s = torch.from_numpy(embed_passages(model, "sheet", feats.sheets, fcfg))
+    dist = cosine_distance(a, s).numpy()
+    out = {f"A2S_{k}": v for k, v in retrieval_metrics(dist).items()}
+    out.update({f"S2A_{k}": v for k, v in retrieval_metrics(dist.T).items()})
+    return {"n": len(feats), **out}
+
+
+def _check_same_run(ckpt_dir: Path, cfg: RetrievalTrainConfig) -> None:
+    config_path = ckpt_dir / "config.json"
+    if not config_path.is_file():
+        return
+    saved = json.loads(config_path.read_text(encoding="utf-8")).get("train")
+    now = json.loads(json.dumps(asdict(cfg)))
+    if saved is not None and saved != now:
+        changed = sorted(k for k in now if saved.get(k) != now[k])
+        raise CheckpointError(f"{ckpt_dir} holds a run with other options ({', '.join(changed)}); "
+                              "use the same options to resume, or a new directory")
+
+
+def _model_and_optimizer(ckpt_dir: Path, cfg: RetrievalTrainConfig, init: Path | None, device: torch.device):
+    torch.manual_seed(cfg.seed)
+    model = RetrievalModel(cfg.model)
+    if init is not None:  # RNN-FT / RNN-FZ: start from (pre-)trained weights
+        model.load_state_dict(rck.load_checkpoint(init)[0].state_dict())
+    params = [p for n, p in model.named_parameters() if not (cfg.freeze_cnn and ".cnn." in f".{n}")]
+    if cfg.freeze_cnn:
+        for p in model.cnn_parameters():
+            p.requires_grad_(False)
+    model.to(device)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    state = rck.load_resume_state(ckpt_dir)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+    return model, optimizer, step
+
+
+def _save(ckpt_dir: Path, model: RetrievalModel, optimizer, fcfg: FeatureConfig, cfg: RetrievalTrainConfig,
+          step: int, ev: dict | None = None) -> None:
+    extra = {"train": json.loads(json.dumps(asdict(cfg))), "step": step, **({"val": ev} if ev else {})}
+    rck.save_checkpoint(ckpt_dir, model, fcfg, extra)
+    rck.save_resume_state(ckpt_dir, model, optimizer, step)
+
+
+def _log(ckpt_dir: Path, row: dict) -> None:
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    with open(ckpt_dir / TRAIN_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
