@@ -52,7 +52,7 @@ def load_checkpoint(ckpt_dir: Path | None) -> tuple[RetrievalModel, FeatureConfi
     try:
         model = RetrievalModel(model_config(config["model"]))
         features = FeatureConfig(**config["features"])
-        model.load_state_dict(ckpt_io._read_weights(ckpt_dir / ckpt_io.WEIGHTS))
+        model.load_state_dict(ckpt_io.read_weights(ckpt_dir / ckpt_io.WEIGHTS))
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{ckpt_dir}: weights do not fit its config.json ({e})") from e
     return model.eval(), features, config

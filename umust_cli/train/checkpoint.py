@@ -60,7 +60,7 @@ def load_model(ckpt_dir: str | Path, vocab: Vocabulary) -> tuple[dict[str, torch
         raise CheckpointError(f"no checkpoint directory: {ckpt}")
     vocab.check_matches(Vocabulary.load(ckpt / VOCABULARY), what=f"checkpoint {ckpt}")
     config = read_config(ckpt)
-    return _read_weights(ckpt / WEIGHTS), config
+    return read_weights(ckpt / WEIGHTS), config
 
 
 def load_module(ckpt_dir: str | Path, vocab: Vocabulary, kind: str,
@@ -93,7 +93,8 @@ def read_config(ckpt_dir: str | Path) -> dict:
     return config
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file as a state dict on the CPU; a missing or damaged file is a CheckpointError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
