@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from umust_cli.codecs.audio import (HOP, SHIFTS, AudioCodec, chunk_spans, flatten, load_audio,
                                     shift_variants, unflatten)
 from umust_cli.codecs.base import Codec
-from umust_cli.codecs.vocab import Vocabulary, codebook_names, default_vocabulary
+from umust_cli.codecs.vocab import Vocabulary, codebook_names
 from umust_cli.errors import AudioError, CheckpointError, HeldOutRepertoireError, InputNotFoundError, \
     VocabularyMismatchError
 from umust_cli.eval.audio_metrics import mel_distance, reconstruction_scores, si_sdr
@@ -31,17 +31,8 @@ runner = CliRunner()
 TINY = PRESETS["tiny"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def vocab() -> Vocabulary:
-    return default_vocabulary()
 
 
 @pytest.fixture(scope="module")

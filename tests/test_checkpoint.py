@@ -17,18 +17,8 @@ from umust_cli.train.image_codec import (PAPER_BUCKETS, RunOptions, TrainConfig,
                                          train_image_codec)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: faster on a busy 2-core box, and the same arithmetic in every run."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def vocab() -> Vocabulary:
-    return default_vocabulary()
 
 
 def _staff(h: int, w: int, seed: int) -> np.ndarray:

@@ -25,12 +25,7 @@ from umust_cli.train.loop import read_log
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def staff_image(seed: int, h: int = 96, w: int = 256) -> np.ndarray:
