@@ -201,13 +201,13 @@ def overfull_measures(root: ET.Element, tolerance: float = 1.25) -> dict[int, tu
         beats, beat_type = measure.findtext("attributes/time/beats"), measure.findtext("attributes/time/beat-type")
         if beats and beat_type and beats.isdigit():
             bar = int(beats) * 4.0 / int(beat_type)
-        content = _content_divisions(measure) / divisions
+        content = content_divisions(measure) / divisions
         if bar and content > tolerance * bar:
             found[index] = (content, bar)
     return found
 
 
-def _content_divisions(measure: ET.Element) -> float:
+def content_divisions(measure: ET.Element) -> float:
     """The furthest time any voice reaches in a measure, in divisions."""
     cursor = reach = 0.0
     for element in measure:

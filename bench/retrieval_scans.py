@@ -1,0 +1,172 @@
+"""Audio <-> sheet retrieval with real scans of the printed source editions (the paper's Table 2 case).
+
+    python bench/retrieval_scans.py --data CORPUS [--split test --split valid] [--model CKPT]
+        [--work DIR] [--examples DIR] [--out results.json]
+
+For every corpus piece of the chosen splits, the scan of its source edition
+(``<corpus>/reference-edition/<kern stem>.pdf`` beside the kern file) is split
+into piano systems (:mod:`umust_cli.data.scans`); each system's barlines give
+its measure range, the piece's per-measure performance times give its audio
+span in the piece's rendering (``pieces/<id>/audio.wav``). Pieces whose scan
+measure count differs from the score's by more than ``max(--tol, --tol-frac * N)``
+are dropped. Scan systems and, for comparison, the same pieces' rendered
+systems are scored in both directions (R@1/10/25, MRR, median rank).
+Crops and pair lists are cached under ``--work``; prints JSON and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.retrieval import table  # noqa: E402
+from umust_cli.data import scans  # noqa: E402
+from umust_cli.errors import BadInputError  # noqa: E402
+
+MIN_SECONDS = 0.5  # a scan system whose audio span is shorter is skipped
+
+
+def scan_pdf(source: str) -> Path:
+    """<corpus>/reference-edition/<stem>.pdf for a kern file <corpus>/kern/<stem>.krn."""
+    src = Path(source)
+    return src.parent.parent / "reference-edition" / f"{src.stem}.pdf"
+
+
+def piece_pairs(corpus: Path, piece_id: str, source: str, work: Path, cfg: scans.ScanConfig,
+                tol: int, tol_frac: float) -> dict:
+    """{"pairs": [...], "counts": [[per page]], ...} for one piece, cached in work/<piece_id>.json."""
+    cached = work / f"{piece_id}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text(encoding="utf-8"))
+    piece_dir = corpus / "pieces" / piece_id
+    total = len(scans.measure_quarters(piece_dir / "score.musicxml"))
+    out = {"piece_id": piece_id, "pdf": str(scan_pdf(source)), "score_measures": total, "pairs": []}
+    try:
+        systems, counts = _crop_systems(scan_pdf(source), work / piece_id, cfg)
+        out["counts"] = counts
+        out["scan_measures"] = int(sum(map(sum, counts)))
+        ranges = scans.assign_measures([s["measures"] for s in systems], total, max(tol, round(tol_frac * total)))
+    except BadInputError as e:  # ImageError (unreadable scan, no systems) or a count mismatch
+        out["dropped"] = str(e)
+    else:
+        times = scans.piece_measure_times(piece_dir)
+        for s, (first, last) in zip(systems, ranges):
+            start, end = float(times[first - 1]), float(times[last])
+            if end - start >= MIN_SECONDS:
+                out["pairs"].append({**s, "first": first, "last": last, "start": round(start, 4),
+                                     "end": round(end, 4), "audio": str(piece_dir / "audio.wav")})
+    from umust_cli.io import write_json_atomic
+
+    write_json_atomic(cached, out)
+    return out
+
+
+def _crop_systems(pdf: Path, folder: Path, cfg: scans.ScanConfig) -> tuple[list[dict], list[list[int]]]:
+    """Crops of every system of ``pdf`` written as PNG into ``folder``; (system dicts, counts per page)."""
+    from PIL import Image
+
+    from umust_cli.io import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    systems, counts = [], []
+    for p, page in enumerate(scans.load_pages(pdf, cfg.page_width_px)):
+        page, found = scans.page_systems(page, cfg, p, f"{pdf.name} page {p + 1}")
+        counts.append([s.measures for s in found])
+        for s in found:
+            path = folder / f"p{p:02d}s{s.index:02d}.png"
+            with atomic_path(path) as tmp:
+                Image.fromarray(scans.crop(page, s)).save(tmp, format="PNG")
+            systems.append({"png": str(path), "page": p, "system": s.index, "measures": s.measures,
+                            "barlines": list(s.barlines), "box": list(s.box)})
+    return systems, counts
+
+
+def score_pairs(model, fcfg, pairs: list[dict]) -> dict:
+    """Retrieval summary of scan crops against their audio spans."""
+    from umust_cli.eval import tasks
+    from umust_cli.retrieval.embed import embed_passages
+    from umust_cli.retrieval.features import load_audio, load_sheet, log_spectrogram
+
+    sheets = [load_sheet(p["png"], fcfg) for p in pairs]
+    specs = [log_spectrogram(load_audio(p["audio"], fcfg.sample_rate, p["start"], p["end"]), fcfg,
+                             name=p["png"]) for p in pairs]
+    audio = embed_passages(model, "audio", specs, fcfg)
+    sheet = embed_passages(model, "sheet", sheets, fcfg)
+    return tasks.retrieval(1.0 - audio @ sheet.T).summary
+
+
+def score_rendered(model, fcfg, corpus: Path, splits: list[str], piece_ids: set[str], cache: Path | None) -> dict:
+    """Retrieval summary of the corpus's rendered systems of ``piece_ids``."""
+    from umust_cli.eval import tasks
+    from umust_cli.retrieval.data import corpus_rows, load_features
+    from umust_cli.retrieval.embed import embed_passages
+
+    rows = [r for r in corpus_rows(corpus, splits) if r["piece_id"] in piece_ids]
+    feats = load_features(rows, fcfg, cache)
+    audio = embed_passages(model, "audio", feats.specs, fcfg)
+    sheet = embed_passages(model, "sheet", feats.sheets, fcfg)
+    return tasks.retrieval(1.0 - audio @ sheet.T).summary
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="built corpus (manifest.jsonl, pieces/)")
+    parser.add_argument("--split", action="append", default=None, help="split(s) (default: test and valid)")
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: shipped weights)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/retrieval-scans"), help="crop/pair cache")
+    parser.add_argument("--cache", type=Path, default=None, help="feature cache of the rendered rows")
+    parser.add_argument("--tol", type=int, default=2, help="measure-count tolerance, measures")
+    parser.add_argument("--tol-frac", type=float, default=0.02, help="measure-count tolerance, fraction of N")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
+    from umust_cli.retrieval.checkpoint import load_checkpoint
+    from umust_cli.retrieval.data import corpus_rows
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    splits = args.split or ["test", "valid"]
+    pieces = {r["piece_id"]: r for r in corpus_rows(args.data, splits)}
+    cfg = scans.ScanConfig()
+    args.work.mkdir(parents=True, exist_ok=True)
+    report = [piece_pairs(args.data, pid, r["source"], args.work, cfg, args.tol, args.tol_frac)
+              for pid, r in sorted(pieces.items())]
+    kept = [p for p in report if "dropped" not in p and p["pairs"]]
+    pairs = [q for p in kept for q in p["pairs"]]
+    model, fcfg, config = load_checkpoint(args.model)
+    ids = {p["piece_id"] for p in kept}
+    soundfonts = defaultdict(int)
+    for pid in ids:
+        soundfonts[pieces[pid]["soundfont"]] += 1
+    rows = [("real scans", score_pairs(model, fcfg, pairs)),
+            ("rendered, same pieces", score_rendered(model, fcfg, args.data, splits, ids, args.cache))]
+    out = {"model": str(args.model or "shipped"), "step": config.get("step"), "splits": splits,
+           "pieces": len(report), "pieces_kept": len(kept), "scan_systems": len(pairs),
+           "soundfonts": dict(soundfonts), "seconds": round(time.perf_counter() - started, 1),
+           "dropped": {p["piece_id"]: p["dropped"] for p in report if "dropped" in p},
+           "results": [{"case": name, **s} for name, s in rows],
+           "per_piece": [{k: p.get(k) for k in ("piece_id", "score_measures", "scan_measures", "counts")}
+                         | {"pairs": len(p["pairs"])} for p in report]}
+    text = json.dumps(out, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    print(table(rows), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

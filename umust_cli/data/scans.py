@@ -1,0 +1,465 @@
+"""Scanned piano scores: pages -> systems (grand staves) -> measure ranges.
+
+A scanned page is binarized (Otsu), deskewed (the angle whose row projection of
+ink is sharpest), and its staff lines found as rows whose ink spans a large
+part of the page. Five evenly spaced lines make a staff; two consecutive staves
+joined by a vertical line (the system's start line or a barline) make a piano
+system. A barline is a column whose ink covers the system from the top line of
+the upper staff to the bottom line of the lower staff; close lines (double
+bars, repeat signs) count as one::
+
+    page (H, W) uint8 -> ink (H, W) bool -> staff lines (y) -> staves (5 lines)
+         -> systems (2 staves) -> barlines (x) -> measures per system
+
+Measures per system = barlines right of the system's start line, plus one for
+a last measure that runs to the end of the staff without a closing barline.
+A repeat-start sign right after the clef and key (at the start of a line) is
+not a measure: the narrow first segment before it is dropped. Consecutive systems
+of a piece then cover ordinals 1..N in reading order (:func:`assign_measures`),
+and per-measure performance times (:func:`measure_times`) give each system its audio.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from umust_cli.errors import BadInputError, ImageError
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    page_width_px: int = 2000  # PDF pages are rasterized to this width
+    max_skew_deg: float = 2.0  # deskew searches [-max, +max]
+    skew_step_deg: float = 0.1
+    line_frac: float = 0.4  # a staff-line row holds >= this fraction of the inkiest row's ink
+    staff_gap_ratio: float = 1.4  # the 4 gaps of a staff differ by at most this ratio
+    barline_cover: float = 0.9  # a barline column is ink over >= this fraction of the system height
+    merge_spaces: float = 1.2  # barline runs closer than this (staff spaces) are one barline
+    start_spaces: float = 2.5  # barlines this close to the staff start (brace included) are its start line
+    header_spaces: float = 16.0  # clef + key + time signature fit in this (staff spaces)
+    min_measure_spaces: float = 2.5  # an unclosed tail narrower than this is not a measure
+    margin_spaces: float = 0.5  # white border of a crop, staff spaces
+
+
+@dataclass(frozen=True)
+class Staff:
+    lines: tuple[float, ...]  # y of the 5 lines, top to bottom (px)
+
+    @property
+    def top(self) -> int:
+        return int(round(self.lines[0]))
+
+    @property
+    def bottom(self) -> int:
+        return int(round(self.lines[-1]))
+
+    @property
+    def space(self) -> float:
+        return float(np.median(np.diff(self.lines)))
+
+
+@dataclass(frozen=True)
+class ScanSystem:
+    """One grand staff of a page: staves, extent, barlines and crop box (all in page pixels)."""
+
+    page: int
+    index: int  # 0-based system number on its page
+    upper: Staff
+    lower: Staff
+    x0: int  # staff start (system start line)
+    x1: int  # staff end
+    barlines: tuple[int, ...]  # x of each barline right of the start line
+    measures: int
+    box: tuple[int, int, int, int]  # crop (left, top, right, bottom), right/bottom exclusive
+
+    @property
+    def space(self) -> float:
+        return (self.upper.space + self.lower.space) / 2
+
+
+# ------------------------------------------------------------------ pages
+def rasterize_pdf(path: str | Path, width_px: int) -> list[np.ndarray]:
+    """uint8 grayscale (H, width_px) images of every page of a PDF; ImageError if unreadable."""
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(str(path))
+    except (pdfium.PdfiumError, OSError) as e:
+        raise ImageError(f"cannot read PDF {path}: {e}") from e
+    pages = []
+    try:
+        for page in doc:
+            scale = width_px / page.get_width()
+            pages.append(np.asarray(page.render(scale=scale, grayscale=True).to_pil().convert("L")))
+    finally:
+        doc.close()
+    if not pages:
+        raise ImageError(f"PDF {path} has no pages")
+    return pages
+
+
+def load_pages(path: str | Path, width_px: int) -> list[np.ndarray]:
+    """Pages of a PDF, or the one page of an image file, as uint8 grayscale arrays."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if path.suffix.lower() == ".pdf":
+        return rasterize_pdf(path, width_px)
+    try:
+        with Image.open(path) as im:
+            return [np.asarray(im.convert("L"), dtype=np.uint8)]
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageError(f"cannot read image {path}: {e}") from e
+
+
+def ink_mask(gray: np.ndarray) -> np.ndarray:
+    """bool (H, W): True where a pixel is darker than the Otsu threshold of the page."""
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    p = hist / hist.sum()
+    omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu[-1] * omega - mu) ** 2 / (omega * (1 - omega))
+    threshold = int(np.nanargmax(between)) if np.isfinite(between).any() else 127
+    return gray <= min(threshold, 200)
+
+
+def estimate_skew(ink: np.ndarray, cfg: ScanConfig) -> float:
+    """Degrees to rotate the page (counter-clockwise) so that staff lines are horizontal."""
+    ys, xs = np.nonzero(ink[:, :: 2])  # every other column is enough
+    if ys.size == 0:
+        return 0.0
+    xs = xs * 2 - ink.shape[1] / 2
+    best, best_score = 0.0, -1.0
+    for angle in np.arange(-cfg.max_skew_deg, cfg.max_skew_deg + 1e-9, cfg.skew_step_deg):
+        rows = np.round(ys + xs * np.tan(np.radians(angle))).astype(np.int64)
+        proj = np.bincount(rows - rows.min())
+        score = float(np.dot(proj, proj))  # sharp peaks (straight lines) maximise the energy
+        if score > best_score:
+            best, best_score = float(angle), score
+    return best
+
+
+def deskew(gray: np.ndarray, angle: float) -> np.ndarray:
+    """``gray`` rotated by -``angle`` degrees about its centre (paper-white fill)."""
+    from PIL import Image
+
+    if abs(angle) < 1e-6:
+        return gray
+    # a row y + x tan(a) = const is a staff line: rotating by -a (PIL: counter-clockwise) levels it
+    rotated = Image.fromarray(gray).rotate(-angle, resample=Image.Resampling.BILINEAR, fillcolor=255)
+    return np.asarray(rotated, dtype=np.uint8)
+
+
+# ------------------------------------------------------------------ staves
+def staff_lines(ink: np.ndarray, cfg: ScanConfig) -> list[float]:
+    """y centres of the rows that hold staff lines (runs of inky rows merged), top to bottom."""
+    proj = ink.sum(axis=1).astype(np.float64)  # (H,) ink pixels per row
+    if proj.max() <= 0:
+        return []
+    rows = proj >= cfg.line_frac * proj.max()
+    labels, count = ndimage.label(rows)
+    if count == 0:
+        return []
+    index = np.arange(1, count + 1)
+    centres = ndimage.center_of_mass(proj * rows, labels, index)
+    widths = ndimage.sum(rows, labels, index)
+    thin = widths <= max(3.0, 3 * np.median(widths))  # thick dark bands (page edges) are no lines
+    return [float(c[0]) for c, ok in zip(centres, thin) if ok]
+
+
+def group_staves(lines: list[float], cfg: ScanConfig, proj: np.ndarray | None = None) -> list[Staff]:
+    """Staves from staff-line rows: clusters of lines about one staff space apart.
+
+    The staff space is the median gap between lines (four of every five gaps lie
+    inside a staff). Lines closer than half a space are one line; a cluster of 5
+    lines is a staff, of more than 5 its most evenly spaced 5, of 4 a staff whose
+    missing outer line is put on the side with more ink in ``proj`` (rows' ink).
+    """
+    lines = _merge_close(sorted(lines))
+    if len(lines) < 4:
+        return []
+    space = float(np.median(np.diff(lines)))
+    clusters, current = [], [lines[0]]
+    for y in lines[1:]:
+        if y - current[-1] <= cfg.staff_gap_ratio * space:
+            current.append(y)
+        else:
+            clusters.append(current)
+            current = [y]
+    clusters.append(current)
+    staves = [_fit_staff(c, space, cfg, proj) for c in clusters if len(c) >= 4]
+    return [s for s in staves if s is not None]
+
+
+def _merge_close(lines: list[float]) -> list[float]:
+    if not lines:
+        return []
+    gaps = np.diff(lines)
+    limit = 0.5 * float(np.median(gaps)) if gaps.size else 0.0
+    merged = [[lines[0]]]
+    for y in lines[1:]:
+        if y - merged[-1][-1] < limit:
+            merged[-1].append(y)
+        else:
+            merged.append([y])
+    return [float(np.mean(m)) for m in merged]
+
+
+def _fit_staff(cluster: list[float], space: float, cfg: ScanConfig, proj: np.ndarray | None) -> Staff | None:
+    if len(cluster) == 4:  # one outer line too faint: add it where the page has more ink
+        up, down = cluster[0] - space, cluster[-1] + space
+        if proj is not None and 0 <= up and down < len(proj):
+            pick_up = proj[int(round(up))] >= proj[int(round(down))]
+        else:
+            pick_up = proj is not None and 0 <= up
+        cluster = [up, *cluster] if pick_up else [*cluster, down]
+    windows = [cluster[i: i + 5] for i in range(len(cluster) - 4)]
+    spread = [np.ptp(np.diff(w)) for w in windows]  # most even gaps first
+    best = windows[int(np.argmin(spread))]
+    gaps = np.diff(best)
+    if gaps.min() <= 1.5 or gaps.max() > cfg.staff_gap_ratio * gaps.min():
+        return None
+    return Staff(tuple(float(y) for y in best))
+
+
+def _column_cover(ink: np.ndarray, top: int, bottom: int, slack: int) -> np.ndarray:
+    """(W,) fraction of rows top..bottom that are ink within ``slack`` px of each column."""
+    band = ink[top: bottom + 1]
+    return ndimage.maximum_filter1d(band, size=2 * slack + 1, axis=1).mean(axis=0)
+
+
+def staff_extent(ink: np.ndarray, staff: Staff) -> tuple[int, int]:
+    """(x0, x1): first and last column of the staff's long runs where 4 of its 5 lines are ink."""
+    h, reach = ink.shape[0], max(1, int(round(staff.space / 5)))
+    rows = [ink[max(0, int(round(y)) - reach): min(h, int(round(y)) + reach + 1)].any(axis=0) for y in staff.lines]
+    present = np.sum(rows, axis=0) >= 4  # (W,)
+    present = ndimage.binary_closing(present, structure=np.ones(int(staff.space) | 1, dtype=bool))
+    labels, count = ndimage.label(present)
+    if count == 0:
+        return 0, 0
+    sizes = ndimage.sum(present, labels, np.arange(1, count + 1))
+    long = np.isin(labels, 1 + np.nonzero(sizes >= 8 * staff.space)[0])  # drop specks on the lines
+    xs = np.nonzero(long if long.any() else present)[0]
+    return int(xs[0]), int(xs[-1])
+
+
+def barline_runs(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, x1: int,
+                 cfg: ScanConfig) -> list[tuple[int, int]]:
+    """(left, right) of the vertical lines spanning the system in [x0 - 1 space, x1].
+
+    Runs closer than ``merge_spaces`` merge (double bars, repeat signs). A run that
+    goes on past the outer staff lines or has note heads beside it is a stem: dropped.
+    """
+    groups = _spanning_groups(ink, upper, lower, x0, x1, cfg)
+    return [(a, b) for a, b in groups if not _stem_like(ink, upper, lower, a, b)]
+
+
+def _spanning_groups(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, x1: int,
+                     cfg: ScanConfig) -> list[tuple[int, int]]:
+    space = (upper.space + lower.space) / 2
+    cover = _column_cover(ink, upper.top, lower.bottom, slack=max(1, int(round(space / 6))))
+    lo = max(0, int(x0 - space))
+    cols = np.nonzero(cover[lo: x1 + 2] >= cfg.barline_cover)[0] + lo
+    groups: list[list[int]] = []
+    for x in cols:
+        if groups and x - groups[-1][1] <= cfg.merge_spaces * space:
+            groups[-1][1] = int(x)
+        else:
+            groups.append([int(x), int(x)])
+    return [(a, b) for a, b in groups]
+
+
+def _stem_like(ink: np.ndarray, upper: Staff, lower: Staff, left: int, right: int) -> bool:
+    space = (upper.space + lower.space) / 2
+    cols = slice(max(0, left - 1), right + 2)
+    above = ink[max(0, int(upper.top - space)): int(upper.top - 0.3 * space), cols].any(axis=1)
+    below = ink[int(lower.bottom + 0.3 * space): int(lower.bottom + space), cols].any(axis=1)
+    protrudes = max(above.mean() if above.size else 0.0, below.mean() if below.size else 0.0) >= 0.9
+    band = _without_staff_lines(ink, upper, lower)
+    near, far = int(round(0.15 * space)), int(round(0.6 * space))
+    side = max(band[:, max(0, left - far): max(0, left - near)].mean() if left > near else 0.0,
+               band[:, right + near: right + far].mean() if right + far < ink.shape[1] else 0.0)
+    return bool(protrudes or side >= 0.3)
+
+
+def _without_staff_lines(ink: np.ndarray, upper: Staff, lower: Staff) -> np.ndarray:
+    """The system's rows upper.top..lower.bottom with the staff-line rows blanked."""
+    band = ink[upper.top: lower.bottom + 1].copy()
+    reach = max(1, int(round(upper.space / 6)))
+    for y in (*upper.lines, *lower.lines):
+        r = int(round(y)) - upper.top
+        band[max(0, r - reach): r + reach + 1] = False
+    return band
+
+
+def repeat_dots_right(ink: np.ndarray, staff: Staff, right: int) -> bool:
+    """True if the two middle spaces of ``staff`` hold dots just right of x ``right`` (a repeat start)."""
+    space, (l0, l1, l2, l3, l4) = staff.space, staff.lines
+    window = ink[:, right + 1: int(right + 1.2 * space)].copy()
+    window[window.mean(axis=1) >= 0.9] = False  # staff-line rows (wherever the page curves them)
+
+    def inky(y_a: float, y_b: float) -> bool:
+        y = (y_a + y_b) / 2
+        return bool(window[int(y - 0.2 * space): int(y + 0.2 * space) + 1].sum() >= 2)
+
+    return inky(l1, l2) and inky(l2, l3) and not inky(l0, l1) and not inky(l3, l4)
+
+
+# ------------------------------------------------------------------ systems
+def detect_systems(gray: np.ndarray, cfg: ScanConfig, page: int = 0, name: str = "page") -> list[ScanSystem]:
+    """The piano systems of a deskewed grayscale page, top to bottom; ImageError if it holds none."""
+    if gray.ndim != 2 or min(gray.shape) < 32:
+        raise ImageError(f"{name} is empty or too small (shape {gray.shape})")
+    ink = ink_mask(gray)
+    if ink.mean() < 1e-4:
+        raise ImageError(f"{name} is blank (no ink); expected a page of piano music")
+    staves = group_staves(staff_lines(ink, cfg), cfg, ink.sum(axis=1))
+    pairs = pair_staves(ink, staves, cfg)
+    if not pairs:
+        raise ImageError(f"{name}: no piano system found ({len(staves)} staves; expected pairs of "
+                         "5-line staves joined by barlines)")
+    systems = []
+    for i, (upper, lower, x0, x1) in enumerate(pairs):
+        bars, measures = system_measures(ink, upper, lower, x0, x1, cfg)
+        above = pairs[i - 1][1].bottom if i else None
+        below = pairs[i + 1][0].top if i + 1 < len(pairs) else None
+        box = crop_box(ink, upper, lower, x0, x1, (above, below), cfg)
+        systems.append(ScanSystem(page, i, upper, lower, x0, x1, tuple(bars), measures, box))
+    return systems
+
+
+def pair_staves(ink: np.ndarray, staves: list[Staff], cfg: ScanConfig) -> list[tuple[Staff, Staff, int, int]]:
+    """(upper, lower, x0, x1) of consecutive staves joined by at least one spanning vertical line."""
+    pairs, k = [], 0
+    while k + 1 < len(staves):
+        upper, lower = staves[k], staves[k + 1]
+        (a0, a1), (b0, b1) = staff_extent(ink, upper), staff_extent(ink, lower)
+        x0, x1 = min(a0, b0), max(a1, b1)
+        near = lower.top - upper.bottom <= 3 * (upper.bottom - upper.top)
+        if near and x1 > x0 and _spanning_groups(ink, upper, lower, x0, x1, cfg):
+            pairs.append((upper, lower, x0, x1))
+            k += 2
+        else:
+            k += 1  # a single staff (an ossia, a title vignette): skip it
+    return pairs
+
+
+def system_measures(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, x1: int,
+                    cfg: ScanConfig) -> tuple[list[int], int]:
+    """(x of the barlines right of the start line, measure count) of one system.
+
+    Each barline closes one measure; a tail wider than ``min_measure_spaces`` after the
+    last barline is one more (a measure broken across lines). A first barline that is
+    a repeat start (heavy, dots on its right) within ``header_spaces`` of the staff
+    start follows only clef, key and time signature: it closes no measure.
+    """
+    space = (upper.space + lower.space) / 2
+    groups = [g for g in barline_runs(ink, upper, lower, x0, x1, cfg) if g[0] > x0 + cfg.start_spaces * space]
+    if groups and _line_start_repeat(ink, upper, lower, x0, groups[0], cfg):
+        groups = groups[1:]
+    bars = [int(round((a + b) / 2)) for a, b in groups]
+    tail = (x1 - groups[-1][1]) if groups else (x1 - x0)
+    return bars, len(bars) + int(tail > cfg.min_measure_spaces * space)
+
+
+def _line_start_repeat(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, group: tuple[int, int],
+                       cfg: ScanConfig) -> bool:
+    space = (upper.space + lower.space) / 2
+    left, right = group
+    heavy = right - left >= 0.3 * space
+    early = left - x0 <= cfg.header_spaces * space
+    return heavy and early and (repeat_dots_right(ink, upper, right) or repeat_dots_right(ink, lower, right))
+
+
+def crop_box(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, x1: int,
+             neighbours: tuple[int | None, int | None], cfg: ScanConfig) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) around the system's ink, not past halfway to its neighbours."""
+    h, w = ink.shape
+    space = (upper.space + lower.space) / 2
+    reach = 12 * space  # ledger lines and dynamics stay within this of the staves
+    above, below = neighbours
+    lo = int(max(0, upper.top - reach, (above + upper.top) / 2 if above is not None else 0))
+    hi = int(min(h, lower.bottom + reach, (lower.bottom + below) / 2 if below is not None else h))
+    left, right = max(0, int(x0 - 2 * space)), min(w, int(x1 + space))
+    rows = np.nonzero(ink[lo:hi, left:right].sum(axis=1) >= 2)[0] + lo
+    margin = int(round(cfg.margin_spaces * space))
+    top = max(0, min(int(rows[0]), upper.top) - margin) if rows.size else upper.top - margin
+    bottom = min(h, max(int(rows[-1]), lower.bottom) + margin + 1) if rows.size else lower.bottom + margin
+    return left, top, right, bottom
+
+
+def crop(gray: np.ndarray, system: ScanSystem) -> np.ndarray:
+    left, top, right, bottom = system.box
+    return gray[top:bottom, left:right]
+
+
+def page_systems(gray: np.ndarray, cfg: ScanConfig, page: int = 0,
+                 name: str = "page") -> tuple[np.ndarray, list[ScanSystem]]:
+    """(deskewed page, its systems): :func:`detect_systems` after :func:`deskew`."""
+    if gray.ndim == 2 and gray.size and ink_mask(gray).any():
+        gray = deskew(gray, estimate_skew(ink_mask(gray), cfg))
+    return gray, detect_systems(gray, cfg, page, name)
+
+
+# ------------------------------------------------------------------ measures and time
+def assign_measures(counts: list[int], total: int, tolerance: int) -> list[tuple[int, int]]:
+    """1-based inclusive (first, last) measure ordinals of consecutive systems with ``counts`` measures.
+
+    Counting starts at measure 1 with the first system. The scan's count may differ
+    from the score's ``total`` (a final partial bar the score splits off, a missed
+    barline): within ``tolerance`` ranges are clipped to 1..total and the last system
+    ends at ``total``; beyond it BadInputError.
+    """
+    found = int(sum(counts))
+    if found == 0 or abs(found - total) > tolerance:
+        raise BadInputError(f"scan has {found} measures, the score {total} (tolerance {tolerance})")
+    ends = np.minimum(np.cumsum(counts), total)  # (n,) last measure of each system
+    ends[-1] = total
+    starts = np.concatenate([[1], ends[:-1] + 1])
+    return [(int(min(a, total)), int(max(min(a, total), b))) for a, b in zip(starts, ends)]
+
+
+def measure_quarters(musicxml: str | Path) -> np.ndarray:
+    """(N,) length in quarter notes of each measure of a one-part score (its furthest voice)."""
+    from umust_cli.data.render import content_divisions
+
+    part = ET.parse(str(musicxml)).getroot().find("part")
+    divisions, out = 1.0, []
+    for measure in [] if part is None else part.findall("measure"):
+        divisions = float(measure.findtext("attributes/divisions") or divisions)
+        out.append(content_divisions(measure) / divisions)
+    return np.asarray(out, dtype=np.float64)
+
+
+def measure_times(systems: list[dict], quarters: np.ndarray) -> np.ndarray:
+    """(N + 1,) performance seconds at which each measure starts (and the last one ends).
+
+    ``systems``: the corpus piece's rendered systems (``start``, ``end`` seconds and
+    1-based inclusive ``measures``); a system's span is shared among its measures in
+    proportion to their length in quarters. Boundaries no system covers are interpolated.
+    """
+    n = len(quarters)
+    times = np.full(n + 1, np.nan)
+    weights = np.maximum(quarters, 1e-3)
+    for s in systems:
+        first, last = s["measures"]
+        w = weights[first - 1: last]
+        cum = np.concatenate([[0.0], np.cumsum(w)]) / w.sum()
+        times[first - 1: last + 1] = s["start"] + cum * (s["end"] - s["start"])
+    known = np.nonzero(np.isfinite(times))[0]
+    if known.size < 2:
+        raise BadInputError("the piece has no timed systems")
+    return np.interp(np.arange(n + 1), known, times[known])
+
+
+def piece_measure_times(piece_dir: str | Path) -> np.ndarray:
+    """:func:`measure_times` of a built corpus piece (pieces/<id>/piece.json and score.musicxml)."""
+    piece_dir = Path(piece_dir)
+    meta = json.loads((piece_dir / "piece.json").read_text(encoding="utf-8"))
+    return measure_times(meta["systems"], measure_quarters(piece_dir / "score.musicxml"))
