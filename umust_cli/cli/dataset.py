@@ -114,3 +114,78 @@ def stats(
     Console().print(out)
     if table["errors"]:
         typer.echo(f"{table['errors']} error(s) in {corpus / 'errors.jsonl'}")
+
+
+@app.command("tokenize")
+@handle_errors
+def tokenize(
+    corpus: Path = typer.Argument(..., help="A corpus folder made by 'umust dataset build'."),
+    image_codec: Optional[Path] = typer.Option(None, "--image-codec", help="Image codec checkpoint folder. "
+                                               "With neither codec given, the shipped codecs are used."),
+    audio_codec: Optional[Path] = typer.Option(None, "--audio-codec", help="Audio codec checkpoint folder."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the code files, tokenize.json "
+                                          "and tokenize_errors.jsonl here (same relative paths) instead of "
+                                          "into the corpus."),
+    split: List[str] = typer.Option([], "--split", help="Only this split (repeatable; default: all)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images or clips (shift variants "
+                                   "included) per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when there is one), cpu or cuda."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N systems (manifest order)."),
+    scans: bool = typer.Option(False, "--scans", help="Also the scanned-look copies (NNN.scanK.image.npy)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Re-encode files that already have codes "
+                                   "(needed after changing a codec)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Add image and audio codec codes to every system of a corpus (resumable, batched).
+
+    Writes pieces/<id>/systems/NNN.image.npy, an int16 array (V, 4, H/16, W/16),
+    and NNN.audio.npy, int16 (V, 4, frames); V is the number of shift variants:
+    32 images (variant iy*8+ix shifted by 2ix px right and 4iy px down; 0 =
+    unshifted) and 9 clips (variant i shifted by -20+5i samples; 4 = unshifted)
+    on the train split, 1 elsewhere. Smaller variants are padded with -1.
+    A rerun skips files already done; failures are listed at the end and in
+    tokenize_errors.jsonl; tokenize.json records codecs, counts and times.
+    """
+    from umust_cli.data.tokenize import TokenizeConfig, prepare, resolve_codec_paths
+
+    image_codec, audio_codec = resolve_codec_paths(image_codec, audio_codec)
+    config = TokenizeConfig(image_codec=image_codec, audio_codec=audio_codec, splits=tuple(split),
+                            batch_size=batch_size, device=device, limit=limit, scans=scans,
+                            overwrite=overwrite)
+    plan = prepare(corpus, config, output)
+    summary = _tokenize_with_progress(plan, quiet=as_json)
+    _tokenize_report(summary, as_json)
+
+
+def _tokenize_with_progress(plan, quiet: bool) -> dict:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from umust_cli.data.tokenize import run
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=quiet) as progress:
+        task = progress.add_task("tokenizing", total=len(plan.pending))
+
+        def on_result(result) -> None:
+            if result.status == "failed":
+                progress.console.print(f"[red]failed[/red] {result.job.source}: {result.error}", highlight=False)
+            progress.update(task, advance=1, description=f"{result.job.modality} {result.job.piece_id[:28]}")
+
+        return run(plan, on_result)
+
+
+def _tokenize_report(summary: dict, as_json: bool) -> None:
+    from umust_cli.errors import BadInputError
+
+    if as_json:
+        print_json(summary)
+    else:
+        for modality, splits in summary["counts"].items():
+            for split, c in splits.items():
+                typer.echo(f"{modality} {split}: {c['encoded']} encoded, {c['skipped']} already done, "
+                           f"{c['failed']} failed")
+        typer.echo(f"{summary['elapsed_s']:.1f} s on {summary['device']}; summary: "
+                   f"{Path(summary['output']) / 'tokenize.json'}")
+    if summary["failed"]:
+        raise BadInputError(f"{summary['failed']} file(s) failed; see {summary['errors_file']}")

@@ -223,17 +223,21 @@ class AudioCodec:
     # ---- codes -------------------------------------------------------------
     def encode_codes(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
         """Audio -> (4, ceil(samples / 512)) int64 codes."""
+        return self.encode_batch(load_audio(source, sample_rate)[None])[0]
+
+    def encode_batch(self, audio: np.ndarray) -> np.ndarray:
+        """(B, samples) float32 clips of one length at 44.1 kHz -> (B, 4, ceil(samples / 512)) int64."""
         import torch
 
-        x = load_audio(source, sample_rate)
-        frames = frames_for(x.size)
-        x = torch.from_numpy(np.pad(x, (0, frames * HOP - x.size)))
-        out = np.empty((NUM_CODEBOOKS, frames), np.int64)
+        frames = frames_for(audio.shape[1])
+        padded = np.pad(np.asarray(audio, np.float32), ((0, 0), (0, frames * HOP - audio.shape[1])))
+        x = torch.from_numpy(padded)
+        out = np.empty((audio.shape[0], NUM_CODEBOOKS, frames), np.int64)
         with torch.inference_mode():
             for lo, hi, a, b in chunk_spans(frames, self.chunk_frames, CONTEXT_FRAMES):
-                seg = x[lo * HOP:hi * HOP].to(self.device)[None, None]  # (1, 1, samples)
-                codes = self.model.encode(seg)[1][0]                   # (4, hi - lo)
-                out[:, a:b] = codes[:, a - lo:b - lo].cpu().numpy()
+                seg = x[:, lo * HOP:hi * HOP].to(self.device)[:, None]  # (B, 1, samples)
+                codes = self.model.encode(seg)[1]                      # (B, 4, hi - lo)
+                out[:, :, a:b] = codes[:, :, a - lo:b - lo].cpu().numpy()
         return out
 
     def decode_codes(self, codes: np.ndarray) -> np.ndarray:

@@ -243,11 +243,14 @@ class ImageCodec:
     # ---- grids ------------------------------------------------------------
     def encode_grid(self, source: str | Path | bytes | np.ndarray) -> np.ndarray:
         """Image -> (4, H/16, W/16) int64 code grid (H, W after padding)."""
+        return self.encode_batch(preprocess(load_gray(source))[None])[0]
+
+    def encode_batch(self, grays: np.ndarray) -> np.ndarray:
+        """(B, H, W) *preprocessed* uint8 images of one shape -> (B, 4, H/16, W/16) int64 codes."""
         import torch
 
-        gray = preprocess(load_gray(source))
-        x = torch.from_numpy(to_ink(gray))[None, None].to(self.device)
-        return self.model.encode(x)[0].cpu().numpy()
+        x = torch.from_numpy(to_ink(grays))[:, None].to(self.device)  # (B, 1, H, W) ink
+        return self.model.encode(x).cpu().numpy()
 
     def decode_grid(self, grid: np.ndarray) -> np.ndarray:
         """(4, Hp, Wp) codes -> (16 Hp, 16 Wp) uint8 grayscale image."""
