@@ -1,5 +1,10 @@
 """`umust eval`: the metrics of the papers on given predictions (no model is run here
-except the reference transcriber and the FAD embedding network)."""
+except the reference transcriber, the FAD embedding network and the retrieval model).
+
+Two input modes for every per-example command: explicit files (PRED... with --ref or
+--ref-dir), or a corpus split (--data CORPUS --split test): the one argument is then
+a folder of predictions named ``<piece_id>/<NNN>.<ext>`` after the corpus systems.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,36 @@ CSV_HELP = "Print the per-example rows as CSV on stdout."
 OUT_HELP = "Also write rows.csv, rows.json and summary.json into this folder."
 TOL_HELP = "Onset tolerance in ms (repeat for several)."
 DEFAULT_TOLS_MS = [50.0, 100.0, 200.0]
+DATA_HELP = ("A built corpus: references come from its manifest; the argument is then one folder "
+             "of predictions named <piece_id>/<NNN>.<ext> (NNN = system number, 3 digits).")
+SPLIT_HELP = "Corpus split with --data: train, valid or test."
+LIMIT_HELP = "With --data: only N systems, spread evenly over the split (the same N each run)."
+PROGRESS_HELP = "Progress bar on stderr (default: when stderr is a terminal)."
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+LMX_SUFFIXES = (".lmx", ".txt")
+MIDI_SUFFIXES = (".mid", ".midi")
+
+
+def _inputs(preds: List[Path], refs: Optional[List[Path]], ref_dir: Optional[Path], by: str,
+            data: Optional[Path], split: str, limit: Optional[int], ref_key: str,
+            pred_suffixes: tuple[str, ...], ref_suffixes: tuple[str, ...], progress: Optional[bool]):
+    """(PairSet, RunLog): corpus mode with ``data`` (keep going past bad files), else explicit files."""
+    from umust_cli.errors import BadInputError
+    from umust_cli.eval import corpus
+    from umust_cli.eval.report import PairSet
+    from umust_cli.eval.runner import RunLog, progress_default
+
+    show = progress_default() if progress is None else progress
+    if data is None:
+        if limit is not None:
+            raise BadInputError("--limit needs --data")
+        return PairSet.of(_pairs(preds, refs, ref_dir, ref_suffixes, by)), RunLog(progress=show)
+    if refs or ref_dir is not None:
+        raise BadInputError("--data takes the references from the corpus: drop --ref / --ref-dir")
+    if len(preds) != 1:
+        raise BadInputError(f"with --data give one folder of predictions, not {len(preds)} paths")
+    rows = corpus.split_rows(data, split, limit)
+    return corpus.pair_predictions(rows, preds[0], ref_key, pred_suffixes), RunLog(keep_going=True, progress=show)
 
 
 def _pairs(preds: List[Path], refs: Optional[List[Path]], ref_dir: Optional[Path],
@@ -35,10 +70,14 @@ def _pairs(preds: List[Path], refs: Optional[List[Path]], ref_dir: Optional[Path
 @app.command("omr")
 @handle_errors
 def omr(
-    preds: List[Path] = typer.Argument(..., help="Predicted LMX files (from an OMR model)."),
+    preds: List[Path] = typer.Argument(..., help="Predicted LMX files (with --data: their folder)."),
     ref: Optional[List[Path]] = typer.Option(None, "--ref", help=REF_HELP),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help=REF_DIR_HELP),
     pair: str = typer.Option("auto", "--pair", help=PAIR_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
+    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
     as_csv: bool = typer.Option(False, "--csv", help=CSV_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
@@ -46,20 +85,25 @@ def omr(
     """Symbol Error Rate of LMX predictions, with and without tuplet tokens."""
     from umust_cli.eval import report, tasks
 
-    result = tasks.omr(_pairs(preds, ref, ref_dir, (".lmx", ".txt"), pair))
-    report.emit(result, as_json, as_csv, out)
+    pairs, log = _inputs(preds, ref, ref_dir, pair, data, split, limit, "lmx", LMX_SUFFIXES, LMX_SUFFIXES,
+                         progress)
+    report.emit(tasks.omr(pairs, log), as_json, as_csv, out)
 
 
 @app.command("amt")
 @handle_errors
 def amt(
-    preds: List[Path] = typer.Argument(..., help="Transcribed MIDI files."),
+    preds: List[Path] = typer.Argument(..., help="Transcribed MIDI files (with --data: their folder)."),
     ref: Optional[List[Path]] = typer.Option(None, "--ref", help=REF_HELP),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help=REF_DIR_HELP),
     pair: str = typer.Option("auto", "--pair", help=PAIR_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
+    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
     onset_ms: float = typer.Option(50.0, "--onset-tolerance-ms", help="Onset tolerance in ms."),
     offset_ratio: float = typer.Option(0.2, "--offset-ratio", help="Offset tolerance, share of the duration."),
     offset_min_ms: float = typer.Option(50.0, "--offset-min-ms", help="Smallest offset tolerance in ms."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
     as_csv: bool = typer.Option(False, "--csv", help=CSV_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
@@ -70,19 +114,24 @@ def amt(
 
     cfg = MatchConfig(onset_tolerance=onset_ms / 1000, offset_ratio=offset_ratio,
                       offset_min_tolerance=offset_min_ms / 1000)
-    result = tasks.amt(_pairs(preds, ref, ref_dir, (".mid", ".midi"), pair), cfg)
-    report.emit(result, as_json, as_csv, out)
+    pairs, log = _inputs(preds, ref, ref_dir, pair, data, split, limit, "mid", MIDI_SUFFIXES, MIDI_SUFFIXES,
+                         progress)
+    report.emit(tasks.amt(pairs, cfg, log), as_json, as_csv, out)
 
 
 @app.command("m2a")
 @handle_errors
 def m2a(
-    audio: List[Path] = typer.Argument(..., help="Generated audio files."),
+    audio: List[Path] = typer.Argument(..., help="Generated audio files (with --data: their folder)."),
     ref: Optional[List[Path]] = typer.Option(None, "--ref", help="The conditioning MIDI file (repeatable)."),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help=REF_DIR_HELP),
     pair: str = typer.Option("auto", "--pair", help=PAIR_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP + " References: the system MIDI."),
+    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
     tol_ms: List[float] = typer.Option(DEFAULT_TOLS_MS, "--tol-ms", help=TOL_HELP),
     device: str = typer.Option("cpu", "--device", help="Torch device of the transcriber."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
     as_csv: bool = typer.Option(False, "--csv", help=CSV_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
@@ -91,23 +140,28 @@ def m2a(
     from umust_cli.eval import report, tasks
     from umust_cli.eval.transcribe import TranscriberConfig
 
-    pairs = _pairs(audio, ref, ref_dir, (".mid", ".midi"), pair)
-    result = tasks.m2a(pairs, [t / 1000 for t in tol_ms], TranscriberConfig(device=device))
+    pairs, log = _inputs(audio, ref, ref_dir, pair, data, split, limit, "mid", AUDIO_SUFFIXES, MIDI_SUFFIXES,
+                         progress)
+    result = tasks.m2a(pairs, [t / 1000 for t in tol_ms], TranscriberConfig(device=device), log)
     report.emit(result, as_json, as_csv, out)
 
 
 @app.command("i2a")
 @handle_errors
 def i2a(
-    gen: List[Path] = typer.Argument(..., help="Generated audio files."),
+    gen: List[Path] = typer.Argument(..., help="Generated audio files (with --data: their folder)."),
     ref: Optional[List[Path]] = typer.Option(None, "--ref", help="Reference audio (repeatable)."),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help=REF_DIR_HELP),
     pair: str = typer.Option("auto", "--pair", help=PAIR_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP + " References: the system audio."),
+    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
     dtw: bool = typer.Option(False, "--dtw", help="Also score after DTW alignment of the two transcriptions."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="With --dtw: write piano-roll PNGs here."),
     frame_rate: float = typer.Option(50.0, "--frame-rate", help="DTW piano-roll frames per second."),
     tol_ms: List[float] = typer.Option(DEFAULT_TOLS_MS, "--tol-ms", help=TOL_HELP),
     device: str = typer.Option("cpu", "--device", help="Torch device of the transcriber."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
     as_csv: bool = typer.Option(False, "--csv", help=CSV_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
@@ -120,19 +174,25 @@ def i2a(
 
     if plot is not None and not dtw:
         raise BadInputError("--plot needs --dtw")
-    pairs = _pairs(gen, ref, ref_dir, (".wav", ".flac", ".ogg", ".mp3"), pair)
+    pairs, log = _inputs(gen, ref, ref_dir, pair, data, split, limit, "wav", AUDIO_SUFFIXES, AUDIO_SUFFIXES,
+                         progress)
     dtw_cfg = DtwConfig(frame_rate=frame_rate) if dtw else None
-    result = tasks.i2a(pairs, [t / 1000 for t in tol_ms], dtw_cfg, plot, TranscriberConfig(device=device))
+    result = tasks.i2a(pairs, [t / 1000 for t in tol_ms], dtw_cfg, plot, TranscriberConfig(device=device), log)
     report.emit(result, as_json, as_csv, out)
 
 
 @app.command("emd")
 @handle_errors
 def emd(
-    preds: List[Path] = typer.Argument(..., help="Predicted LMX files (e.g. from audio-to-image)."),
+    preds: List[Path] = typer.Argument(..., help="Predicted LMX files, e.g. from audio-to-image (with --data: "
+                                                 "their folder)."),
     ref: Optional[List[Path]] = typer.Option(None, "--ref", help=REF_HELP),
     ref_dir: Optional[Path] = typer.Option(None, "--ref-dir", help=REF_DIR_HELP),
     pair: str = typer.Option("auto", "--pair", help=PAIR_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP),
+    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
     as_csv: bool = typer.Option(False, "--csv", help=CSV_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
@@ -140,37 +200,71 @@ def emd(
     """Earth Mover's Distance of pitch and duration token histograms (LMX)."""
     from umust_cli.eval import report, tasks
 
-    result = tasks.emd(_pairs(preds, ref, ref_dir, (".lmx", ".txt"), pair))
-    report.emit(result, as_json, as_csv, out)
+    pairs, log = _inputs(preds, ref, ref_dir, pair, data, split, limit, "lmx", LMX_SUFFIXES, LMX_SUFFIXES,
+                         progress)
+    report.emit(tasks.emd(pairs, log=log), as_json, as_csv, out)
 
 
 @app.command("retrieval")
 @handle_errors
 def retrieval(
-    dist: Path = typer.Argument(..., help="A saved (n, n) .npy distance matrix: audio rows x sheet columns."),
+    dist: Optional[Path] = typer.Argument(None, help="A saved (n, n) .npy distance matrix: audio rows x sheet "
+                                                     "columns (or --data to embed a corpus split)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A built corpus: embed its split's systems with "
+                                                             "--model and score every audio/sheet pair."),
+    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
+    model: Optional[Path] = typer.Option(None, "--model", help="Retrieval checkpoint folder (default: the "
+                                                               "shipped umust_cli/weights/retrieval)."),
+    images: str = typer.Option("png", "--images", help="Sheet images: png, or scanK (K-th scanned-look copy)."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
     as_csv: bool = typer.Option(False, "--csv", help=CSV_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
 ) -> None:
     """Recall@1/10/25, MRR and median rank in both directions (query i matches candidate i)."""
+    from umust_cli.errors import BadInputError
+    from umust_cli.eval import report, tasks
+    from umust_cli.eval.runner import progress_default
+
+    if (dist is None) == (data is None):
+        raise BadInputError("give either a distance matrix file or --data CORPUS (not both)")
+    if data is None:
+        if model is not None or limit is not None:
+            raise BadInputError("--model and --limit need --data")
+        result = tasks.retrieval(_load_matrix(dist))
+    else:
+        from umust_cli.eval.corpus import split_rows
+        from umust_cli.retrieval.evaluate import evaluate_checkpoint
+
+        split_rows(data, split)  # the split exists and is not empty
+        show = progress_default() if progress is None else progress
+        result = evaluate_checkpoint(model, data, [split], images, progress=show, limit=limit)
+    report.emit(result, as_json, as_csv, out)
+
+
+def _load_matrix(path: Path):
     import numpy as np
 
     from umust_cli.errors import BadInputError
-    from umust_cli.eval import report, tasks
     from umust_cli.io import require_file
 
     try:
-        matrix = np.load(require_file(dist), allow_pickle=False)
+        return np.load(require_file(path), allow_pickle=False)
     except (ValueError, OSError) as e:
-        raise BadInputError(f"cannot read a .npy matrix from {dist}: {e}") from e
-    report.emit(tasks.retrieval(matrix), as_json, as_csv, out)
+        raise BadInputError(f"cannot read a .npy matrix from {path}: {e}") from e
 
 
 @app.command("fad")
 @handle_errors
 def fad(
     gen_dir: Path = typer.Argument(..., help="Folder of generated clips (audio, or .npy embeddings)."),
-    ref_dir: Path = typer.Argument(..., help="Folder of reference clips (audio, or .npy embeddings)."),
+    ref_dir: Optional[Path] = typer.Argument(None, help="Folder of reference clips (audio, or .npy "
+                                                        "embeddings); with --data: the split's system audio."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A built corpus: the references are its split's "
+                                                             "system audio; GEN_DIR holds <piece_id>/<NNN>.wav."),
+    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
     backend: str = typer.Option("auto", "--model",
                                 help="Embedding: auto, npy (precomputed), aisfx, clap (needs --checkpoint)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local LAION-CLAP checkpoint."),
@@ -178,9 +272,62 @@ def fad(
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
 ) -> None:
-    """Fréchet Audio Distance between two folders of clips."""
-    from umust_cli.eval import report, tasks
+    """Fréchet Audio Distance between two folders of clips (or generated clips and a corpus split)."""
+    from umust_cli.errors import BadInputError
+    from umust_cli.eval import corpus, report, tasks
     from umust_cli.eval.embeddings import EmbeddingConfig
 
     cfg = EmbeddingConfig(backend=backend, checkpoint=checkpoint, device=device)
-    report.emit(tasks.fad(gen_dir, ref_dir, cfg), as_json, False, out)
+    if (ref_dir is None) == (data is None):
+        raise BadInputError("give either REF_DIR or --data CORPUS (not both)")
+    if data is None:
+        result = tasks.fad(gen_dir, ref_dir, cfg)
+    else:
+        rows = corpus.split_rows(data, split, limit)
+        found = corpus.pair_predictions(rows, gen_dir, "wav", AUDIO_SUFFIXES)
+        refs = [corpus.ref_path(r, "wav") for r in rows]
+        result = tasks.fad_files([p for p, _ in found.pairs], refs, cfg, found.missing)
+    report.emit(result, as_json, False, out)
+
+
+@app.command("reference")
+@handle_errors
+def reference(
+    data: Path = typer.Option(..., "--data", help="A built corpus."),
+    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
+    audio_codec: Optional[Path] = typer.Option(None, "--audio-codec",
+                                               help="Audio codec checkpoint: adds the DAC reconstruction rows."),
+    soundfont: Optional[str] = typer.Option(None, "--soundfont", help="Soundfont of the second rendering "
+                                            "(fluidr3, timgm6mb, musescore; default: the next after the system's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random pairing of the EMD row."),
+    with_fad: bool = typer.Option(True, "--fad/--no-fad", help="Compute the FAD row (aiSFX embedding)."),
+    tol_ms: List[float] = typer.Option(DEFAULT_TOLS_MS, "--tol-ms", help=TOL_HELP),
+    device: str = typer.Option("cpu", "--device", help="Torch device of the transcriber and codec."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+    as_csv: bool = typer.Option(False, "--csv", help=CSV_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP + " Also examples.csv (per system) and "
+                                       "the other-soundfont renderings."),
+) -> None:
+    """Reference rows of the papers' tables on a corpus split (FluidSynth, other soundfont, DAC, EMD, FAD)."""
+    from umust_cli.eval import report
+    from umust_cli.eval.corpus import split_rows
+    from umust_cli.eval.embeddings import EmbeddingConfig
+    from umust_cli.eval.reference import ReferenceConfig
+    from umust_cli.eval.reference import reference as run_reference
+    from umust_cli.eval.runner import RunLog, progress_default
+    from umust_cli.eval.transcribe import TranscriberConfig
+
+    rows = split_rows(data, split, limit)
+    codec = None
+    if audio_codec is not None:
+        from umust_cli.codecs.audio import AudioCodec
+
+        codec = AudioCodec.load(audio_codec, device=device)
+    cfg = ReferenceConfig(tolerances=tuple(t / 1000 for t in tol_ms), seed=seed, alt_soundfont=soundfont,
+                          fad=with_fad, transcriber=TranscriberConfig(device=device),
+                          embedding=EmbeddingConfig(device=device))
+    log = RunLog(keep_going=True, progress=progress_default() if progress is None else progress)
+    result = run_reference(rows, cfg, codec, log, out)
+    report.emit(result, as_json, as_csv, out)

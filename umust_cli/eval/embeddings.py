@@ -127,16 +127,21 @@ CLAP_SR = 48000
 
 def embed_folder(folder: Path, cfg: EmbeddingConfig) -> np.ndarray:
     """Embeddings (n, d) of every clip in ``folder`` with the configured backend."""
-    import librosa
-
     backend = resolve_backend(folder, cfg)
     if backend == "npy":
         return load_npy_set(folder)
-    if backend not in ("aisfx", "clap"):
-        raise NotAvailableError(f"unknown embedding backend {backend!r} (npy, aisfx, clap)")
     files = list_clips(folder, AUDIO_SUFFIXES)
     if not files:
         raise AudioError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {folder}")
+    return embed_files(files, backend, cfg)
+
+
+def embed_files(files: list[Path], backend: str, cfg: EmbeddingConfig) -> np.ndarray:
+    """Embedding frames (n, d) of the audio ``files`` with ``backend`` (aisfx or clap)."""
+    import librosa
+
+    if backend not in ("aisfx", "clap"):
+        raise NotAvailableError(f"unknown embedding backend {backend!r} (npy, aisfx, clap)")
     if backend == "clap":
         model, sr = ClapEmbedder(cfg.checkpoint, cfg.device), CLAP_SR  # type: ignore[arg-type]
     else:

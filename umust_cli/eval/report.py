@@ -30,10 +30,41 @@ class EvalResult:
     summary: dict[str, Any]
     definitions: dict[str, str] = field(default_factory=dict)
     columns: list[str] | None = None  # row keys shown in the table (default: all)
+    missing: list[str] = field(default_factory=list)  # corpus systems without a prediction
+    failed: list[dict[str, Any]] = field(default_factory=list)  # {name, files, error} per bad example
+    examples: list[dict[str, Any]] = field(default_factory=list)  # per-example rows when ``rows`` is a table
 
     def to_dict(self) -> dict[str, Any]:
-        return clean_nans({"task": self.task, "summary": self.summary, "rows": self.rows,
-                           "definitions": self.definitions})
+        data = {"task": self.task, "summary": self.summary, "rows": self.rows,
+                "definitions": self.definitions}
+        if self.missing or self.failed:
+            data.update(missing=self.missing, failed=self.failed)
+        if self.examples:
+            data["examples"] = self.examples
+        return clean_nans(data)
+
+    def add_problems(self, missing: Sequence[str], failed: Sequence[dict[str, Any]]) -> "EvalResult":
+        """Record missing predictions and failed examples (also counted in the summary)."""
+        self.missing, self.failed = list(missing), list(failed)
+        self.summary.update(missing=len(self.missing), failed=len(self.failed))
+        return self
+
+
+@dataclass
+class PairSet:
+    """(prediction, reference) file pairs, their example names, and the names left without a prediction."""
+
+    pairs: list[tuple[Path, Path]]
+    names: list[str]
+    missing: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def of(pairs: Sequence[tuple[Path, Path]]) -> "PairSet":
+        """Explicit file pairs, named by the prediction's file stem."""
+        return PairSet(list(pairs), [Path(p).stem for p, _ in pairs])
+
+    def items(self) -> list[tuple[str, Path, Path]]:
+        return [(n, p, r) for n, (p, r) in zip(self.names, self.pairs)]
 
 
 def clean_nans(obj: Any) -> Any:
@@ -129,7 +160,8 @@ def render_tables(result: EvalResult) -> None:
     console = Console()
     if result.rows and len(result.rows) <= TABLE_MAX_ROWS:
         cols = result.columns or list(result.rows[0])
-        table = Table(title=f"umust eval {result.task}: per example")
+        label = "rows" if result.examples else "per example"  # a table of rows, its examples in --out
+        table = Table(title=f"umust eval {result.task}: {label}")
         for c in cols:
             table.add_column(c, justify="left" if c == "name" else "right")
         for row in result.rows:
@@ -144,7 +176,18 @@ def render_tables(result: EvalResult) -> None:
         summary.add_row(key, _fmt(value))
     console.print(summary)
     for key, text in result.definitions.items():
-        console.print(f"[dim]{key}: {text}[/dim]")
+        console.print(f"{key}: {text}", style="dim", markup=False)
+    print_problems(result, console)
+
+
+def print_problems(result: EvalResult, console) -> None:
+    """Missing predictions and failed examples, after the tables (never silently dropped)."""
+    if result.missing:
+        shown = ", ".join(result.missing[:10]) + (" ..." if len(result.missing) > 10 else "")
+        console.print(f"{len(result.missing)} system(s) without a prediction: {shown}", style="yellow",
+                      markup=False)
+    for f in result.failed:
+        console.print(f"failed {f['name']}: {f['error']}", style="red", markup=False)
 
 
 def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -163,12 +206,15 @@ def _csv_value(v: Any) -> Any:
 
 
 def write_outputs(result: EvalResult, out_dir: Path) -> None:
-    """rows.csv, rows.json and summary.json in ``out_dir`` (each written atomically)."""
+    """rows.csv, rows.json, summary.json (and examples.csv) in ``out_dir``, each written atomically."""
     data = result.to_dict()
     write_text_atomic(Path(out_dir) / "rows.csv", rows_to_csv(result.rows))
+    if result.examples:
+        write_text_atomic(Path(out_dir) / "examples.csv", rows_to_csv(result.examples))
     write_json_atomic(Path(out_dir) / "rows.json", data["rows"])
     write_json_atomic(Path(out_dir) / "summary.json",
-                      {"task": result.task, "summary": data["summary"], "definitions": result.definitions})
+                      {"task": result.task, "summary": data["summary"], "definitions": result.definitions,
+                       "missing": result.missing, "failed": result.failed})
 
 
 def emit(result: EvalResult, as_json: bool, as_csv: bool, out_dir: Path | None) -> None:
@@ -179,5 +225,8 @@ def emit(result: EvalResult, as_json: bool, as_csv: bool, out_dir: Path | None) 
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     elif as_csv:
         sys.stdout.write(rows_to_csv(result.rows))
-    else:
+    if (as_json or as_csv) and (result.missing or result.failed):
+        sys.stderr.write(f"{len(result.missing)} missing prediction(s), {len(result.failed)} failed "
+                         f"example(s) (listed in the JSON / --out summary.json)\n")
+    if not (as_json or as_csv):
         render_tables(result)

@@ -14,9 +14,8 @@ import numpy as np
 
 from umust_cli.errors import BadInputError
 from umust_cli.eval import metrics as M
-from umust_cli.eval.report import EvalResult, read_lmx_tokens, read_midi_notes
-
-Pairs = Sequence[tuple[Path, Path]]
+from umust_cli.eval.report import EvalResult, PairSet, read_lmx_tokens, read_midi_notes
+from umust_cli.eval.runner import RunLog
 
 POOLED = "totals over all files first, then the ratio (every token/note weighs the same)"
 MEAN = "mean_* keys are the plain mean of the per-file values"
@@ -34,40 +33,51 @@ def _prf_summary(prefix: str, counts: Sequence[M.PrfCounts]) -> dict[str, float]
     return out
 
 
-def omr(pairs: Pairs) -> EvalResult:
+def omr(pairs: PairSet, log: RunLog | None = None) -> EvalResult:
     """SER and SER without tuplet tokens of LMX predictions."""
+    log = log or RunLog()
     rows, with_t, without_t = [], [], []
-    for pred_path, ref_path in pairs:
-        pred, ref = read_lmx_tokens(pred_path), read_lmx_tokens(ref_path)
-        if not ref:
-            raise BadInputError(f"reference LMX file has no tokens: {ref_path}")
-        a, b = M.ser_counts(pred, ref), M.ser_counts(pred, ref, tuplets=False)
-        with_t.append(a)
-        without_t.append(b)
-        rows.append({"name": pred_path.stem, "pred": str(pred_path), "ref": str(ref_path),
-                     "ref_tokens": a.ref_len, "edits": a.errors, "SER": a.ser,
-                     "ref_tokens_nt": b.ref_len, "edits_nt": b.errors, "SER_no_tuplets": b.ser})
+    for name, pred_path, ref_path in log.each(pairs.items(), "omr"):
+        with log.guard(name, pred_path, ref_path):
+            pred, ref = read_lmx_tokens(pred_path), read_lmx_tokens(ref_path)
+            if not ref:
+                raise BadInputError(f"reference LMX file has no tokens: {ref_path}")
+            a, b = M.ser_counts(pred, ref), M.ser_counts(pred, ref, tuplets=False)
+            with_t.append(a)
+            without_t.append(b)
+            rows.append({"name": name, "pred": str(pred_path), "ref": str(ref_path),
+                         "ref_tokens": a.ref_len, "edits": a.errors, "SER": a.ser,
+                         "ref_tokens_nt": b.ref_len, "edits_nt": b.errors, "SER_no_tuplets": b.ser})
     summary = {"files": len(rows), "SER": M.pooled_ser(with_t), "SER_no_tuplets": M.pooled_ser(without_t),
-               "mean_SER": float(np.nanmean([c.ser for c in with_t])),
-               "mean_SER_no_tuplets": float(np.nanmean([c.ser for c in without_t]))}
+               "mean_SER": _nanmean([c.ser for c in with_t]),
+               "mean_SER_no_tuplets": _nanmean([c.ser for c in without_t])}
     defs = {"SER": "sum of token edit distances / sum of reference lengths (pooled)",
             "no_tuplets": "tokens NinM, tuplet:start, tuplet:stop removed from both sides", "mean": MEAN}
     cols = ["name", "ref_tokens", "edits", "SER", "SER_no_tuplets"]
-    return EvalResult("omr", rows, summary, defs, cols)
+    return _finish(EvalResult("omr", rows, summary, defs, cols), pairs, log)
 
 
-def amt(pairs: Pairs, cfg: M.MatchConfig = M.MatchConfig()) -> EvalResult:
+def _finish(result: EvalResult, pairs: PairSet, log: RunLog) -> EvalResult:
+    """Corpus mode (``keep_going``): count missing predictions and failed examples in the summary."""
+    if log.keep_going or pairs.missing or log.failed:
+        result.add_problems(pairs.missing, log.failed)
+    return result
+
+
+def amt(pairs: PairSet, cfg: M.MatchConfig = M.MatchConfig(), log: RunLog | None = None) -> EvalResult:
     """Note-onset and onset+offset P/R/F1 of MIDI transcriptions (mir_eval)."""
+    log = log or RunLog()
     rows, onset, onoff = [], [], []
-    for est_path, ref_path in pairs:
-        est, ref = read_midi_notes(est_path), read_midi_notes(ref_path)
-        a = M.match_counts(est, ref, replace(cfg, offset_ratio=None))
-        b = M.match_counts(est, ref, cfg)
-        onset.append(a)
-        onoff.append(b)
-        rows.append({"name": est_path.stem, "est": str(est_path), "ref": str(ref_path),
-                     "n_ref": len(ref), "n_est": len(est),
-                     **_prf_fields("onset", a), **_prf_fields("onoff", b)})
+    for name, est_path, ref_path in log.each(pairs.items(), "amt"):
+        with log.guard(name, est_path, ref_path):
+            est, ref = read_midi_notes(est_path), read_midi_notes(ref_path)
+            a = M.match_counts(est, ref, replace(cfg, offset_ratio=None))
+            b = M.match_counts(est, ref, cfg)
+            onset.append(a)
+            onoff.append(b)
+            rows.append({"name": name, "est": str(est_path), "ref": str(ref_path),
+                         "n_ref": len(ref), "n_est": len(est),
+                         **_prf_fields("onset", a), **_prf_fields("onoff", b)})
     summary = {"files": len(rows), **_prf_summary("onset", onset), **_prf_summary("onoff", onoff)}
     defs = {"onset": f"pitch within {cfg.pitch_tolerance:g} cents and onset within "
                      f"{cfg.onset_tolerance * 1000:g} ms (mir_eval)",
@@ -75,7 +85,7 @@ def amt(pairs: Pairs, cfg: M.MatchConfig = M.MatchConfig()) -> EvalResult:
                      f"{cfg.offset_ratio} x reference duration)",
             "pooled": POOLED, "mean": MEAN}
     cols = ["name", "n_ref", "n_est", "onset_P", "onset_R", "onset_F1", "onoff_P", "onoff_R", "onoff_F1"]
-    return EvalResult("amt", rows, summary, defs, cols)
+    return _finish(EvalResult("amt", rows, summary, defs, cols), pairs, log)
 
 
 def onset_rows(est: M.Notes, ref: M.Notes, tolerances: Sequence[float],
@@ -95,54 +105,67 @@ def _tol_summary(prefix: str, per_tol: dict[float, list[M.PrfCounts]]) -> dict[s
     return out
 
 
-def m2a(pairs: Pairs, tolerances: Sequence[float], tcfg) -> EvalResult:
+def m2a(pairs: PairSet, tolerances: Sequence[float], tcfg, log: RunLog | None = None) -> EvalResult:
     """Transcribe generated audio and compare it with the conditioning MIDI."""
-    from umust_cli.eval.transcribe import transcribe
+    from umust_cli.eval import transcribe as T
 
+    log = log or RunLog()
     rows, per_tol = [], {t: [] for t in tolerances}
-    for audio_path, midi_path in pairs:
-        est = M.Notes.from_pretty_midi(transcribe(audio_path, cfg=tcfg))
-        ref = read_midi_notes(midi_path)
-        fields, counts = onset_rows(est, ref, tolerances)
-        _append(per_tol, counts)
-        rows.append({"name": audio_path.stem, "audio": str(audio_path), "ref": str(midi_path),
-                     "n_ref": len(ref), "n_est": len(est), **fields})
+    for name, audio_path, midi_path in log.each(pairs.items(), "m2a"):
+        with log.guard(name, audio_path, midi_path):
+            ref = read_midi_notes(midi_path)
+            est = M.Notes.from_pretty_midi(T.transcribe(audio_path, cfg=tcfg))
+            fields, counts = onset_rows(est, ref, tolerances)
+            _append(per_tol, counts)
+            rows.append({"name": name, "audio": str(audio_path), "ref": str(midi_path),
+                         "n_ref": len(ref), "n_est": len(est), **fields})
     summary = {"files": len(rows), **_tol_summary("onset_", per_tol)}
     defs = {"onset_Xms": "pitch + onset within X ms of the transcription (Transkun) of the audio",
             "pooled": POOLED, "mean": MEAN}
     cols = ["name", "n_ref", "n_est"] + [f"{t * 1000:g}ms_F1" for t in tolerances]
-    return EvalResult("m2a", rows, summary, defs, cols)
+    return _finish(EvalResult("m2a", rows, summary, defs, cols), pairs, log)
 
 
-def i2a(pairs: Pairs, tolerances: Sequence[float], dtw: M.DtwConfig | None,
-        plot_dir: Path | None, tcfg) -> EvalResult:
+def i2a(pairs: PairSet, tolerances: Sequence[float], dtw: M.DtwConfig | None,
+        plot_dir: Path | None, tcfg, log: RunLog | None = None) -> EvalResult:
     """Transcribe generated and reference audio; onset F1 before and (``dtw``) after alignment."""
-    from umust_cli.eval.transcribe import transcribe
+    from umust_cli.eval import transcribe as T
 
+    log = log or RunLog()
     rows, raw, aligned = [], {t: [] for t in tolerances}, {t: [] for t in tolerances}
-    for gen_path, ref_path in pairs:
-        gen = M.Notes.from_pretty_midi(transcribe(gen_path, cfg=tcfg))
-        ref = M.Notes.from_pretty_midi(transcribe(ref_path, cfg=tcfg))
-        row = {"name": gen_path.stem, "gen": str(gen_path), "ref": str(ref_path),
-               "n_ref": len(ref), "n_gen": len(gen)}
-        fields, counts = onset_rows(gen, ref, tolerances)
-        row.update(fields)
-        _append(raw, counts)
-        if dtw is not None:
-            warped = _align(gen, ref, dtw)
-            fields, counts = onset_rows(warped, ref, tolerances, prefix="dtw_")
-            row.update(fields)
-            _append(aligned, counts)
-            if plot_dir is not None:
-                from umust_cli.eval.plots import plot_alignment
-
-                row["plot"] = str(plot_alignment(ref, gen, warped, Path(plot_dir) / f"{gen_path.stem}.png",
-                                                 title=gen_path.stem))
-        rows.append(row)
+    for name, gen_path, ref_path in log.each(pairs.items(), "i2a"):
+        with log.guard(name, gen_path, ref_path):
+            gen = M.Notes.from_pretty_midi(T.transcribe(gen_path, cfg=tcfg))
+            ref = M.Notes.from_pretty_midi(T.transcribe(ref_path, cfg=tcfg))
+            plot = None if plot_dir is None else Path(plot_dir) / f"{name.replace('/', '-')}.png"
+            row, counts, dtw_counts = i2a_pair(gen, ref, tolerances, dtw, plot, name)
+            _append(raw, counts)
+            if dtw is not None:
+                _append(aligned, dtw_counts)
+            rows.append({"name": name, "gen": str(gen_path), "ref": str(ref_path), **row})
     summary = {"files": len(rows), **_tol_summary("onset_", raw)}
     if dtw is not None:
         summary.update(_tol_summary("dtw_onset_", aligned))
-    return EvalResult("i2a", rows, summary, _i2a_defs(), _i2a_cols(tolerances, dtw is not None))
+    result = EvalResult("i2a", rows, summary, _i2a_defs(), _i2a_cols(tolerances, dtw is not None))
+    return _finish(result, pairs, log)
+
+
+def i2a_pair(gen: M.Notes, ref: M.Notes, tolerances: Sequence[float], dtw: M.DtwConfig | None,
+             plot: Path | None = None, title: str = "") -> tuple[dict, dict, dict]:
+    """Row fields and counts of one pair of transcriptions: raw, and DTW-aligned when ``dtw``."""
+    row: dict = {"n_ref": len(ref), "n_gen": len(gen)}
+    fields, counts = onset_rows(gen, ref, tolerances)
+    row.update(fields)
+    dtw_counts: dict = {}
+    if dtw is not None:
+        warped = _align(gen, ref, dtw)
+        fields, dtw_counts = onset_rows(warped, ref, tolerances, prefix="dtw_")
+        row.update(fields)
+        if plot is not None:
+            from umust_cli.eval.plots import plot_alignment
+
+            row["plot"] = str(plot_alignment(ref, gen, warped, plot, title=title))
+    return row, counts, dtw_counts
 
 
 def _append(acc: dict[float, list], counts: dict[float, M.PrfCounts]) -> None:
@@ -168,27 +191,40 @@ def _i2a_cols(tolerances: Sequence[float], with_dtw: bool) -> list[str]:
     return cols + ([f"dtw_{t * 1000:g}ms_F1" for t in tolerances] if with_dtw else [])
 
 
-def emd(pairs: Pairs, shifts: Sequence[int] = (-1, 0, 1)) -> EvalResult:
+def emd(pairs: PairSet, shifts: Sequence[int] = (-1, 0, 1), log: RunLog | None = None) -> EvalResult:
     """Pitch and duration token-histogram EMD of LMX predictions."""
+    log = log or RunLog()
     rows, all_pred, all_ref = [], [], []
-    for pred_path, ref_path in pairs:
-        pred, ref = read_lmx_tokens(pred_path), read_lmx_tokens(ref_path)
-        all_pred += pred
-        all_ref += ref
-        rows.append({"name": pred_path.stem, "pred": str(pred_path), "ref": str(ref_path),
-                     "pitch_EMD": M.pitch_emd(pred, ref), "duration_EMD": M.duration_emd(pred, ref, shifts)})
-    summary = {"files": len(rows),
-               "mean_pitch_EMD": _nanmean([r["pitch_EMD"] for r in rows]),
-               "mean_duration_EMD": _nanmean([r["duration_EMD"] for r in rows]),
-               "files_without_pitches": sum(1 for r in rows if not np.isfinite(r["pitch_EMD"])),
-               "pooled_pitch_EMD": M.pitch_emd(all_pred, all_ref),
-               "pooled_duration_EMD": M.duration_emd(all_pred, all_ref, shifts)}
-    defs = {"EMD": "1-D Wasserstein distance between unit-mass token histograms, in bins "
+    for name, pred_path, ref_path in log.each(pairs.items(), "emd"):
+        with log.guard(name, pred_path, ref_path):
+            pred, ref = read_lmx_tokens(pred_path), read_lmx_tokens(ref_path)
+            rows.append({"name": name, "pred": str(pred_path), "ref": str(ref_path),
+                         "pitch_EMD": M.pitch_emd(pred, ref),
+                         "duration_EMD": M.duration_emd(pred, ref, shifts)})
+            all_pred += pred
+            all_ref += ref
+    result = EvalResult("emd", rows, emd_summary(rows, all_pred, all_ref, shifts), emd_definitions(shifts),
+                        ["name", "pitch_EMD", "duration_EMD"])
+    return _finish(result, pairs, log)
+
+
+def emd_summary(rows: Sequence[dict], all_pred: Sequence[str], all_ref: Sequence[str],
+                shifts: Sequence[int]) -> dict:
+    """Mean and pooled EMD over a set of rows with pitch_EMD / duration_EMD."""
+    return {"files": len(rows),
+            "mean_pitch_EMD": _nanmean([r["pitch_EMD"] for r in rows]),
+            "mean_duration_EMD": _nanmean([r["duration_EMD"] for r in rows]),
+            "files_without_pitches": sum(1 for r in rows if not np.isfinite(r["pitch_EMD"])),
+            "pooled_pitch_EMD": M.pitch_emd(all_pred, all_ref),
+            "pooled_duration_EMD": M.duration_emd(all_pred, all_ref, shifts)}
+
+
+def emd_definitions(shifts: Sequence[int]) -> dict[str, str]:
+    return {"EMD": "1-D Wasserstein distance between unit-mass token histograms, in bins "
                    "(pitch bins: C0..B9 diatonic steps; duration bins: 1024th..maxima, each a doubling)",
             "duration_EMD": f"minimum over shifts {tuple(shifts)} of the predicted histogram",
             "mean": "mean over files that have the tokens (NaN files skipped)",
             "pooled": "histograms summed over all files first"}
-    return EvalResult("emd", rows, summary, defs, ["name", "pitch_EMD", "duration_EMD"])
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -224,11 +260,31 @@ def fad(gen_dir: Path, ref_dir: Path, ecfg) -> EvalResult:
         if not Path(d).is_dir():
             raise BadInputError(f"not a folder: {d}")
     gen, ref = embed_folder(gen_dir, ecfg), embed_folder(ref_dir, ecfg)
+    return fad_result(gen, ref, resolve_backend(Path(gen_dir), ecfg))
+
+
+def fad_files(gen_files: Sequence[Path], ref_files: Sequence[Path], ecfg,
+              missing: Sequence[str] = ()) -> EvalResult:
+    """FAD between two lists of audio files (corpus mode: the references are all selected systems)."""
+    from umust_cli.eval.embeddings import embed_files
+
+    backend = "clap" if ecfg.backend == "auto" and ecfg.checkpoint is not None else ecfg.backend
+    backend = "aisfx" if backend == "auto" else backend
+    if backend == "npy":
+        raise BadInputError("--model npy needs two folders of .npy files, not a corpus")
+    gen, ref = embed_files(list(gen_files), backend, ecfg), embed_files(list(ref_files), backend, ecfg)
+    result = fad_result(gen, ref, backend)
+    result.summary.update(gen_clips=len(gen_files), ref_clips=len(ref_files))
+    return result.add_problems(missing, [])
+
+
+def fad_result(gen: np.ndarray, ref: np.ndarray, backend: str) -> EvalResult:
+    """FAD of two embedding sets (n, d)."""
     if gen.shape[1] != ref.shape[1]:
         raise BadInputError(f"embedding dimensions differ: {gen.shape[1]} vs {ref.shape[1]}")
     if min(len(gen), len(ref)) < 2:
         raise BadInputError("FAD needs at least 2 embeddings on each side")
     summary = {"FAD": M.frechet_audio_distance(gen, ref), "n_gen": len(gen), "n_ref": len(ref),
-               "dim": int(gen.shape[1]), "backend": resolve_backend(Path(gen_dir), ecfg)}
+               "dim": int(gen.shape[1]), "backend": backend}
     defs = {"FAD": "||mu_g - mu_r||^2 + Tr(S_g + S_r - 2 (S_g S_r)^1/2) over all embedding frames"}
     return EvalResult("fad", [], summary, defs)
