@@ -234,6 +234,8 @@ complete -c umust -n '__umust_path_is \'train codec image\'' -l max-steps -r -d 
 complete -c umust -n '__umust_path_is \'train codec image\'' -l device -r -d 'auto, cpu or cuda (bf16 autocast on cuda).'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l batch-scale -r -d 'Multiply the paper\'s batch sizes (default: 1 on cuda, 1/32 on cpu).'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l lr -r -d 'Adam learning rate.'
+complete -c umust -n '__umust_path_is \'train codec image\'' -l ink-weight -r -d 'Extra L1 weight on the target\'s ink pixels (thin lines).'
+complete -c umust -n '__umust_path_is \'train codec image\'' -l blur-weight -r -d 'Weight of an L2 term between Gaussian-blurred output and target.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l seed -r -d 'Seed of the initial weights and the data order.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l save-every -r -d 'Checkpoint every N steps.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l eval-every -r -d 'Evaluate on validation images every N steps.'

@@ -249,3 +249,29 @@ def test_tokenize_image_cli_round_trip_and_bad_files(tmp_path, trained_tiny):
     result = runner.invoke(app, ["tokenize", "image", str(good), "-o", str(tmp_path / "shifts"),
                                  "--codec", str(trained_tiny), "--shifts"])
     assert result.exit_code == 0 and len(list((tmp_path / "shifts").glob("good.s*.npy"))) == 32
+
+
+def test_line_terms_known_values():
+    from umust_cli.train.image_codec import _blur, _line_terms
+
+    x = torch.zeros(1, 1, 32, 32)
+    x[0, 0, 10, :] = 1.0                                  # a one-pixel staff line
+    off = TrainConfig()
+    assert _line_terms(off, torch.zeros_like(x), x).item() == 0.0   # default: plain L1 + L2
+    ink = TrainConfig(ink_weight=2.0)
+    assert _line_terms(ink, x.clone(), x).item() == 0.0
+    # a blank output misses every ink pixel by 1: the mean over ink pixels is 1, times the weight
+    assert _line_terms(ink, torch.zeros_like(x), x).item() == pytest.approx(2.0)
+    flat = torch.full((1, 1, 32, 32), 0.3)
+    assert torch.allclose(_blur(flat), flat, atol=1e-6)  # blur keeps constants and the total ink
+    assert _blur(x).sum().item() == pytest.approx(x.sum().item(), rel=1e-3)
+    blur = TrainConfig(blur_weight=1.0)
+    near, far = torch.roll(x, 1, dims=2), torch.roll(x, 8, dims=2)
+    # a line one row off costs less than one far away: the blurred term sees position
+    assert 0 < _line_terms(blur, near, x).item() < _line_terms(blur, far, x).item()
+
+
+def test_old_run_config_resumes_with_new_loss_fields_at_default():
+    d = TrainConfig().to_dict()
+    del d["ink_weight"], d["blur_weight"]                  # as saved before those fields existed
+    assert TrainConfig.from_dict(d) == TrainConfig()

@@ -28,6 +28,10 @@ def image(
     batch_scale: Optional[float] = typer.Option(
         None, "--batch-scale", help="Multiply the paper's batch sizes (default: 1 on cuda, 1/32 on cpu)."),
     lr: float = typer.Option(2e-4, "--lr", help="Adam learning rate."),
+    ink_weight: float = typer.Option(0.0, "--ink-weight", min=0.0,
+                                     help="Extra L1 weight on the target's ink pixels (thin lines)."),
+    blur_weight: float = typer.Option(0.0, "--blur-weight", min=0.0,
+                                      help="Weight of an L2 term between Gaussian-blurred output and target."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the data order."),
     save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
     eval_every: int = typer.Option(0, "--eval-every", help="Evaluate on validation images every N steps."),
@@ -51,7 +55,8 @@ def image(
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     scale = batch_scale if batch_scale is not None else (1.0 if dev.type == "cuda" else 1 / 32)
-    cfg = TrainConfig(model=PRESETS[config], batch_scale=scale, lr=lr, seed=seed)
+    cfg = TrainConfig(model=PRESETS[config], batch_scale=scale, lr=lr, seed=seed, ink_weight=ink_weight,
+                      blur_weight=blur_weight)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
                      eval_every=eval_every, device=dev.type, progress=not quiet and not as_json)
     result = train_image_codec(data, output, cfg, run, default_vocabulary())
