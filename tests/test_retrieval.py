@@ -261,3 +261,32 @@ def test_cli_train_retrieval_runs_and_resumes(tmp_path):
     out = runner.invoke(app, ["train", "retrieval", "--data", str(tmp_path), "-o", str(tmp_path / "x"),
                               "--max-steps", "1"])
     assert out.exit_code == 2
+
+
+def test_cli_index_score_pages_and_pdfs(trained, tmp_path):
+    """A page image (with --pages) and the same page as a PDF: one entry per piano system,
+    located by page and system; the page's systems are searchable by an image query."""
+    from test_scans import synthetic_page
+
+    _, ckpt = trained
+    app, runner = _cli_app(), CliRunner()
+    page, bars = synthetic_page()
+    Image.fromarray(page).save(tmp_path / "page.png")
+    Image.fromarray(page).save(tmp_path / "score.pdf", resolution=150)
+    for name, extra in (("page.png", ["--pages"]), ("score.pdf", [])):
+        out = runner.invoke(app, ["retrieve", "index", str(tmp_path / name), "-o", str(tmp_path / "p.npz"),
+                                  "--model", str(ckpt), "--json", *extra])
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.stdout)["sheet"] == 2
+        entries = RetrievalIndex.load(tmp_path / "p.npz").entries
+        assert [(e["page"], e["system"], e["bars"]) for e in entries] == [(1, 1, 4), (1, 2, 5)]
+        assert entries[0]["box"][1] < entries[1]["box"][1]  # top to bottom
+    # without --pages a page image is one system image: a single entry
+    out = runner.invoke(app, ["retrieve", "index", str(tmp_path / "page.png"), "-o", str(tmp_path / "s.npz"),
+                              "--model", str(ckpt), "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["sheet"] == 1
+    blank = tmp_path / "blank-page.png"
+    Image.fromarray(np.full((1400, 1600), 255, dtype=np.uint8)).save(blank)
+    out = runner.invoke(app, ["retrieve", "index", str(blank), "--pages", "-o", str(tmp_path / "b.npz"),
+                              "--model", str(ckpt)])
+    assert out.exit_code == 2 and "no piano systems" in out.output and not (tmp_path / "b.npz").exists()

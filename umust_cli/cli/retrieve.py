@@ -19,17 +19,20 @@ HOP_HELP = "Seconds between the starts of consecutive passages of a recording."
 @app.command("index")
 @handle_errors
 def index(
-    inputs: List[Path] = typer.Argument(..., help="System images, recordings, or corpus folders "
-                                                  "of 'umust dataset build'."),
+    inputs: List[Path] = typer.Argument(..., help="System images, score PDFs, recordings, or corpus "
+                                                  "folders of 'umust dataset build'."),
     output: Path = typer.Option(..., "-o", "--output", help="Index file to write (.npz)."),
     model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
     split: List[str] = typer.Option(["test"], "--split", help="Corpus folders: split(s) to index (repeatable)."),
     modality: str = typer.Option("sheet", "--modality", help="Corpus folders: index sheet, audio or both."),
+    pages: bool = typer.Option(False, "--pages", help="Images are whole score pages: index every piano "
+                                                      "system found on them (PDFs always are)."),
     window: float = typer.Option(8.0, "--window", min=0.5, help=WINDOW_HELP),
     hop: float = typer.Option(4.0, "--hop", min=0.1, help=HOP_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
-    """Embed every system image and every passage of each recording into one index file."""
+    """Embed every system image, every system of each score page or PDF, and every passage of
+    each recording into one index file."""
     import numpy as np
 
     from umust_cli.errors import BadInputError, InputNotFoundError
@@ -45,7 +48,7 @@ def index(
             kinds = ("sheet", "audio") if modality == "both" else (modality,)
             e, rows = idx.embed_corpus(net, fcfg, path, split, kinds, progress=not as_json)
         elif path.is_file():
-            e, rows = idx.embed_files(net, fcfg, [path], windows)
+            e, rows = idx.embed_files(net, fcfg, [path], windows, pages)
         else:
             raise InputNotFoundError(f"no such file or corpus folder: {path}")
         embs.append(e)
@@ -99,6 +102,8 @@ def search(
 
 def _location(entry: dict) -> str:
     parts = [entry.get("piece_id") or entry["file"]]
+    if entry.get("page") is not None:
+        parts.append(f"page {entry['page']}")
     if entry.get("system") is not None:
         parts.append(f"system {entry['system']}")
     if entry.get("measures"):

@@ -2,6 +2,9 @@
 
 Entries are dicts: ``kind`` (sheet | audio), ``file``, and where known ``piece_id``,
 ``system``, ``page``, ``measures`` and ``start``/``end`` (seconds in the recording).
+Systems found on score pages (a PDF, or page images with ``pages=True``) carry ``page``
+and ``system`` counted from 1 on that page, their ``box`` (left, top, right, bottom px of
+the page rasterized at ``ScanConfig.page_width_px``) and the number of ``bars`` seen.
 A query of one modality is searched against the entries of the other.
 """
 
@@ -14,11 +17,12 @@ from typing import Sequence
 
 import numpy as np
 
-from umust_cli.errors import BadInputError, InputNotFoundError
+from umust_cli.errors import BadInputError, ImageError, InputNotFoundError
 from umust_cli.io import atomic_path
 from umust_cli.model.retrieval import RetrievalModel
 from umust_cli.retrieval.embed import cut_spectrogram, embed_passages, window_spans
-from umust_cli.retrieval.features import FeatureConfig, kind_of, load_audio, load_sheet, log_spectrogram
+from umust_cli.retrieval.features import (FeatureConfig, kind_of, load_audio, load_sheet, log_spectrogram,
+                                          sheet_strip)
 
 FORMAT = "umust-retrieval-index/1"
 
@@ -58,11 +62,16 @@ class RetrievalIndex:
 
 # ------------------------------------------------------------------ building
 def embed_files(model: RetrievalModel, fcfg: FeatureConfig, paths: Sequence[Path],
-                windows: WindowConfig) -> tuple[np.ndarray, list[dict]]:
-    """Embeddings and entries of system images (one each) and recordings (one per window)."""
+                windows: WindowConfig, pages: bool = False) -> tuple[np.ndarray, list[dict]]:
+    """Embeddings and entries of system images (one each), recordings (one per window) and
+    score pages (PDFs always, images when ``pages``: one per piano system found)."""
     embs, entries = [], []
     for path in paths:
-        if kind_of(path) == "sheet":
+        if Path(path).suffix.lower() == ".pdf" or (pages and kind_of(path) == "sheet"):
+            e, rows = embed_pages(model, fcfg, Path(path))
+            embs.append(e)
+            entries.extend(rows)
+        elif kind_of(path) == "sheet":
             embs.append(embed_passages(model, "sheet", [load_sheet(path, fcfg)], fcfg))
             entries.append({"kind": "sheet", "file": str(path), "page": None, "system": None})
         else:
@@ -72,6 +81,27 @@ def embed_files(model: RetrievalModel, fcfg: FeatureConfig, paths: Sequence[Path
             entries.extend({"kind": "audio", "file": str(path), "start": round(a, 3), "end": round(b, 3)}
                            for a, b in spans)
     return np.concatenate(embs), entries
+
+
+def embed_pages(model: RetrievalModel, fcfg: FeatureConfig, path: Path) -> tuple[np.ndarray, list[dict]]:
+    """Every piano system (grand staff) found on the pages of a PDF or a page image.
+    Pages without one (title pages, text) are skipped; ImageError if no page has any."""
+    from umust_cli.data import scans
+
+    cfg = scans.ScanConfig()
+    strips, entries = [], []
+    for p, page in enumerate(scans.load_pages(path, cfg.page_width_px)):
+        try:
+            page, found = scans.page_systems(page, cfg, p, f"{path.name} page {p + 1}")
+        except ImageError:
+            continue
+        for n, system in enumerate(found):
+            strips.append(sheet_strip(scans.crop(page, system), fcfg, name=f"{path.name} page {p + 1}"))
+            entries.append({"kind": "sheet", "file": str(path), "page": p + 1, "system": n + 1,
+                            "box": [int(v) for v in system.box], "bars": int(system.measures)})
+    if not strips:
+        raise ImageError(f"no piano systems (two staves joined by bar lines) found in {path}")
+    return embed_passages(model, "sheet", strips, fcfg), entries
 
 
 def embed_corpus(model: RetrievalModel, fcfg: FeatureConfig, corpus: Path, splits: Sequence[str],
