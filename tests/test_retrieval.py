@@ -112,13 +112,25 @@ def test_random_eq_keeps_silence_and_is_identity_at_zero_db():
     assert not np.allclose(out, spec)
 
 
-def test_shipped_weights_load_and_embed_when_present():
-    if not rck.SHIPPED.is_dir():
-        pytest.skip("no shipped retrieval weights in umust_cli/weights/retrieval")
-    model, fcfg, config = rck.load_checkpoint(None)
+@pytest.mark.parametrize("name", [None, "rendered", "scans", "shipped:scans"])
+def test_shipped_weights_load_and_embed(name):
+    model, fcfg, config = rck.load_checkpoint(name)
     assert config["kind"] == "retrieval" and fcfg.n_bins == model.cfg.audio_shape[0]
     emb = embed_passages(model, "audio", [log_spectrogram(_toy_audio(1, 4.0), fcfg)], fcfg)
     assert emb.shape == (1, model.cfg.embed_dim)
+    assert np.linalg.norm(emb, axis=1) == pytest.approx(1.0, abs=1e-5)
+    size = sum(f.stat().st_size for f in rck.resolve(name).iterdir())
+    assert size <= 8 * 2 ** 20  # the budget for the embedding model
+
+
+def test_shipped_models_differ_and_unknown_names_are_paths(tmp_path):
+    assert rck.resolve("scans") != rck.resolve(None) == rck.resolve("rendered") == rck.SHIPPED
+    assert rck.shipped_name("scans") == "shipped:scans" and rck.shipped_name(None) == "shipped"
+    assert rck.shipped_name(tmp_path) is None and rck.resolve(tmp_path) == tmp_path
+    ids = {rck.model_id(rck.load_checkpoint(n)[2]) for n in ("rendered", "scans")}
+    assert len(ids) == 2  # an index records which one built it
+    with pytest.raises(CheckpointError):
+        rck.load_checkpoint(tmp_path / "nothing")
 
 
 # ------------------------------------------------------------------ model
@@ -290,3 +302,22 @@ def test_cli_index_score_pages_and_pdfs(trained, tmp_path):
     out = runner.invoke(app, ["retrieve", "index", str(blank), "--pages", "-o", str(tmp_path / "b.npz"),
                               "--model", str(ckpt)])
     assert out.exit_code == 2 and "no piano systems" in out.output and not (tmp_path / "b.npz").exists()
+
+
+def test_cli_index_with_a_shipped_model_name_and_search_with_it(tmp_path):
+    from test_scans import synthetic_page
+
+    app, runner = _cli_app(), CliRunner()
+    Image.fromarray(synthetic_page()[0]).save(tmp_path / "score.pdf", resolution=150)
+    out = runner.invoke(app, ["retrieve", "index", str(tmp_path / "score.pdf"), "-o", str(tmp_path / "i.npz"),
+                              "--model", "scans"])
+    assert out.exit_code == 0, out.output
+    assert RetrievalIndex.load(tmp_path / "i.npz").model["path"] == "shipped:scans"
+    sf.write(tmp_path / "q.wav", _toy_audio(3, 4.0), SR)
+    out = runner.invoke(app, ["retrieve", "search", str(tmp_path / "q.wav"), "--index", str(tmp_path / "i.npz"),
+                              "-k", "2", "--json"])  # no --model: the index's own (scans) is used
+    assert out.exit_code == 0, out.output
+    assert [m["page"] for m in json.loads(out.stdout)["results"][0]["matches"]] == [1, 1]
+    out = runner.invoke(app, ["retrieve", "search", str(tmp_path / "q.wav"), "--index", str(tmp_path / "i.npz"),
+                              "--model", "rendered"])
+    assert out.exit_code == 2 and "another model" in out.output

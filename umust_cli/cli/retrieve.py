@@ -11,7 +11,8 @@ from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
 
 app = typer.Typer(help="Audio <-> sheet-music passage retrieval: build an index, search it.", no_args_is_help=True)
 
-MODEL_HELP = "Retrieval checkpoint directory (default: the shipped weights)."
+MODEL_HELP = ("Retrieval checkpoint directory, or a shipped model: rendered (default; engraved scores) "
+              "or scans (fine-tuned on real scanned pages too).")
 WINDOW_HELP = "Recordings are cut into passages of this many seconds."
 HOP_HELP = "Seconds between the starts of consecutive passages of a recording."
 
@@ -53,7 +54,7 @@ def index(
             raise InputNotFoundError(f"no such file or corpus folder: {path}")
         embs.append(e)
         entries.extend(rows)
-    info = {"id": checkpoint.model_id(config), "path": str(model.resolve()) if model else "shipped",
+    info = {"id": checkpoint.model_id(config), "path": checkpoint.shipped_name(model) or str(model.resolve()),
             "step": config.get("step")}
     idx.RetrievalIndex(np.concatenate(embs), entries, info).save(output)
     counts = {k: sum(e["kind"] == k for e in entries) for k in ("sheet", "audio")}
@@ -81,7 +82,7 @@ def search(
     from umust_cli.retrieval import checkpoint, index as idx
 
     index = idx.RetrievalIndex.load(index_path)
-    if model is None and index.model.get("path") not in (None, "shipped"):
+    if model is None and index.model.get("path") not in (None, "shipped"):  # "shipped:NAME" or a folder
         model = Path(index.model["path"])
     net, fcfg, config = checkpoint.load_checkpoint(model)
     if checkpoint.model_id(config) != index.model.get("id"):

@@ -20,6 +20,27 @@ from umust_cli.train import checkpoint as ckpt_io
 
 KIND = "retrieval"
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "retrieval"
+# Shipped models by name: "rendered" (the default) was trained on engraved systems only;
+# "scans" is that model fine-tuned with real scanned systems as well (see docs/benchmarks.md).
+SHIPPED_MODELS = {"rendered": SHIPPED, "scans": SHIPPED.parent / "retrieval-scans"}
+
+
+def resolve(ckpt: Path | str | None) -> Path:
+    """A checkpoint folder from a path, a shipped model name ("scans", "shipped:scans") or None (default)."""
+    if ckpt is None:
+        return SHIPPED
+    name = str(ckpt).removeprefix("shipped:")
+    if name in SHIPPED_MODELS and not Path(ckpt).exists():
+        return SHIPPED_MODELS[name]
+    return Path(ckpt)
+
+
+def shipped_name(ckpt: Path | str | None) -> str | None:
+    """"shipped" or "shipped:NAME" when ``ckpt`` names a shipped model, else None."""
+    if ckpt is None:
+        return "shipped"
+    name = str(ckpt).removeprefix("shipped:")
+    return f"shipped:{name}" if name in SHIPPED_MODELS and not Path(ckpt).exists() else None
 
 
 def save_checkpoint(ckpt_dir: Path, model: RetrievalModel, features: FeatureConfig, extra: dict) -> None:
@@ -41,11 +62,12 @@ def model_config(d: dict) -> RetrievalModelConfig:
 
 
 def load_checkpoint(ckpt_dir: Path | None) -> tuple[RetrievalModel, FeatureConfig, dict]:
-    """(model in eval mode on CPU, feature config, config dict); None = the shipped weights."""
-    ckpt_dir = SHIPPED if ckpt_dir is None else Path(ckpt_dir)
+    """(model in eval mode on CPU, feature config, config dict); None = the shipped weights,
+    "scans" = the shipped model fine-tuned on real scans."""
+    ckpt_dir = resolve(ckpt_dir)
     if not ckpt_dir.is_dir():
         hint = " (no shipped retrieval weights: train with 'umust train retrieval' and pass --model)"
-        raise CheckpointError(f"no checkpoint directory: {ckpt_dir}" + (hint if ckpt_dir == SHIPPED else ""))
+        raise CheckpointError(f"no checkpoint directory: {ckpt_dir}" + (hint if ckpt_dir in SHIPPED_MODELS.values() else ""))
     config = ckpt_io.read_config(ckpt_dir)
     if config.get("kind") != KIND:
         raise CheckpointError(f"{ckpt_dir} holds a {config.get('kind')!r} checkpoint, not a retrieval model")
