@@ -115,6 +115,32 @@ def score_rendered(model, fcfg, corpus: Path, splits: list[str], piece_ids: set[
     return tasks.retrieval(1.0 - audio @ sheet.T).summary
 
 
+def export_corpus(pairs: list[dict], pieces: dict[str, dict], folder: Path, rendered: list[dict]) -> int:
+    """A training corpus folder: scan crops with their audio spans cut to WAV files, plus
+    ``rendered`` corpus rows (absolute paths), in one manifest.jsonl with split "train"."""
+    import soundfile as sf
+
+    from umust_cli.io import atomic_path, write_text_atomic
+    from umust_cli.retrieval.features import load_audio
+
+    rows = [dict(r, png=str(Path(r["root"]) / r["png"]), wav=str(Path(r["root"]) / r["wav"]), split="train")
+            for r in rendered]
+    (folder / "audio").mkdir(parents=True, exist_ok=True)
+    for k, q in enumerate(pairs):
+        wav = folder / "audio" / f"{k:05d}.wav"
+        if not wav.is_file():
+            with atomic_path(wav) as tmp:
+                sf.write(tmp, load_audio(q["audio"], 44100, q["start"], q["end"]), 44100, format="WAV")
+        piece = pieces[q["piece_id"]]
+        rows.append({"piece_id": q["piece_id"], "system": 1000 + k, "split": "train", "png": q["png"],
+                     "wav": str(wav), "soundfont": piece["soundfont"], "source": piece["source"],
+                     "start": q["start"], "end": q["end"], "scan": True})
+    for r in rows:
+        r.pop("root", None)
+    write_text_atomic(folder / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return len(rows)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="built corpus (manifest.jsonl, pieces/)")
@@ -126,6 +152,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tol-frac", type=float, default=0.02, help="measure-count tolerance, fraction of N")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--export-corpus", type=Path, default=None,
+                        help="instead of scoring: write the scan pairs plus the same splits' rendered rows as a "
+                             "training corpus (manifest.jsonl, split train) into this folder")
     return parser.parse_args()
 
 
@@ -146,7 +175,15 @@ def main() -> None:
     report = [piece_pairs(args.data, pid, r["source"], args.work, cfg, args.tol, args.tol_frac)
               for pid, r in sorted(pieces.items())]
     kept = [p for p in report if "dropped" not in p and p["pairs"]]
+    for p in kept:
+        for q in p["pairs"]:
+            q["piece_id"] = p["piece_id"]
     pairs = [q for p in kept for q in p["pairs"]]
+    if args.export_corpus:
+        n = export_corpus(pairs, pieces, args.export_corpus, corpus_rows(args.data, splits))
+        print(f"{len(pairs)} scan pairs from {len(kept)} of {len(report)} pieces; {n} rows in "
+              f"{args.export_corpus / 'manifest.jsonl'}")
+        return
     model, fcfg, config = load_checkpoint(args.model)
     ids = {p["piece_id"] for p in kept}
     soundfonts = defaultdict(int)
