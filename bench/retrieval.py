@@ -33,6 +33,15 @@ def score(model, fcfg, corpus: Path, splits: list[str], image_key: str, cache: P
     return {**result.summary, "corpus": str(corpus), "seconds": round(time.perf_counter() - started, 1)}
 
 
+def report(out: dict, rows: list, path: Path | None) -> None:
+    """The JSON on stdout (and in ``path``), the Markdown table on stderr."""
+    text = json.dumps(out, indent=2)
+    if path:
+        path.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    print(table(rows), file=sys.stderr)
+
+
 def table(rows: list[tuple[str, dict]]) -> str:
     head = "| case | pairs | " + " | ".join(f"{d} {k}" for d in ("A2S", "S2A") for k in KEYS) + " |"
     lines = [head, "|" + "---|" * (2 + 2 * len(KEYS))]
@@ -71,11 +80,7 @@ def main() -> None:
         rows.append(("scanned look", score(model, fcfg, args.scan, splits, "scan0", args.cache)))
     out = {"model": str(args.model or "shipped"), "step": config.get("step"), "train": config.get("train"),
            "results": [{"case": name, **s} for name, s in rows]}
-    text = json.dumps(out, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
-    print(text)
-    print(table(rows), file=sys.stderr)
+    report(out, rows, args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.retrieval import table  # noqa: E402
+from bench.retrieval import report as write_report  # noqa: E402
 from umust_cli.data import scans  # noqa: E402
 from umust_cli.errors import BadInputError  # noqa: E402
 
@@ -198,11 +198,7 @@ def main() -> None:
            "results": [{"case": name, **s} for name, s in rows],
            "per_piece": [{k: p.get(k) for k in ("piece_id", "score_measures", "scan_measures", "counts")}
                          | {"pairs": len(p["pairs"])} for p in report]}
-    text = json.dumps(out, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
-    print(text)
-    print(table(rows), file=sys.stderr)
+    write_report(out, rows, args.out)
 
 
 if __name__ == "__main__":
