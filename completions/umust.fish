@@ -146,7 +146,7 @@ complete -c umust -n '__umust_path_is \'eval reference\'' -l csv -d 'Print the p
 complete -c umust -n '__umust_path_is \'eval reference\'' -l out -r -d 'Also write rows.csv, rows.json and summary.json into this folder. Also examples.csv (per system) and the other-soundfont renderings.'
 complete -c umust -n '__umust_path_is \'eval reference\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'eval retrieval\'' -l data -r -d 'A built corpus: embed its split\'s systems with --model and score every audio/sheet pair.'
-complete -c umust -n '__umust_path_is \'eval retrieval\'' -l split -r -d 'Corpus split with --data: train, valid or test.'
+complete -c umust -n '__umust_path_is \'eval retrieval\'' -l split -r -d 'Corpus split with --data: train, valid or test. Repeat to pool several splits.'
 complete -c umust -n '__umust_path_is \'eval retrieval\'' -l limit -r -d 'With --data: only N systems, spread evenly over the split (the same N each run).'
 complete -c umust -n '__umust_path_is \'eval retrieval\'' -l model -r -d 'Retrieval checkpoint folder, or a shipped model: rendered (default) or scans.'
 complete -c umust -n '__umust_path_is \'eval retrieval\'' -l images -r -d 'Sheet images: png, or scanK (K-th scanned-look copy).'

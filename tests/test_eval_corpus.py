@@ -218,6 +218,10 @@ def test_retrieval_with_the_shipped_model_on_a_corpus(corpus):
     assert all(1 <= r["audio_to_sheet_rank"] <= 3 for r in data["rows"])
     limited = json.loads(invoke("retrieval", "--data", str(corpus), "--limit", "2", "--json").stdout)
     assert limited["summary"]["n"] == 2
+    pooled = json.loads(invoke("retrieval", "--data", str(corpus), "--split", "test", "--split", "train",
+                               "--json").stdout)
+    assert pooled["summary"]["n"] == 4 and pooled["summary"]["splits"] == ["test", "train"]
+    assert invoke("retrieval", "--data", str(corpus), "--split", "test", "--split", "dev").exit_code == 2
     np.save(corpus.parent / "d.npy", np.eye(3))
     assert invoke("retrieval", str(corpus.parent / "d.npy"), "--data", str(corpus)).exit_code == 2
     assert invoke("retrieval").exit_code == 2

@@ -212,7 +212,7 @@ def retrieval(
                                                      "columns (or --data to embed a corpus split)."),
     data: Optional[Path] = typer.Option(None, "--data", help="A built corpus: embed its split's systems with "
                                                              "--model and score every audio/sheet pair."),
-    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    split: List[str] = typer.Option(["test"], "--split", help=SPLIT_HELP + " Repeat to pool several splits."),
     limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
     model: Optional[Path] = typer.Option(None, "--model", help="Retrieval checkpoint folder, or a shipped "
                                                                "model: rendered (default) or scans."),
@@ -237,9 +237,10 @@ def retrieval(
         from umust_cli.eval.corpus import split_rows
         from umust_cli.retrieval.evaluate import evaluate_checkpoint
 
-        split_rows(data, split)  # the split exists and is not empty
+        for name in split:
+            split_rows(data, name)  # each split exists and is not empty
         show = progress_default() if progress is None else progress
-        result = evaluate_checkpoint(model, data, [split], images, progress=show, limit=limit)
+        result = evaluate_checkpoint(model, data, list(dict.fromkeys(split)), images, progress=show, limit=limit)
     report.emit(result, as_json, as_csv, out)
 
 
