@@ -240,6 +240,7 @@ complete -c umust -n '__umust_path_is \'train codec image\'' -l blur-weight -r -
 complete -c umust -n '__umust_path_is \'train codec image\'' -l seed -r -d 'Seed of the initial weights and the data order.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l save-every -r -d 'Checkpoint every N steps.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l eval-every -r -d 'Evaluate on validation images every N steps.'
+complete -c umust -n '__umust_path_is \'train codec image\'' -l export -r -d 'Also write the model as an fp16 codec directory here.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l threads -r -d 'CPU threads for torch (0: torch\'s default).'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l quiet -d 'No progress bar.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'

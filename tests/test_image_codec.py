@@ -220,8 +220,19 @@ def test_train_cli_tiny(tmp_path):
     assert '"step": 2' in result.output
     assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "vocabulary.json",
                                                "train_state.pt", "train_log.jsonl"}
-    result = runner.invoke(app, args + ["4"])  # the same command again resumes
+    result = runner.invoke(app, args + ["4", "--export", str(tmp_path / "ship")])  # the same command resumes
     assert result.exit_code == 0 and '"start_step": 2' in result.output
+    # the export is the shipped layout: fp16 weights only, and it encodes like the fp32 run
+    from safetensors import safe_open
+
+    assert {p.name for p in (tmp_path / "ship").iterdir()} == {"model.safetensors", "config.json",
+                                                               "vocabulary.json"}
+    with safe_open(str(tmp_path / "ship" / "model.safetensors"), framework="pt") as f:
+        floats = [f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()]
+    assert floats and set(floats) == {torch.float16}
+    gray = pad_to_multiple(staff_image(7))
+    full, half = ImageCodec.load(out).encode_grid(gray), ImageCodec.load(tmp_path / "ship").encode_grid(gray)
+    assert full.shape == half.shape and (full == half).mean() > 0.9
     bad = runner.invoke(app, ["train", "codec", "image", "--data", str(tmp_path / "none"), "-o",
                               str(out), "--max-steps", "1"])
     assert bad.exit_code == 2

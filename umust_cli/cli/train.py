@@ -35,6 +35,7 @@ def image(
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the data order."),
     save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
     eval_every: int = typer.Option(0, "--eval-every", help="Evaluate on validation images every N steps."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Also write the model as an fp16 codec directory here."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
@@ -45,6 +46,7 @@ def image(
     from umust_cli.codecs.vocab import default_vocabulary
     from umust_cli.errors import BadInputError
     from umust_cli.model.rqvae import PRESETS
+    from umust_cli.train.checkpoint import export_fp16
     from umust_cli.train.image_codec import RunOptions, TrainConfig, resolve_device, train_image_codec
 
     if config not in PRESETS:
@@ -59,15 +61,19 @@ def image(
                       blur_weight=blur_weight)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
                      eval_every=eval_every, device=dev.type, progress=not quiet and not as_json)
-    result = train_image_codec(data, output, cfg, run, default_vocabulary())
+    vocab = default_vocabulary()
+    result = train_image_codec(data, output, cfg, run, vocab)
+    exported = str(export_fp16(output, export, vocab)) if export is not None else None
     summary = {"checkpoint": str(output), "step": result.step, "start_step": result.start_step,
-               "stopped": result.stop_reason, "last_loss": result.last_loss, "eval": result.eval}
+               "stopped": result.stop_reason, "last_loss": result.last_loss, "eval": result.eval,
+               "exported": exported}
     if as_json:
         print_json(summary)
         return
     ev = result.eval
     score = f", val PSNR {ev['psnr']:.2f} dB, ink F1 {ev['f1']:.3f}" if ev else ""
-    typer.echo(f"step {result.step} ({result.stop_reason}); saved {output}{score}")
+    typer.echo(f"step {result.step} ({result.stop_reason}); saved {output}{score}"
+               + (f"; exported {exported}" if exported else ""))
 
 
 CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~13 MiB fp16) or paper (DAC widths, GPU)."

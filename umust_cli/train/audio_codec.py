@@ -431,9 +431,7 @@ def _read_discriminator(path: Path) -> tuple[dict[str, torch.Tensor], int]:
 
 def export_codec(ckpt_dir: str | Path, out_dir: str | Path, vocab: Vocabulary) -> Path:
     """Copy a run's generator as a shippable fp16 codec (weights, config, vocabulary only)."""
-    weights, config = ckpt_io.load_model(ckpt_dir, vocab)
-    ckpt_io.save_model(out_dir, weights, config, vocab, dtype=torch.float16)
-    return Path(out_dir) / ckpt_io.WEIGHTS
+    return ckpt_io.export_fp16(ckpt_dir, out_dir, vocab)
 
 
 # ---------------------------------------------------------------------------

@@ -49,6 +49,14 @@ def save_model(ckpt_dir: str | Path, state: dict[str, torch.Tensor], config: dic
     vocab.save(ckpt / VOCABULARY)
 
 
+def export_fp16(ckpt_dir: str | Path, out_dir: str | Path, vocab: Vocabulary) -> Path:
+    """Copy a run's model as a shippable fp16 checkpoint (weights, config, vocabulary; no
+    optimizer or discriminator state): the layout of ``umust_cli/weights/*-codec``."""
+    weights, config = load_model(ckpt_dir, vocab)
+    save_model(out_dir, weights, config, vocab, dtype=torch.float16)
+    return Path(out_dir) / WEIGHTS
+
+
 def _cast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return t.to(dtype) if dtype is not None and t.is_floating_point() else t
 
