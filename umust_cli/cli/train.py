@@ -13,7 +13,7 @@ app = typer.Typer(help="Train the image and audio codecs and the retrieval model
 codec_app = typer.Typer(help="Train a modality codec (tokenizer).", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 
-CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~8 MB fp16) or paper (GPU)."
+IMAGE_CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~8 MB fp16) or paper (GPU)."
 
 
 @codec_app.command("image")
@@ -21,7 +21,7 @@ CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~8 MB fp16) or 
 def image(
     data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` or a folder of PNGs."),
     output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
-    config: str = typer.Option("small", "--config", help=CONFIG_HELP),
+    config: str = typer.Option("small", "--config", help=IMAGE_CONFIG_HELP),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop after this long."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on cuda)."),
@@ -64,9 +64,7 @@ def image(
     vocab = default_vocabulary()
     result = train_image_codec(data, output, cfg, run, vocab)
     exported = str(export_fp16(output, export, vocab)) if export is not None else None
-    summary = {"checkpoint": str(output), "step": result.step, "start_step": result.start_step,
-               "stopped": result.stop_reason, "last_loss": result.last_loss, "eval": result.eval,
-               "exported": exported}
+    summary = {**result.summary(output), "exported": exported}
     if as_json:
         print_json(summary)
         return
@@ -76,7 +74,7 @@ def image(
                + (f"; exported {exported}" if exported else ""))
 
 
-CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~13 MiB fp16) or paper (DAC widths, GPU)."
+AUDIO_CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~13 MiB fp16) or paper (DAC widths, GPU)."
 
 
 @codec_app.command("audio")
@@ -84,7 +82,7 @@ CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~13 MiB fp16) o
 def audio(
     data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` or a folder of WAV/FLAC files."),
     output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
-    config: str = typer.Option("small", "--config", help=CONFIG_HELP),
+    config: str = typer.Option("small", "--config", help=AUDIO_CONFIG_HELP),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop before this much time has passed."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on cuda)."),
@@ -123,9 +121,7 @@ def audio(
                      eval_every=eval_every, device=dev.type, progress=not quiet and not as_json)
     result = train_audio_codec(data, output, cfg, run, vocab)
     exported = str(export_codec(output, export, vocab)) if export is not None else None
-    summary = {"checkpoint": str(output), "step": result.step, "start_step": result.start_step,
-               "stopped": result.stop_reason, "last_loss": result.last_loss, "eval": result.eval,
-               "exported": exported}
+    summary = {**result.summary(output), "exported": exported}
     if as_json:
         print_json(summary)
         return

@@ -59,7 +59,7 @@ from umust_cli.model.dac_codec import (MODEL_KIND, PRESETS, SAMPLE_RATE, DACConf
                                        Losses, LossConfig, build_discriminator, build_generator,
                                        build_losses)
 from umust_cli.train import checkpoint as ckpt_io
-from umust_cli.train.loop import StopOnSignal, read_log, resolve_device, truncate_log
+from umust_cli.train.loop import StopOnSignal, TrainResult, read_log, resolve_device, truncate_log
 
 DISCRIMINATOR = "discriminator.safetensors"
 STAGING, COMPLETE = ".saving", "COMPLETE"
@@ -115,14 +115,6 @@ class RunOptions:
     eval_seconds: float = 5.0
     device: str = "auto"
     progress: bool = True
-
-
-class TrainResult(NamedTuple):
-    step: int
-    start_step: int
-    stop_reason: str        # "max_steps", "max_minutes", "signal"
-    last_loss: float | None
-    eval: dict | None       # {"si_sdr": dB, "mel_distance": ..., "files": n} on held-out audio
 
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from umust_cli.errors import BadInputError, CheckpointError, HeldOutRepertoireEr
 from umust_cli.eval.image_metrics import foreground_f1, psnr
 from umust_cli.model.rqvae import PRESETS, RQVAE, RQVAEConfig
 from umust_cli.train import checkpoint as ckpt_io
-from umust_cli.train.loop import StopOnSignal, resolve_device, truncate_log
+from umust_cli.train.loop import StopOnSignal, TrainResult, resolve_device, truncate_log
 
 
 @dataclass(frozen=True)
@@ -94,14 +94,6 @@ class RunOptions:
     eval_images: int = 8
     device: str = "auto"
     progress: bool = True
-
-
-class TrainResult(NamedTuple):
-    step: int
-    start_step: int
-    stop_reason: str        # "max_steps", "max_minutes", "signal", "done"
-    last_loss: float | None
-    eval: dict | None       # {"psnr": dB, "f1": ..., "images": n} on held-out images
 
 
 # ---------------------------------------------------------------------------

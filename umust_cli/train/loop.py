@@ -6,12 +6,28 @@ import json
 import signal
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from umust_cli.errors import BadInputError
 from umust_cli.io import write_text_atomic
 from umust_cli.train import checkpoint as ckpt_io
+
+
+class TrainResult(NamedTuple):
+    """What a codec training call did (the image and the audio trainer return the same)."""
+
+    step: int
+    start_step: int
+    stop_reason: str        # "max_steps", "max_minutes", "signal", "done"
+    last_loss: float | None
+    eval: dict | None       # held-out scores of the trainer ({"psnr", "f1", "images"} / {"si_sdr", ...})
+
+    def summary(self, checkpoint: Path) -> dict:
+        """The JSON summary the training commands print."""
+        return {"checkpoint": str(checkpoint), "step": self.step, "start_step": self.start_step,
+                "stopped": self.stop_reason, "last_loss": self.last_loss, "eval": self.eval}
 
 
 def resolve_device(name: str) -> torch.device:
