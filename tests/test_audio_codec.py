@@ -23,7 +23,7 @@ from umust_cli.train import checkpoint as ckpt_io
 from umust_cli.train.audio_codec import (DISCRIMINATOR, STAGING, AudioStore, RunOptions, TrainConfig,
                                          _read_discriminator, build_parts, find_audio,
                                          finish_interrupted_save, make_batch, read_log,
-                                         save_checkpoint, train_audio_codec)
+                                         export_codec, save_checkpoint, train_audio_codec)
 from umust_cli.cli.main import app as umust_app
 
 SR = 44100
@@ -354,3 +354,34 @@ def test_train_command_json(tmp_path, wav_dir):
     assert AudioCodec.load(tmp_path / "shipped").encode_codes(tone(0.1)).shape == (4, 9)
     bad = runner.invoke(app, args[:7] + ["--config", "huge", "--max-steps", "1"])
     assert bad.exit_code == 2 and "unknown --config" in bad.output
+
+
+def test_init_starts_a_new_run_from_exported_weights(tmp_path, wav_dir, vocab):
+    run = dict(save_every=100, device="cpu", progress=False, eval_files=1, eval_seconds=0.2)
+    train_audio_codec(wav_dir, tmp_path / "a", tiny_cfg(), RunOptions(max_steps=2, **run), vocab)
+    ship = export_codec(tmp_path / "a", tmp_path / "ship", vocab)
+    fresh = train_audio_codec(wav_dir, tmp_path / "b", tiny_cfg(), RunOptions(max_steps=0, **run), vocab,
+                              init=tmp_path / "ship")
+    assert (fresh.start_step, fresh.step) == (0, 0)
+    shipped = ckpt_io.read_weights(ship)
+    started = ckpt_io.load_model(tmp_path / "b", vocab)[0]
+    assert all(torch.equal(started[k], shipped[k]) for k in shipped)  # the fp16 weights, widened
+    assert read_log(tmp_path / "b")[0] == {"step": 0, "init": str(tmp_path / "ship"), "init_step": 2}
+    untouched = ckpt_io.load_model(tmp_path / "a", vocab)[0]
+    resumed = train_audio_codec(wav_dir, tmp_path / "a", tiny_cfg(), RunOptions(max_steps=3, **run), vocab,
+                                init=tmp_path / "nowhere")  # a run in place wins; --init is not read
+    assert resumed.start_step == 2 and set(untouched) == set(started)
+    wider = TrainConfig(model=PRESETS["small"].generator, discriminator=TINY.discriminator, batch_size=2,
+                        excerpt_seconds=0.05)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        train_audio_codec(wav_dir, tmp_path / "c", wider, RunOptions(max_steps=1, **run), vocab,
+                          init=tmp_path / "ship")
+
+
+def test_plain_folder_of_compressed_audio(tmp_path, vocab):
+    for i, f in enumerate((220.0, 330.0)):
+        sf.write(tmp_path / f"{i}.ogg", tone(0.6, f), SR, format="OGG", subtype="VORBIS")
+    (tmp_path / "notes.txt").write_text("not audio")
+    train, val = find_audio(tmp_path)
+    assert [it.path.name for it in train] == ["0.ogg", "1.ogg"] and val == []
+    assert all(it.rate == SR and abs(it.frames - 0.6 * SR) < 0.01 * SR for it in train)

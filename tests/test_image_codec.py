@@ -286,3 +286,23 @@ def test_old_run_config_resumes_with_new_loss_fields_at_default():
     d = TrainConfig().to_dict()
     del d["ink_weight"], d["blur_weight"]                  # as saved before those fields existed
     assert TrainConfig.from_dict(d) == TrainConfig()
+
+
+def test_train_cli_init_from_a_shipped_codec(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(staff_image(0)).save(data / "0.png")
+    base = ["train", "codec", "image", "--data", str(data), "--config", "tiny", "--threads", "1", "--json"]
+    result = runner.invoke(app, base + ["-o", str(tmp_path / "a"), "--max-steps", "3",
+                                        "--export", str(tmp_path / "ship")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, base + ["-o", str(tmp_path / "b"), "--max-steps", "0",
+                                        "--init", str(tmp_path / "ship")])
+    assert result.exit_code == 0, result.output
+    gray = pad_to_multiple(staff_image(5))
+    shipped, started = ImageCodec.load(tmp_path / "ship"), ImageCodec.load(tmp_path / "b")
+    assert np.array_equal(shipped.encode_grid(gray), started.encode_grid(gray))
+    assert read_log(tmp_path / "b")[0]["init_step"] == 3
+    wrong = runner.invoke(app, ["train", "codec", "image", "--data", str(data), "--config", "small",
+                                "-o", str(tmp_path / "c"), "--max-steps", "1", "--init", str(tmp_path / "ship")])
+    assert wrong.exit_code == 2 and "another architecture" in wrong.output

@@ -13,6 +13,8 @@ app = typer.Typer(help="Train the image and audio codecs and the retrieval model
 codec_app = typer.Typer(help="Train a modality codec (tokenizer).", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 
+INIT_HELP = ("Start a new run from this checkpoint's weights (e.g. the shipped codec); "
+             "ignored when --output already holds a run.")
 IMAGE_CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~8 MB fp16) or paper (GPU)."
 
 
@@ -32,6 +34,7 @@ def image(
                                      help="Extra L1 weight on the target's ink pixels (thin lines)."),
     blur_weight: float = typer.Option(0.0, "--blur-weight", min=0.0,
                                       help="Weight of an L2 term between Gaussian-blurred output and target."),
+    init: Optional[Path] = typer.Option(None, "--init", help=INIT_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the data order."),
     save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
     eval_every: int = typer.Option(0, "--eval-every", help="Evaluate on validation images every N steps."),
@@ -62,7 +65,7 @@ def image(
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
                      eval_every=eval_every, device=dev.type, progress=not quiet and not as_json)
     vocab = default_vocabulary()
-    result = train_image_codec(data, output, cfg, run, vocab)
+    result = train_image_codec(data, output, cfg, run, vocab, init=init)
     exported = str(export_fp16(output, export, vocab)) if export is not None else None
     summary = {**result.summary(output), "exported": exported}
     if as_json:
@@ -89,6 +92,7 @@ def audio(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Excerpts per step (default: 72 on cuda as DAC, 2 on cpu)."),
     excerpt_seconds: float = typer.Option(0.38, "--excerpt-seconds", help="Length of each training excerpt."),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate of both networks."),
+    init: Optional[Path] = typer.Option(None, "--init", help=INIT_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the data order."),
     save_every: int = typer.Option(1000, "--save-every", help="Checkpoint every N steps."),
     eval_every: int = typer.Option(0, "--eval-every", help="Evaluate on validation audio every N steps."),
@@ -119,7 +123,7 @@ def audio(
                       excerpt_seconds=excerpt_seconds, lr=lr, seed=seed)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
                      eval_every=eval_every, device=dev.type, progress=not quiet and not as_json)
-    result = train_audio_codec(data, output, cfg, run, vocab)
+    result = train_audio_codec(data, output, cfg, run, vocab, init=init)
     exported = str(export_codec(output, export, vocab)) if export is not None else None
     summary = {**result.summary(output), "exported": exported}
     if as_json:

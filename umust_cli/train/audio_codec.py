@@ -62,6 +62,7 @@ from umust_cli.train import checkpoint as ckpt_io
 from umust_cli.train.loop import StopOnSignal, TrainResult, read_log, resolve_device, truncate_log
 
 DISCRIMINATOR = "discriminator.safetensors"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")  # what libsndfile reads
 STAGING, COMPLETE = ".saving", "COMPLETE"
 __all__ = ["TrainConfig", "RunOptions", "TrainResult", "train_audio_codec", "read_log"]
 
@@ -137,7 +138,7 @@ def find_audio(data_dir: str | Path) -> tuple[list[AudioItem], list[AudioItem]]:
     if manifest.is_file():
         train, val = _manifest_paths(root, manifest)
     else:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         val = files[::50] if len(files) >= 10 else []
         train = [p for p in files if p not in set(val)]
     for p in train + val:
@@ -430,18 +431,36 @@ def export_codec(ckpt_dir: str | Path, out_dir: str | Path, vocab: Vocabulary) -
 # The loop
 # ---------------------------------------------------------------------------
 
+def start_run(ckpt_dir: Path, parts: Parts, cfg: TrainConfig, vocab: Vocabulary,
+              init: str | Path | None) -> tuple[int, dict | None]:
+    """(step, log row): resume ``ckpt_dir``; a fresh run starts its generator from ``init``
+    (an exported codec: no discriminator, which starts from scratch) if given."""
+    step = resume(ckpt_dir, parts, cfg, vocab)
+    if step or init is None:
+        return step, None
+    init_step = ckpt_io.warm_start(parts.generator, init, vocab, MODEL_KIND, cfg.model.to_dict())
+    return 0, {"step": 0, "init": str(init), "init_step": init_step}
+
+
 def train_audio_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions,
-                      vocab: Vocabulary, on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Train (or resume) the audio codec in ``ckpt_dir`` on the sound files of ``data_dir``."""
+                      vocab: Vocabulary, on_step: Callable[[int, dict], None] | None = None,
+                      init: str | Path | None = None) -> TrainResult:
+    """Train (or resume) the audio codec in ``ckpt_dir`` on the sound files of ``data_dir``.
+
+    ``init``: generator weights to start a fresh run from (ignored when ``ckpt_dir`` holds a run).
+    """
     device, ckpt_dir = resolve_device(run.device), Path(ckpt_dir)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick kernels
     train_items, val_items = find_audio(data_dir)
     store, parts = AudioStore(train_items), build_parts(cfg, device)
-    start = step = resume(ckpt_dir, parts, cfg, vocab)
+    start, init_row = start_run(ckpt_dir, parts, cfg, vocab, init)
+    step = start
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     reason, row, saved_at, t0 = "", None, step, time.monotonic()
     with StopOnSignal() as stop, _progress(run, step) as bar, \
             open(ckpt_dir / ckpt_io.TRAIN_LOG, "a", encoding="utf-8") as log:
+        if init_row:
+            _log(log, init_row)
         while not (reason := _why_stop(run, step, start, t0, stop)):
             row = {"step": step + 1, **train_step(parts, cfg, make_batch(store, cfg, step)),
                    "time_s": round(time.monotonic() - t0, 3)}

@@ -88,6 +88,29 @@ def load_module(ckpt_dir: str | Path, vocab: Vocabulary, kind: str,
     return model
 
 
+def warm_start(module: torch.nn.Module, init_dir: str | Path, vocab: Vocabulary, kind: str,
+               model_config: dict) -> int:
+    """Load the weights of checkpoint ``init_dir`` (e.g. a shipped fp16 codec) into ``module``
+    to start a new run from them; returns the step they were saved at.
+
+    The checkpoint must be of ``kind``, for the same vocabulary and the same architecture.
+    """
+    state, config = load_model(init_dir, vocab)
+    model_config = json.loads(json.dumps(model_config))  # tuples -> lists, as saved
+    if config.get("kind") != kind:
+        raise CheckpointError(f"--init {init_dir} is not a {kind} checkpoint (kind {config.get('kind')!r})")
+    if config.get("model") != model_config:
+        diff = sorted(k for k in set(config.get("model") or {}) | set(model_config)
+                      if (config.get("model") or {}).get(k) != model_config.get(k))
+        raise CheckpointError(f"--init {init_dir} has another architecture (differs in: {', '.join(diff)}); "
+                              "choose the --config it was trained with")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {init_dir} do not fit their config: {e}") from e
+    return int(config.get("step", 0))
+
+
 def read_config(ckpt_dir: str | Path) -> dict:
     path = Path(ckpt_dir) / CONFIG
     try:

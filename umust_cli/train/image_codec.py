@@ -358,21 +358,38 @@ def resume(ckpt_dir: Path, model: RQVAE, opt: torch.optim.Optimizer, cfg: TrainC
     return int(state["step"])
 
 
+def start_run(ckpt_dir: Path, model: RQVAE, opt: torch.optim.Optimizer, cfg: TrainConfig,
+              vocab: Vocabulary, init: str | Path | None) -> tuple[int, dict | None]:
+    """(step, log row): resume ``ckpt_dir``; a fresh run starts from ``init``'s weights if given."""
+    step = resume(ckpt_dir, model, opt, cfg, vocab)
+    if step or init is None:
+        return step, None
+    init_step = ckpt_io.warm_start(model, init, vocab, MODEL_KIND, cfg.model.to_dict())
+    return 0, {"step": 0, "init": str(init), "init_step": init_step}
+
+
 def train_image_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConfig,
                       run: RunOptions, vocab: Vocabulary,
-                      on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Train (or resume) the image RQ-VAE in ``ckpt_dir`` on the images of ``data_dir``."""
+                      on_step: Callable[[int, dict], None] | None = None,
+                      init: str | Path | None = None) -> TrainResult:
+    """Train (or resume) the image RQ-VAE in ``ckpt_dir`` on the images of ``data_dir``.
+
+    ``init``: weights to start a fresh run from (ignored when ``ckpt_dir`` holds a run).
+    """
     device, ckpt_dir = resolve_device(run.device), Path(ckpt_dir)
     train_items, val_items = find_images(data_dir)
     store, plan = ImageStore(train_items), BatchPlan([it.height for it in train_items], cfg)
     torch.manual_seed(cfg.seed)
     model = RQVAE(cfg.model).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
-    start = step = resume(ckpt_dir, model, opt, cfg, vocab)
+    start, init_row = start_run(ckpt_dir, model, opt, cfg, vocab, init)
+    step = start
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     reason, row, saved_at, t0 = "done", None, step, time.monotonic()
     with StopOnSignal() as stop, _progress(run, step) as bar, \
             open(ckpt_dir / ckpt_io.TRAIN_LOG, "a", encoding="utf-8") as log:
+        if init_row:
+            _log(log, init_row)
         while True:
             reason = _why_stop(run, step, t0, stop)
             if reason:
