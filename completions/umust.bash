@@ -54,8 +54,8 @@ declare -gA _umust_opts=(
   ["umust tokenize notation"]="-o --output --decode --flavor --json -h --help"
   ["umust train"]="-h --help"
   ["umust train codec"]="-h --help"
-  ["umust train codec audio"]="--data -o --output --config --max-minutes --max-steps --device --batch-size --excerpt-seconds --lr --seed --save-every --eval-every --export --threads --quiet --json -h --help"
-  ["umust train codec image"]="--data -o --output --config --max-minutes --max-steps --device --batch-scale --lr --ink-weight --blur-weight --seed --save-every --eval-every --export --threads --quiet --json -h --help"
+  ["umust train codec audio"]="--data -o --output --config --max-minutes --max-steps --device --batch-size --excerpt-seconds --lr --init --seed --save-every --eval-every --export --threads --quiet --json -h --help"
+  ["umust train codec image"]="--data -o --output --config --max-minutes --max-steps --device --batch-scale --lr --ink-weight --blur-weight --init --seed --save-every --eval-every --export --threads --quiet --json -h --help"
   ["umust train retrieval"]="--data -o --output --val-data --config --max-minutes --max-steps --batch-size --lr --margin --soundfont --init --freeze-cnn --no-tempo-augment --eq-augment-db --seed --save-every --eval-every --device --threads --quiet --json -h --help"
   ["umust translate"]="-h --help"
 )

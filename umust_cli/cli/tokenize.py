@@ -9,6 +9,8 @@ import typer
 
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
 
+CODEC_HELP = "{} codec checkpoint folder (default: the one shipped in the package)."
+
 app = typer.Typer(help="Turn files into tokens and tokens back into files.", no_args_is_help=True)
 
 
@@ -95,7 +97,7 @@ def _report(as_json: bool, obj: dict, line: str) -> None:
 def image(
     files: list[Path] = typer.Argument(..., help="System images (.png), or code grids (.npy) with --decode."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the .npy code grids (or PNGs)."),
-    codec_dir: Path = typer.Option(..., "--codec", help="Image codec checkpoint folder."),
+    codec_dir: Optional[Path] = typer.Option(None, "--codec", help=CODEC_HELP.format("image")),
     decode: bool = typer.Option(False, "--decode", help="Read .npy code grids and write PNGs."),
     shifts: bool = typer.Option(False, "--shifts", help="Also write the 32 shifted variants (STEM.sNN.npy)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
@@ -108,10 +110,11 @@ def image(
     `umust_cli.codecs.image.flatten` of it (columns left to right, top to bottom,
     4 codes per patch, local id k*1024 + code). Bad files are reported at the end.
     """
+    from umust_cli.codecs.base import shipped_codec
     from umust_cli.codecs.image import ImageCodec
     from umust_cli.errors import BadInputError, UmustError
 
-    codec = ImageCodec.load(codec_dir, device=device)
+    codec = ImageCodec.load(codec_dir or shipped_codec("image"), device=device)
     results, failed = [], []
     for f in files:
         try:
@@ -172,7 +175,7 @@ def _image_decode(codec, src: Path, outdir: Path) -> list[str]:
 def audio(
     files: List[Path] = typer.Argument(..., help="Sound files (WAV, FLAC, ...), or .npy code files with --decode."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder: <stem>.npy per input (<stem>.wav with --decode)."),
-    codec_dir: Path = typer.Option(..., "--codec", help="Audio codec checkpoint directory."),
+    codec_dir: Optional[Path] = typer.Option(None, "--codec", help=CODEC_HELP.format("audio")),
     decode: bool = typer.Option(False, "--decode", help="Read .npy codes and write .wav files."),
     shifts: bool = typer.Option(False, "--shifts", help="Also write the 9 shifted variants as STEM.sNN.npy "
                                 "(NN 00..08: shifts -20..+20 samples in steps of 5; s04 is unshifted)."),
@@ -184,13 +187,14 @@ def audio(
     Every file is tried; failures are listed at the end and make the exit status 2.
     """
     from umust_cli.codecs.audio import AudioCodec
+    from umust_cli.codecs.base import shipped_codec
     from umust_cli.errors import BadInputError
 
     stems = [f.stem for f in files]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise BadInputError(f"several inputs would write the same output name: {', '.join(dupes)}")
-    codec = AudioCodec.load(codec_dir, device=device)
+    codec = AudioCodec.load(codec_dir or shipped_codec("audio"), device=device)
     done, failed = [], []
     for f in files:
         try:

@@ -48,6 +48,7 @@ import numpy as np
 
 from umust_cli.codecs import audio as audio_codec
 from umust_cli.codecs import image as image_codec
+from umust_cli.codecs.base import WEIGHTS_DIR
 from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.errors import BadInputError, UmustError
 from umust_cli.io import atomic_path, write_json_atomic, write_text_atomic
@@ -59,7 +60,7 @@ PAD_CODE = -1
 SUMMARY, ERRORS = "tokenize.json", "tokenize_errors.jsonl"
 FORMAT = 1
 STATUSES = ("encoded", "skipped", "failed")
-SHIPPED_CODECS = {m: Path(__file__).resolve().parents[1] / "weights" / f"{m}-codec" for m in MODALITIES}
+SHIPPED_CODECS = {m: WEIGHTS_DIR / f"{m}-codec" for m in MODALITIES}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,65 @@
+"""The codec weights shipped in the package: they load, keep the vocabulary, and reconstruct a
+freshly rendered and synthesized system (the bundled example) about as well as measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from umust_cli.cli.main import app
+from umust_cli.codecs.base import WEIGHTS_DIR, shipped_codec
+from umust_cli.codecs.image import load_gray, preprocess
+from umust_cli.errors import CheckpointError
+from umust_cli.eval.image_metrics import foreground_f1, psnr
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def shipped(modality: str) -> Path:
+    if not (WEIGHTS_DIR / f"{modality}-codec" / "model.safetensors").is_file():
+        pytest.skip(f"no {modality} codec shipped in this checkout")
+    return shipped_codec(modality)
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory) -> tuple[Path, dict]:
+    """The bundled example built into a corpus: (corpus, first system's row)."""
+    out = tmp_path_factory.mktemp("example") / "c"
+    result = runner.invoke(app, ["dataset", "build", str(REPO / "examples"), "-o", str(out),
+                                 "--soundfont", "timgm6mb", "--scan-copies", "0", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
+
+
+def test_missing_shipped_codec_is_a_clear_error(monkeypatch, tmp_path):
+    from umust_cli.codecs import base
+
+    monkeypatch.setattr(base, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match="--codec"):
+        base.shipped_codec("image")
+
+
+def test_shipped_image_codec_round_trip_through_the_cli(example, tmp_path):
+    codec_dir = shipped("image")
+    corpus, row = example
+    png = corpus / row["png"]
+    result = runner.invoke(app, ["tokenize", "image", str(png), "-o", str(tmp_path / "codes")])
+    assert result.exit_code == 0, result.output
+    codes = np.load(tmp_path / "codes" / f"{png.stem}.npy")
+    ref = preprocess(load_gray(png))
+    assert codes.shape == (4, ref.shape[0] // 16, ref.shape[1] // 16)
+    assert codes.min() >= 0 and codes.max() < 1024
+    assert len(np.unique(codes[0])) > 20  # the codes carry the picture, not one blank code
+    result = runner.invoke(app, ["tokenize", "image", str(tmp_path / "codes" / f"{png.stem}.npy"),
+                                 "--decode", "-o", str(tmp_path / "back"), "--codec", str(codec_dir)])
+    assert result.exit_code == 0, result.output
+    out = load_gray(tmp_path / "back" / f"{png.stem}.png")
+    assert out.shape == ref.shape
+    # measured on 64 held-out systems: PSNR 21.1 dB, ink F1 0.90 (worst 18.3 dB / 0.75)
+    assert psnr(ref, out) > 17.0 and foreground_f1(ref, out) > 0.75
