@@ -195,14 +195,15 @@ def test_reference_rows_with_a_stand_in_transcriber(corpus, tmp_path, monkeypatc
     assert sf.info(out / "other_soundfont" / "alpha" / "000.wav").frames == SR  # cut to the corpus clip
 
 
-def test_reference_without_codec_says_why(corpus, monkeypatch):
+def test_reference_with_no_dac_says_why(corpus, monkeypatch):
     from umust_cli.eval import transcribe
 
     monkeypatch.setattr(transcribe, "transcribe", stand_in_transcribe)
-    data = json.loads(invoke("reference", "--data", str(corpus), "--limit", "2", "--no-fad", "--json").stdout)
+    data = json.loads(invoke("reference", "--data", str(corpus), "--limit", "2", "--no-fad", "--no-dac",
+                             "--json").stdout)
     table = {r["row"]: r for r in data["rows"]}
     assert table["fluidsynth"]["n"] == 2 and table["dac"]["n"] == 0
-    assert "--audio-codec" in table["dac"]["note"]
+    assert "--no-dac" in table["dac"]["note"]
 
 
 def test_retrieval_with_the_shipped_model_on_a_corpus(corpus):

@@ -297,8 +297,9 @@ def reference(
     data: Path = typer.Option(..., "--data", help="A built corpus."),
     split: str = typer.Option("test", "--split", help=SPLIT_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
-    audio_codec: Optional[Path] = typer.Option(None, "--audio-codec",
-                                               help="Audio codec checkpoint: adds the DAC reconstruction rows."),
+    audio_codec: Optional[Path] = typer.Option(None, "--audio-codec", help="Audio codec checkpoint of the DAC "
+                                               "reconstruction rows (default: the shipped one)."),
+    with_dac: bool = typer.Option(True, "--dac/--no-dac", help="Compute the DAC reconstruction rows."),
     soundfont: Optional[str] = typer.Option(None, "--soundfont", help="Soundfont of the second rendering "
                                             "(fluidr3, timgm6mb, musescore; default: the next after the system's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random pairing of the EMD row."),
@@ -322,10 +323,11 @@ def reference(
 
     rows = split_rows(data, split, limit)
     codec = None
-    if audio_codec is not None:
+    if with_dac:
         from umust_cli.codecs.audio import AudioCodec
+        from umust_cli.codecs.base import shipped_codec
 
-        codec = AudioCodec.load(audio_codec, device=device)
+        codec = AudioCodec.load(audio_codec or shipped_codec("audio"), device=device)
     cfg = ReferenceConfig(tolerances=tuple(t / 1000 for t in tol_ms), seed=seed, alt_soundfont=soundfont,
                           fad=with_fad, transcriber=TranscriberConfig(device=device),
                           embedding=EmbeddingConfig(device=device))

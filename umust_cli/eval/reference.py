@@ -261,7 +261,7 @@ def _table(tally: _Tally, emd: dict, fad, with_codec: bool, cfg: ReferenceConfig
     for row_id in ("fluidsynth", "fluidsynth_alt", "i2a", "dac", "dac_i2a"):
         row = _blank_row(row_id, tols)
         if row_id.startswith("dac") and not with_codec:
-            row["note"] = "not run: give --audio-codec CKPT (no trained audio codec is shipped yet)"
+            row["note"] = "not run (--no-dac)"
         row.update(tally.fields(row_id))
         if row_id.endswith("i2a"):
             row.update({k: v for k, v in tally.fields(f"{row_id}_dtw", "DTW ").items() if k != "n"})
