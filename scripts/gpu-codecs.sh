@@ -15,7 +15,8 @@
 # MINUTES wall-clock budget of each trainer in this call (default 8; call again to continue)
 #
 # UMUST=... selects the umust command (default: umust on PATH). DRY=1 is the CPU dry run:
-# tiny configs, 3 steps each. IMAGE_ARGS / AUDIO_ARGS add trainer options (e.g. --ink-weight 1).
+# tiny configs, 3 steps each. IMAGE_ARGS (default: --ink-weight 1, as the shipped codec) and
+# AUDIO_ARGS add trainer options.
 set -euo pipefail
 data=${1:?data folder}; runs=${2:?runs folder}; export_dir=${3:?export folder}; minutes=${4:-8}
 umust=${UMUST:-umust}
@@ -35,7 +36,7 @@ if [ "$size" = small ] && [ -f "$init_dir/audio-codec/model.safetensors" ]; then
   init_audio=(--init "$init_dir/audio-codec"); fi
 # shellcheck disable=SC2086  # IMAGE_ARGS / AUDIO_ARGS are word lists
 $umust train codec image --data "$image_data" -o "$runs/image-$size" --config "$size" --device "$device" \
-  "${budget[@]}" "${init_image[@]}" --save-every 500 --quiet --export "$export_dir/image-codec" ${IMAGE_ARGS:-} \
+  "${budget[@]}" "${init_image[@]}" --save-every 500 --quiet --export "$export_dir/image-codec" ${IMAGE_ARGS---ink-weight 1} \
   >"$export_dir/image.log" 2>&1 &
 image_pid=$!
 # shellcheck disable=SC2086
