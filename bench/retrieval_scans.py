@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,10 +50,8 @@ def piece_pairs(corpus: Path, piece_id: str, source: str, work: Path, cfg: scans
     total = len(scans.measure_quarters(piece_dir / "score.musicxml"))
     out = {"piece_id": piece_id, "pdf": str(scan_pdf(source)), "score_measures": total, "pairs": []}
     try:
-        systems, counts = _crop_systems(scan_pdf(source), work / piece_id, cfg)
-        out["counts"] = counts
-        out["scan_measures"] = int(sum(map(sum, counts)))
-        ranges = scans.assign_measures([s["measures"] for s in systems], total, max(tol, round(tol_frac * total)))
+        systems, ranges = _matched_systems(scan_pdf(source), work / piece_id, cfg, total,
+                                           max(tol, round(tol_frac * total)), out)
     except BadInputError as e:  # ImageError (unreadable scan, no systems) or a count mismatch
         out["dropped"] = str(e)
     else:
@@ -66,6 +65,27 @@ def piece_pairs(corpus: Path, piece_id: str, source: str, work: Path, cfg: scans
 
     write_json_atomic(cached, out)
     return out
+
+
+def _matched_systems(pdf: Path, folder: Path, cfg: scans.ScanConfig, total: int, tol: int,
+                     out: dict) -> tuple[list[dict], list[tuple[int, int]]]:
+    """Systems and measure ranges of the scan; when the bar count misses the score's, a second
+    try counts bar lines that are broken between the staves (as in some Mozart editions)."""
+    systems, counts = _crop_systems(pdf, folder, cfg)
+    out["counts"], out["scan_measures"] = counts, int(sum(map(sum, counts)))
+    try:
+        return systems, scans.assign_measures([s["measures"] for s in systems], total, tol)
+    except BadInputError as e:
+        if cfg.split_barlines:
+            raise
+        first_try = e
+    systems, counts = _crop_systems(pdf, folder.with_name(folder.name + "-split"), replace(cfg, split_barlines=True))
+    try:
+        ranges = scans.assign_measures([s["measures"] for s in systems], total, tol)
+    except BadInputError:
+        raise first_try from None  # report the ordinary count
+    out.update(counts=counts, scan_measures=int(sum(map(sum, counts))), split_barlines=True)
+    return systems, ranges
 
 
 def _crop_systems(pdf: Path, folder: Path, cfg: scans.ScanConfig) -> tuple[list[dict], list[list[int]]]:
@@ -151,6 +171,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tol", type=int, default=2, help="measure-count tolerance, measures")
     parser.add_argument("--tol-frac", type=float, default=0.02, help="measure-count tolerance, fraction of N")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--split-barlines", action="store_true",
+                        help="bar lines need only cross each staff (editions that break them between staves)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--export-corpus", type=Path, default=None,
                         help="instead of scoring: write the scan pairs plus the same splits' rendered rows as a "
@@ -170,7 +192,7 @@ def main() -> None:
     started = time.perf_counter()
     splits = args.split or ["test", "valid"]
     pieces = {r["piece_id"]: r for r in corpus_rows(args.data, splits)}
-    cfg = scans.ScanConfig()
+    cfg = scans.ScanConfig(split_barlines=args.split_barlines)
     args.work.mkdir(parents=True, exist_ok=True)
     report = [piece_pairs(args.data, pid, r["source"], args.work, cfg, args.tol, args.tol_frac)
               for pid, r in sorted(pieces.items())]

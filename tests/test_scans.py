@@ -17,14 +17,22 @@ def _staff(page: np.ndarray, top: int, x0: int, x1: int) -> None:
         page[top + k * SPACE: top + k * SPACE + 2, x0:x1] = 0
 
 
-def _system(page: np.ndarray, top: int, bars: list[int], x0: int = 100, x1: int = 1500, gap: int = 80) -> None:
-    """A grand staff: staves at top and top + 4 spaces + gap, a start line, barlines, a few note heads."""
+def _system(page: np.ndarray, top: int, bars: list[int], x0: int = 100, x1: int = 1500, gap: int = 80,
+            broken: bool = False) -> None:
+    """A grand staff: staves at top and top + 4 spaces + gap, a start line, barlines, a few note heads.
+
+    ``broken``: the barlines (not the start line) stop at each staff, leaving the gap white."""
     _staff(page, top, x0, x1)
     lower = top + 4 * SPACE + gap
     _staff(page, lower, x0, x1)
     bottom = lower + 4 * SPACE + 2
-    for x in [x0, *bars]:
-        page[top:bottom, x: x + 3] = 0
+    page[top:bottom, x0: x0 + 3] = 0
+    for x in bars:
+        if broken:
+            page[top: top + 4 * SPACE + 2, x: x + 3] = 0
+            page[lower:bottom, x: x + 3] = 0
+        else:
+            page[top:bottom, x: x + 3] = 0
     for x in range(x0 + 60, x1 - 40, 90):  # note heads with short stems, inside one staff each
         if min(abs(x + 7 - b) for b in bars) < 30:
             continue  # music keeps clear of barlines
@@ -54,6 +62,17 @@ def test_synthetic_page_systems_and_barlines():
     left, top, right, bottom = systems[0].box
     assert top < 200 - SPACE and bottom > 200 + 8 * SPACE + 80 and bottom <= (systems[1].upper.top + 336) // 2 + 1
     assert scans.crop(page, systems[0]).shape == (bottom - top, right - left)
+
+
+def test_barlines_broken_between_the_staves():
+    page = np.full((800, 1600), 255, dtype=np.uint8)
+    _system(page, 200, [400, 700, 1000, 1497], broken=True)
+    assert [s.measures for s in scans.detect_systems(page, CFG)] == [1]  # only the unclosed tail
+    split = scans.detect_systems(page, scans.ScanConfig(split_barlines=True))
+    assert [s.measures for s in split] == [4]
+    assert np.allclose(split[0].barlines, [401, 701, 1001, 1498], atol=3)
+    whole, _ = synthetic_page()  # barlines through the gap are found in both modes
+    assert [s.measures for s in scans.detect_systems(whole, scans.ScanConfig(split_barlines=True))] == [4, 5]
 
 
 def test_skewed_page_is_levelled():

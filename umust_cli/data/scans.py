@@ -40,6 +40,7 @@ class ScanConfig:
     line_frac: float = 0.4  # a staff-line row holds >= this fraction of the inkiest row's ink
     staff_gap_ratio: float = 1.4  # the 4 gaps of a staff differ by at most this ratio
     barline_cover: float = 0.9  # a barline column is ink over >= this fraction of the system height
+    split_barlines: bool = False  # bar lines need only cross each staff, not the gap between them
     merge_spaces: float = 1.2  # barline runs closer than this (staff spaces) are one barline
     start_spaces: float = 2.5  # barlines this close to the staff start (brace included) are its start line
     header_spaces: float = 16.0  # clef + key + time signature fit in this (staff spaces)
@@ -256,14 +257,21 @@ def barline_runs(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, x1: int,
     Runs closer than ``merge_spaces`` merge (double bars, repeat signs). A run that
     goes on past the outer staff lines or has note heads beside it is a stem: dropped.
     """
-    groups = _spanning_groups(ink, upper, lower, x0, x1, cfg)
+    groups = _spanning_groups(ink, upper, lower, x0, x1, cfg, across_gap=not cfg.split_barlines)
     return [(a, b) for a, b in groups if not _stem_like(ink, upper, lower, a, b)]
 
 
 def _spanning_groups(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, x1: int,
-                     cfg: ScanConfig) -> list[tuple[int, int]]:
+                     cfg: ScanConfig, across_gap: bool = True) -> list[tuple[int, int]]:
+    """Column runs that are ink over the whole system, or (``across_gap=False``) over each
+    staff, the gap between them aside (editions that break bar lines between the staves)."""
     space = (upper.space + lower.space) / 2
-    cover = _column_cover(ink, upper.top, lower.bottom, slack=max(1, int(round(space / 6))))
+    slack = max(1, int(round(space / 6)))
+    if across_gap:
+        cover = _column_cover(ink, upper.top, lower.bottom, slack)
+    else:
+        cover = np.minimum(_column_cover(ink, upper.top, upper.bottom, slack),
+                           _column_cover(ink, lower.top, lower.bottom, slack))
     lo = max(0, int(x0 - space))
     cols = np.nonzero(cover[lo: x1 + 2] >= cfg.barline_cover)[0] + lo
     groups: list[list[int]] = []
