@@ -438,8 +438,7 @@ def start_run(ckpt_dir: Path, parts: Parts, cfg: TrainConfig, vocab: Vocabulary,
     step = resume(ckpt_dir, parts, cfg, vocab)
     if step or init is None:
         return step, None
-    init_step = ckpt_io.warm_start(parts.generator, init, vocab, MODEL_KIND, cfg.model.to_dict())
-    return 0, {"step": 0, "init": str(init), "init_step": init_step}
+    return 0, ckpt_io.warm_start(parts.generator, init, vocab, MODEL_KIND, cfg.model.to_dict())
 
 
 def train_audio_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions,

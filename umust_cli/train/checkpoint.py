@@ -89,9 +89,9 @@ def load_module(ckpt_dir: str | Path, vocab: Vocabulary, kind: str,
 
 
 def warm_start(module: torch.nn.Module, init_dir: str | Path, vocab: Vocabulary, kind: str,
-               model_config: dict) -> int:
+               model_config: dict) -> dict:
     """Load the weights of checkpoint ``init_dir`` (e.g. a shipped fp16 codec) into ``module``
-    to start a new run from them; returns the step they were saved at.
+    to start a new run from them; returns the training-log row that records it (step 0).
 
     The checkpoint must be of ``kind``, for the same vocabulary and the same architecture.
     """
@@ -108,7 +108,7 @@ def warm_start(module: torch.nn.Module, init_dir: str | Path, vocab: Vocabulary,
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"weights in {init_dir} do not fit their config: {e}") from e
-    return int(config.get("step", 0))
+    return {"step": 0, "init": str(init_dir), "init_step": int(config.get("step", 0))}
 
 
 def read_config(ckpt_dir: str | Path) -> dict:

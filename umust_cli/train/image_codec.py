@@ -364,8 +364,7 @@ def start_run(ckpt_dir: Path, model: RQVAE, opt: torch.optim.Optimizer, cfg: Tra
     step = resume(ckpt_dir, model, opt, cfg, vocab)
     if step or init is None:
         return step, None
-    init_step = ckpt_io.warm_start(model, init, vocab, MODEL_KIND, cfg.model.to_dict())
-    return 0, {"step": 0, "init": str(init), "init_step": init_step}
+    return 0, ckpt_io.warm_start(model, init, vocab, MODEL_KIND, cfg.model.to_dict())
 
 
 def train_image_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConfig,
