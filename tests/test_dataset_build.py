@@ -281,3 +281,30 @@ def test_chorale_with_instrumental_parts_keeps_its_four_voices():
     assert len(parts) > 4
     voices = _vocal_parts(parts)
     assert [p.partName.lower()[:4] for p in voices] == ["sopr", "alto", "teno", "bass"]
+
+
+def test_resynth_renders_the_same_systems_with_another_timbre(corpus, tmp_path):
+    out = tmp_path / "bright"
+    args = ["dataset", "resynth", str(corpus), "-o", str(out), "--soundfont", "timgm6mb", "--program", "1",
+            "--split", "train", "--split", "valid", "--split", "test"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    src, new = manifest(corpus), manifest(out)
+    assert [(r["piece_id"], r["system"]) for r in new] == [(r["piece_id"], r["system"]) for r in src]
+    for old, row in zip(src, new):
+        assert row["soundfont"] == "timgm6mb-p1" and row["resynth"]["program"] == 1
+        assert (row["start"], row["end"], row["png"]) == (old["start"], old["end"], old["png"])
+        assert (out / row["png"]).read_bytes() == (corpus / row["png"]).read_bytes()
+        a, sr = soundfile.read(out / row["wav"])
+        b, _ = soundfile.read(corpus / row["wav"])
+        assert sr == SR and len(a) == len(b) == round(row["duration"] * SR)
+        assert np.abs(a).max() > 0.01 and not np.allclose(a, b, atol=1e-3)  # sound, but another sound
+    again = runner.invoke(app, args + ["--json"])
+    assert again.exit_code == 0 and json.loads(again.output)["skipped"] == 2
+
+
+def test_resynth_refuses_unknown_soundfonts_and_its_own_source(corpus, tmp_path):
+    bad = runner.invoke(app, ["dataset", "resynth", str(corpus), "-o", str(tmp_path / "x"), "--soundfont", "nope"])
+    assert bad.exit_code != 0 and "not installed" in bad.output and not (tmp_path / "x").exists()
+    same = runner.invoke(app, ["dataset", "resynth", str(corpus), "-o", str(corpus), "--soundfont", "timgm6mb"])
+    assert same.exit_code != 0 and "must differ" in same.output

@@ -116,6 +116,40 @@ def stats(
         typer.echo(f"{table['errors']} error(s) in {corpus / 'errors.jsonl'}")
 
 
+@app.command("resynth")
+@handle_errors
+def resynth(
+    corpus: Path = typer.Argument(..., help="A corpus folder made by 'umust dataset build'."),
+    output: Path = typer.Option(..., "-o", "--output", help="The variant corpus folder (created; re-run "
+                                                            "to resume)."),
+    soundfont: str = typer.Option(..., "--soundfont", help="fluidr3, timgm6mb, musescore, or the extra "
+                                                           "csound / opl3 (Debian packages)."),
+    program: Optional[int] = typer.Option(None, "--program", help="General MIDI program for every "
+                                          "instrument (1 bright piano, 2 electric grand, 3 honky-tonk, "
+                                          "...); default: the MIDI's own."),
+    split: List[str] = typer.Option(["train"], "--split", help="Only this split (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Render a corpus's performances again with another soundfont: same systems, new timbre."""
+    from tqdm import tqdm
+
+    from umust_cli.data.resynth import ResynthConfig, resynth_corpus
+    from umust_cli.errors import RenderError
+
+    config = ResynthConfig(soundfont=soundfont, program=program, splits=tuple(split))
+    with tqdm(desc=f"resynth {config.name}", unit="piece", disable=as_json) as bar:
+        summary = resynth_corpus(corpus, output, config, on_piece=lambda _: bar.update(1))
+    if as_json:
+        print_json(summary)
+    else:
+        typer.echo(f"{summary['built']} built, {summary['skipped']} already done, {len(summary['failed'])} "
+                   f"failed; {output}: {summary['systems']} systems, {summary['hours']:.3f} h ({config.name})")
+        for piece_id, error in summary["failed"].items():
+            typer.echo(f"failed {piece_id}: {error}", err=True)
+    if summary["failed"]:
+        raise RenderError(f"{len(summary['failed'])} piece(s) failed (listed above)")
+
+
 @app.command("tokenize")
 @handle_errors
 def tokenize(

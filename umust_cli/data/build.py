@@ -140,8 +140,8 @@ def _run_pending(pending: list[sources.PieceSource], out_dir: Path, config: Buil
 
 def _resolved(config: BuildConfig) -> BuildConfig:
     """``config`` with its soundfont list made explicit (and checked)."""
-    installed = available_soundfonts()
-    names = config.soundfonts or tuple(sorted(installed))
+    installed = available_soundfonts(extra=True)
+    names = config.soundfonts or tuple(sorted(available_soundfonts()))
     missing = [n for n in names if n not in installed]
     if missing or not names:
         raise BadInputError(f"soundfont(s) not installed: {', '.join(missing) or '(none found)'}; "
@@ -226,7 +226,7 @@ def _build_piece(piece: sources.PieceSource, piece_dir: Path, config: BuildConfi
     seed = sources.stable_seed(f"perform:{config.seed}:{piece.piece_id}")
     performance = perform(engraving.midi, config.performance, seed)
     soundfont = choose_soundfont(piece.piece_id, config)
-    audio = synthesize(performance.midi, available_soundfonts()[soundfont], SAMPLE_RATE)  # [samples]
+    audio = synthesize(performance.midi, available_soundfonts(extra=True)[soundfont], SAMPLE_RATE)  # [samples]
     split = "test" if held_out else sources.split_of(piece.piece_id, config.seed, config.split_fractions)
     ctx = _PieceContext(piece, piece_dir, config, split, soundfont, performance, audio, root,
                         render.overfull_measures(root))

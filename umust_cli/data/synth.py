@@ -37,6 +37,10 @@ SOUNDFONT_CANDIDATES: dict[str, tuple[str, ...]] = {  # short name -> Debian ins
         "/usr/share/sounds/sf2/MuseScore_General_Full.sf2",
     ),
 }
+EXTRA_SOUNDFONT_CANDIDATES: dict[str, tuple[str, ...]] = {  # used only when named (e.g. `dataset resynth`)
+    "csound": ("/usr/share/sounds/sf2/sf_GMbank.sf2",),  # Debian csound-soundfont
+    "opl3": ("/usr/share/sounds/sf2/OPL-3_FM_128M.sf2",),  # Debian opl3-soundfont: FM synthesis
+}
 _GAIN = 1.0  # FluidSynth master gain; halved and re-rendered whenever the int16 output clips
 _TAIL_CHUNK_S = 0.25  # release tail is rendered in chunks of this length...
 _TAIL_MAX_S = 6.0  # ...for at most this long...
@@ -56,10 +60,14 @@ class _Event:
     b: int
 
 
-def available_soundfonts() -> dict[str, Path]:
-    """Short name -> path of the installed Debian soundfonts (fluidr3, timgm6mb, musescore)."""
+def available_soundfonts(extra: bool = False) -> dict[str, Path]:
+    """Short name -> path of the installed Debian soundfonts (fluidr3, timgm6mb, musescore).
+
+    ``extra`` adds csound and opl3: never drawn by default, only when asked for by name.
+    """
     found = {}
-    for name, candidates in SOUNDFONT_CANDIDATES.items():
+    candidates_of = {**SOUNDFONT_CANDIDATES, **(EXTRA_SOUNDFONT_CANDIDATES if extra else {})}
+    for name, candidates in candidates_of.items():
         for candidate in candidates:
             path = Path(candidate)
             if path.is_file():

@@ -1,0 +1,127 @@
+"""Re-synthesise a built corpus with another soundfont or GM program: timbre variants of the same passages.
+
+Each piece's ``performance.mid`` is rendered again (optionally with every instrument
+switched to one General MIDI program, e.g. 1 = bright piano, 2 = electric grand) and
+cut at the system spans the corpus already records, so every system keeps its time
+span, image, notation and MIDI; only the sound changes. The output is a corpus of
+its own (same layout, ``soundfont`` = the variant's name); its non-audio files are
+hard links to the source's (copies across file systems). Pieces are finished one
+at a time (``done`` last), so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from umust_cli.errors import BadInputError, InputNotFoundError, RenderError
+from umust_cli.io import write_json_atomic, write_text_atomic
+
+DONE = "done"
+_OWN_FILES = {"audio.wav", "piece.json", "rows.jsonl", DONE, "error.json", "system_errors.jsonl"}
+
+
+@dataclass(frozen=True)
+class ResynthConfig:
+    soundfont: str  # a name of synth.available_soundfonts(extra=True)
+    program: int | None = None  # GM program (0-127) for every non-drum instrument; None = keep the MIDI's
+    splits: tuple[str, ...] = ("train",)  # only these splits' pieces (() = all)
+
+    @property
+    def name(self) -> str:
+        """The variant's soundfont label in the output rows: ``csound`` or ``fluidr3-p2``."""
+        return self.soundfont if self.program is None else f"{self.soundfont}-p{self.program}"
+
+
+def resynth_corpus(corpus: Path, out: Path, cfg: ResynthConfig,
+                   on_piece: Callable[[str], None] | None = None) -> dict:
+    """Render ``corpus``'s pieces of ``cfg.splits`` again into ``out``; return a summary."""
+    from umust_cli.data.stats import read_manifest
+    from umust_cli.data.synth import available_soundfonts
+
+    corpus, out = Path(corpus), Path(out)
+    if cfg.program is not None and not 0 <= cfg.program <= 127:
+        raise BadInputError(f"--program must be a General MIDI program 0-127, got {cfg.program}")
+    soundfonts = available_soundfonts(extra=True)
+    if cfg.soundfont not in soundfonts:
+        raise BadInputError(f"soundfont {cfg.soundfont!r} is not installed; installed: {', '.join(sorted(soundfonts))}")
+    if corpus.resolve() == out.resolve():
+        raise BadInputError("the output folder must differ from the source corpus")
+    by_piece = defaultdict(list)
+    for row in read_manifest(corpus):
+        if not cfg.splits or row["split"] in cfg.splits:
+            by_piece[row["piece_id"]].append(row)
+    if not by_piece:
+        raise InputNotFoundError(f"{corpus} has no rows in split(s) {', '.join(cfg.splits)}")
+    built, skipped, failed = 0, 0, {}
+    for piece_id, rows in sorted(by_piece.items()):
+        if (out / "pieces" / piece_id / DONE).is_file():
+            skipped += 1
+        else:
+            try:
+                resynth_piece(corpus, out, rows, cfg, soundfonts[cfg.soundfont])
+                built += 1
+            except (BadInputError, RenderError, OSError) as e:  # keep going; reported at the end
+                failed[piece_id] = f"{type(e).__name__}: {e}"
+        if on_piece is not None:
+            on_piece(piece_id)
+    rows = _write_manifest(out, [p for p in sorted(by_piece) if p not in failed])
+    return {"pieces": len(by_piece), "built": built, "skipped": skipped, "failed": failed, "systems": len(rows),
+            "hours": round(sum(r["duration"] for r in rows) / 3600, 3), "soundfont": cfg.name}
+
+
+def resynth_piece(corpus: Path, out: Path, rows: list[dict], cfg: ResynthConfig, soundfont: Path) -> None:
+    """One piece: link its non-audio files, render its performance again, cut the systems."""
+    import pretty_midi
+
+    from umust_cli.data.synth import SAMPLE_RATE, cut, synthesize, write_wav
+
+    src_dir, dst_dir = corpus / "pieces" / rows[0]["piece_id"], out / "pieces" / rows[0]["piece_id"]
+    _link_tree(src_dir, dst_dir)
+    midi = pretty_midi.PrettyMIDI(str(src_dir / "performance.mid"))
+    if cfg.program is not None:
+        for inst in midi.instruments:
+            if not inst.is_drum:
+                inst.program = cfg.program
+    audio = synthesize(midi, soundfont, SAMPLE_RATE)  # [samples]
+    write_wav(dst_dir / "audio.wav", audio, SAMPLE_RATE)
+    new_rows = []
+    for row in sorted(rows, key=lambda r: r["system"]):
+        write_wav(out / row["wav"], cut(audio, SAMPLE_RATE, row["start"], row["end"]), SAMPLE_RATE)
+        new_rows.append(dict(row, soundfont=cfg.name,
+                             resynth={"source": str(corpus.resolve()), "soundfont": cfg.soundfont,
+                                      "program": cfg.program}))
+    piece = json.loads((src_dir / "piece.json").read_text(encoding="utf-8"))
+    write_json_atomic(dst_dir / "piece.json", dict(piece, soundfont=cfg.name,
+                                                   audio_seconds=round(len(audio) / SAMPLE_RATE, 6)))
+    write_text_atomic(dst_dir / "rows.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in new_rows))
+    write_text_atomic(dst_dir / DONE, "resynthesised\n")
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link (or copy) every file of ``src`` except audio and bookkeeping into ``dst``."""
+    for path in src.rglob("*"):
+        if path.is_dir() or path.name in _OWN_FILES or path.suffix == ".wav":
+            continue
+        target = dst / path.relative_to(src)
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
+def _write_manifest(out: Path, piece_ids: list[str]) -> list[dict]:
+    rows = []
+    for piece_id in piece_ids:
+        text = (out / "pieces" / piece_id / "rows.jsonl").read_text(encoding="utf-8")
+        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
+    write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return rows
