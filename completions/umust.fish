@@ -8,7 +8,7 @@ function __umust_path_is
     end
     test "$cmdpath" = "$argv[1]"
 end
-set -g __umust_known 'dataset' 'dataset build' 'dataset stats' 'dataset tokenize' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train codec' 'train codec audio' 'train codec image' 'train retrieval' 'translate'
+set -g __umust_known 'dataset' 'dataset build' 'dataset resynth' 'dataset stats' 'dataset tokenize' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train codec' 'train codec audio' 'train codec image' 'train retrieval' 'translate'
 complete -c umust -f -n '__umust_path_is \'\'' -a dataset -d 'Build and inspect the aligned image/notation/MIDI/audio corpus.'
 complete -c umust -f -n '__umust_path_is \'\'' -a eval -d 'Score predictions with the papers\' metrics (SER, note F1, EMD, retrieval, FAD).'
 complete -c umust -f -n '__umust_path_is \'\'' -a retrieve -d 'Audio <-> sheet-music passage retrieval: build an index, search it.'
@@ -18,6 +18,7 @@ complete -c umust -f -n '__umust_path_is \'\'' -a translate -d 'translate (not i
 complete -c umust -n '__umust_path_is \'\'' -l version -d 'Print the version and exit.'
 complete -c umust -n '__umust_path_is \'\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a build -d 'Engrave, perform and synthesize scores into per-system PNG/MusicXML/LMX/MIDI/WAV files.'
+complete -c umust -f -n '__umust_path_is \'dataset\'' -a resynth -d 'Render a corpus\'s performances again with another soundfont: same systems, new timbre.'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a stats -d 'Systems, pieces and hours of audio per split.'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a tokenize -d 'Add image and audio codec codes to every system of a corpus (resumable, batched)'
 complete -c umust -n '__umust_path_is \'dataset\'' -s h -l help -d 'Show the help and exit.'
@@ -35,6 +36,12 @@ complete -c umust -n '__umust_path_is \'dataset build\'' -l allow-held-out -d 'B
 complete -c umust -n '__umust_path_is \'dataset build\'' -l retry-failed -d 'Rebuild pieces that failed before.'
 complete -c umust -n '__umust_path_is \'dataset build\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'dataset build\'' -s h -l help -d 'Show the help and exit.'
+complete -c umust -n '__umust_path_is \'dataset resynth\'' -s o -l output -r -d 'The variant corpus folder (created; re-run to resume).'
+complete -c umust -n '__umust_path_is \'dataset resynth\'' -l soundfont -r -d 'fluidr3, timgm6mb, musescore, or the extra csound / opl3 (Debian packages).'
+complete -c umust -n '__umust_path_is \'dataset resynth\'' -l program -r -d 'General MIDI program for every instrument (1 bright piano, 2 electric grand, 3 honky-tonk, ...); default: the MIDI\'s own.'
+complete -c umust -n '__umust_path_is \'dataset resynth\'' -l split -r -d 'Only this split (repeatable).'
+complete -c umust -n '__umust_path_is \'dataset resynth\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
+complete -c umust -n '__umust_path_is \'dataset resynth\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'dataset stats\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'dataset stats\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'dataset tokenize\'' -l image-codec -r -d 'Image codec checkpoint folder. With neither codec given, the shipped codecs are used.'
@@ -248,7 +255,7 @@ complete -c umust -n '__umust_path_is \'train codec image\'' -l threads -r -d 'C
 complete -c umust -n '__umust_path_is \'train codec image\'' -l quiet -d 'No progress bar.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -s h -l help -d 'Show the help and exit.'
-complete -c umust -n '__umust_path_is \'train retrieval\'' -l data -r -d 'Corpus of `umust dataset build` (its train split is used).'
+complete -c umust -n '__umust_path_is \'train retrieval\'' -l data -r -d 'Corpus of `umust dataset build` (its train split is used); repeatable: renderings of the same systems by `umust dataset resynth` give each system several timbres.'
 complete -c umust -n '__umust_path_is \'train retrieval\'' -s o -l output -r -d 'Checkpoint directory (resumed if it holds a run).'
 complete -c umust -n '__umust_path_is \'train retrieval\'' -l val-data -r -d 'Corpus whose valid split (else all rows) is scored during and after training.'
 complete -c umust -n '__umust_path_is \'train retrieval\'' -l config -r -d 'Model size: tiny (tests), small (CPU), paper (GPU).'

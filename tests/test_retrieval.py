@@ -193,6 +193,29 @@ def test_resume_continues_exactly(tmp_path):
         train_retrieval(corpus, tmp_path / "split", train_config("tiny", batch_size=3), run)
 
 
+def test_renderings_of_one_system_are_never_negatives_of_each_other(tmp_path):
+    from umust_cli.retrieval.data import corpus_rows, passage_groups
+    from umust_cli.retrieval.train import batch_indices
+
+    first = make_toy_corpus(tmp_path / "a")
+    second = make_toy_corpus(tmp_path / "b")  # the same systems, another 'timbre': the audio an octave up
+    for row in corpus_rows(second):
+        sf.write(second / row["wav"], _toy_audio(int(row["piece_id"][4:]) + 2), SR)
+    rows = corpus_rows(first) + corpus_rows(second)
+    groups = passage_groups(rows)
+    assert len(groups) == PAIRS and all(len(g) == 2 for g in groups)
+    assert all(rows[i]["root"] != rows[j]["root"] for i, j in groups)
+    used = set()
+    for step in range(20):
+        idx = batch_indices(groups, 4, np.random.default_rng([0, step]))
+        assert len({(rows[i]["piece_id"], rows[i]["system"]) for i in idx}) == len(idx) == 4
+        used.update(rows[i]["root"] for i in idx)
+    assert used == {str(first), str(second)}  # both renderings are drawn
+    result = train_retrieval([first, second], tmp_path / "ckpt", TINY,
+                             RunOptions(max_steps=3, save_every=100, progress=False))
+    assert result.step == 3
+
+
 def test_corrupt_checkpoint_is_a_checkpoint_error(trained, tmp_path):
     import shutil
 

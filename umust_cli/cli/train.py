@@ -138,7 +138,9 @@ def audio(
 @app.command("retrieval")
 @handle_errors
 def retrieval(
-    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` (its train split is used)."),
+    data: List[Path] = typer.Option(..., "--data", help="Corpus of `umust dataset build` (its train split is "
+                                    "used); repeatable: renderings of the same systems by `umust dataset "
+                                    "resynth` give each system several timbres."),
     output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="Corpus whose valid split (else all rows) "
                                                                      "is scored during and after training."),

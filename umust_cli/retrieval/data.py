@@ -41,6 +41,19 @@ def corpus_rows(corpus: Path, splits: Sequence[str] = (), soundfonts: Sequence[s
     return sorted(rows, key=lambda r: (r["piece_id"], r["system"]))
 
 
+def passage_groups(rows: list[dict]) -> list[list[int]]:
+    """Indices of ``rows`` grouped by passage (piece_id, system): one group per system, in first-seen order.
+
+    Corpora re-rendered with ``umust dataset resynth`` hold the same systems with other
+    timbres; their rows fall into one group, so a mini-batch never pits a passage against
+    itself as a negative.
+    """
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault((row["piece_id"], int(row["system"])), []).append(i)
+    return list(groups.values())
+
+
 @dataclass
 class PassageFeatures:
     """Per passage: a uint8 sheet strip (H, W_i) and a float16 spectrogram (bins, T_i)."""

@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch
 from umust_cli.errors import BadInputError, CheckpointError
 from umust_cli.model.retrieval import PRESETS, RetrievalModel, RetrievalModelConfig, triplet_loss
 from umust_cli.retrieval import checkpoint as rck
-from umust_cli.retrieval.data import PassageFeatures, batch_tensors, corpus_rows, load_features
+from umust_cli.retrieval.data import PassageFeatures, batch_tensors, corpus_rows, load_features, passage_groups
 from umust_cli.retrieval.features import FeatureConfig, stretch_frames
 from umust_cli.train.checkpoint import TRAIN_LOG
 
@@ -70,15 +71,23 @@ def train_config(preset: str, **overrides) -> RetrievalTrainConfig:
     return RetrievalTrainConfig(preset=preset, model=PRESETS[preset], **overrides)
 
 
-def sample_batch(feats: PassageFeatures, cfg: RetrievalTrainConfig, fcfg: FeatureConfig, step: int):
-    """The mini-batch of ``step``: distinct passages, spectrograms time-stretched at random."""
+def sample_batch(feats: PassageFeatures, groups: list[list[int]], cfg: RetrievalTrainConfig,
+                 fcfg: FeatureConfig, step: int):
+    """The mini-batch of ``step``: distinct passages (one rendering of each, drawn from its
+    ``groups`` entry), spectrograms time-stretched at random."""
     rng = np.random.default_rng([cfg.seed, step])
-    idx = rng.choice(len(feats), size=min(cfg.batch_size, len(feats)), replace=False)
+    idx = batch_indices(groups, cfg.batch_size, rng)
     lo, hi = np.log(cfg.tempo_augment[0]), np.log(cfg.tempo_augment[1])
     specs = [stretch_frames(feats.specs[i].astype(np.float32), float(np.exp(rng.uniform(lo, hi)))) for i in idx]
     if cfg.eq_augment_db > 0:
         specs = [random_eq(s, cfg.eq_augment_db, rng) for s in specs]
     return batch_tensors([feats.sheets[i] for i in idx], specs, fcfg)
+
+
+def batch_indices(groups: list[list[int]], batch_size: int, rng: np.random.Generator) -> list[int]:
+    """Rows of one mini-batch: ``batch_size`` distinct passages, one rendering of each drawn at random."""
+    chosen = rng.choice(len(groups), size=min(batch_size, len(groups)), replace=False)
+    return [groups[g][int(rng.integers(len(groups[g])))] if len(groups[g]) > 1 else groups[g][0] for g in chosen]
 
 
 def random_eq(spec: np.ndarray, max_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -111,16 +120,19 @@ def train_step(model: RetrievalModel, optimizer: torch.optim.Optimizer, batch, m
     return float(loss.detach())
 
 
-def train_retrieval(data: Path, ckpt_dir: Path, cfg: RetrievalTrainConfig, run: RunOptions,
+def train_retrieval(data: Path | Sequence[Path], ckpt_dir: Path, cfg: RetrievalTrainConfig, run: RunOptions,
                     val_data: Path | None = None, init: Path | None = None) -> TrainResult:
-    """Train (or resume) the model on ``data``'s train split; checkpoints go to ``ckpt_dir``."""
+    """Train (or resume) the model on the train split of ``data`` (one corpus, or several renderings
+    of the same systems: each step uses one rendering per system); checkpoints go to ``ckpt_dir``."""
     ckpt_dir = Path(ckpt_dir)
     device = torch.device(run.device)
     fcfg = features_for(cfg.model)
     _check_same_run(ckpt_dir, cfg)
-    rows = corpus_rows(data, ("train",), cfg.soundfonts)
-    if len(rows) < 2:
-        raise BadInputError(f"{data} has {len(rows)} train passage(s) for soundfonts "
+    corpora = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+    rows = [row for corpus in corpora for row in corpus_rows(corpus, ("train",), cfg.soundfonts)]
+    groups = passage_groups(rows)
+    if len(groups) < 2:
+        raise BadInputError(f"{', '.join(map(str, corpora))}: {len(groups)} train passage(s) for soundfonts "
                             f"{list(cfg.soundfonts) or 'all'}; need at least 2")
     feats = load_features(rows, fcfg, ckpt_dir / "cache", progress=run.progress)
     val = _val_features(val_data, fcfg, ckpt_dir, run.progress) if val_data else None
@@ -132,7 +144,7 @@ def train_retrieval(data: Path, ckpt_dir: Path, cfg: RetrievalTrainConfig, run: 
         if run.max_minutes is not None and time.monotonic() - started > 60 * run.max_minutes:
             reason = "max_minutes"
             break
-        last_loss = train_step(model, optimizer, sample_batch(feats, cfg, fcfg, step), cfg.margin, device,
+        last_loss = train_step(model, optimizer, sample_batch(feats, groups, cfg, fcfg, step), cfg.margin, device,
                                cfg.freeze_cnn)
         step += 1
         bar.update(1)
