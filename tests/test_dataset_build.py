@@ -308,3 +308,18 @@ def test_resynth_refuses_unknown_soundfonts_and_its_own_source(corpus, tmp_path)
     assert bad.exit_code != 0 and "not installed" in bad.output and not (tmp_path / "x").exists()
     same = runner.invoke(app, ["dataset", "resynth", str(corpus), "-o", str(corpus), "--soundfont", "timgm6mb"])
     assert same.exit_code != 0 and "must differ" in same.output
+
+
+def test_resynth_at_another_tempo_scales_spans_audio_and_midi(corpus, tmp_path):
+    out = tmp_path / "fast"
+    result = runner.invoke(app, ["dataset", "resynth", str(corpus), "-o", str(out), "--soundfont", "timgm6mb",
+                                 "--tempo", "2", "--split", "train", "--split", "valid", "--split", "test"])
+    assert result.exit_code == 0, result.output
+    for old, row in zip(manifest(corpus), manifest(out)):
+        assert row["soundfont"] == "timgm6mb-t2"
+        assert row["start"] == pytest.approx(old["start"] / 2, abs=1e-5)
+        assert row["duration"] == pytest.approx(old["duration"] / 2, abs=1e-5)
+        assert len(soundfile.read(out / row["wav"])[0]) == round(row["duration"] * SR)
+        fast, slow = (pretty_midi.PrettyMIDI(str(c / row["mid"])) for c in (out, corpus))
+        assert fast.get_end_time() == pytest.approx(slow.get_end_time() / 2, abs=2e-3)
+        assert [n.pitch for n in fast.instruments[0].notes] == [n.pitch for n in slow.instruments[0].notes]

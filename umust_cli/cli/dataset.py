@@ -127,16 +127,18 @@ def resynth(
     program: Optional[int] = typer.Option(None, "--program", help="General MIDI program for every "
                                           "instrument (1 bright piano, 2 electric grand, 3 honky-tonk, "
                                           "...); default: the MIDI's own."),
+    tempo: float = typer.Option(1.0, "--tempo", help="Play this many times faster (0.5 = half speed); the "
+                                                     "system spans scale with it (the tempo-robustness rows)."),
     split: List[str] = typer.Option(["train"], "--split", help="Only this split (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
-    """Render a corpus's performances again with another soundfont: same systems, new timbre."""
+    """Render a corpus's performances again with another soundfont or tempo: same systems, new sound."""
     from tqdm import tqdm
 
     from umust_cli.data.resynth import ResynthConfig, resynth_corpus
     from umust_cli.errors import RenderError
 
-    config = ResynthConfig(soundfont=soundfont, program=program, splits=tuple(split))
+    config = ResynthConfig(soundfont=soundfont, program=program, splits=tuple(split), tempo=tempo)
     with tqdm(desc=f"resynth {config.name}", unit="piece", disable=as_json) as bar:
         summary = resynth_corpus(corpus, output, config, on_piece=lambda _: bar.update(1))
     if as_json:
