@@ -48,44 +48,49 @@ def piece_pairs(corpus: Path, piece_id: str, source: str, work: Path, cfg: scans
         return json.loads(cached.read_text(encoding="utf-8"))
     piece_dir = corpus / "pieces" / piece_id
     total = len(scans.measure_quarters(piece_dir / "score.musicxml"))
-    out = {"piece_id": piece_id, "pdf": str(scan_pdf(source)), "score_measures": total, "pairs": []}
+    printed = scans.printed_measures(piece_dir / "score.musicxml")
+    out = {"piece_id": piece_id, "pdf": str(scan_pdf(source)), "score_measures": total,
+           "printed_measures": len(printed), "pairs": []}
     try:
-        systems, ranges = _matched_systems(scan_pdf(source), work / piece_id, cfg, total,
-                                           max(tol, round(tol_frac * total)), out)
+        systems, ranges = _matched_systems(scan_pdf(source), work / piece_id, cfg, total, len(printed),
+                                           (tol, tol_frac), out)
     except BadInputError as e:  # ImageError (unreadable scan, no systems) or a count mismatch
         out["dropped"] = str(e)
     else:
         times = scans.piece_measure_times(piece_dir)
+        bars = printed if out.get("printed") else list(range(total))
         for s, (first, last) in zip(systems, ranges):
-            start, end = float(times[first - 1]), float(times[last])
-            if end - start >= MIN_SECONDS:
-                out["pairs"].append({**s, "first": first, "last": last, "start": round(start, 4),
-                                     "end": round(end, 4), "audio": str(piece_dir / "audio.wav")})
+            span = scans.printed_span(times, bars, first, last)
+            if span is not None and span[1] - span[0] >= MIN_SECONDS:
+                out["pairs"].append({**s, "first": first, "last": last, "start": round(span[0], 4),
+                                     "end": round(span[1], 4), "audio": str(piece_dir / "audio.wav")})
     from umust_cli.io import write_json_atomic
 
     write_json_atomic(cached, out)
     return out
 
 
-def _matched_systems(pdf: Path, folder: Path, cfg: scans.ScanConfig, total: int, tol: int,
-                     out: dict) -> tuple[list[dict], list[tuple[int, int]]]:
-    """Systems and measure ranges of the scan; when the bar count misses the score's, a second
-    try counts bar lines that are broken between the staves (as in some Mozart editions)."""
-    systems, counts = _crop_systems(pdf, folder, cfg)
-    out["counts"], out["scan_measures"] = counts, int(sum(map(sum, counts)))
-    try:
-        return systems, scans.assign_measures([s["measures"] for s in systems], total, tol)
-    except BadInputError as e:
-        if cfg.split_barlines:
-            raise
-        first_try = e
-    systems, counts = _crop_systems(pdf, folder.with_name(folder.name + "-split"), replace(cfg, split_barlines=True))
-    try:
-        ranges = scans.assign_measures([s["measures"] for s in systems], total, tol)
-    except BadInputError:
-        raise first_try from None  # report the ordinary count
-    out.update(counts=counts, scan_measures=int(sum(map(sum, counts))), split_barlines=True)
-    return systems, ranges
+def _matched_systems(pdf: Path, folder: Path, cfg: scans.ScanConfig, total: int, printed: int,
+                     tol: tuple[int, float], out: dict) -> tuple[list[dict], list[tuple[int, int]]]:
+    """Systems and measure ranges of the scan, matched against the score's measures, else against its
+    printed bars (repeats written out in the score); when neither count fits, a second try counts
+    bar lines that are broken between the staves (as in some Mozart editions)."""
+    first_try = None
+    for split in (False, True) if not cfg.split_barlines else (True,):
+        name = folder.name + ("-split" if split and not cfg.split_barlines else "")
+        systems, counts = _crop_systems(pdf, folder.with_name(name), replace(cfg, split_barlines=split))
+        for n, is_printed in ((total, False), (printed, True))[: 1 + (printed < total)]:
+            try:
+                ranges = scans.assign_measures([s["measures"] for s in systems], n, max(tol[0], round(tol[1] * n)))
+            except BadInputError as e:
+                first_try = first_try or e
+                continue
+            out.update(counts=counts, scan_measures=int(sum(map(sum, counts))))
+            out.update({"split_barlines": True} if split else {}, **({"printed": True} if is_printed else {}))
+            return systems, ranges
+        if first_try is not None and "counts" not in out:
+            out.update(counts=counts, scan_measures=int(sum(map(sum, counts))))
+    raise first_try  # report the ordinary count
 
 
 def _crop_systems(pdf: Path, folder: Path, cfg: scans.ScanConfig) -> tuple[list[dict], list[list[int]]]:

@@ -156,3 +156,17 @@ def test_cross_staff_stem_is_no_barline():
     page[bottom + SPACE: bottom + 2 * SPACE, 1188:1202] = 0  # its note head on a ledger line
     (system,) = scans.detect_systems(page, CFG)
     assert system.measures == 3 and len(system.barlines) == 3
+
+
+def test_printed_bars_of_a_score_with_written_out_repeats(tmp_path):
+    numbers = ["1", "2", "3", "2", "3", "4", ""]  # bars 2-3 repeated; one unnumbered bar
+    measures = "".join(f'<measure number="{n}"/>' for n in numbers)
+    path = tmp_path / "s.musicxml"
+    path.write_text(f"<score-partwise><part id='P1'>{measures}</part></score-partwise>", encoding="utf-8")
+    printed = scans.printed_measures(path)
+    assert printed == [0, 1, 2, 5, 6]  # print order: 1 2 3 4 and the unnumbered bar
+    times = np.arange(len(numbers) + 1, dtype=float)  # measure i plays [i, i + 1) s
+    assert scans.printed_span(times, printed, 1, 3) == (0.0, 3.0)  # first time through bars 1-3
+    assert scans.printed_span(times, printed, 4, 5) == (5.0, 7.0)
+    assert scans.printed_span(times, printed, 3, 4) is None  # the repeat goes back between bars 3 and 4
+    assert scans.printed_span(times, list(range(len(numbers))), 3, 4) == (2.0, 4.0)  # as performed

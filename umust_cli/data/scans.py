@@ -445,6 +445,30 @@ def measure_quarters(musicxml: str | Path) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
+def printed_measures(musicxml: str | Path) -> list[int]:
+    """0-based ordinals, in the score, of the first performance of each printed bar, in print order.
+
+    A score whose repeats are written out (a kern expansion list such as
+    ``*>[A,B,B1,B,B2,C]``) plays some bars twice, and their MusicXML ``number`` repeats
+    with them. The print shows each bar once, in order of first appearance. Without
+    repeated numbers this is 0, 1, ..., N - 1; unnumbered measures count as printed.
+    """
+    part = ET.parse(str(musicxml)).getroot().find("part")
+    first: dict[str, int] = {}
+    for i, measure in enumerate([] if part is None else part.findall("measure")):
+        first.setdefault(measure.get("number") or f"#{i}", i)
+    return list(first.values())
+
+
+def printed_span(times: np.ndarray, printed: list[int], first: int, last: int) -> tuple[float, float] | None:
+    """Performance seconds of printed bars ``first``..``last`` (1-based, inclusive); None when their
+    performance is not one stretch (a repeat goes back inside them)."""
+    ordinals = printed[first - 1: last]
+    if any(b != a + 1 for a, b in zip(ordinals, ordinals[1:])):
+        return None
+    return float(times[ordinals[0]]), float(times[ordinals[-1] + 1])
+
+
 def measure_times(systems: list[dict], quarters: np.ndarray) -> np.ndarray:
     """(N + 1,) performance seconds at which each measure starts (and the last one ends).
 
