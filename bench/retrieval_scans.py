@@ -76,10 +76,12 @@ def _matched_systems(pdf: Path, folder: Path, cfg: scans.ScanConfig, total: int,
     printed bars (repeats written out in the score); when neither count fits, a second try counts
     bar lines that are broken between the staves (as in some Mozart editions)."""
     first_try = None
-    for split in (False, True) if not cfg.split_barlines else (True,):
-        name = folder.name + ("-split" if split and not cfg.split_barlines else "")
-        systems, counts = _crop_systems(pdf, folder.with_name(name), replace(cfg, split_barlines=split))
-        for n, is_printed in ((total, False), (printed, True))[: 1 + (printed < total)]:
+    modes = (True,) if cfg.split_barlines else (False, True)  # count broken bar lines only as a fallback
+    targets = [(total, False)] + ([(printed, True)] if printed < total else [])
+    for split in modes:
+        crops = folder.with_name(folder.name + "-split") if split and not cfg.split_barlines else folder
+        systems, counts = _crop_systems(pdf, crops, replace(cfg, split_barlines=split))
+        for n, is_printed in targets:
             try:
                 ranges = scans.assign_measures([s["measures"] for s in systems], n, max(tol[0], round(tol[1] * n)))
             except BadInputError as e:

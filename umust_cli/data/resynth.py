@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from umust_cli.data.build import DONE, ERROR, rebuild_indexes
 from umust_cli.errors import BadInputError, InputNotFoundError, RenderError
 from umust_cli.io import atomic_path, write_json_atomic, write_text_atomic
 
-DONE = "done"
-_OWN_FILES = {"audio.wav", "piece.json", "rows.jsonl", DONE, "error.json", "system_errors.jsonl"}
+_OWN_FILES = {"audio.wav", "piece.json", "rows.jsonl", DONE, ERROR, "system_errors.jsonl"}
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,9 @@ def resynth_corpus(corpus: Path, out: Path, cfg: ResynthConfig,
                 failed[piece_id] = f"{type(e).__name__}: {e}"
         if on_piece is not None:
             on_piece(piece_id)
-    rows = _write_manifest(out, [p for p in sorted(by_piece) if p not in failed])
-    return {"pieces": len(by_piece), "built": built, "skipped": skipped, "failed": failed, "systems": len(rows),
-            "hours": round(sum(r["duration"] for r in rows) / 3600, 3), "soundfont": cfg.name}
+    systems, _, seconds = rebuild_indexes(out)  # manifest.jsonl from the finished pieces, as `dataset build`
+    return {"pieces": len(by_piece), "built": built, "skipped": skipped, "failed": failed, "systems": systems,
+            "hours": round(seconds / 3600, 3), "soundfont": cfg.name}
 
 
 def resynth_piece(corpus: Path, out: Path, rows: list[dict], cfg: ResynthConfig, soundfont: Path) -> None:
@@ -145,12 +145,3 @@ def _link_tree(src: Path, dst: Path, midi: bool = True) -> None:
             os.link(path, target)
         except OSError:
             shutil.copy2(path, target)
-
-
-def _write_manifest(out: Path, piece_ids: list[str]) -> list[dict]:
-    rows = []
-    for piece_id in piece_ids:
-        text = (out / "pieces" / piece_id / "rows.jsonl").read_text(encoding="utf-8")
-        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
-    write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    return rows
