@@ -112,6 +112,38 @@ def test_random_eq_keeps_silence_and_is_identity_at_zero_db():
     assert not np.allclose(out, spec)
 
 
+def test_random_eq_knots_make_curves_a_quadratic_cannot():
+    from umust_cli.retrieval.train import random_eq
+
+    spec = np.full((92, 10), 0.5, dtype=np.float32)  # flat spectrum: the output shows the gain curve itself
+    b = np.linspace(-0.5, 0.5, 92)
+
+    def quadratic_misfit(out):
+        gain_db = 20.0 * np.log10((np.power(10.0, out[:, 0]) - 1.0) / (np.power(10.0, 0.5) - 1.0))
+        return np.abs(np.polyval(np.polyfit(b, gain_db, 2), b) - gain_db).max()
+
+    plain = [quadratic_misfit(random_eq(spec, 18.0, np.random.default_rng(s))) for s in range(5)]
+    knotted = [quadratic_misfit(random_eq(spec, 18.0, np.random.default_rng(s), knots=8)) for s in range(5)]
+    assert max(plain) < 1e-2  # tilt + curvature + gain: exactly quadratic in dB
+    assert min(knotted) > 0.5  # bumps and dips of several dB beyond any quadratic
+    out = random_eq(spec, 18.0, np.random.default_rng(0), knots=8)
+    np.testing.assert_array_equal(out, random_eq(spec, 18.0, np.random.default_rng(0), knots=8))
+
+
+def test_random_tail_adds_decay_after_notes_and_keeps_leading_silence():
+    from umust_cli.retrieval.train import random_tail
+
+    spec = np.zeros((92, 60), dtype=np.float32)
+    spec[:, 10:20] = 0.8  # one chord held for 0.5 s, then silence
+    outs = [random_tail(spec, 1.0, 20.0, np.random.default_rng(s)) for s in range(40)]
+    changed = [o for o in outs if not np.array_equal(o, spec)]
+    assert 8 <= len(changed) <= 32  # about half the spectrograms get a tail
+    for out in changed:
+        assert out.shape == spec.shape and out.dtype == np.float32
+        assert np.all(out[:, :10] == 0.0)  # nothing before the first sound
+        assert np.all(out >= spec - 1e-6)  # a tail only adds energy
+    assert max(float(o[:, 25].max()) for o in changed) > 0.05  # energy rings on after the chord stops
+
 @pytest.mark.parametrize("name", [None, "rendered", "scans", "shipped:scans"])
 def test_shipped_weights_load_and_embed(name):
     model, fcfg, config = rck.load_checkpoint(name)
@@ -286,10 +318,16 @@ def test_cli_train_retrieval_runs_and_resumes(tmp_path):
     corpus = make_toy_corpus(tmp_path / "corpus")
     app, runner = _cli_app(), CliRunner()
     args = ["train", "retrieval", "--data", str(corpus), "-o", str(tmp_path / "ck"), "--config", "tiny",
-            "--batch-size", "4", "--max-steps", "2", "--val-data", str(corpus), "--json"]
+            "--batch-size", "4", "--eq-knots", "6", "--reverb-augment", "0.5",
+            "--max-steps", "2", "--val-data", str(corpus), "--json"]
     out = runner.invoke(app, args)
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["step"] == 2 and json.loads(out.stdout)["eval"]["n"] == PAIRS
+    saved = json.loads((tmp_path / "ck" / "config.json").read_text())["train"]
+    assert saved["eq_knots"] == 6 and saved["reverb_augment_s"] == 0.5
+    other = [a if a != "6" else "4" for a in args]  # the same run with another augmentation is refused
+    out = runner.invoke(app, other)
+    assert out.exit_code == 2 and "eq_knots" in out.output
     out = runner.invoke(app, args[:-4] + ["3", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["start_step"] == 2 and json.loads(out.stdout)["step"] == 3

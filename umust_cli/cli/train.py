@@ -157,6 +157,10 @@ def retrieval(
     no_tempo_augment: bool = typer.Option(False, "--no-tempo-augment", help="No random spectrogram stretching."),
     eq_db: float = typer.Option(12.0, "--eq-augment-db", min=0.0, help="Random spectral EQ range in dB "
                                                                           "(timbre variety; 0: off)."),
+    eq_knots: int = typer.Option(0, "--eq-knots", min=0, help="With --eq-augment-db: also a random EQ curve "
+                                 "through this many points (bumps, dips, roll-offs; 0: off)."),
+    reverb_s: float = typer.Option(0.0, "--reverb-augment", min=0.0, help="Random decay tail (time constant up "
+                                   "to this many seconds) on half the training spectrograms; 0: off."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the batches."),
     save_every: int = typer.Option(200, "--save-every", min=1, help="Checkpoint every N steps."),
     eval_every: int = typer.Option(0, "--eval-every", min=0, help="Score --val-data every N steps (0: at the end)."),
@@ -180,7 +184,8 @@ def retrieval(
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     tempo = (1.0, 1.0) if no_tempo_augment else (0.8, 1.25)
     cfg = train_config(config, batch_size=batch_size, lr=lr, margin=margin, seed=seed, freeze_cnn=freeze_cnn,
-                       soundfonts=tuple(soundfont), eq_augment_db=eq_db, tempo_augment=tempo)
+                       soundfonts=tuple(soundfont), eq_augment_db=eq_db, tempo_augment=tempo,
+                       eq_knots=eq_knots, reverb_augment_s=reverb_s)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
                      device=dev, progress=not quiet and not as_json)
     result = train_retrieval(data, output, cfg, run, val_data, init)

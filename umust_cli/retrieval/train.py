@@ -34,6 +34,8 @@ class RetrievalTrainConfig:
     seed: int = 0
     tempo_augment: tuple[float, float] = (0.8, 1.25)  # spectrogram time-stretch range (1, 1 = off)
     eq_augment_db: float = 12.0  # random spectral tilt/curvature/gain up to this many dB (timbre variety)
+    eq_knots: int = 0  # > 1: also a random piecewise-linear EQ through this many points (+-eq_augment_db / 2)
+    reverb_augment_s: float = 0.0  # > 0: half the batches get a random decay tail (time constant up to this)
     freeze_cnn: bool = False  # RNN-FZ: keep the snippet CNNs of --init fixed
     soundfonts: tuple[str, ...] = ()  # train only on rows made with these ('' = all)
 
@@ -79,8 +81,10 @@ def sample_batch(feats: PassageFeatures, groups: list[list[int]], cfg: Retrieval
     idx = batch_indices(groups, cfg.batch_size, rng)
     lo, hi = np.log(cfg.tempo_augment[0]), np.log(cfg.tempo_augment[1])
     specs = [stretch_frames(feats.specs[i].astype(np.float32), float(np.exp(rng.uniform(lo, hi)))) for i in idx]
+    if cfg.reverb_augment_s > 0:
+        specs = [random_tail(s, cfg.reverb_augment_s, fcfg.fps, rng) for s in specs]
     if cfg.eq_augment_db > 0:
-        specs = [random_eq(s, cfg.eq_augment_db, rng) for s in specs]
+        specs = [random_eq(s, cfg.eq_augment_db, rng, cfg.eq_knots) for s in specs]
     return batch_tensors([feats.sheets[i] for i in idx], specs, fcfg)
 
 
@@ -90,17 +94,35 @@ def batch_indices(groups: list[list[int]], batch_size: int, rng: np.random.Gener
     return [groups[g][int(rng.integers(len(groups[g])))] if len(groups[g]) > 1 else groups[g][0] for g in chosen]
 
 
-def random_eq(spec: np.ndarray, max_db: float, rng: np.random.Generator) -> np.ndarray:
+def random_eq(spec: np.ndarray, max_db: float, rng: np.random.Generator, knots: int = 0) -> np.ndarray:
     """``spec`` (log10(1 + magnitude)) through a random smooth equaliser: another instrument's timbre.
 
     The gain in dB over the bands is a random tilt (up to +-max_db at the ends), a random
-    curvature (up to +-max_db) and a random overall gain (up to +-max_db / 2).
+    curvature (up to +-max_db) and a random overall gain (up to +-max_db / 2); with ``knots`` > 1,
+    plus a curve through that many evenly spaced random gains (up to +-max_db / 2 each), linear
+    in between: bumps, dips and roll-offs that a quadratic cannot make.
     """
-    b = np.linspace(-0.5, 0.5, spec.shape[0])[:, None]  # band position
+    b = np.linspace(-0.5, 0.5, spec.shape[0])  # band position
     tilt, curve, gain = rng.uniform(-1.0, 1.0, size=3) * max_db
     gain_db = 2.0 * tilt * b + 4.0 * curve * (b ** 2 - 1.0 / 12.0) + 0.5 * gain
+    if knots > 1:
+        gain_db = gain_db + np.interp(b, np.linspace(-0.5, 0.5, knots), rng.uniform(-0.5, 0.5, knots) * max_db)
     magnitude = np.power(10.0, spec) - 1.0
-    return np.log10(1.0 + magnitude * np.power(10.0, gain_db / 20.0)).astype(np.float32)
+    return np.log10(1.0 + magnitude * np.power(10.0, gain_db[:, None] / 20.0)).astype(np.float32)
+
+
+def random_tail(spec: np.ndarray, max_tau_s: float, fps: float, rng: np.random.Generator) -> np.ndarray:
+    """Half the time, ``spec`` with a random exponential decay tail added to every band: a longer
+    release, more pedal or a bigger room. Time constant 0.05 s .. ``max_tau_s``, tail level 0 .. 1."""
+    from scipy.signal import lfilter
+
+    tau, mix, coin = rng.uniform(0.05, max(max_tau_s, 0.05)), rng.uniform(0.0, 1.0), rng.uniform()
+    if coin < 0.5:
+        return spec
+    decay = float(np.exp(-1.0 / (tau * fps)))  # per frame
+    magnitude = np.power(10.0, spec.astype(np.float32)) - 1.0
+    tail = lfilter([1.0 - decay], [1.0, -decay], magnitude, axis=1)  # leaky running mean over time
+    return np.log10(1.0 + magnitude + mix * tail).astype(np.float32)
 
 
 def train_step(model: RetrievalModel, optimizer: torch.optim.Optimizer, batch, margin: float,
