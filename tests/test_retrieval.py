@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -328,6 +329,10 @@ def test_cli_train_retrieval_runs_and_resumes(tmp_path):
     other = [a if a != "6" else "4" for a in args]  # the same run with another augmentation is refused
     out = runner.invoke(app, other)
     assert out.exit_code == 2 and "eq_knots" in out.output
+    moved = corpus.parent / "corpus-copy"  # ... and so is the same run on other --data folders
+    shutil.copytree(corpus, moved)
+    out = runner.invoke(app, [a if a != str(corpus) else str(moved) for a in args])
+    assert out.exit_code == 2 and "other --data folders" in out.output
     out = runner.invoke(app, args[:-4] + ["3", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["start_step"] == 2 and json.loads(out.stdout)["step"] == 3

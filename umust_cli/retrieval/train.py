@@ -156,6 +156,7 @@ def train_retrieval(data: Path | Sequence[Path], ckpt_dir: Path, cfg: RetrievalT
     if len(groups) < 2:
         raise BadInputError(f"{', '.join(map(str, corpora))}: {len(groups)} train passage(s) for soundfonts "
                             f"{list(cfg.soundfonts) or 'all'}; need at least 2")
+    _check_same_data(ckpt_dir, corpora)
     feats = load_features(rows, fcfg, ckpt_dir / "cache", progress=run.progress)
     val = _val_features(val_data, fcfg, ckpt_dir, run.progress) if val_data else None
     model, optimizer, step = _model_and_optimizer(ckpt_dir, cfg, init, device)
@@ -222,6 +223,23 @@ def _check_same_run(ckpt_dir: Path, cfg: RetrievalTrainConfig) -> None:
         changed = sorted(k for k in now if saved.get(k) != now[k])
         raise CheckpointError(f"{ckpt_dir} holds a run with other options ({', '.join(changed)}); "
                               "use the same options to resume, or a new directory")
+
+
+def _check_same_data(ckpt_dir: Path, corpora: list[Path]) -> None:
+    """Refuse to resume a run on other --data folders (or the same in another order: other batches);
+    a new run records its folders in data.json."""
+    from umust_cli.io import atomic_path
+
+    path, now = ckpt_dir / "data.json", [str(c.resolve()) for c in corpora]
+    if path.is_file() and (ckpt_dir / "config.json").is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved != now:
+            raise CheckpointError(f"{ckpt_dir} holds a run on other --data folders ({', '.join(saved)}); "
+                                  "give the same folders in the same order to resume, or use a new directory")
+        return
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(now, indent=1), encoding="utf-8")
 
 
 def _model_and_optimizer(ckpt_dir: Path, cfg: RetrievalTrainConfig, init: Path | None, device: torch.device):
