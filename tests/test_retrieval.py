@@ -145,6 +145,7 @@ def test_random_tail_adds_decay_after_notes_and_keeps_leading_silence():
         assert np.all(out >= spec - 1e-6)  # a tail only adds energy
     assert max(float(o[:, 25].max()) for o in changed) > 0.05  # energy rings on after the chord stops
 
+
 @pytest.mark.parametrize("name", [None, "rendered", "scans", "shipped:scans"])
 def test_shipped_weights_load_and_embed(name):
     model, fcfg, config = rck.load_checkpoint(name)

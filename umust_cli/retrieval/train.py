@@ -35,7 +35,7 @@ class RetrievalTrainConfig:
     tempo_augment: tuple[float, float] = (0.8, 1.25)  # spectrogram time-stretch range (1, 1 = off)
     eq_augment_db: float = 12.0  # random spectral tilt/curvature/gain up to this many dB (timbre variety)
     eq_knots: int = 0  # > 1: also a random piecewise-linear EQ through this many points (+-eq_augment_db / 2)
-    reverb_augment_s: float = 0.0  # > 0: half the batches get a random decay tail (time constant up to this)
+    reverb_augment_s: float = 0.0  # > 0: half the spectrograms get a random decay tail (time constant up to this)
     freeze_cnn: bool = False  # RNN-FZ: keep the snippet CNNs of --init fixed
     soundfonts: tuple[str, ...] = ()  # train only on rows made with these ('' = all)
 
@@ -237,7 +237,6 @@ def _check_same_data(ckpt_dir: Path, corpora: list[Path]) -> None:
             raise CheckpointError(f"{ckpt_dir} holds a run on other --data folders ({', '.join(saved)}); "
                                   "give the same folders in the same order to resume, or use a new directory")
         return
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(now, indent=1), encoding="utf-8")
 
