@@ -70,7 +70,7 @@ class PassageEncoder(nn.Module):
 
     def forward(self, snippets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         b, s, h, w = snippets.shape
-        valid = torch.arange(s, device=snippets.device)[None, :] < lengths[:, None]  # (B, S)
+        valid = torch.arange(s, device=snippets.device)[None, :] < lengths.to(snippets.device)[:, None]  # (B, S)
         codes = self.cnn(snippets[valid].unsqueeze(1))  # (N, D): only real snippets
         seq = codes.new_zeros(b, s, codes.shape[-1])
         seq[valid] = codes.to(seq.dtype)
