@@ -58,7 +58,7 @@ declare -gA _umust_opts=(
   ["umust train codec"]="-h --help"
   ["umust train codec audio"]="--data -o --output --config --max-minutes --max-steps --device --batch-size --excerpt-seconds --lr --init --seed --save-every --eval-every --export --threads --quiet --json -h --help"
   ["umust train codec image"]="--data -o --output --config --max-minutes --max-steps --device --batch-scale --lr --ink-weight --blur-weight --init --seed --save-every --eval-every --export --threads --quiet --json -h --help"
-  ["umust train retrieval"]="--data -o --output --val-data --config --max-minutes --max-steps --batch-size --lr --margin --soundfont --init --freeze-cnn --no-tempo-augment --eq-augment-db --eq-knots --reverb-augment --seed --save-every --eval-every --device --threads --quiet --json -h --help"
+  ["umust train retrieval"]="--data -o --output --val-data --config --max-minutes --max-steps --batch-size --lr --margin --soundfont --init --freeze-cnn --no-tempo-augment --eq-augment-db --eq-knots --reverb-augment --seed --save-every --eval-every --device --threads --workers --quiet --json -h --help"
   ["umust translate"]="-h --help"
 )
 _umust() {

@@ -227,6 +227,54 @@ def test_resume_continues_exactly(tmp_path):
         train_retrieval(corpus, tmp_path / "split", train_config("tiny", batch_size=3), run)
 
 
+def test_worker_processes_build_the_same_batches_and_weights(tmp_path):
+    from umust_cli.retrieval.data import corpus_rows, load_features, passage_groups
+    from umust_cli.retrieval.features import sheet_snippets
+    from umust_cli.retrieval.train import StepBatches, batches_from, sample_batch
+
+    corpus = make_toy_corpus(tmp_path / "corpus")
+    cfg = train_config("tiny", batch_size=4, eq_knots=4, reverb_augment_s=0.5)
+    fcfg = features_for(cfg.model)
+    rows = corpus_rows(corpus, ("train",))
+    feats = load_features(rows, fcfg)
+    data = StepBatches(feats, passage_groups(rows), cfg, fcfg)
+    loader = batches_from(data, 5, workers=2, pin=False)
+    for step in (5, 6, 7):
+        here, there = sample_batch(feats, passage_groups(rows), cfg, fcfg, step), next(loader)
+        for x, y in zip(here, there):
+            torch.testing.assert_close(x, y)
+    sheet, lengths = here[2], here[3]
+    assert sheet.dtype == torch.uint8  # ink bytes; train_step scales them as sheet_snippets does
+    rng = np.random.default_rng([cfg.seed, 7])
+    first = passage_groups(rows)[int(rng.choice(len(rows), size=4, replace=False)[0])][0]
+    np.testing.assert_array_equal(sheet[0, : lengths[0]].numpy() / np.float32(255.0),
+                                  sheet_snippets(feats.sheets[first], fcfg))
+    run = RunOptions(max_steps=3, save_every=100, progress=False)
+    train_retrieval(corpus, tmp_path / "serial", cfg, run)
+    train_retrieval(corpus, tmp_path / "workers", cfg, RunOptions(max_steps=3, save_every=100, progress=False,
+                                                                    workers=2))
+    a, b = rck.load_checkpoint(tmp_path / "serial")[0], rck.load_checkpoint(tmp_path / "workers")[0]
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, msg=name)
+
+
+def test_the_best_validation_checkpoint_is_kept(tmp_path):
+    from umust_cli.retrieval.train import val_score
+
+    corpus = make_toy_corpus(tmp_path / "corpus")
+    ckpt = tmp_path / "ck"
+    train_retrieval(corpus, ckpt, TINY, RunOptions(max_steps=12, eval_every=3, save_every=100, progress=False),
+                    val_data=corpus)
+    log = [json.loads(line) for line in (ckpt / "train_log.jsonl").read_text().splitlines()]
+    scored = {r["step"]: val_score(r["val"]) for r in log if "val" in r}
+    assert sorted(scored) == [3, 6, 9, 12]
+    best = json.loads((ckpt / "best" / "config.json").read_text())
+    assert val_score(best["val"]) == max(scored.values())
+    assert best["step"] == min(s for s, v in scored.items() if v == max(scored.values()))  # first of ties
+    model = rck.load_checkpoint(ckpt / "best")[0]  # a loadable checkpoint of that step
+    assert model.cfg == TINY.model
+
+
 def test_renderings_of_one_system_are_never_negatives_of_each_other(tmp_path):
     from umust_cli.retrieval.data import corpus_rows, passage_groups
     from umust_cli.retrieval.train import batch_indices

@@ -166,10 +166,15 @@ def retrieval(
     eval_every: int = typer.Option(0, "--eval-every", min=0, help="Score --val-data every N steps (0: at the end)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on cuda)."),
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes that build mini-batches ahead of the "
+                                "model (0: in the training process); the batches are the same either way."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
-    """Train the audio <-> sheet passage retrieval model; rerun the same command to resume."""
+    """Train the audio <-> sheet passage retrieval model; rerun the same command to resume.
+
+    With --val-data and --eval-every, the checkpoint with the best validation MRR so far
+    is also kept in OUTPUT/best."""
     import torch
 
     from umust_cli.errors import BadInputError
@@ -187,7 +192,7 @@ def retrieval(
                        soundfonts=tuple(soundfont), eq_augment_db=eq_db, tempo_augment=tempo,
                        eq_knots=eq_knots, reverb_augment_s=reverb_s)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
-                     device=dev, progress=not quiet and not as_json)
+                     device=dev, progress=not quiet and not as_json, workers=workers)
     result = train_retrieval(data, output, cfg, run, val_data, init)
     summary = {"checkpoint": str(output), "step": result.step, "start_step": result.start_step,
                "stopped": result.stop_reason, "last_loss": result.last_loss, "eval": result.eval}

@@ -19,7 +19,7 @@ import torch
 from umust_cli.errors import BadInputError, InputNotFoundError
 from umust_cli.io import atomic_path
 from umust_cli.retrieval.features import (FeatureConfig, audio_snippets, load_audio, load_sheet,
-                                          log_spectrogram, sheet_snippets)
+                                          log_spectrogram, sheet_ink_windows, sheet_snippets)
 
 
 def corpus_rows(corpus: Path, splits: Sequence[str] = (), soundfonts: Sequence[str] = ()) -> list[dict]:
@@ -95,12 +95,24 @@ def load_features(rows: list[dict], cfg: FeatureConfig, cache_dir: Path | None =
     return PassageFeatures(sheets, specs, rows)
 
 
+def cache_path(cache_dir: Path, row: dict, cfg: FeatureConfig, image_key: str = "png") -> Path:
+    """The file in ``cache_dir`` that holds ``row``'s features (a function of the corpus path, the row's
+    image and audio, and ``cfg``)."""
+    key = json.dumps([asdict(cfg), str(Path(row["root"]).resolve()), image_of(row, image_key), row["wav"]])
+    return Path(cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+
+
+def write_cached_features(path: Path, strip: np.ndarray, spec: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, sheet=strip, spec=spec)
+
+
 def _cached_row_features(row: dict, cfg: FeatureConfig, image_key: str,
                          cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
     if cache_dir is None:
         return row_features(row, cfg, image_key)
-    key = json.dumps([asdict(cfg), str(Path(row["root"]).resolve()), image_of(row, image_key), row["wav"]])
-    path = Path(cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+    path = cache_path(cache_dir, row, cfg, image_key)
     if path.is_file():
         try:
             with np.load(path) as z:
@@ -108,9 +120,7 @@ def _cached_row_features(row: dict, cfg: FeatureConfig, image_key: str,
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file: compute it again
     strip, spec = row_features(row, cfg, image_key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        np.savez(tmp, sheet=strip, spec=spec)
+    write_cached_features(path, strip, spec)
     return strip, spec
 
 
@@ -122,17 +132,21 @@ def _maybe_progress(items: list, on: bool, desc: str):
     return tqdm(items, desc=desc, leave=False)
 
 
-def pad_snippets(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """List of (S_i, H, W) -> padded (B, S_max, H, W) float32 and lengths (B,) int64."""
+def pad_snippets(seqs: list[np.ndarray], dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (S_i, H, W) -> padded (B, S_max, H, W) of ``dtype`` and lengths (B,) int64."""
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    out = torch.zeros(len(seqs), int(lengths.max()), *seqs[0].shape[1:])
+    out = torch.zeros(len(seqs), int(lengths.max()), *seqs[0].shape[1:], dtype=dtype)
     for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.from_numpy(np.asarray(s, dtype=np.float32))
+        out[i, : len(s)] = torch.from_numpy(np.asarray(s)).to(dtype)
     return out, lengths
 
 
-def batch_tensors(sheets: list[np.ndarray], specs: list[np.ndarray], cfg: FeatureConfig):
-    """(audio snippets, audio lengths, sheet snippets, sheet lengths) of strips and spectrograms."""
+def batch_tensors(sheets: list[np.ndarray], specs: list[np.ndarray], cfg: FeatureConfig, sheet_uint8: bool = False):
+    """(audio snippets, audio lengths, sheet snippets, sheet lengths) of strips and spectrograms;
+    with ``sheet_uint8`` the sheet snippets are the strips' uint8 ink (0..255) rather than [0, 1] floats."""
     audio, audio_len = pad_snippets([audio_snippets(s.astype(np.float32), cfg) for s in specs])
-    sheet, sheet_len = pad_snippets([sheet_snippets(s, cfg) for s in sheets])
+    if sheet_uint8:
+        sheet, sheet_len = pad_snippets([sheet_ink_windows(s, cfg) for s in sheets], torch.uint8)
+    else:
+        sheet, sheet_len = pad_snippets([sheet_snippets(s, cfg) for s in sheets])
     return audio, audio_len, sheet, sheet_len

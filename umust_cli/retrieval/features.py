@@ -138,6 +138,11 @@ def sheet_snippets(strip: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return _windows(strip.astype(np.float32) / 255.0, cfg.sheet_window, cfg.sheet_hop)
 
 
+def sheet_ink_windows(strip: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The windows of :func:`sheet_snippets` as uint8 ink (0..255): ``sheet_snippets`` = this / 255."""
+    return _windows(np.asarray(strip, dtype=np.uint8), cfg.sheet_window, cfg.sheet_hop)
+
+
 def _windows(x: np.ndarray, size: int, hop: int) -> np.ndarray:
     """(S, rows, size) windows along the last axis of (rows, T), the last one zero-padded."""
     length = x.shape[1]

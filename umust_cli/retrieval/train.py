@@ -49,6 +49,7 @@ class RunOptions:
     log_every: int = 10
     device: str = "cpu"
     progress: bool = True
+    workers: int = 0  # > 0: that many processes build the next mini-batches while the model trains
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def train_config(preset: str, **overrides) -> RetrievalTrainConfig:
 def sample_batch(feats: PassageFeatures, groups: list[list[int]], cfg: RetrievalTrainConfig,
                  fcfg: FeatureConfig, step: int):
     """The mini-batch of ``step``: distinct passages (one rendering of each, drawn from its
-    ``groups`` entry), spectrograms time-stretched at random."""
+    ``groups`` entry), spectrograms time-stretched at random. Sheet snippets stay uint8 ink
+    (a quarter of the bytes to move); :func:`train_step` scales them to [0, 1] on the device."""
     rng = np.random.default_rng([cfg.seed, step])
     idx = batch_indices(groups, cfg.batch_size, rng)
     lo, hi = np.log(cfg.tempo_augment[0]), np.log(cfg.tempo_augment[1])
@@ -85,7 +87,31 @@ def sample_batch(feats: PassageFeatures, groups: list[list[int]], cfg: Retrieval
         specs = [random_tail(s, cfg.reverb_augment_s, fcfg.fps, rng) for s in specs]
     if cfg.eq_augment_db > 0:
         specs = [random_eq(s, cfg.eq_augment_db, rng, cfg.eq_knots) for s in specs]
-    return batch_tensors([feats.sheets[i] for i in idx], specs, fcfg)
+    return batch_tensors([feats.sheets[i] for i in idx], specs, fcfg, sheet_uint8=True)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Mini-batches by step number, for a DataLoader whose workers build them ahead of training;
+    each is a function of (seed, step) alone, so they equal :func:`sample_batch`'s in any worker."""
+
+    def __init__(self, feats: PassageFeatures, groups: list[list[int]], cfg: RetrievalTrainConfig,
+                 fcfg: FeatureConfig):
+        self.feats, self.groups, self.cfg, self.fcfg = feats, groups, cfg, fcfg
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def __getitem__(self, step: int):
+        return sample_batch(self.feats, self.groups, self.cfg, self.fcfg, step)
+
+
+def batches_from(data: StepBatches, start: int, workers: int, pin: bool):
+    """Mini-batches of steps ``start``, ``start`` + 1, ...: built here (``workers`` = 0) or by worker processes."""
+    if workers <= 0:
+        return (data[step] for step in range(start, 2 ** 62))
+    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=range(start, 2 ** 62), num_workers=workers,
+                                         pin_memory=pin, prefetch_factor=4)
+    return iter(loader)
 
 
 def batch_indices(groups: list[list[int]], batch_size: int, rng: np.random.Generator) -> list[int]:
@@ -128,13 +154,16 @@ def random_tail(spec: np.ndarray, max_tau_s: float, fps: float, rng: np.random.G
 def train_step(model: RetrievalModel, optimizer: torch.optim.Optimizer, batch, margin: float,
                device: torch.device, freeze_cnn: bool = False) -> float:
     audio, audio_len, sheet, sheet_len = batch
+    sheet = sheet.to(device, non_blocking=True)
+    if sheet.dtype == torch.uint8:  # ink bytes -> [0, 1], as features.sheet_snippets scales them
+        sheet = sheet.float() / 255.0
     model.train()
     if freeze_cnn:  # RNN-FZ: the pre-trained snippet CNNs keep their batch-norm statistics too
         model.audio.cnn.eval()
         model.sheet.cnn.eval()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         a = model.encode("audio", audio.to(device), audio_len)
-        s = model.encode("sheet", sheet.to(device), sheet_len)
+        s = model.encode("sheet", sheet, sheet_len)
     loss = triplet_loss(a.float(), s.float(), margin)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -145,7 +174,8 @@ def train_step(model: RetrievalModel, optimizer: torch.optim.Optimizer, batch, m
 def train_retrieval(data: Path | Sequence[Path], ckpt_dir: Path, cfg: RetrievalTrainConfig, run: RunOptions,
                     val_data: Path | None = None, init: Path | None = None) -> TrainResult:
     """Train (or resume) the model on the train split of ``data`` (one corpus, or several renderings
-    of the same systems: each step uses one rendering per system); checkpoints go to ``ckpt_dir``."""
+    of the same systems: each step uses one rendering per system); checkpoints go to ``ckpt_dir``,
+    and with ``val_data`` and ``run.eval_every`` the best-scoring one so far also to ``ckpt_dir/best``."""
     ckpt_dir = Path(ckpt_dir)
     device = torch.device(run.device)
     fcfg = features_for(cfg.model)
@@ -159,32 +189,58 @@ def train_retrieval(data: Path | Sequence[Path], ckpt_dir: Path, cfg: RetrievalT
     _check_same_data(ckpt_dir, corpora)
     feats = load_features(rows, fcfg, ckpt_dir / "cache", progress=run.progress)
     val = _val_features(val_data, fcfg, ckpt_dir, run.progress) if val_data else None
-    model, optimizer, step = _model_and_optimizer(ckpt_dir, cfg, init, device)
-    start_step, started, last_loss, ev = step, time.monotonic(), None, None
-    reason = "max_steps"
+    model, optimizer, start_step = _model_and_optimizer(ckpt_dir, cfg, init, device)
+    batches = batches_from(StepBatches(feats, groups, cfg, fcfg), start_step, run.workers, device.type == "cuda")
+    step, reason, last_loss = _loop(model, optimizer, batches, val, ckpt_dir, start_step, (cfg, fcfg, run))
+    ev = evaluate_features(model, val, fcfg) if val is not None else None
+    _save(ckpt_dir, model, optimizer, fcfg, cfg, step, ev)
+    if ev is not None and run.eval_every > 0:
+        _keep_if_best(ckpt_dir, model, fcfg, cfg, step, ev)
+    return TrainResult(step, start_step, reason, last_loss, ev)
+
+
+def _loop(model: RetrievalModel, optimizer, batches, val: PassageFeatures | None, ckpt_dir: Path, step: int,
+          setup: tuple[RetrievalTrainConfig, FeatureConfig, RunOptions]) -> tuple[int, str, float | None]:
+    """Train until ``run``'s step or time limit: (last step, why it stopped, last loss)."""
+    cfg, fcfg, run = setup
+    device = torch.device(run.device)
+    started, last_loss, reason = time.monotonic(), None, "max_steps"
     bar = _bar(run, step)
     while run.max_steps is None or step < run.max_steps:
         if run.max_minutes is not None and time.monotonic() - started > 60 * run.max_minutes:
             reason = "max_minutes"
             break
-        last_loss = train_step(model, optimizer, sample_batch(feats, groups, cfg, fcfg, step), cfg.margin, device,
-                               cfg.freeze_cnn)
+        last_loss = train_step(model, optimizer, next(batches), cfg.margin, device, cfg.freeze_cnn)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.4f}")
-        evaluated = val is not None and run.eval_every > 0 and step % run.eval_every == 0
-        if evaluated:
-            ev = evaluate_features(model, val, fcfg)
-        if step % run.log_every == 0 or evaluated:
+        ev = evaluate_features(model, val, fcfg) if val is not None and run.eval_every > 0 \
+            and step % run.eval_every == 0 else None
+        if step % run.log_every == 0 or ev is not None:
             _log(ckpt_dir, {"step": step, "loss": last_loss, "elapsed_s": round(time.monotonic() - started, 1),
-                            **({"val": ev} if evaluated else {})})
+                            **({"val": ev} if ev is not None else {})})
+        if ev is not None:
+            _keep_if_best(ckpt_dir, model, fcfg, cfg, step, ev)
         if step % run.save_every == 0:
             _save(ckpt_dir, model, optimizer, fcfg, cfg, step)
     bar.close()
-    if val is not None:
-        ev = evaluate_features(model, val, fcfg)
-    _save(ckpt_dir, model, optimizer, fcfg, cfg, step, ev)
-    return TrainResult(step, start_step, reason, last_loss, ev)
+    return step, reason, last_loss
+
+
+def val_score(ev: dict) -> float:
+    """The number a checkpoint is chosen by: the mean of both directions' MRR."""
+    return 0.5 * (ev["A2S_MRR"] + ev["S2A_MRR"])
+
+
+def _keep_if_best(ckpt_dir: Path, model: RetrievalModel, fcfg: FeatureConfig, cfg: RetrievalTrainConfig,
+                  step: int, ev: dict) -> None:
+    """Save the model to ``ckpt_dir/best`` when ``ev`` beats the validation score saved there."""
+    best = ckpt_dir / "best"
+    if (best / "config.json").is_file():
+        saved = json.loads((best / "config.json").read_text(encoding="utf-8")).get("val")
+        if saved and val_score(saved) >= val_score(ev):
+            return
+    rck.save_checkpoint(best, model, fcfg, {"train": json.loads(json.dumps(asdict(cfg))), "step": step, "val": ev})
 
 
 def _bar(run: RunOptions, step: int):
