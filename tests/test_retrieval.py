@@ -146,7 +146,7 @@ def test_random_tail_adds_decay_after_notes_and_keeps_leading_silence():
     assert max(float(o[:, 25].max()) for o in changed) > 0.05  # energy rings on after the chord stops
 
 
-@pytest.mark.parametrize("name", [None, "rendered", "scans", "shipped:scans"])
+@pytest.mark.parametrize("name", [None, "rendered", "small", "scans", "shipped:scans"])
 def test_shipped_weights_load_and_embed(name):
     model, fcfg, config = rck.load_checkpoint(name)
     assert config["kind"] == "retrieval" and fcfg.n_bins == model.cfg.audio_shape[0]
@@ -159,10 +159,13 @@ def test_shipped_weights_load_and_embed(name):
 
 def test_shipped_models_differ_and_unknown_names_are_paths(tmp_path):
     assert rck.resolve("scans") != rck.resolve(None) == rck.resolve("rendered") == rck.SHIPPED
+    assert rck.resolve("small") not in (rck.resolve(None), rck.resolve("scans"))
     assert rck.shipped_name("scans") == "shipped:scans" and rck.shipped_name(None) == "shipped"
     assert rck.shipped_name(tmp_path) is None and rck.resolve(tmp_path) == tmp_path
-    ids = {rck.model_id(rck.load_checkpoint(n)[2]) for n in ("rendered", "scans")}
-    assert len(ids) == 2  # an index records which one built it
+    ids = {rck.model_id(rck.load_checkpoint(n)[2]) for n in ("rendered", "small", "scans")}
+    assert len(ids) == 3  # an index records which one built it
+    assert rck.load_checkpoint(None)[0].cfg == PRESETS["paper"]  # the default is the paper-size model
+    assert rck.load_checkpoint("small")[0].cfg == PRESETS["small"]
     with pytest.raises(CheckpointError):
         rck.load_checkpoint(tmp_path / "nothing")
 

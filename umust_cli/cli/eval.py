@@ -215,7 +215,7 @@ def retrieval(
     split: List[str] = typer.Option(["test"], "--split", help=SPLIT_HELP + " Repeat to pool several splits."),
     limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
     model: Optional[Path] = typer.Option(None, "--model", help="Retrieval checkpoint folder, or a shipped "
-                                                               "model: rendered (default) or scans."),
+                                                               "model: rendered (default), small or scans."),
     images: str = typer.Option("png", "--images", help="Sheet images: png, or scanK (K-th scanned-look copy)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),

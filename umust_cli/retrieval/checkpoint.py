@@ -20,9 +20,11 @@ from umust_cli.train import checkpoint as ckpt_io
 
 KIND = "retrieval"
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "retrieval"
-# Shipped models by name: "rendered" (the default) was trained on engraved systems only;
-# "scans" is that model fine-tuned with real scanned systems as well (see docs/benchmarks.md).
-SHIPPED_MODELS = {"rendered": SHIPPED, "scans": SHIPPED.parent / "retrieval-scans"}
+# Shipped models by name (see docs/benchmarks.md): "rendered" (the default) is the paper-size model,
+# trained on engraved systems only; "small" is the earlier CPU-trained model, about 5x faster on sheet
+# images on a CPU and less accurate; "scans" is a small model fine-tuned with real scanned systems as well.
+SHIPPED_MODELS = {"rendered": SHIPPED, "small": SHIPPED.parent / "retrieval-small",
+                  "scans": SHIPPED.parent / "retrieval-scans"}
 
 
 def resolve(ckpt: Path | str | None) -> Path:
@@ -63,7 +65,7 @@ def model_config(d: dict) -> RetrievalModelConfig:
 
 def load_checkpoint(ckpt_dir: Path | None) -> tuple[RetrievalModel, FeatureConfig, dict]:
     """(model in eval mode on CPU, feature config, config dict); None = the shipped weights,
-    "scans" = the shipped model fine-tuned on real scans."""
+    "small" / "scans" = the other shipped models (SHIPPED_MODELS)."""
     ckpt_dir = resolve(ckpt_dir)
     if not ckpt_dir.is_dir():
         hint = " (no shipped retrieval weights: train with 'umust train retrieval' and pass --model)"
