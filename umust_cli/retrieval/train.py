@@ -191,8 +191,9 @@ def train_retrieval(data: Path | Sequence[Path], ckpt_dir: Path, cfg: RetrievalT
     val = _val_features(val_data, fcfg, ckpt_dir, run.progress) if val_data else None
     model, optimizer, start_step = _model_and_optimizer(ckpt_dir, cfg, init, device)
     batches = batches_from(StepBatches(feats, groups, cfg, fcfg), start_step, run.workers, device.type == "cuda")
-    step, reason, last_loss = _loop(model, optimizer, batches, val, ckpt_dir, start_step, (cfg, fcfg, run))
-    ev = evaluate_features(model, val, fcfg) if val is not None else None
+    step, reason, last_loss, ev = _loop(model, optimizer, batches, val, ckpt_dir, start_step, (cfg, fcfg, run))
+    if ev is None and val is not None:  # not scored at the last step yet
+        ev = evaluate_features(model, val, fcfg)
     _save(ckpt_dir, model, optimizer, fcfg, cfg, step, ev)
     if ev is not None and run.eval_every > 0:
         _keep_if_best(ckpt_dir, model, fcfg, cfg, step, ev)
@@ -200,11 +201,12 @@ def train_retrieval(data: Path | Sequence[Path], ckpt_dir: Path, cfg: RetrievalT
 
 
 def _loop(model: RetrievalModel, optimizer, batches, val: PassageFeatures | None, ckpt_dir: Path, step: int,
-          setup: tuple[RetrievalTrainConfig, FeatureConfig, RunOptions]) -> tuple[int, str, float | None]:
-    """Train until ``run``'s step or time limit: (last step, why it stopped, last loss)."""
+          setup: tuple[RetrievalTrainConfig, FeatureConfig, RunOptions]):
+    """Train until ``run``'s step or time limit: (last step, why it stopped, last loss, the validation
+    scores of the last step if it was scored, else None)."""
     cfg, fcfg, run = setup
     device = torch.device(run.device)
-    started, last_loss, reason = time.monotonic(), None, "max_steps"
+    started, last_loss, reason, ev = time.monotonic(), None, "max_steps", None
     bar = _bar(run, step)
     while run.max_steps is None or step < run.max_steps:
         if run.max_minutes is not None and time.monotonic() - started > 60 * run.max_minutes:
@@ -224,7 +226,7 @@ def _loop(model: RetrievalModel, optimizer, batches, val: PassageFeatures | None
         if step % run.save_every == 0:
             _save(ckpt_dir, model, optimizer, fcfg, cfg, step)
     bar.close()
-    return step, reason, last_loss
+    return step, reason, last_loss, ev
 
 
 def val_score(ev: dict) -> float:
