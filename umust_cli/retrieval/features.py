@@ -135,7 +135,7 @@ def sheet_strip(gray: np.ndarray, cfg: FeatureConfig, name: str = "image") -> np
 
 def sheet_snippets(strip: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """(S, sheet_height, sheet_window) float32 windows of a uint8 strip, ink in [0, 1]."""
-    return _windows(strip.astype(np.float32) / 255.0, cfg.sheet_window, cfg.sheet_hop)
+    return sheet_ink_windows(strip, cfg).astype(np.float32) / np.float32(255.0)
 
 
 def sheet_ink_windows(strip: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
