@@ -132,6 +132,45 @@ def test_system_images_show_a_grand_staff(corpus):
         assert len(staff_groups(image)) == 2, row["png"]
 
 
+def test_alignment_puts_each_onset_on_its_noteheads(corpus):
+    """systems/NNN.align.json: x increases across the image, every x has notehead ink just right of
+    it (a notehead's left edge), and the aligned times are the onsets of the system's MIDI."""
+    from umust_cli.data.align import row_alignment
+
+    for row in manifest(corpus):
+        a = row_alignment(dict(row, root=str(corpus)))
+        image = np.asarray(Image.open(corpus / row["png"]))
+        assert (a.height, a.width) == image.shape and len(a.x) >= 4
+        assert np.all(np.diff(a.x) > 0) and 0 < a.x[0] and a.x[-1] < a.width
+        dark = (image < 128).sum(axis=0).astype(float)  # dark pixels per column
+        at = np.mean([dark[int(x): int(x) + 8].mean() for x in a.x])
+        beside = np.mean([dark[int(x) + 14: int(x) + 22].mean() for x in a.x])
+        assert at > 1.2 * dark.mean() and at > 1.5 * beside, row["png"]
+        midi = pretty_midi.PrettyMIDI(str(corpus / row["mid"]))
+        onsets = np.array(sorted(n.start for inst in midi.instruments for n in inst.notes))
+        t = a.performance_times(row)
+        assert np.all(np.abs(t[:, None] - onsets[None, :]).min(axis=1) < 0.05)  # jitter: 10 ms std
+        heard = np.abs(onsets[:, None] - t[None, :]).min(axis=1) < 0.05
+        assert heard.mean() > 0.9
+
+
+def test_dataset_align_writes_the_same_alignment_again(corpus, tmp_path):
+    copy = tmp_path / "c"
+    shutil.copytree(corpus, copy)
+    rows = manifest(copy)
+    saved = {r["png"]: (copy / r["png"]).with_suffix("").with_suffix(".align.json") for r in rows}
+    before = {png: path.read_bytes() for png, path in saved.items()}
+    for path in saved.values():
+        path.unlink()
+    result = runner.invoke(app, ["dataset", "align", str(copy), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"aligned": len(rows), "skipped": 0, "failed": {}}
+    assert {png: path.read_bytes() for png, path in saved.items()} == before
+    (copy / rows[0]["png"]).write_bytes(b"not a png")  # a piece that fails is reported, the rest aligned
+    result = runner.invoke(app, ["dataset", "align", str(copy), "--redo", "--json"])
+    assert result.exit_code != 0 and rows[0]["piece_id"] in result.output
+
+
 def test_splits_are_by_piece(corpus):
     rows = manifest(corpus)
     split_of = {}

@@ -152,6 +152,32 @@ def resynth(
         raise RenderError(f"{len(summary['failed'])} piece(s) failed (listed above)")
 
 
+@app.command("align")
+@handle_errors
+def align(
+    corpus: Path = typer.Argument(..., help="A corpus folder made by 'umust dataset build' (or resynth)."),
+    redo: bool = typer.Option(False, "--redo", help="Align pieces again that already have alignments."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Add sub-system alignment (notehead x <-> onset time, systems/NNN.align.json) to an older corpus."""
+    from tqdm import tqdm
+
+    from umust_cli.data.align import align_corpus
+    from umust_cli.errors import RenderError
+
+    with tqdm(desc="align", unit="piece", disable=as_json) as bar:
+        summary = align_corpus(corpus, redo, on_piece=lambda _: bar.update(1))
+    if as_json:
+        print_json(summary)
+    else:
+        typer.echo(f"{summary['aligned']} systems aligned, {summary['skipped']} already done, "
+                   f"{len(summary['failed'])} piece(s) failed")
+        for piece_id, error in summary["failed"].items():
+            typer.echo(f"failed {piece_id}: {error}", err=True)
+    if summary["failed"]:
+        raise RenderError(f"{len(summary['failed'])} piece(s) failed (listed above)")
+
+
 @app.command("tokenize")
 @handle_errors
 def tokenize(

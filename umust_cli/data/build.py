@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 import pretty_midi
 
-from umust_cli.data import render, sources
+from umust_cli.data import align, render, sources
 from umust_cli.data.augment import ScanLookConfig, scan_look
 from umust_cli.data.perform import Performance, PerformanceConfig, perform, slice_midi
 from umust_cli.data.synth import SAMPLE_RATE, available_soundfonts, cut, synthesize, write_wav
@@ -229,7 +229,7 @@ def _build_piece(piece: sources.PieceSource, piece_dir: Path, config: BuildConfi
     audio = synthesize(performance.midi, available_soundfonts(extra=True)[soundfont], SAMPLE_RATE)  # [samples]
     split = "test" if held_out else sources.split_of(piece.piece_id, config.seed, config.split_fractions)
     ctx = _PieceContext(piece, piece_dir, config, split, soundfont, performance, audio, root,
-                        render.overfull_measures(root))
+                        render.overfull_measures(root), engraving.note_onsets)
     _write_piece_files(ctx, musicxml, engraving)
     rows, errors = [], []
     for system in engraving.systems:
@@ -254,6 +254,7 @@ class _PieceContext:
     audio: np.ndarray  # float32 [samples] at SAMPLE_RATE: the whole performance
     root: ET.Element  # normalized one-part MusicXML of the whole piece
     overfull: dict[int, tuple[float, float]]  # render.overfull_measures(root): systems to drop
+    onsets: dict[str, float]  # note id -> score seconds (render.Engraving.note_onsets)
 
 
 def _write_piece_files(ctx: _PieceContext, musicxml: str, engraving: render.Engraving) -> None:
@@ -292,8 +293,9 @@ def _build_system(ctx: _PieceContext, system: render.SystemLayout) -> dict:
     paths = {kind: stem.with_suffix(f".{kind}") for kind in ("png", "musicxml", "lmx", "mid", "wav")}
     write_text_atomic(paths["musicxml"], render.slice_musicxml(ctx.root, system.first_measure, system.end_measure))
     write_text_atomic(paths["lmx"], NotationCodec(ctx.config.flavor).to_lmx(paths["musicxml"]) + "\n")
-    image = render.rasterize(system.svg, ctx.config.engrave.margin_px)  # uint8 [H, W]
+    image, alignment = align.page_alignment(system.svg, ctx.onsets, ctx.config.engrave.margin_px)  # uint8 [H, W]
     render.write_png(paths["png"], image)
+    align.write_alignment(align.alignment_path(paths["png"]), alignment)
     scan_paths, scan_seeds = _write_scans(ctx, stem, image)
     with atomic_path(paths["mid"]) as tmp:
         system_midi(perf.midi, start, end, ctx.config.performance.jitter_ms).write(str(tmp))

@@ -62,6 +62,7 @@ class Engraving:
     systems: list[SystemLayout]
     midi: pretty_midi.PrettyMIDI  # verovio's score MIDI of the whole piece, repeats not expanded
     duration_s: float  # score seconds at the end of the timemap
+    note_onsets: dict[str, float]  # note id (as in the systems' SVG) -> onset, score seconds
 
 
 @functools.lru_cache(maxsize=2)
@@ -98,7 +99,8 @@ def engrave(musicxml: str, measure_count: int, config: EngraveConfig) -> Engravi
     found = sum(len(m) for m in page_measures)
     if found != measure_count:
         raise RenderError(f"verovio engraved {found} measures, the MusicXML has {measure_count}")
-    onsets, end_ms = _measure_onsets(tk.renderToTimemap({"includeMeasures": True, "includeRests": True}))
+    timemap = tk.renderToTimemap({"includeMeasures": True, "includeRests": True})
+    onsets, end_ms = _measure_onsets(timemap)
     systems, first = [], 0
     for index, (svg, ids) in enumerate(zip(pages, page_measures)):
         systems.append(SystemLayout(index, first, first + len(ids), _start(ids, onsets, index),
@@ -109,7 +111,12 @@ def engrave(musicxml: str, measure_count: int, config: EngraveConfig) -> Engravi
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # verovio puts tempo events on every track; pretty_midi complains
         midi = pretty_midi.PrettyMIDI(io.BytesIO(base64.b64decode(tk.renderToMIDI())))
-    return Engraving(systems=systems, midi=midi, duration_s=end_ms / 1000.0)
+    return Engraving(systems=systems, midi=midi, duration_s=end_ms / 1000.0, note_onsets=note_onsets(timemap))
+
+
+def note_onsets(timemap: list[dict]) -> dict[str, float]:
+    """Note id -> score seconds at which the timemap starts it (tied continuations have none)."""
+    return {note: float(event["tstamp"]) / 1000.0 for event in timemap for note in event.get("on", ())}
 
 
 def _measure_onsets(timemap: list[dict]) -> tuple[dict[str, float], float]:
@@ -149,6 +156,11 @@ def inline_glyphs(svg: str) -> str:
 
 def rasterize(svg: str, margin_px: int) -> np.ndarray:
     """SVG -> grayscale uint8 [height, width] on white, trimmed to the ink plus ``margin_px``."""
+    return trim(raster(svg), margin_px)
+
+
+def raster(svg: str) -> np.ndarray:
+    """SVG -> grayscale uint8 [height, width] on white at the SVG's own size (1 px per SVG px)."""
     import cairosvg
     from PIL import Image
 
@@ -156,17 +168,22 @@ def rasterize(svg: str, margin_px: int) -> np.ndarray:
         png = cairosvg.svg2png(bytestring=svg.encode("utf-8"), background_color="white")
     except Exception as e:  # cairosvg raises assorted types on odd SVG
         raise RenderError(f"cairosvg could not rasterize the system: {type(e).__name__}: {e}") from e
-    gray = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
-    return trim(gray, margin_px)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"))
 
 
-def trim(image: np.ndarray, margin_px: int) -> np.ndarray:
-    """Crop a white-background uint8 image to its ink with a white border of ``margin_px``."""
+def ink_box(image: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the ink of a white-background uint8 image, inclusive."""
     ink = image < _INK
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
         raise RenderError("the engraved system is blank")
-    crop = image[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def trim(image: np.ndarray, margin_px: int) -> np.ndarray:
+    """Crop a white-background uint8 image to its ink with a white border of ``margin_px``."""
+    top, bottom, left, right = ink_box(image)
+    crop = image[top: bottom + 1, left: right + 1]
     return np.pad(crop, margin_px, mode="constant", constant_values=255)
 
 
