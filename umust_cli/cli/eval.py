@@ -217,6 +217,8 @@ def retrieval(
     model: Optional[Path] = typer.Option(None, "--model", help="Retrieval checkpoint folder, or a shipped "
                                                                "model: rendered (default), small or scans."),
     images: str = typer.Option("png", "--images", help="Sheet images: png, or scanK (K-th scanned-look copy)."),
+    method: str = typer.Option("rnn", "--method", help="With --data: rnn (passage embeddings), or bl: the "
+                               "snippet-voting baseline with the model's CNNs (a --stage snippet checkpoint)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
     as_csv: bool = typer.Option(False, "--csv", help=CSV_HELP),
@@ -230,8 +232,8 @@ def retrieval(
     if (dist is None) == (data is None):
         raise BadInputError("give either a distance matrix file or --data CORPUS (not both)")
     if data is None:
-        if model is not None or limit is not None:
-            raise BadInputError("--model and --limit need --data")
+        if model is not None or limit is not None or method != "rnn":
+            raise BadInputError("--model, --limit and --method need --data")
         result = tasks.retrieval(_load_matrix(dist))
     else:
         from umust_cli.eval.corpus import split_rows
@@ -240,7 +242,8 @@ def retrieval(
         for name in split:
             split_rows(data, name)  # each split exists and is not empty
         show = progress_default() if progress is None else progress
-        result = evaluate_checkpoint(model, data, list(dict.fromkeys(split)), images, progress=show, limit=limit)
+        result = evaluate_checkpoint(model, data, list(dict.fromkeys(split)), images, progress=show, limit=limit,
+                                     method=method)
     report.emit(result, as_json, as_csv, out)
 
 

@@ -152,6 +152,9 @@ def retrieval(
     margin: float = typer.Option(0.7, "--margin", help="Triplet loss margin on cosine distance."),
     soundfont: List[str] = typer.Option([], "--soundfont", help="Train only on rows made with this soundfont "
                                                                 "(repeatable; default: all)."),
+    stage: str = typer.Option("passage", "--stage", help="passage (the RNN model), or snippet: pre-train the "
+                              "CNNs alone on aligned snippet pairs (needs 'umust dataset align'); --init from "
+                              "it then gives RNN-FT, or RNN-FZ with --freeze-cnn."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tune: RNN-FT)."),
     freeze_cnn: bool = typer.Option(False, "--freeze-cnn", help="With --init: keep the snippet CNNs fixed (RNN-FZ)."),
     no_tempo_augment: bool = typer.Option(False, "--no-tempo-augment", help="No random spectrogram stretching."),
@@ -190,7 +193,7 @@ def retrieval(
     tempo = (1.0, 1.0) if no_tempo_augment else (0.8, 1.25)
     cfg = train_config(config, batch_size=batch_size, lr=lr, margin=margin, seed=seed, freeze_cnn=freeze_cnn,
                        soundfonts=tuple(soundfont), eq_augment_db=eq_db, tempo_augment=tempo,
-                       eq_knots=eq_knots, reverb_augment_s=reverb_s)
+                       eq_knots=eq_knots, reverb_augment_s=reverb_s, stage=stage)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
                      device=dev, progress=not quiet and not as_json, workers=workers)
     result = train_retrieval(data, output, cfg, run, val_data, init)
@@ -200,5 +203,6 @@ def retrieval(
         print_json(summary)
         return
     ev = result.eval
-    score = f", val MRR audio->sheet {ev['A2S_MRR']:.3f}, sheet->audio {ev['S2A_MRR']:.3f}" if ev else ""
+    what = "snippet MRR" if stage == "snippet" else "MRR"
+    score = f", val {what} audio->sheet {ev['A2S_MRR']:.3f}, sheet->audio {ev['S2A_MRR']:.3f}" if ev else ""
     typer.echo(f"step {result.step} ({result.stop_reason}); saved {output}{score}")

@@ -232,24 +232,34 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
 
 
-def retrieval(dist: np.ndarray, ks: Sequence[int] = (1, 10, 25)) -> EvalResult:
-    """Both directions of a (n, n) audio x sheet distance matrix; query i matches candidate i."""
+def retrieval(dist: np.ndarray, ks: Sequence[int] = (1, 10, 25), dist_s2a: np.ndarray | None = None) -> EvalResult:
+    """Both directions of a (n, n) audio x sheet distance matrix; query i matches candidate i.
+    ``dist_s2a``: a (n, n) sheet x audio matrix of its own for the S2A direction (default ``dist.T``;
+    methods whose ranking is not symmetric, such as snippet voting, give one)."""
+    dist = _square(dist)
+    back = dist.T if dist_s2a is None else _square(dist_s2a)
+    if back.shape != dist.shape:
+        raise BadInputError(f"the two distance matrices differ in shape: {dist.shape} and {back.shape}")
+    a2s, s2a = M.retrieval_ranks(dist), M.retrieval_ranks(back)
+    rows = [{"index": i, "audio_to_sheet_rank": int(a), "sheet_to_audio_rank": int(s)}
+            for i, (a, s) in enumerate(zip(a2s, s2a))]
+    summary = {"n": int(dist.shape[0])}
+    summary.update({f"A2S_{k}": v for k, v in M.retrieval_metrics(dist, ks).items()})
+    summary.update({f"S2A_{k}": v for k, v in M.retrieval_metrics(back, ks).items()})
+    defs = {"A2S": "audio queries (rows of D) against sheet candidates",
+            "S2A": "sheet queries (rows of D.T, or of the S2A matrix) against audio candidates",
+            "rank": "1 + other candidates at distance <= the true match's (ties count against)",
+            "MRR": "mean reciprocal rank", "MR": "median rank"}
+    return EvalResult("retrieval", rows, summary, defs)
+
+
+def _square(dist: np.ndarray) -> np.ndarray:
     dist = np.asarray(dist, dtype=float)
     if dist.ndim != 2 or dist.shape[0] != dist.shape[1] or dist.shape[0] == 0:
         raise BadInputError(f"the distance matrix must be square (n, n), got shape {dist.shape}")
     if not np.isfinite(dist).all():
         raise BadInputError("the distance matrix has NaN or infinite entries")
-    a2s, s2a = M.retrieval_ranks(dist), M.retrieval_ranks(dist.T)
-    rows = [{"index": i, "audio_to_sheet_rank": int(a), "sheet_to_audio_rank": int(s)}
-            for i, (a, s) in enumerate(zip(a2s, s2a))]
-    summary = {"n": int(dist.shape[0])}
-    summary.update({f"A2S_{k}": v for k, v in M.retrieval_metrics(dist, ks).items()})
-    summary.update({f"S2A_{k}": v for k, v in M.retrieval_metrics(dist.T, ks).items()})
-    defs = {"A2S": "audio queries (rows of D) against sheet candidates",
-            "S2A": "sheet queries (rows of D.T) against audio candidates",
-            "rank": "1 + other candidates at distance <= the true match's (ties count against)",
-            "MRR": "mean reciprocal rank", "MR": "median rank"}
-    return EvalResult("retrieval", rows, summary, defs)
+    return dist
 
 
 def fad(gen_dir: Path, ref_dir: Path, ecfg) -> EvalResult:

@@ -89,6 +89,12 @@ class RetrievalModel(nn.Module):
     def encode(self, kind: str, snippets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return (self.audio if kind == "audio" else self.sheet)(snippets, lengths)
 
+    def encode_snippets(self, kind: str, snippets: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) single snippets -> (N, snippet_dim) unit vectors of the CNN alone: the snippet
+        model of snippet-level pre-training and of the snippet-voting baseline (BL)."""
+        cnn = (self.audio if kind == "audio" else self.sheet).cnn
+        return F.normalize(cnn(snippets.unsqueeze(1)).float(), dim=-1)
+
     def cnn_parameters(self) -> list[nn.Parameter]:
         return [*self.audio.cnn.parameters(), *self.sheet.cnn.parameters()]
 

@@ -56,11 +56,13 @@ def passage_groups(rows: list[dict]) -> list[list[int]]:
 
 @dataclass
 class PassageFeatures:
-    """Per passage: a uint8 sheet strip (H, W_i) and a float16 spectrogram (bins, T_i)."""
+    """Per passage: a uint8 sheet strip (H, W_i) and a float16 spectrogram (bins, T_i); for snippet
+    training also its aligned onsets (strip x, audio seconds), see :mod:`umust_cli.retrieval.snippets`."""
 
     sheets: list[np.ndarray]
     specs: list[np.ndarray]
     rows: list[dict]
+    alignments: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)

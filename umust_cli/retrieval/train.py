@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +22,9 @@ from umust_cli.retrieval import checkpoint as rck
 from umust_cli.retrieval.data import PassageFeatures, batch_tensors, corpus_rows, load_features, passage_groups
 from umust_cli.retrieval.features import FeatureConfig, stretch_frames
 from umust_cli.train.checkpoint import TRAIN_LOG
+
+
+STAGES = ("passage", "snippet")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class RetrievalTrainConfig:
     eq_knots: int = 0  # > 1: also a random piecewise-linear EQ through this many points (+-eq_augment_db / 2)
     reverb_augment_s: float = 0.0  # > 0: half the spectrograms get a random decay tail (time constant up to this)
     freeze_cnn: bool = False  # RNN-FZ: keep the snippet CNNs of --init fixed
+    stage: str = "passage"  # "snippet": pre-train the CNNs alone on aligned snippet pairs (needs align.json)
     soundfonts: tuple[str, ...] = ()  # train only on rows made with these ('' = all)
 
 
@@ -71,6 +75,8 @@ def features_for(model: RetrievalModelConfig) -> FeatureConfig:
 def train_config(preset: str, **overrides) -> RetrievalTrainConfig:
     if preset not in PRESETS:
         raise BadInputError(f"unknown --config {preset!r} (choose from {', '.join(PRESETS)})")
+    if overrides.get("stage", "passage") not in STAGES:
+        raise BadInputError(f"unknown --stage {overrides['stage']!r} (choose from {', '.join(STAGES)})")
     return RetrievalTrainConfig(preset=preset, model=PRESETS[preset], **overrides)
 
 
@@ -90,6 +96,29 @@ def sample_batch(feats: PassageFeatures, groups: list[list[int]], cfg: Retrieval
     return batch_tensors([feats.sheets[i] for i in idx], specs, fcfg, sheet_uint8=True)
 
 
+def sample_snippet_batch(feats: PassageFeatures, groups: list[list[int]], cfg: RetrievalTrainConfig,
+                         fcfg: FeatureConfig, step: int):
+    """The mini-batch of a snippet-stage ``step``: one aligned (sheet window, 1 s audio) pair from each
+    of ``batch_size`` distinct passages, centred on a random onset, audio stretched and augmented."""
+    from umust_cli.retrieval.snippets import snippet_pair, snippet_tensors
+
+    rng = np.random.default_rng([cfg.seed, step])
+    lo, hi = np.log(cfg.tempo_augment[0]), np.log(cfg.tempo_augment[1])
+    sheets, audios = [], []
+    for i in batch_indices(groups, cfg.batch_size, rng):
+        x, t = feats.alignments[i]
+        j = int(rng.integers(len(x)))
+        sheet, audio = snippet_pair(feats.sheets[i], feats.specs[i], (float(x[j]), float(t[j])), fcfg,
+                                    float(np.exp(rng.uniform(lo, hi))))
+        if cfg.reverb_augment_s > 0:
+            audio = random_tail(audio, cfg.reverb_augment_s, fcfg.fps, rng)
+        if cfg.eq_augment_db > 0:
+            audio = random_eq(audio, cfg.eq_augment_db, rng, cfg.eq_knots)
+        sheets.append(sheet)
+        audios.append(audio)
+    return snippet_tensors(sheets, audios)
+
+
 class StepBatches(torch.utils.data.Dataset):
     """Mini-batches by step number, for a DataLoader whose workers build them ahead of training;
     each is a function of (seed, step) alone, so they equal :func:`sample_batch`'s in any worker."""
@@ -102,7 +131,8 @@ class StepBatches(torch.utils.data.Dataset):
         return 2 ** 62
 
     def __getitem__(self, step: int):
-        return sample_batch(self.feats, self.groups, self.cfg, self.fcfg, step)
+        sample = sample_snippet_batch if self.cfg.stage == "snippet" else sample_batch
+        return sample(self.feats, self.groups, self.cfg, self.fcfg, step)
 
 
 def batches_from(data: StepBatches, start: int, workers: int, pin: bool):
@@ -152,7 +182,9 @@ def random_tail(spec: np.ndarray, max_tau_s: float, fps: float, rng: np.random.G
 
 
 def train_step(model: RetrievalModel, optimizer: torch.optim.Optimizer, batch, margin: float,
-               device: torch.device, freeze_cnn: bool = False) -> float:
+               device: torch.device, freeze_cnn: bool = False, snippets: bool = False) -> float:
+    """One Adam step on the triplet loss of passage embeddings (or, with ``snippets``, of the CNNs'
+    snippet embeddings of one-snippet passages: the snippet stage)."""
     audio, audio_len, sheet, sheet_len = batch
     sheet = sheet.to(device, non_blocking=True)
     if sheet.dtype == torch.uint8:  # ink bytes -> [0, 1], as features.sheet_snippets scales them
@@ -162,8 +194,12 @@ def train_step(model: RetrievalModel, optimizer: torch.optim.Optimizer, batch, m
         model.audio.cnn.eval()
         model.sheet.cnn.eval()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        a = model.encode("audio", audio.to(device), audio_len)
-        s = model.encode("sheet", sheet, sheet_len)
+        if snippets:
+            a = model.encode_snippets("audio", audio.to(device)[:, 0])
+            s = model.encode_snippets("sheet", sheet[:, 0])
+        else:
+            a = model.encode("audio", audio.to(device), audio_len)
+            s = model.encode("sheet", sheet, sheet_len)
     loss = triplet_loss(a.float(), s.float(), margin)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -181,19 +217,13 @@ def train_retrieval(data: Path | Sequence[Path], ckpt_dir: Path, cfg: RetrievalT
     fcfg = features_for(cfg.model)
     _check_same_run(ckpt_dir, cfg)
     corpora = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
-    rows = [row for corpus in corpora for row in corpus_rows(corpus, ("train",), cfg.soundfonts)]
-    groups = passage_groups(rows)
-    if len(groups) < 2:
-        raise BadInputError(f"{', '.join(map(str, corpora))}: {len(groups)} train passage(s) for soundfonts "
-                            f"{list(cfg.soundfonts) or 'all'}; need at least 2")
-    _check_same_data(ckpt_dir, corpora)
-    feats = load_features(rows, fcfg, ckpt_dir / "cache", progress=run.progress)
-    val = _val_features(val_data, fcfg, ckpt_dir, run.progress) if val_data else None
+    feats, groups = _train_features(corpora, cfg, fcfg, ckpt_dir, run.progress)
+    val = _val_features(val_data, fcfg, ckpt_dir, run.progress, cfg.stage) if val_data else None
     model, optimizer, start_step = _model_and_optimizer(ckpt_dir, cfg, init, device)
     batches = batches_from(StepBatches(feats, groups, cfg, fcfg), start_step, run.workers, device.type == "cuda")
     step, reason, last_loss, ev = _loop(model, optimizer, batches, val, ckpt_dir, start_step, (cfg, fcfg, run))
     if ev is None and val is not None:  # not scored at the last step yet
-        ev = evaluate_features(model, val, fcfg)
+        ev = validate(model, val, fcfg)
     _save(ckpt_dir, model, optimizer, fcfg, cfg, step, ev)
     if ev is not None and run.eval_every > 0:
         _keep_if_best(ckpt_dir, model, fcfg, cfg, step, ev)
@@ -212,11 +242,12 @@ def _loop(model: RetrievalModel, optimizer, batches, val: PassageFeatures | None
         if run.max_minutes is not None and time.monotonic() - started > 60 * run.max_minutes:
             reason = "max_minutes"
             break
-        last_loss = train_step(model, optimizer, next(batches), cfg.margin, device, cfg.freeze_cnn)
+        last_loss = train_step(model, optimizer, next(batches), cfg.margin, device, cfg.freeze_cnn,
+                               cfg.stage == "snippet")
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.4f}")
-        ev = evaluate_features(model, val, fcfg) if val is not None and run.eval_every > 0 \
+        ev = validate(model, val, fcfg) if val is not None and run.eval_every > 0 \
             and step % run.eval_every == 0 else None
         if step % run.log_every == 0 or ev is not None:
             _log(ckpt_dir, {"step": step, "loss": last_loss, "elapsed_s": round(time.monotonic() - started, 1),
@@ -252,9 +283,50 @@ def _bar(run: RunOptions, step: int):
                 dynamic_ncols=True)
 
 
-def _val_features(val_data: Path, fcfg: FeatureConfig, ckpt_dir: Path, progress: bool) -> PassageFeatures:
-    rows = corpus_rows(val_data, ("valid",)) or corpus_rows(val_data)
-    return load_features(rows[:300], fcfg, ckpt_dir / "cache", progress=progress)
+def _train_features(corpora: list[Path], cfg: RetrievalTrainConfig, fcfg: FeatureConfig, ckpt_dir: Path,
+                    progress: bool) -> tuple[PassageFeatures, list[list[int]]]:
+    """The train split's features (with alignments for the snippet stage) and its passage groups."""
+    rows = [row for corpus in corpora for row in corpus_rows(corpus, ("train",), cfg.soundfonts)]
+    alignments = None
+    if cfg.stage == "snippet":  # only systems with an aligned onset make snippet pairs
+        rows, alignments = _aligned(rows, fcfg)
+    groups = passage_groups(rows)
+    if len(groups) < 2:
+        raise BadInputError(f"{', '.join(map(str, corpora))}: {len(groups)} train passage(s) for soundfonts "
+                            f"{list(cfg.soundfonts) or 'all'}; need at least 2")
+    _check_same_data(ckpt_dir, corpora)
+    feats = load_features(rows, fcfg, ckpt_dir / "cache", progress=progress)
+    feats.alignments = alignments
+    return feats, groups
+
+
+def _aligned(rows: list[dict], fcfg: FeatureConfig) -> tuple[list[dict], list]:
+    from umust_cli.retrieval.snippets import strip_alignments
+
+    alignments = strip_alignments(rows, fcfg)
+    keep = [i for i, (x, _) in enumerate(alignments) if len(x) > 0]
+    return [rows[i] for i in keep], [alignments[i] for i in keep]
+
+
+def _val_features(val_data: Path, fcfg: FeatureConfig, ckpt_dir: Path, progress: bool,
+                  stage: str = "passage") -> PassageFeatures:
+    rows = (corpus_rows(val_data, ("valid",)) or corpus_rows(val_data))[:300]
+    alignments = None
+    if stage == "snippet":
+        rows, alignments = _aligned(rows, fcfg)
+    feats = load_features(rows, fcfg, ckpt_dir / "cache", progress=progress)
+    feats.alignments = alignments
+    return feats
+
+
+def validate(model: RetrievalModel, feats: PassageFeatures, fcfg: FeatureConfig) -> dict:
+    """Validation scores: of passages, or (features with alignments: the snippet stage) of one aligned
+    snippet pair per passage, the onset nearest its middle."""
+    if feats.alignments is None:
+        return evaluate_features(model, feats, fcfg)
+    from umust_cli.retrieval.snippets import middle_points, snippet_eval
+
+    return snippet_eval(model, feats.sheets, feats.specs, middle_points(feats.alignments, feats.rows), fcfg)
 
 
 def evaluate_features(model: RetrievalModel, feats: PassageFeatures, fcfg: FeatureConfig) -> dict:
@@ -277,6 +349,9 @@ def _check_same_run(ckpt_dir: Path, cfg: RetrievalTrainConfig) -> None:
         return
     saved = json.loads(config_path.read_text(encoding="utf-8")).get("train")
     now = json.loads(json.dumps(asdict(cfg)))
+    if saved is not None:  # options added since that run was saved have their defaults
+        saved = {**{f.name: now[f.name] for f in fields(cfg) if f.name not in saved and f.default is not MISSING
+                    and now[f.name] == f.default}, **saved}
     if saved is not None and saved != now:
         changed = sorted(k for k in now if saved.get(k) != now[k])
         raise CheckpointError(f"{ckpt_dir} holds a run with other options ({', '.join(changed)}); "
