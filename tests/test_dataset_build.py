@@ -171,6 +171,23 @@ def test_dataset_align_writes_the_same_alignment_again(corpus, tmp_path):
     assert result.exit_code != 0 and rows[0]["piece_id"] in result.output
 
 
+def test_dataset_align_links_a_resynth_corpus_to_its_source(corpus, tmp_path):
+    from umust_cli.data.align import alignment_path
+
+    out = tmp_path / "t"
+    result = runner.invoke(app, ["dataset", "resynth", str(corpus), "-o", str(out), "--soundfont", "timgm6mb",
+                                 "--split", "train"])
+    assert result.exit_code == 0, result.output
+    rows = manifest(out)
+    paths = [out / alignment_path(r["png"]) for r in rows]
+    assert rows and all(p.is_file() for p in paths)  # resynth links them with the images
+    for p in paths:
+        p.unlink()
+    result = runner.invoke(app, ["dataset", "align", str(out), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["aligned"] == len(rows)
+    assert all(p.samefile(corpus / alignment_path(r["png"])) for p, r in zip(paths, rows))
+
+
 def test_splits_are_by_piece(corpus):
     rows = manifest(corpus)
     split_of = {}

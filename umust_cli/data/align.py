@@ -161,6 +161,8 @@ def align_corpus(corpus: Path, redo: bool = False, on_piece=None) -> dict:
     for piece_id, rows in pieces.items():
         if not redo and all((corpus / alignment_path(r["png"])).is_file() for r in rows):
             summary["skipped"] += len(rows)
+        elif not redo and _link_from_source(corpus, rows):
+            summary["aligned"] += len(rows)
         else:
             try:
                 summary["aligned"] += align_piece(corpus / "pieces" / piece_id, rows, engrave)
@@ -169,3 +171,23 @@ def align_corpus(corpus: Path, redo: bool = False, on_piece=None) -> dict:
         if on_piece is not None:
             on_piece(piece_id)
     return summary
+
+
+def _link_from_source(corpus: Path, rows: list[dict]) -> bool:
+    """For a piece of a ``umust dataset resynth`` corpus (same images, other audio) whose source corpus
+    is aligned: hard-link (or copy) the source's alignments; False if there are none to link."""
+    import os
+    import shutil
+
+    source = rows[0].get("resynth", {}).get("source")
+    pairs = [(Path(source) / alignment_path(r["png"]), corpus / alignment_path(r["png"])) for r in rows] \
+        if source else []
+    if not pairs or not all(src.is_file() for src, _ in pairs):
+        return False
+    for src, dst in pairs:
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    return True
