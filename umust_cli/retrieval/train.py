@@ -1,5 +1,9 @@
 """Training loop of the passage retrieval model: resumable, time-boxed, bf16 on GPU.
 
+Two stages share it: ``passage`` (the RNN model on whole systems, weak alignment) and
+``snippet`` (the CNNs alone on aligned snippet pairs, :mod:`umust_cli.retrieval.snippets`),
+whose checkpoint ``--init`` turns into RNN-FT, or RNN-FZ with ``freeze_cnn``.
+
 Every step draws its mini-batch from a generator seeded by (seed, step), and
 train_state.pt holds model + optimizer state, so a stopped run resumed with the
 same command continues exactly as if it had not stopped.
