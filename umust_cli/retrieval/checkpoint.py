@@ -21,8 +21,9 @@ from umust_cli.train import checkpoint as ckpt_io
 KIND = "retrieval"
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "retrieval"
 # Shipped models by name (see docs/benchmarks.md): "rendered" (the default) is the paper-size model,
-# trained on engraved systems only; "small" is the earlier CPU-trained model, about 5x faster on sheet
-# images on a CPU and less accurate; "scans" is a small model fine-tuned with real scanned systems as well.
+# trained on engraved systems only; "small" is a CPU-trained RNN-FZ model (snippet pre-trained, frozen CNNs),
+# about 5x faster on sheet images on a CPU and less accurate; "scans" is an older small model fine-tuned
+# with real scanned systems as well.
 SHIPPED_MODELS = {"rendered": SHIPPED, "small": SHIPPED.parent / "retrieval-small",
                   "scans": SHIPPED.parent / "retrieval-scans"}
 
