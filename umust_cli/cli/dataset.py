@@ -136,7 +136,6 @@ def resynth(
     from tqdm import tqdm
 
     from umust_cli.data.resynth import ResynthConfig, resynth_corpus
-    from umust_cli.errors import RenderError
 
     config = ResynthConfig(soundfont=soundfont, program=program, splits=tuple(split), tempo=tempo)
     with tqdm(desc=f"resynth {config.name}", unit="piece", disable=as_json) as bar:
@@ -146,10 +145,19 @@ def resynth(
     else:
         typer.echo(f"{summary['built']} built, {summary['skipped']} already done, {len(summary['failed'])} "
                    f"failed; {output}: {summary['systems']} systems, {summary['hours']:.3f} h ({config.name})")
-        for piece_id, error in summary["failed"].items():
+    _fail_on_failed_pieces(summary["failed"], listed=not as_json)
+
+
+def _fail_on_failed_pieces(failed: dict, listed: bool) -> None:
+    """With ``listed``, print each failed piece on stderr (the --json output lists them itself); then,
+    if any failed, exit with one error line."""
+    from umust_cli.errors import RenderError
+
+    if listed:
+        for piece_id, error in failed.items():
             typer.echo(f"failed {piece_id}: {error}", err=True)
-    if summary["failed"]:
-        raise RenderError(f"{len(summary['failed'])} piece(s) failed (listed above)")
+    if failed:
+        raise RenderError(f"{len(failed)} piece(s) failed (listed above)")
 
 
 @app.command("align")
@@ -163,7 +171,6 @@ def align(
     from tqdm import tqdm
 
     from umust_cli.data.align import align_corpus
-    from umust_cli.errors import RenderError
 
     with tqdm(desc="align", unit="piece", disable=as_json) as bar:
         summary = align_corpus(corpus, redo, on_piece=lambda _: bar.update(1))
@@ -172,10 +179,7 @@ def align(
     else:
         typer.echo(f"{summary['aligned']} systems aligned, {summary['skipped']} already done, "
                    f"{len(summary['failed'])} piece(s) failed")
-        for piece_id, error in summary["failed"].items():
-            typer.echo(f"failed {piece_id}: {error}", err=True)
-    if summary["failed"]:
-        raise RenderError(f"{len(summary['failed'])} piece(s) failed (listed above)")
+    _fail_on_failed_pieces(summary["failed"], listed=not as_json)
 
 
 @app.command("tokenize")
