@@ -344,6 +344,13 @@ def retrieval_metrics(dist: np.ndarray, ks: Sequence[int] = (1, 10, 25)) -> dict
     return out
 
 
+def retrieval_both_directions(dist: np.ndarray, ks: Sequence[int] = (1, 10, 25)) -> dict[str, float]:
+    """:func:`retrieval_metrics` of audio queries (rows, ``A2S_*``) and sheet queries (columns, ``S2A_*``)."""
+    out = {f"A2S_{k}": v for k, v in retrieval_metrics(dist, ks).items()}
+    out.update({f"S2A_{k}": v for k, v in retrieval_metrics(np.asarray(dist).T, ks).items()})
+    return out
+
+
 # ----------------------------------------------------------------------------
 # Fréchet distance (FAD)
 # ----------------------------------------------------------------------------

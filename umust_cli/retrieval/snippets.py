@@ -85,15 +85,13 @@ def embed_snippets(model: RetrievalModel, kind: str, snippets: np.ndarray, batch
 def snippet_eval(model: RetrievalModel, sheets: list[np.ndarray], specs: list[np.ndarray],
                  points: list[tuple[float, float]], cfg: FeatureConfig) -> dict:
     """Both directions' R@k / MRR of one aligned snippet pair per passage (pair i matches i)."""
-    from umust_cli.eval.metrics import retrieval_metrics
+    from umust_cli.eval.metrics import retrieval_both_directions
 
     pairs = [snippet_pair(s, a, p, cfg) for s, a, p in zip(sheets, specs, points)]
     s = embed_snippets(model, "sheet", np.stack([p[0] for p in pairs]).astype(np.float32) / 255.0)
     a = embed_snippets(model, "audio", np.stack([p[1] for p in pairs]))
     dist = 1.0 - a @ s.T
-    out = {f"A2S_{k}": v for k, v in retrieval_metrics(dist).items()}
-    out.update({f"S2A_{k}": v for k, v in retrieval_metrics(dist.T).items()})
-    return {"n": len(pairs), **out}
+    return {"n": len(pairs), **retrieval_both_directions(dist)}
 
 
 def middle_points(alignments: list[tuple[np.ndarray, np.ndarray]], rows: list[dict]) -> list[tuple[float, float]]:

@@ -335,16 +335,14 @@ def validate(model: RetrievalModel, feats: PassageFeatures, fcfg: FeatureConfig)
 
 def evaluate_features(model: RetrievalModel, feats: PassageFeatures, fcfg: FeatureConfig) -> dict:
     """Both directions' R@k / MRR / median rank of the passages in ``feats`` (query i matches i)."""
-    from umust_cli.eval.metrics import retrieval_metrics
+    from umust_cli.eval.metrics import retrieval_both_directions
     from umust_cli.model.retrieval import cosine_distance
     from umust_cli.retrieval.embed import embed_passages
 
     a = torch.from_numpy(embed_passages(model, "audio", feats.specs, fcfg))
     s = torch.from_numpy(embed_passages(model, "sheet", feats.sheets, fcfg))
     dist = cosine_distance(a, s).numpy()
-    out = {f"A2S_{k}": v for k, v in retrieval_metrics(dist).items()}
-    out.update({f"S2A_{k}": v for k, v in retrieval_metrics(dist.T).items()})
-    return {"n": len(feats), **out}
+    return {"n": len(feats), **retrieval_both_directions(dist)}
 
 
 def _check_same_run(ckpt_dir: Path, cfg: RetrievalTrainConfig) -> None:
