@@ -168,9 +168,17 @@ def _merge_as_voices(upper, lower, staff_clef):
 # ----------------------------------------------------------- held-out check
 def held_out_reason(source: PieceSource) -> str | None:
     """Why ``source`` looks like held-out repertoire (Beethoven), or None."""
-    if HELD_OUT_COMPOSER in source.origin.lower() or HELD_OUT_COMPOSER in str(source.path).lower():
+    if HELD_OUT_COMPOSER in str(source.path).lower():
         return f"'{HELD_OUT_COMPOSER}' in its path"
-    composer = composer_record(_header(source.path))
+    return origin_held_out_reason(source.origin, source.path)
+
+
+def origin_held_out_reason(origin: str, score: Path | None = None) -> str | None:
+    """The same rule for a piece known by its origin (a corpus row's ``source``) and, when at
+    hand, its score file (a corpus's ``pieces/<id>/score.musicxml``): why it is held out, or None."""
+    if HELD_OUT_COMPOSER in origin.lower():
+        return f"'{HELD_OUT_COMPOSER}' in its path"
+    composer = composer_record(_header(score)) if score is not None and score.is_file() else None
     if composer and HELD_OUT_COMPOSER in composer.lower():
         return f"composer record '{composer}'"
     return None

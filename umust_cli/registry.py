@@ -1,0 +1,100 @@
+"""The one table of the weights shipped in this package (like whisper's ``_MODELS``).
+
+Every command that takes weights (``--model NAME|PATH``, the codecs' ``--codec
+NAME|PATH``, ``--image-codec`` / ``--audio-codec``) resolves its value here:
+nothing given means the kind's default, a registered name (or ``shipped:NAME``,
+as older scripts and retrieval indexes wrote it) means its folder under
+``umust_cli/weights``, anything else must be an existing checkpoint folder.
+A registered name wins over a folder of the same name in the working
+directory: write ``./small`` for that folder.
+
+Shipped models (figures in docs/benchmarks.md):
+
+=============  =========  ===========================================================
+kind           name       folder: what it is
+=============  =========  ===========================================================
+image-codec    small      image-codec: the score-image RQ-VAE (default)
+audio-codec    small      audio-codec: the audio DAC (default)
+retrieval      rendered   retrieval: paper-size CNN trained on engraved systems (default)
+retrieval      small      retrieval-small: RNN-FZ trained on CPU, ~5x faster on images
+retrieval      scans      retrieval-scans: older small model fine-tuned on scanned scores
+=============  =========  ===========================================================
+
+No torch here: this module is imported by ``umust --help``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from umust_cli.errors import CheckpointError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED_PREFIX = "shipped"  # "shipped" = the default, "shipped:NAME" = NAME (older scripts and indexes)
+
+MODELS: dict[str, dict[str, str]] = {
+    "image-codec": {"small": "image-codec"},
+    "audio-codec": {"small": "audio-codec"},
+    "retrieval": {"rendered": "retrieval", "small": "retrieval-small", "scans": "retrieval-scans"},
+}
+DEFAULTS: dict[str, str] = {"image-codec": "small", "audio-codec": "small", "retrieval": "rendered"}
+
+
+def available(kind: str) -> list[str]:
+    """The registered names of ``kind``, the default first."""
+    names = list(_table(kind))
+    return [DEFAULTS[kind]] + [n for n in names if n != DEFAULTS[kind]]
+
+
+def shipped_name(kind: str, model: str | Path | None) -> str | None:
+    """The registered name that ``model`` means (None: the default; a path to a shipped folder
+    counts too), or None when it is some other checkpoint folder."""
+    name = _registered_name(kind, model)
+    if name is not None:
+        return name
+    try:
+        folder = Path(model).resolve()
+    except (OSError, RuntimeError):
+        return None
+    return next((n for n, f in _table(kind).items() if (WEIGHTS_DIR / f).resolve() == folder), None)
+
+
+def resolve(kind: str, model: str | Path | None) -> Path:
+    """The checkpoint folder ``model`` means for ``kind``; CheckpointError (naming the available
+    names) when it is neither a registered name nor an existing folder."""
+    name = _registered_name(kind, model)
+    if name is not None:
+        folder = WEIGHTS_DIR / _table(kind)[name]
+        if not folder.is_dir():
+            raise CheckpointError(f"the shipped {kind} model {name!r} is missing from this install ({folder}); "
+                                  f"pass a checkpoint folder")
+        return folder
+    path = Path(model)
+    if path.is_dir():
+        return path
+    what = "is not a folder" if path.exists() else "does not exist"
+    raise CheckpointError(f"{kind} model {str(model)!r} {what}: give a checkpoint folder or one of the "
+                          f"shipped models: {', '.join(available(kind))}")
+
+
+def describe(kind: str) -> str:
+    """'NAME (default), NAME2, ...' for help texts."""
+    names = available(kind)
+    return ", ".join([f"{names[0]} (default)", *names[1:]])
+
+
+def _registered_name(kind: str, model: str | Path | None) -> str | None:
+    table = _table(kind)
+    if model is None:
+        return DEFAULTS[kind]
+    text = str(model)
+    if text == SHIPPED_PREFIX:
+        return DEFAULTS[kind]
+    text = text.removeprefix(SHIPPED_PREFIX + ":")
+    return text if text in table else None
+
+
+def _table(kind: str) -> dict[str, str]:
+    if kind not in MODELS:
+        raise ValueError(f"unknown kind of weights {kind!r} (one of {', '.join(MODELS)})")
+    return MODELS[kind]
