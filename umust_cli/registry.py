@@ -8,7 +8,7 @@ as older scripts and retrieval indexes wrote it) means its folder under
 A registered name wins over a folder of the same name in the working
 directory: write ``./small`` for that folder.
 
-Shipped models (figures in docs/benchmarks.md):
+Shipped models (figures in docs/results.md; a MODEL_CARD.md in each folder):
 
 =============  =========  ===========================================================
 kind           name       folder: what it is

@@ -20,7 +20,7 @@ from umust_cli.train import checkpoint as ckpt_io
 
 KIND = "retrieval"
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "retrieval"
-# Shipped models by name (see docs/benchmarks.md): "rendered" (the default) is the paper-size model,
+# Shipped models by name (see docs/results.md): "rendered" (the default) is the paper-size model,
 # trained on engraved systems only; "small" is a CPU-trained RNN-FZ model (snippet pre-trained, frozen CNNs),
 # about 5x faster on sheet images on a CPU and less accurate; "scans" is an older small model fine-tuned
 # with real scanned systems as well.
