@@ -88,6 +88,48 @@ def _report(summary, failures, output: Path, as_json: bool) -> None:
                f"{summary.hours:.3f} h of audio; {summary.elapsed_s:.1f} s")
 
 
+@app.command("import")
+@handle_errors
+def import_dataset(
+    name: str = typer.Argument(..., help="maestro, grandstaff, olimpic, musicnet, musicnet_em or bpsd."),
+    path: Path = typer.Argument(..., help="The local, unpacked copy of the dataset (nothing is downloaded)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Corpus folder: manifest.jsonl, errors.jsonl, "
+                                                            "files/ (re-run to update)."),
+    copy: bool = typer.Option(False, "--copy", help="Copy the dataset's files instead of hard-linking them."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N samples (a trial run)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Import a public dataset into a corpus manifest, keeping its own splits (Beethoven: test only).
+
+    Missing or unreadable files are listed in errors.jsonl and the import goes on;
+    the exit status is 2 when any was listed. The layout each dataset must have is
+    described in the docstrings of umust_cli/data/importers/.
+    """
+    from tqdm import tqdm
+
+    from umust_cli.data.importers import ImportConfig, import_dataset as run_import
+    from umust_cli.errors import BadInputError
+
+    with tqdm(desc=f"import {name}", unit="sample", disable=as_json) as bar:
+        def on_sample(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        summary = run_import(name, path, output, ImportConfig(copy=copy, limit=limit), on_sample)
+    if as_json:
+        print_json(summary)
+    else:
+        splits = ", ".join(f"{s} {n}" for s, n in summary["splits"].items())
+        files = summary["files"]
+        typer.echo(f"{summary['dataset']}: {summary['rows']} rows ({splits}; {summary['held_out_rows']} held out), "
+                   f"{summary['pieces']} pieces, {summary['hours']:.3f} h of audio; files {files['linked']} "
+                   f"linked, {files['copied']} copied, {files['kept']} kept, {files['derived']} derived; "
+                   f"{output / 'manifest.jsonl'}")
+    if summary["errors"]:
+        raise BadInputError(f"{summary['errors']} missing or unreadable file(s), {summary['dropped']} sample(s) "
+                            f"dropped; listed in {output / 'errors.jsonl'}")
+
+
 @app.command("stats")
 @handle_errors
 def stats(
