@@ -1,0 +1,223 @@
+"""Sequences in and out of the translator: steps, positions, batches, and generation.
+
+``to_steps`` turns a global id sequence ([SOS]_X ... [EOS]_X) into (T, 4) steps,
+``batch_steps`` pads several into (B, T, 4), ``step_positions`` gives their (B, T, 2)
+positions. ``generate`` translates a batch: the source is encoded once, every decoder layer's
+cross-attention keys/values are computed once, the main decoder's self-attention keys/values
+are cached step by step (``KVCache``) and the sub-decoder makes the 4 codes of an image or
+audio step with its own small cache. Every id it emits lies in the target's range (codebook
+k at sub-step k). ``use_cache=False`` recomputes the decoder over the whole prefix at every
+step: same tokens, used to check the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from umust_cli.errors import BadInputError
+from umust_cli.model.translator import (CODEBOOK_SIZE, CODES_PER_STEP, PAD, SLOTS, KVCache,
+                                        Translator, TranslatorConfig, allowed_ids, classes_to_ids)
+
+
+# ---------------------------------------------------------------------------
+# Steps and positions
+# ---------------------------------------------------------------------------
+
+def to_steps(ids: Sequence[int], modality: str, cfg: TranslatorConfig) -> torch.Tensor:
+    """Global ids -> (T, 4) steps. Image/audio: every run of 4 codes (codebooks 0..3) is one
+    step; any other id ([SOS], [EOS], [SEP], symbolic tokens) is a step of its own."""
+    lo, hi = cfg.ranges[cfg.index(modality)]
+    codes = CODES_PER_STEP[modality] == 4
+    out: list[list[int]] = []
+    run: list[int] = []
+    for i in ids:
+        i = int(i)
+        if codes and lo <= i < hi:
+            if (i - lo) // CODEBOOK_SIZE != len(run):
+                raise BadInputError(f"{modality} ids are not in codebook order q0..q3 at id {i}")
+            run.append(i)
+            if len(run) == SLOTS:
+                out.append(run)
+                run = []
+            continue
+        if run:
+            raise BadInputError(f"{modality} step cut short by id {i}")
+        out.append([i] + [PAD] * (SLOTS - 1))
+    if run:
+        raise BadInputError(f"{modality} sequence ends inside a step")
+    return torch.tensor(out, dtype=torch.long).reshape(-1, SLOTS)
+
+
+def from_steps(steps: torch.Tensor) -> list[int]:
+    """(T, 4) steps -> their global ids in order ([PAD] slots dropped)."""
+    flat = steps.reshape(-1)
+    return flat[flat != PAD].tolist()
+
+
+def batch_steps(seqs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(T_i, 4) step tensors -> (B, max T_i, 4), padded with [PAD] steps."""
+    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=PAD)
+
+
+def step_positions(steps: torch.Tensor, modality: str, height: torch.Tensor | int | None = None
+                   ) -> torch.Tensor:
+    """(B, T, 4) steps -> (B, T, 2) positions. Images (``height`` patches per column, one
+    number or one per example): content step j -> (j // height, 1 + j % height), a special
+    step -> (column of the next content step, 0); other modalities: (t, 0). [PAD] steps
+    get (0, 0)."""
+    b, t = steps.shape[:2]
+    real = steps[..., 0] != PAD
+    if modality != "image":
+        pos = torch.arange(t, device=steps.device).expand(b, t) * real
+        return torch.stack([pos, torch.zeros_like(pos)], -1)
+    h = _heights(height, b, steps.device)[:, None]                      # (B, 1)
+    content = real & (steps[..., 1] != PAD)
+    j = torch.cumsum(content.long(), 1) - content.long()                # content steps before
+    col = torch.div(j, h, rounding_mode="floor") * real
+    row = torch.where(content, 1 + j % h, torch.zeros_like(j))
+    return torch.stack([col, row], -1)
+
+
+def _heights(height: torch.Tensor | int | Sequence[int] | None, b: int,
+             device: torch.device) -> torch.Tensor:
+    if height is None:
+        raise BadInputError("image positions need the height of the systems in patches")
+    h = torch.as_tensor(height, dtype=torch.long, device=device).reshape(-1)
+    if h.numel() not in (1, b) or bool((h < 1).any()):
+        raise BadInputError(f"need one image height (>= 1 patch) or one per example, got {h.tolist()}")
+    return h.expand(b)
+
+
+def _position(t: int, b: int, modality: str, h: torch.Tensor | None,
+              device: torch.device) -> torch.Tensor:
+    """Position (B, 1, 2) of target step t (0 = [SOS]), as ``step_positions`` gives it."""
+    pos = torch.zeros(b, 1, 2, dtype=torch.long, device=device)
+    if modality != "image":
+        pos[:, 0, 0] = t
+    elif t > 0:
+        pos[:, 0, 0] = (t - 1) // h
+        pos[:, 0, 1] = 1 + (t - 1) % h
+    return pos
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    temperature: float = 0.0      # 0: greedy (argmax)
+    top_k: int = 0                # > 0: sample among the k most likely ids
+    top_p: float = 1.0            # < 1: sample from the smallest set with this probability
+    max_steps: int | None = None  # None: the model's limit for the target modality
+    use_cache: bool = True        # False: recompute the decoder over the prefix (slow; checks)
+    seed: int | None = None       # the sampling generator's seed
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise BadInputError("decoding needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise BadInputError(f"max_steps must be >= 1, got {self.max_steps}")
+
+
+@torch.no_grad()
+def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_modality: str,
+             tgt_modality: str, options: DecodingOptions = DecodingOptions(),
+             height: torch.Tensor | int | Sequence[int] | None = None) -> list[list[int]]:
+    """Translate a batch of sources ((B, S, 4) steps, [PAD]-padded, with their positions).
+
+    Returns per example the generated global ids without [SOS]/[EOS], the codes of each step
+    in codebook order (what ``Vocabulary.to_local`` and the codecs read). A sequence ends at
+    the target's [EOS] or after ``max_steps`` steps (then without [EOS]). Image targets need ``height``, the
+    system's height in patches (one number or one per example).
+    """
+    cfg, b, dev = model.cfg, src.shape[0], src.device
+    h = _heights(height, b, dev) if tgt_modality == "image" else None
+    limit = _limit(cfg, tgt_modality, options, h)
+    memory, valid = model.encode(src, src_pos, src_modality, tgt_modality)
+    kv = model.memory(memory)
+    gen = torch.Generator(device=dev).manual_seed(options.seed) if options.seed is not None else None
+    eos = cfg.eos[cfg.index(tgt_modality)]
+    steps = torch.full((b, 1, SLOTS), PAD, dtype=torch.long, device=dev)
+    steps[:, 0, 0] = cfg.sos[cfg.index(tgt_modality)]
+    pos = _position(0, b, tgt_modality, h, dev)
+    caches = [KVCache(limit + 1) for _ in model.decoder] if options.use_cache else None
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    out = []
+    for t in range(limit):
+        if caches is not None:                                          # only the newest step
+            state = model.decode(steps[:, -1:], pos[:, -1:], tgt_modality, kv, valid, caches)
+        else:
+            state = model.decode(steps, pos, tgt_modality, kv, valid)
+        codes = _next_step(model, state[:, -1], tgt_modality, options, gen)  # (B, 4)
+        codes[done] = PAD
+        out.append(codes)
+        done |= codes[:, 0] == eos
+        if bool(done.all()):
+            break
+        new_pos = _position(t + 1, b, tgt_modality, h, dev)
+        steps = codes[:, None] if caches is not None else torch.cat([steps, codes[:, None]], 1)
+        pos = new_pos if caches is not None else torch.cat([pos, new_pos], 1)
+    return _collect(torch.stack(out, 1), eos)
+
+
+def _limit(cfg: TranslatorConfig, modality: str, options: DecodingOptions,
+           h: torch.Tensor | None) -> int:
+    most = cfg.max_steps[cfg.index(modality)]
+    if modality == "image":                                             # columns must fit too
+        most = min(most, cfg.max_columns * int(h.min()))
+    if options.max_steps is not None and options.max_steps > most:
+        raise BadInputError(f"max_steps {options.max_steps} exceeds the model's {most} "
+                            f"{modality} steps")
+    return options.max_steps or most
+
+
+def _next_step(model: Translator, state: torch.Tensor, modality: str, options: DecodingOptions,
+               gen: torch.Generator | None) -> torch.Tensor:
+    """Main-decoder states (B, d) -> the next step's ids (B, 4), [PAD] after an [EOS]."""
+    cfg = model.cfg
+    codes = torch.full((state.shape[0], SLOTS), PAD, dtype=torch.long, device=state.device)
+    if CODES_PER_STEP[modality] == 1:
+        codes[:, 0] = _pick(model.logits(state, modality, 0), allowed_ids(cfg, modality, 0),
+                            options, gen)
+        return codes
+    cache = KVCache(SLOTS) if options.use_cache else None
+    for k in range(SLOTS):
+        prev = F.pad(codes[:, :k], (1, 0), value=PAD)                   # (B, k+1): [PAD], q0..
+        sub = model.sub_decode(state, prev[:, -1:] if cache is not None else prev, cache)
+        codes[:, k] = _pick(model.logits(sub[:, -1], modality, k), allowed_ids(cfg, modality, k),
+                            options, gen)
+    codes[codes[:, 0] == cfg.eos[cfg.index(modality)], 1:] = PAD
+    return codes
+
+
+def _pick(logits: torch.Tensor, allowed: tuple[int, int, int | None], options: DecodingOptions,
+          gen: torch.Generator | None) -> torch.Tensor:
+    """Logits over the allowed ids (B, n) -> chosen global ids (B,)."""
+    if options.temperature <= 0:
+        return classes_to_ids(logits.argmax(-1), allowed)
+    logits = logits.float() / options.temperature
+    if options.top_k > 0:
+        kth = logits.topk(min(options.top_k, logits.shape[-1]), -1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if options.top_p < 1:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > options.top_p                 # keep the crossing id
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    cls = torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
+    return classes_to_ids(cls, allowed)
+
+
+def _collect(steps: torch.Tensor, eos: int) -> list[list[int]]:
+    """(B, T, 4) generated steps -> per example the ids before its [EOS]."""
+    out = []
+    for seq in steps.cpu():
+        ends = (seq[:, 0] == eos).nonzero()
+        out.append(from_steps(seq[: int(ends[0]) if len(ends) else len(seq)]))
+    return out

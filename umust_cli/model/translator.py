@@ -1,0 +1,497 @@
+"""U-MusT's translator: an encoder-decoder Transformer over the unified vocabulary (section IV).
+
+Sequences are *steps* of up to 4 global ids, a LongTensor ``(B, T, 4)`` with [PAD] (0) in
+unused slots. An image step is one 16x16 patch and an audio step one codec frame: 4 codes,
+one per codebook, whose embeddings are summed (eq. 10). A notation (LMX) or MIDI step is
+one token in slot 0. [SOS]_X / [EOS]_X are one-id steps of the sequence they frame.
+
+Positions, ``(B, T, 2)``, are learned per modality: images get (column, row) with row 0 for
+the special steps, the others (t, 0) (``generate.step_positions``). A target-modality embedding is
+added to every encoder input. Source images have two layouts (``image_layout``): ``grid``
+(the paper: one encoder position per patch) and ``column`` (one per patch column: each
+row is squeezed to ``row_dim`` and the rows concatenated, then projected to the model width).
+
+The main decoder is autoregressive over steps. For image and audio targets a one-layer
+sub-decoder turns each main-decoder state into the 4 codes of the step (input at sub-step k:
+the state plus the embedding of code k-1, eq. 12). Output embeddings are tied to the input
+embeddings and the softmax only ever sees the target's ids (codebook k at sub-step k) plus
+[EOS] at the step's first code. Building steps and batches, and generation, are in
+``generate.py``.
+
+This module is below ``codecs`` in the package layers, so it takes the vocabulary's layout
+(ranges, [SOS]/[EOS] ids) through ``make_config`` and keeps it in the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from umust_cli.errors import BadInputError, CheckpointError
+
+MODALITIES = ("image", "audio", "notation", "midi")  # the order of codecs.base.MODALITIES
+CODES_PER_STEP = {"image": 4, "audio": 4, "notation": 1, "midi": 1}
+SLOTS = 4            # ids per step in the (B, T, 4) layout
+CODEBOOK_SIZE = 1024
+PAD = 0
+LAYOUTS = ("grid", "column")
+MODEL_KIND = "umust-translator"
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Preset:
+    """The sizes of a model; ``make_config`` adds the vocabulary's layout."""
+
+    d_model: int
+    n_heads: int
+    n_encoder_layers: int
+    n_decoder_layers: int
+    d_ff: int
+    sub_heads: int
+    dropout: float
+    max_steps: tuple[int, int, int, int]   # per modality (MODALITIES order); image: patches
+    max_columns: int = 256                 # image patch columns (2048 px)
+    max_rows: int = 32                     # image patch rows (512 px)
+    row_dim: int = 32                      # column layout: width of one row before the concat
+
+
+PRESETS = {
+    # Section IV: 12 + 12 layers, width 1024, FFN 4096 (GELU), 16 heads, sub-decoder 8 heads.
+    "paper": Preset(1024, 16, 12, 12, 4096, 8, 0.1, (2048, 2048, 2048, 2048), row_dim=64),
+    # Trainable on 2 CPU cores, <= 16 MiB in fp16 (see bench/translator_speed.py and the report).
+    # d 192 because the tied embedding of the 11.7k-id vocabulary alone is 2.25M parameters:
+    # 7.7M in all, 14.7 MiB in fp16; audio up to 1,800 frames (20.9 s).
+    "small": Preset(192, 4, 4, 4, 768, 4, 0.1, (1024, 1800, 1024, 1024), max_columns=160,
+                    max_rows=28, row_dim=16),
+    "tiny": Preset(64, 2, 2, 2, 128, 2, 0.0, (64, 64, 64, 64), max_columns=16, max_rows=8,
+                   row_dim=8),
+}
+
+
+@dataclass(frozen=True)
+class TranslatorConfig:
+    vocab_size: int
+    ranges: tuple[tuple[int, int], ...]    # [start, stop) of each modality's ids
+    sos: tuple[int, ...]
+    eos: tuple[int, ...]
+    d_model: int
+    n_heads: int
+    n_encoder_layers: int
+    n_decoder_layers: int
+    d_ff: int
+    sub_heads: int
+    dropout: float
+    max_steps: tuple[int, ...]
+    max_columns: int
+    max_rows: int
+    row_dim: int
+    image_layout: str = "grid"
+
+    def __post_init__(self) -> None:
+        if self.image_layout not in LAYOUTS:
+            raise BadInputError(f"unknown image layout {self.image_layout!r}; "
+                                f"choose one of {', '.join(LAYOUTS)}")
+        if self.d_model % self.n_heads or self.d_model % self.sub_heads:
+            raise CheckpointError(f"d_model {self.d_model} is not a multiple of the heads")
+
+    def index(self, modality: str) -> int:
+        return MODALITIES.index(modality)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "TranslatorConfig":
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        missing = [n for n in required if n not in obj]
+        if missing:
+            raise CheckpointError(f"translator config lacks {', '.join(missing)}")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: _tuples(v) for k, v in obj.items() if k in names})
+
+
+def _tuples(v: Any) -> Any:
+    """JSON lists back to the config's (nested) tuples."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+def make_config(preset: str, vocab: Any, image_layout: str = "grid") -> TranslatorConfig:
+    """A preset's sizes with ``vocab``'s layout (a codecs.vocab.Vocabulary)."""
+    if preset not in PRESETS:
+        raise BadInputError(f"unknown translator preset {preset!r}; choose one of "
+                            f"{', '.join(PRESETS)}")
+    ranges = tuple((vocab.range(m).start, vocab.range(m).stop) for m in MODALITIES)
+    for m, (lo, hi) in zip(MODALITIES, ranges):
+        if CODES_PER_STEP[m] == 4 and hi - lo != 4 * CODEBOOK_SIZE:
+            raise CheckpointError(f"{m} range has {hi - lo} ids, expected 4 x {CODEBOOK_SIZE}")
+    return TranslatorConfig(len(vocab), ranges, tuple(vocab.sos(m) for m in MODALITIES),
+                            tuple(vocab.eos(m) for m in MODALITIES),
+                            image_layout=image_layout, **asdict(PRESETS[preset]))
+
+
+# ---------------------------------------------------------------------------
+# The allowed output ids
+# ---------------------------------------------------------------------------
+
+def allowed_ids(cfg: TranslatorConfig, modality: str, sub: int) -> tuple[int, int, int | None]:
+    """(start, stop, eos or None): the ids the softmax sees for ``modality`` at sub-step ``sub``."""
+    lo, hi = cfg.ranges[cfg.index(modality)]
+    eos = cfg.eos[cfg.index(modality)]
+    if CODES_PER_STEP[modality] == 1:
+        return lo, hi, eos
+    return lo + sub * CODEBOOK_SIZE, lo + (sub + 1) * CODEBOOK_SIZE, eos if sub == 0 else None
+
+
+def ids_to_classes(ids: torch.Tensor, allowed: tuple[int, int, int | None]) -> torch.Tensor:
+    """Global ids -> class indices of ``allowed`` ([PAD] -> -100, ignored by the loss)."""
+    lo, hi, eos = allowed
+    cls = ids - lo
+    if eos is not None:
+        cls = torch.where(ids == eos, hi - lo, cls)
+    cls = torch.where(ids == PAD, -100, cls)
+    bad = (cls != -100) & ((cls < 0) | (cls >= hi - lo + (eos is not None)))
+    if bool(bad.any()):
+        raise BadInputError(f"target ids outside [{lo}, {hi}) + [EOS]: "
+                            f"{ids[bad][:5].tolist()}")
+    return cls
+
+
+def classes_to_ids(cls: torch.Tensor, allowed: tuple[int, int, int | None]) -> torch.Tensor:
+    lo, hi, eos = allowed
+    return torch.where(cls == hi - lo, eos if eos is not None else PAD, cls + lo)
+
+
+# ---------------------------------------------------------------------------
+# Layers (pre-LN; scaled_dot_product_attention everywhere)
+# ---------------------------------------------------------------------------
+
+class KVCache:
+    """Keys and values of one self-attention layer, in a buffer grown by doubling."""
+
+    def __init__(self, capacity: int = 64):
+        self.capacity, self.n = capacity, 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, h, t, dh = k.shape                                   # (B, H, T_new, dh)
+        if self.k is None or self.n + t > self.k.shape[2]:
+            size = max(self.capacity, 2 * (self.n + t))
+            k_buf, v_buf = k.new_empty(b, h, size, dh), v.new_empty(b, h, size, dh)
+            if self.k is not None:
+                k_buf[:, :, :self.n], v_buf[:, :, :self.n] = self.k[:, :, :self.n], self.v[:, :, :self.n]
+            self.k, self.v = k_buf, v_buf
+        self.k[:, :, self.n:self.n + t], self.v[:, :, self.n:self.n + t] = k, v
+        self.n += t
+        return self.k[:, :, :self.n], self.v[:, :, :self.n]
+
+
+def _heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    b, t, d = x.shape                                            # (B, T, d) -> (B, H, T, dh)
+    return x.view(b, t, n_heads, d // n_heads).transpose(1, 2)
+
+
+def _merge(y: torch.Tensor) -> torch.Tensor:
+    b, h, t, dh = y.shape                                        # (B, H, T, dh) -> (B, T, d)
+    return y.transpose(1, 2).reshape(b, t, h * dh)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                cache: KVCache | None = None) -> torch.Tensor:
+        q, k, v = (_heads(z, self.n_heads) for z in self.qkv(x).chunk(3, -1))
+        if cache is not None:                                    # new steps see all cached ones
+            k, v = cache.append(k, v)
+            causal = causal and q.shape[2] > 1
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(_merge(y))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.q, self.kv, self.out = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
+
+    def memory(self, xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the encoder output, computed once per source."""
+        k, v = self.kv(xa).chunk(2, -1)
+        return _heads(k, self.n_heads), _heads(v, self.n_heads)  # (B, H, S, dh) each
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor) -> torch.Tensor:
+        y = F.scaled_dot_product_attention(_heads(self.q(x), self.n_heads), *kv, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(_merge(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, d: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.fc, self.proj, self.drop = nn.Linear(d, d_ff), nn.Linear(d_ff, d), nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class EncoderBlock(nn.Module):
+    """Self-attention + MLP; also the sub-decoder's one layer (with ``causal``)."""
+
+    def __init__(self, d: int, n_heads: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(d), SelfAttention(d, n_heads, dropout)
+        self.ln2, self.mlp = nn.LayerNorm(d), MLP(d, d_ff, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
+                cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask, causal, cache))
+        return x + self.mlp(self.ln2(x))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, d: int, n_heads: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(d), SelfAttention(d, n_heads, dropout)
+        self.ln2, self.cross = nn.LayerNorm(d), CrossAttention(d, n_heads, dropout)
+        self.ln3, self.mlp = nn.LayerNorm(d), MLP(d, d_ff, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor,
+                cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), causal=True, cache=cache))
+        x = x + self.drop(self.cross(self.ln2(x), kv, src_mask))
+        return x + self.mlp(self.ln3(x))
+
+
+# ---------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------
+
+class Translator(nn.Module):
+    def __init__(self, cfg: TranslatorConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.tok = nn.Embedding(cfg.vocab_size, d, padding_idx=PAD)   # tied to the outputs
+        self.pos = nn.ModuleDict({m: nn.Embedding(n + 2, d) for m, n in zip(MODALITIES, cfg.max_steps)
+                                  if m != "image"})
+        self.image_col = nn.Embedding(cfg.max_columns + 1, d)
+        self.image_row = nn.Embedding(cfg.max_rows + 1, d)
+        self.target = nn.Embedding(len(MODALITIES), d)
+        if cfg.image_layout == "column":
+            self.row_in = nn.Linear(d, cfg.row_dim)
+            self.column_mix = nn.Linear((cfg.max_rows + 1) * cfg.row_dim, d)
+        blocks = (cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout)
+        self.encoder = nn.ModuleList(EncoderBlock(*blocks) for _ in range(cfg.n_encoder_layers))
+        self.decoder = nn.ModuleList(DecoderBlock(*blocks) for _ in range(cfg.n_decoder_layers))
+        self.enc_ln, self.dec_ln = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.sub = EncoderBlock(d, cfg.sub_heads, cfg.d_ff, cfg.dropout)
+        self.sub_pos = nn.Embedding(SLOTS, d)
+        self.sub_ln = nn.LayerNorm(d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.apply(_init_weights)
+
+    # ---- embeddings ---------------------------------------------------
+    def embed(self, steps: torch.Tensor, pos: torch.Tensor, modality: str) -> torch.Tensor:
+        """(B, T, 4) ids + (B, T, 2) positions -> (B, T, d): summed codes + learned positions."""
+        self._check_positions(pos, modality)
+        b, t, s = steps.shape
+        x = F.embedding_bag(steps.reshape(-1, s), self.tok.weight, mode="sum",
+                            padding_idx=PAD).view(b, t, -1)
+        if modality == "image":
+            return x + self.image_col(pos[..., 0]) + self.image_row(pos[..., 1])
+        return x + self.pos[modality](pos[..., 0])
+
+    def _check_positions(self, pos: torch.Tensor, modality: str) -> None:
+        cfg = self.cfg
+        if modality == "image":
+            limits = ((pos[..., 0], cfg.max_columns, "patch columns"), (pos[..., 1], cfg.max_rows, "patch rows"))
+        else:
+            limits = ((pos[..., 0], cfg.max_steps[cfg.index(modality)] + 1, f"{modality} steps"),)
+        for p, most, what in limits:
+            if p.numel() and int(p.max()) > most:
+                raise BadInputError(f"sequence has {int(p.max())} {what}; this model takes at most {most}")
+
+    def _columns(self, src: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Column layout: (B, S, 4) image steps -> (B, C, d) one vector per patch column."""
+        b, _, s = src.shape
+        rows, dim = self.cfg.max_rows + 1, self.cfg.row_dim
+        self._check_positions(pos, "image")
+        valid = src[..., 0] != PAD                                        # (B, S)
+        e = self.row_in(F.embedding_bag(src.reshape(-1, s), self.tok.weight, mode="sum",
+                                        padding_idx=PAD).view(b, -1, self.cfg.d_model))
+        e = e * valid[..., None]                                          # (B, S, row_dim)
+        col, row = pos[..., 0] * valid, pos[..., 1] * valid
+        n_cols = int(col.max()) + 1
+        idx = (col * rows + row)[..., None].expand(-1, -1, dim)
+        grid = e.new_zeros(b, n_cols * rows, dim).scatter_add_(1, idx, e)  # (B, C*R, row_dim)
+        used = valid.new_zeros(b, n_cols, dtype=torch.long).scatter_add_(1, col, valid.long()) > 0
+        cols = torch.arange(n_cols, device=src.device)
+        return self.column_mix(grid.view(b, n_cols, rows * dim)) + self.image_col(cols), used
+
+    # ---- encoder / decoder --------------------------------------------
+    def encode(self, src: torch.Tensor, src_pos: torch.Tensor, src_modality: str,
+               tgt_modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> memory (B, S', d) and its validity (B, S') (S' = columns in the column layout)."""
+        if src_modality == "image" and self.cfg.image_layout == "column":
+            x, valid = self._columns(src, src_pos)
+        else:
+            x, valid = self.embed(src, src_pos, src_modality), src[..., 0] != PAD
+        x = self.drop(x + self.target.weight[self.cfg.index(tgt_modality)])
+        mask = valid[:, None, None, :]                                    # (B, 1, 1, S')
+        for block in self.encoder:
+            x = block(x, mask)
+        return self.enc_ln(x), valid
+
+    def memory(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention keys/values of every decoder layer (once per source)."""
+        return [block.cross.memory(memory) for block in self.decoder]
+
+    def decode(self, tgt: torch.Tensor, tgt_pos: torch.Tensor, tgt_modality: str,
+               kv: list[tuple[torch.Tensor, torch.Tensor]], src_valid: torch.Tensor,
+               caches: list[KVCache] | None = None) -> torch.Tensor:
+        """(B, T, 4) target steps (new ones only with ``caches``) -> main-decoder states (B, T, d)."""
+        x = self.drop(self.embed(tgt, tgt_pos, tgt_modality))
+        mask = src_valid[:, None, None, :]
+        for i, block in enumerate(self.decoder):
+            x = block(x, kv[i], mask, caches[i] if caches is not None else None)
+        return self.dec_ln(x)
+
+    def sub_decode(self, h: torch.Tensor, prev: torch.Tensor, cache: KVCache | None = None
+                   ) -> torch.Tensor:
+        """Sub-decoder: states (N, d) and the codes before each sub-step (N, K) -> (N, K, d).
+
+        Sub-step k reads the state plus code k-1 (prev[:, k]; [PAD] at k = 0). With a
+        ``cache``, ``prev`` holds only the new sub-steps, which continue the cached ones.
+        """
+        start = cache.n if cache is not None else 0
+        k = prev.shape[1]
+        x = h[:, None, :] + self.tok(prev) + self.sub_pos.weight[start:start + k]
+        return self.sub_ln(self.sub(x, causal=True, cache=cache))
+
+    def logits(self, h: torch.Tensor, tgt_modality: str, sub: int = 0) -> torch.Tensor:
+        """States (..., d) -> logits over ``allowed_ids`` (tied output embeddings)."""
+        lo, hi, eos = allowed_ids(self.cfg, tgt_modality, sub)
+        out = F.linear(h, self.tok.weight[lo:hi])
+        if eos is None:
+            return out
+        return torch.cat([out, F.linear(h, self.tok.weight[eos:eos + 1])], -1)
+
+    # ---- training -----------------------------------------------------
+    def forward(self, src: torch.Tensor, src_pos: torch.Tensor, tgt: torch.Tensor,
+                tgt_pos: torch.Tensor, src_modality: str, tgt_modality: str) -> torch.Tensor:
+        """Teacher-forced mean cross-entropy over the target's codes.
+
+        ``tgt`` is the whole target, [SOS] step .. [EOS] step (then [PAD] steps): the decoder
+        reads ``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``.
+        """
+        memory, valid = self.encode(src, src_pos, src_modality, tgt_modality)
+        h = self.decode(tgt[:, :-1], tgt_pos[:, :-1], tgt_modality, self.memory(memory), valid)
+        labels = tgt[:, 1:]                                               # (B, T, 4)
+        if CODES_PER_STEP[tgt_modality] == 1:
+            cls = ids_to_classes(labels[..., 0], allowed_ids(self.cfg, tgt_modality, 0))
+            return F.cross_entropy(self.logits(h, tgt_modality).flatten(0, 1), cls.flatten())
+        b, t, d = h.shape
+        prev = F.pad(labels[..., :SLOTS - 1], (1, 0), value=PAD)           # code k-1 at sub-step k
+        states = self.sub_decode(h.reshape(b * t, d), prev.reshape(b * t, SLOTS))
+        total, count = h.new_zeros(()), h.new_zeros(())
+        for k in range(SLOTS):
+            cls = ids_to_classes(labels[..., k].reshape(-1), allowed_ids(self.cfg, tgt_modality, k))
+            logits = self.logits(states[:, k], tgt_modality, k)
+            total = total + F.cross_entropy(logits, cls, reduction="sum")
+            count = count + (cls != -100).sum()
+        return total / count.clamp_min(1)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------
+# Code embeddings from the codecs' codebooks
+# ---------------------------------------------------------------------------
+
+def init_from_codebooks(model: Translator, image_codebooks: torch.Tensor | None,
+                        audio_codebooks: torch.Tensor | None, seed: int = 0) -> None:
+    """Set the image / audio code embeddings from codec codebooks, (4, 1024, D_codec) each.
+
+    The 4096 codes of a modality are centred, put on their principal axes (all of them when
+    D_codec <= d_model, the top d_model otherwise), rotated into the model width by a random
+    orthonormal map and scaled to the embeddings' init std: distances between codes are
+    kept up to scale (exactly when D_codec <= d_model).
+    """
+    for modality, books in (("image", image_codebooks), ("audio", audio_codebooks)):
+        if books is None:
+            continue
+        if books.dim() != 3 or books.shape[:2] != (SLOTS, CODEBOOK_SIZE):
+            raise CheckpointError(f"{modality} codebooks have shape {tuple(books.shape)}, "
+                                  f"expected ({SLOTS}, {CODEBOOK_SIZE}, D)")
+        lo, hi = model.cfg.ranges[model.cfg.index(modality)]
+        emb = project_codebooks(books.detach().float().cpu(), model.cfg.d_model, seed)
+        with torch.no_grad():
+            model.tok.weight[lo:hi] = emb.to(model.tok.weight)
+
+
+def project_codebooks(books: torch.Tensor, d_model: int, seed: int = 0) -> torch.Tensor:
+    """(4, 1024, D) codebooks -> (4096, d_model) embeddings in the vocabulary's order."""
+    x = books.reshape(-1, books.shape[-1])
+    x = x - x.mean(0)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)                 # (D, D)
+    r = min(x.shape[1], d_model)
+    gen = torch.Generator().manual_seed(seed)
+    rot = torch.linalg.qr(torch.randn(d_model, r, generator=gen))[0].T  # (r, d) orthonormal rows
+    e = (x @ vh[:r].T) @ rot
+    return e * (0.02 / e.std().clamp_min(1e-12))
+
+
+def read_codec_codebooks(image_ckpt: str | Path, audio_ckpt: str | Path
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codebooks of an image RQ-VAE and an audio DAC checkpoint folder (e.g. the shipped
+    ``weights/image-codec`` and ``weights/audio-codec``): (4, 1024, 64) and (4, 1024, 384).
+
+    The RQ-VAE's codes are its EMA codebook vectors (``quantizer.codebooks.K.embed``); a DAC
+    code's vector is what it adds to the latent: the weight-normed ``out_proj`` of its 8-d
+    ``codebook`` entry, plus the bias.
+    """
+    from umust_cli.checkpoint import WEIGHTS, read_weights
+
+    image = read_weights(Path(image_ckpt) / WEIGHTS)
+    audio = read_weights(Path(audio_ckpt) / WEIGHTS)
+    try:
+        img = torch.stack([image[f"quantizer.codebooks.{k}.embed"] for k in range(SLOTS)])
+        aud = torch.stack([_dac_code_vectors(audio, f"quantizer.quantizers.{k}") for k in range(SLOTS)])
+    except KeyError as e:
+        raise CheckpointError(f"not an image RQ-VAE / audio DAC codec pair: no tensor {e}") from e
+    return img, aud
+
+
+def _dac_code_vectors(state: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+    v, g = state[f"{prefix}.out_proj.weight_v"], state[f"{prefix}.out_proj.weight_g"]  # (D, 8, 1), (D, 1, 1)
+    w = (g * v / v.norm(dim=(1, 2), keepdim=True))[..., 0]                            # (D, 8)
+    return state[f"{prefix}.codebook.weight"] @ w.T + state[f"{prefix}.out_proj.bias"]  # (1024, D)
