@@ -137,7 +137,8 @@ def test_round_trip_through_files(codec, tmp_path):
     src = tmp_path / "in.mid"
     src.write_bytes(midi_bytes(pm))
     ids = codec.encode(src)
-    assert json.loads(json.dumps(ids)) == ids  # plain ints, not numpy ones
+    assert json.loads(json.dumps(list(ids))) == list(ids)  # plain ints, not numpy ones
+    assert ids.shape == (len(ids),) and ids.size is None
     decoded = codec.decode(ids)
     out = tmp_path / "out.mid"
     decoded.write(str(out))

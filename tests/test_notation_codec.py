@@ -9,7 +9,9 @@ compare our output with the documented token sequence, token for token.
 from __future__ import annotations
 
 import collections
+import io
 import json
+import xml.etree.ElementTree as ET
 import zipfile
 from fractions import Fraction
 from pathlib import Path
@@ -173,6 +175,89 @@ def test_core_flavor_drops_extended_tokens(tmp_path):
     assert "slur:start" in extended and "staccato" in extended
     assert "slur:start" not in core and "staccato" not in core
     assert [t for t in extended if t not in ("slur:start", "staccato")] == core
+
+
+# ---------------------------------------------------------------- tuplets
+# The shapes of the LMX authors' tuplet samples (tuplets/simple_67, simple_89), written the way
+# MuseScore writes them: 480 divisions a quarter, so a septuplet 16th lasts round(68.57) = 69.
+def tuplet_note(kind: str, duration: int, ratio: tuple[int, int] | None = None, dots: int = 0,
+                brackets: tuple[str, ...] = (), normal: str = "") -> str:
+    tm = "" if ratio is None else (f"<time-modification><actual-notes>{ratio[0]}</actual-notes>"
+                                   f"<normal-notes>{ratio[1]}</normal-notes>{normal}</time-modification>")
+    notations = "".join(f'<tuplet type="{b.split(":")[0]}" number="{b.split(":")[1]}"/>' for b in brackets)
+    return (f"<note><pitch><step>A</step><octave>4</octave></pitch><duration>{duration}</duration>"
+            f"<voice>1</voice><type>{kind}</type>{'<dot/>' * dots}{tm}"
+            f"{f'<notations>{notations}</notations>' if notations else ''}</note>")
+
+
+def tuplet_group(count: int, kind: str, durations: list[int], ratio: tuple[int, int] | None) -> str:
+    marks = [("start:1",)] + [()] * (count - 2) + [("stop:1",)]
+    return "".join(tuplet_note(kind, d, ratio, brackets=m) for d, m in zip(durations, marks))
+
+
+def tuplet_score(body: str, beats: int = 4, beat_type: int = 4, rest: str = "half", rest_dots: int = 1,
+                 rest_duration: int = 1440) -> str:
+    rest_note = (f"<note><rest/><duration>{rest_duration}</duration><voice>1</voice><type>{rest}</type>"
+                 f"{'<dot/>' * rest_dots}</note>")
+    return ('<?xml version="1.0" encoding="UTF-8"?><score-partwise version="3.1"><part-list>'
+            '<score-part id="P1"><part-name>Piano</part-name></score-part></part-list><part id="P1">'
+            '<measure number="1"><attributes><divisions>480</divisions><key><fifths>0</fifths></key>'
+            f"<time><beats>{beats}</beats><beat-type>{beat_type}</beat-type></time>"
+            f"<clef><sign>G</sign><line>2</line></clef></attributes>{body}{rest_note}</measure></part>"
+            "</score-partwise>")
+
+
+NESTED = (tuplet_note("eighth", 160, (3, 2), brackets=("start:1",))
+          + tuplet_note("16th", 53, (9, 4), brackets=("start:2",)) + tuplet_note("16th", 53, (9, 4))
+          + tuplet_note("16th", 54, (9, 4), brackets=("stop:2",))
+          + tuplet_note("eighth", 160, (3, 2), brackets=("stop:1",)))
+DOTTED_NORMAL = "<normal-type>eighth</normal-type><normal-dot/>"
+DOTTED = "".join(tuplet_note("eighth", 240, (3, 2), dots=1, normal=DOTTED_NORMAL, brackets=b)
+                 for b in (("start:1",), (), ("stop:1",)))
+# name -> (MusicXML, the tuplet's LMX note tokens, its notes' real lengths in quarters)
+TUPLET_SHAPES = {
+    "sextuplet": (tuplet_score(tuplet_group(6, "16th", [80] * 6, (6, 4))), "16th 6in4", [Fraction(1, 6)] * 6),
+    "septuplet": (tuplet_score(tuplet_group(7, "16th", [69] * 7, (7, 4))), "16th 7in4", [Fraction(1, 7)] * 7),
+    "octuplet": (tuplet_score(tuplet_group(8, "32nd", [60] * 8, None)), "32nd", [Fraction(1, 8)] * 8),
+    "nonuplet": (tuplet_score(tuplet_group(9, "32nd", [53] * 9, (9, 8))), "32nd 9in8", [Fraction(1, 9)] * 9),
+    "nested": (tuplet_score(NESTED, 2, 4, "quarter", 0, 480), "16th 9in4",
+               [Fraction(1, 3)] + [Fraction(1, 9)] * 3 + [Fraction(1, 3)]),
+    "dotted": (tuplet_score(DOTTED, 6, 8, "quarter", 1, 720), "eighth 3in2 dot", [Fraction(1, 2)] * 3),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(TUPLET_SHAPES))
+def test_tuplet_shapes_match_the_lmx_linearizer_and_round_trip(shape, tmp_path):
+    """The written <time-modification> is what LMX gets (7in4, 9in8), as the lmx package's own
+    linearizer does, not a ratio of rounded durations (40:23 before); decoding gives it back."""
+    from lmx.linearization.Linearizer import Linearizer
+
+    xml, expected, lengths = TUPLET_SHAPES[shape]
+    src = tmp_path / f"{shape}.musicxml"
+    src.write_text(xml)
+    reference = Linearizer(errout=io.StringIO())
+    reference.process_part(ET.fromstring(xml).find("part"))
+    lmx = NotationCodec().to_lmx(src)
+    assert lmx == " ".join(reference.output_tokens)
+    assert f" {expected} " in f" {lmx} " and "tuplet:start" in lmx
+    decoded = tmp_path / "decoded.musicxml"
+    decoded.write_text(NotationCodec().from_lmx(lmx))
+    assert NotationCodec().to_lmx(decoded) == lmx
+    notes = [n.quarterLength for n in reparse(decoded.read_text()).flatten().notes]
+    assert [Fraction(q).limit_denominator(100) for q in notes] == lengths
+
+
+def test_tuplet_ratio_without_a_fitting_written_one_comes_from_the_duration(tmp_path):
+    # no <time-modification> on septuplet 16ths, and an octuplet in the time of 6 (8in6: no token)
+    septuplet = tuplet_group(7, "16th", [69] * 7, None)
+    octuplet = tuplet_group(8, "16th", [90] * 8, (8, 6))
+    src = tmp_path / "t.musicxml"
+    src.write_text(tuplet_score(septuplet + octuplet, rest="quarter", rest_dots=0, rest_duration=480))
+    tokens = NotationCodec().to_lmx(src).split()
+    assert tokens.count("7in4") == 7 and tokens.count("4in3") == 8
+    src.write_text(tuplet_score(tuplet_group(11, "16th", [44] * 11, (11, 4))))  # 11in4: no LMX ratio
+    with pytest.raises(NotationError, match="tuplet ratio 30:11 has no LMX token"):
+        NotationCodec().to_lmx(src)
 
 
 # ---------------------------------------------------------------- ids and text

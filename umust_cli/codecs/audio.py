@@ -33,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from umust_cli.codecs.base import Codes, as_codes
 from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS, Vocabulary, codebook_names
 from umust_cli.errors import AudioError, CheckpointError
 from umust_cli.model.dac_codec import MODEL_KIND, SAMPLE_RATE
@@ -207,10 +208,10 @@ class AudioCodec:
         (default: the shipped vocabulary), else VocabularyMismatchError."""
         from umust_cli.codecs.vocab import default_vocabulary
         from umust_cli.model.dac_codec import DACConfig, build_generator
-        from umust_cli.train.checkpoint import load_module
+        from umust_cli.checkpoint import load_module
 
-        model = load_module(ckpt_dir, vocab or default_vocabulary(), MODEL_KIND,
-                            lambda cfg: build_generator(DACConfig.from_dict(cfg)))
+        model = load_module(ckpt_dir, MODEL_KIND, lambda cfg: build_generator(DACConfig.from_dict(cfg)),
+                            vocab or default_vocabulary())
         return cls(model, device)
 
     @property
@@ -259,14 +260,17 @@ class AudioCodec:
         return out
 
     # ---- the Codec protocol --------------------------------------------------
-    def encode(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> list[int]:
-        """Audio file or float array -> local ids, frame by frame (module docstring)."""
-        return flatten(self.encode_codes(source, sample_rate))
+    def encode(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> Codes:
+        """Audio file or float array -> local ids, frame by frame (module docstring);
+        the Codes' shape is (frames,)."""
+        codes = self.encode_codes(source, sample_rate)
+        return Codes(flatten(codes), (codes.shape[1],))
 
-    def decode(self, ids: Sequence[int]) -> np.ndarray:
-        """Local ids -> float32 mono audio at 44.1 kHz, 512 samples per 4 ids."""
+    def decode(self, codes: Codes | Sequence[int]) -> np.ndarray:
+        """Local ids (Codes or a plain sequence) -> float32 mono audio at 44.1 kHz,
+        512 samples per 4 ids."""
         try:
-            codes = unflatten(ids)
+            grid = unflatten(as_codes(codes).ids)
         except ValueError as e:
             raise AudioError(f"cannot decode audio tokens: {e}") from e
-        return self.decode_codes(codes)
+        return self.decode_codes(grid)

@@ -56,6 +56,7 @@ from typing import Sequence, Union
 
 import pretty_midi
 
+from umust_cli.codecs.base import Codes, as_codes
 from umust_cli.errors import MidiError
 from umust_cli.io import require_file
 
@@ -229,7 +230,7 @@ class MidiCodec:
         return self.events.encode_event(Event(event_type, value))
 
     # ---- encode -----------------------------------------------------------
-    def encode(self, source: MidiSource) -> list[int]:
+    def encode(self, source: MidiSource) -> Codes:
         """The whole performance as one segment starting at t=0."""
         notes = self._load_notes(source)
         end = max((n.off for n in notes), default=0)
@@ -237,7 +238,8 @@ class MidiCodec:
             raise MidiError(
                 f"performance lasts {end / self.config.steps_per_second:.2f} s, longer than one "
                 f"segment ({self.config.max_shift_seconds:g} s); use MidiCodec.encode_segments")
-        return self._encode_window(notes, 0, end)
+        ids = self._encode_window(notes, 0, end)
+        return Codes(ids, (len(ids),))
 
     def _load_notes(self, source: MidiSource) -> list[_Note]:
         return quantize_notes(load_midi(source), self.config)
@@ -274,13 +276,13 @@ class MidiCodec:
         return ids, program
 
     # ---- decode -----------------------------------------------------------
-    def decode(self, ids: Sequence[int]) -> pretty_midi.PrettyMIDI:
-        return self.decode_with_stats(ids).midi
+    def decode(self, codes: Codes | Sequence[int]) -> pretty_midi.PrettyMIDI:
+        return self.decode_with_stats(codes).midi
 
-    def decode_with_stats(self, ids: Sequence[int]) -> MidiDecodeResult:
+    def decode_with_stats(self, codes: Codes | Sequence[int]) -> MidiDecodeResult:
         """Decode one segment starting at t=0; notes left open end at the last time."""
         decoder = _Decoder(self)
-        last = decoder.run_segment(ids, 0.0)
+        last = decoder.run_segment(as_codes(codes).ids, 0.0)
         decoder.close_all(last)
         return MidiDecodeResult(notes_to_midi(decoder.notes), decoder.invalid)
 

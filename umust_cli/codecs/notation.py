@@ -21,8 +21,10 @@ staves, chord notes are sorted upwards (LMX's canonical order). In both cases
 the part is then made safe for LMX's lossy fields:
 
 * voices are renumbered the MuseScore way (staff 1: voices 1-4, staff 2: 5-8);
-* each note's tuplet ratio is set from its real duration (LMX keeps only
-  type, dots and actual:normal, not <normal-type>/<normal-dot>);
+* each note's tuplet ratio is the file's <time-modification> when that
+  explains the note's duration (as the lmx linearizer reads it), else the one
+  its real duration implies (LMX keeps only type, dots and actual:normal, not
+  <normal-type>/<normal-dot>);
 * an <accidental> is added wherever the lmx decoder, which drops <alter> and
   infers it from key, earlier accidentals and ties, would get it wrong.
 
@@ -48,10 +50,12 @@ from typing import Any, Sequence, Union
 
 from lmx.linearization.Delinearizer import Delinearizer
 from lmx.linearization.Linearizer import Linearizer
-from lmx.linearization.vocabulary import ALL_TOKENS, EXTENDED_FLAVOR_TOKENS, NOTE_TYPE_TO_QUARTER_MULTIPLE
+from lmx.linearization.vocabulary import (ALL_TOKENS, EXTENDED_FLAVOR_TOKENS, NOTE_TYPE_TO_QUARTER_MULTIPLE,
+                                         TIME_MODIFICATION_TOKENS)
 from lmx.symbolic.PitchAlternator import PitchAlternator
 from lmx.symbolic.part_to_score import part_to_score
 
+from umust_cli.codecs.base import Codes, as_codes
 from umust_cli.errors import BadInputError, InputNotFoundError, NotationError
 
 FLAVORS = ("core", "extended")
@@ -105,15 +109,17 @@ class NotationCodec:
         """LMX tokens (bare, or in the .lmx file layout) -> MusicXML text."""
         return delinearize(text).musicxml
 
-    def encode(self, source: Source) -> list[int]:
-        return tokens_to_ids(self.to_lmx(source).split())
+    def encode(self, source: Source) -> Codes:
+        ids = tokens_to_ids(self.to_lmx(source).split())
+        return Codes(ids, (len(ids),))
 
-    def decode(self, ids: Sequence[int]) -> str:
-        n = self.vocab_size
-        bad = [int(i) for i in ids if not 0 <= int(i) < n]
+    def decode(self, codes: Codes | Sequence[int]) -> str:
+        """Ids (Codes or a plain sequence) -> MusicXML text."""
+        ids, n = as_codes(codes).ids, self.vocab_size
+        bad = [i for i in ids if not 0 <= i < n]
         if bad:
             raise NotationError(f"notation ids out of range [0, {n}): {bad[:5]}")
-        return self.from_lmx(" ".join(ALL_TOKENS[int(i)] for i in ids))
+        return self.from_lmx(" ".join(ALL_TOKENS[i] for i in ids))
 
 
 def tokens_to_ids(tokens: Sequence[str]) -> list[int]:
@@ -419,12 +425,15 @@ _BEFORE_TIME_MODIFICATION = _BEFORE_ACCIDENTAL + ("accidental",)
 
 
 def _fix_time_modifications(part: ET.Element, where: str) -> None:
-    """Make every note's <time-modification> the ratio LMX needs to recover its <duration>.
+    """Make every note's <time-modification> a ratio LMX has a token for and that gives its length.
 
-    LMX keeps a note's type, dots and actual:normal ratio only, so a ratio that
-    leans on <normal-type>/<normal-dot> (kern tuplets over dotted values) or a
-    tuplet note without one would decode to the wrong length. The ratio is set
-    to (nominal length / actual length) in lowest terms and dropped when it is 1.
+    LMX keeps a note's type, dots and actual:normal ratio only (the lmx
+    linearizer copies <actual-notes>/<normal-notes> into a token like ``7in4``),
+    so the written ratio is kept whenever it explains the note's <duration> up
+    to the rounding of writers with few divisions (MuseScore: 480 a quarter, so
+    a septuplet 16th lasts 69, not 68.57). A ratio that leans on
+    <normal-type>/<normal-dot> (kern tuplets over dotted values) or a tuplet
+    note without one is set from the duration instead, and dropped when it is 1.
     """
     divisions = None
     for measure in part.findall("measure"):
@@ -438,30 +447,69 @@ def _fix_time_modifications(part: ET.Element, where: str) -> None:
                     or note_type.text not in NOTE_TYPE_TO_QUARTER_MULTIPLE:
                 continue
             dots = len(element.findall("dot"))
-            nominal = NOTE_TYPE_TO_QUARTER_MULTIPLE[note_type.text] * (2 - Fraction(1, 2 ** dots))
-            ratio = nominal * divisions / int(duration.text)
-            _set_time_modification(element, ratio, where, measure.get("number"))
+            nominal = NOTE_TYPE_TO_QUARTER_MULTIPLE[note_type.text] * (2 - Fraction(1, 2 ** dots)) * divisions
+            ratio = _tuplet_ratio(element, nominal, int(duration.text), where, measure.get("number"))
+            _set_time_modification(element, ratio)
 
 
-def _set_time_modification(note: ET.Element, ratio: Fraction, where: str, measure: str | None) -> None:
+def _written_ratio(note: ET.Element) -> Fraction | None:
+    """actual:normal of the note's <time-modification>, None without a usable one."""
+    actual, normal = note.findtext("time-modification/actual-notes"), note.findtext("time-modification/normal-notes")
+    try:
+        return Fraction(int(actual), int(normal)) if actual and normal else None
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _ratio_token(ratio: Fraction) -> str | None:
+    """The LMX token of a ratio: ``AinN`` in lowest terms or a multiple (6in4, 10in8), else None."""
+    for k in range(1, 9):
+        token = f"{ratio.numerator * k}in{ratio.denominator * k}"
+        if token in _TOKEN_INDEX:
+            return token
+    return None
+
+
+def _tuplet_ratio(note: ET.Element, nominal: Fraction, duration: int, where: str,
+                  measure: str | None) -> Fraction:
+    """nominal length / real length of a note: the written ratio when it fits the duration
+    (within a tick of rounding), else the duration's own, else the LMX ratio nearest to it."""
+    written = _written_ratio(note)
+    if written is not None and abs(nominal / written - duration) < 1 and _ratio_token(written):
+        return written
+    exact = nominal / duration if duration > 0 else Fraction(1)
+    if exact == 1 or _ratio_token(exact):
+        return exact
+    near = [r for r in map(_token_ratio, TIME_MODIFICATION_TOKENS) if abs(nominal / r - duration) < 1]
+    if not near:
+        raise NotationError(f"{where}: measure {measure}: tuplet ratio {exact.numerator}:"
+                            f"{exact.denominator} has no LMX token")
+    return min(near, key=lambda r: abs(nominal / r - duration))
+
+
+def _token_ratio(token: str) -> Fraction:
+    actual, normal = token.split("in")
+    return Fraction(int(actual), int(normal))
+
+
+def _set_time_modification(note: ET.Element, ratio: Fraction) -> None:
+    """Write ``ratio`` as the note's <time-modification> (kept as written when it already says
+    it, e.g. 6in4 rather than 3in2), or remove it when the ratio is 1."""
     tm = note.find("time-modification")
     if ratio == 1:
         if tm is not None:
             note.remove(tm)
         return
-    if f"{ratio.numerator}in{ratio.denominator}" not in _TOKEN_INDEX:
-        raise NotationError(f"{where}: measure {measure}: tuplet ratio {ratio.numerator}:"
-                            f"{ratio.denominator} has no LMX token")
-    old = None if tm is None else (tm.findtext("actual-notes"), tm.findtext("normal-notes"))
-    if old is not None and Fraction(int(old[0]), int(old[1])) == ratio \
-            and f"{old[0]}in{old[1]}" in _TOKEN_INDEX and tm.find("normal-dot") is None:
-        return  # keep the written ratio (e.g. 6in4) when it is already right
+    if tm is not None and _written_ratio(note) == ratio \
+            and f"{tm.findtext('actual-notes')}in{tm.findtext('normal-notes')}" in _TOKEN_INDEX:
+        return
     if tm is None:
         tm = ET.Element("time-modification")
         position = max((i + 1 for i, c in enumerate(note) if c.tag in _BEFORE_TIME_MODIFICATION), default=0)
         note.insert(position, tm)
+    actual, normal = _ratio_token(ratio).split("in")
     tm[:] = [ET.Element("actual-notes"), ET.Element("normal-notes")]
-    tm[0].text, tm[1].text = str(ratio.numerator), str(ratio.denominator)
+    tm[0].text, tm[1].text = actual, normal
 
 
 def _add_missing_accidentals(part: ET.Element, where: str) -> list[str]:
