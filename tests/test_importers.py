@@ -182,6 +182,19 @@ def test_grandstaff_smt_partitions_with_ekrn(tmp_path):
     assert row["kern"].endswith(".ekrn") and row["split"] == "test" and "lmx" not in row
 
 
+def test_grandstaff_lmx_over_the_original_release_in_a_subfolder(tmp_path):
+    src, out = tmp_path / "grandstaff-lmx", tmp_path / "corpus"
+    base = "joplin/joplin/pleasant/original_m-41-46"
+    grandstaff_system(src / "grandstaff", base, lmx=False)  # the original release: kern and images
+    text(src / f"{base}.lmx", LMX)
+    text(src / f"{base}.musicxml", musicxml())
+    text(src / "samples.test.txt", base + "\n")
+    summary = import_dataset("grandstaff", src, out)
+    [row] = corpus.read_manifest(out)
+    assert summary["errors"] == 0 and row["png"] == f"files/grandstaff/{base}.jpg"
+    assert row["lmx"] == f"files/{base}.lmx" and row["kern"] == f"files/grandstaff/{base}.krn"
+
+
 # --------------------------------------------------------------------- OLiMPiC
 def test_olimpic_splits_page_order_and_composer_record(tmp_path):
     src, out = tmp_path / "olimpic-1.0-synthetic", tmp_path / "corpus"
@@ -242,6 +255,16 @@ def test_musicnet_labels_become_midi_and_beethoven_goes_to_test(tmp_path):
     beethoven = rows["musicnet-2303"]
     assert (beethoven["split"], beethoven["original_split"]) == ("test", "train") and corpus.is_held_out(beethoven)
     assert rows["musicnet-2628"]["split"] == "test" and not rows["musicnet-2628"]["held_out"]
+
+
+def test_musicnet_split_folders_one_level_down(tmp_path):
+    src = musicnet_copy(tmp_path / "kaggle")
+    for folder in ("train_data", "train_labels", "test_data", "test_labels"):
+        (src / "musicnet").mkdir(exist_ok=True)
+        (src / folder).rename(src / "musicnet" / folder)
+    summary = import_dataset("musicnet", src, tmp_path / "corpus")
+    rows = by_piece(corpus.read_manifest(tmp_path / "corpus"))
+    assert summary["errors"] == 0 and rows["musicnet-2628"]["wav"] == "files/musicnet/test_data/2628.wav"
 
 
 def test_musicnet_needs_its_metadata(tmp_path):

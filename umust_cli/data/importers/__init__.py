@@ -83,6 +83,8 @@ def import_dataset(name: str, root: Path, out_dir: Path, config: ImportConfig = 
         raise BadInputError(f"no {importer.name} samples listed in {root}")
     _claim(out_dir, importer.name, root)
     rows, errors, counts = [], [], Counter()
+    if on_sample is not None:
+        on_sample(0, len(samples))
     for done, sample in enumerate(samples, start=1):
         row, sample_errors = import_sample(importer, sample, root, out_dir, config.copy, counts)
         errors.extend(sample_errors)

@@ -11,7 +11,9 @@ and the splits as one of:
 
 * ``PATH/samples.{train,dev,test}.txt`` (GrandStaff-LMX, the extended release of
   the OLiMPiC authors): lines ``<composer>/<collection>/<piece>/original_m-0-5``
-  relative to PATH, with ``.lmx`` and ``.musicxml`` beside each ``.krn``;
+  relative to PATH, with ``.lmx`` and ``.musicxml`` beside each ``.krn`` (the images
+  and kern may instead lie under ``PATH/grandstaff/``, the original release unpacked
+  inside, as one GrandStaff-LMX loader expects: both places are looked at);
 * ``PATH/partitions_grandstaff/types/{train,val,test}.txt`` (the Sheet Music
   Transformer releases): lines ``grandstaff_dataset/<composer>/.../<name>.ekrn``
   relative to PATH (the test list holds the originals, train/val the transpositions).
@@ -45,6 +47,7 @@ SMT_LISTS = {"train": "partitions_grandstaff/types/train.txt", "val": "partition
              "test": "partitions_grandstaff/types/test.txt"}
 SPLITS = {"train": "train", "dev": "valid", "val": "valid", "test": "test"}
 KERN_SUFFIXES = (".krn", ".bekrn", ".ekrn")
+ORIGINAL = "grandstaff"  # where a GrandStaff-LMX user may keep the original release's images
 _STRIP = (*KERN_SUFFIXES, ".jpg", ".png", ".lmx", ".musicxml")
 _MEASURES = re.compile(r"_m-(\d+)-(\d+)$")
 
@@ -90,16 +93,25 @@ def _sample(root: Path, piece: str, index: int, base: str, split: str, lmx: bool
     parts = PurePosixPath(piece).parts
     if parts and parts[0] == "grandstaff_dataset":
         parts = parts[1:]
-    kern = next((base + s for s in KERN_SUFFIXES if (root / (base + s)).is_file()), base + KERN_SUFFIXES[0])
+    kerns = [_locate(root, base + suffix) for suffix in KERN_SUFFIXES]
+    kern = next((rel for rel in kerns if (root / rel).is_file()), kerns[0])
     text_need = EXPECTED if lmx else OPTIONAL
-    files = (FileRef("png", base + ".jpg"), FileRef("kern", kern),
-             FileRef("scans", base + "_distorted.jpg", EXPECTED),
+    files = (FileRef("png", _locate(root, base + ".jpg")), FileRef("kern", kern),
+             FileRef("scans", _locate(root, base + "_distorted.jpg"), EXPECTED),
              FileRef("lmx", base + ".lmx", text_need), FileRef("musicxml", base + ".musicxml", text_need))
     meta = {"composer": parts[0] if parts else "", "sample": name, "variant": name.split("_m-")[0]}
     if match := _MEASURES.search(name):
         meta["measure_range"] = [int(match.group(1)), int(match.group(2))]  # as in the file name
     return Sample(piece_id=slug("grandstaff-" + "-".join(parts)), system=index, original_split=split,
                   source=f"grandstaff:{base}", files=files, meta=meta)
+
+
+def _locate(root: Path, rel: str) -> str:
+    """``rel``, or ``grandstaff/<rel>`` when only there: GrandStaff-LMX unpacked over a folder that holds
+    the original release in ``grandstaff/``."""
+    if not (root / rel).is_file() and (root / ORIGINAL / rel).is_file():
+        return f"{ORIGINAL}/{rel}"
+    return rel
 
 
 IMPORTER = Importer("grandstaff", SPLITS, find)

@@ -12,6 +12,8 @@ with ``musicnet_metadata.csv`` beside its folders)::
     PATH/test_data/<id>.wav, PATH/test_labels/<id>.csv
     PATH/musicnet_midis/<Composer>/<id>_<name>.mid   score MIDI, not aligned (optional)
 
+(a copy whose split folders lie one level down, in ``PATH/musicnet/``, is read too).
+
 MusicNet_EM adds the EM-aligned labels as MIDI files (``musicnet_em.zip``,
 unpacked beside the folders above; the zip may hold a second ``musicnet_em``
 level)::
@@ -49,31 +51,44 @@ SPLITS = {"train": "train", "test": "test"}
 
 
 def find_musicnet(root: Path) -> list[Sample]:
-    return [_sample(root, track, split, meta, em=None) for track, split, meta in _tracks(root)]
+    return _samples(root, em=None)
 
 
 def find_musicnet_em(root: Path) -> list[Sample]:
-    em = _em_folder(root)
-    return [_sample(root, track, split, meta, em=em) for track, split, meta in _tracks(root)]
+    return _samples(root, em=_em_folder(require_folder(root, "MusicNet")))
 
 
-def _tracks(root: Path) -> list[tuple[str, str, dict]]:
-    """(id, split, metadata) of every recording named by the metadata or found in a split folder."""
+def _samples(root: Path, em: str | None) -> list[Sample]:
     root = require_folder(root, "MusicNet")
+    metadata = _metadata(root)
+    prefix = _data_prefix(root)
+    found = {}
+    for split, folders in FOLDERS.items():
+        for folder in folders:
+            ext = ".wav" if folder.endswith("_data") else ".csv"
+            found.update({p.stem: split for p in sorted((root / prefix / folder).glob(f"*{ext}"))})
+    scores = {p.name.split("_", 1)[0]: p.relative_to(root).as_posix()
+              for p in sorted((root / "musicnet_midis").rglob("*.mid"))}
+    ids = sorted(set(metadata) | set(found), key=lambda t: (len(t), t))
+    return [_sample(prefix, t, found.get(t, "train"), metadata.get(t, {}), scores.get(t), em) for t in ids]
+
+
+def _metadata(root: Path) -> dict[str, dict]:
     path = root / METADATA
     if not path.is_file():
         raise InputNotFoundError(f"{root} holds no {METADATA} (it names each recording's composer, "
                                  "which the held-out rule needs)")
     table = read_table(path)
     require_columns(table, COLUMNS, path)
-    metadata = {row["id"]: row for row in table}
-    found = {}
-    for split, folders in FOLDERS.items():
-        for folder in folders:
-            ext = ".wav" if folder.endswith("_data") else ".csv"
-            found.update({p.stem: split for p in sorted((root / folder).glob(f"*{ext}"))})
-    ids = sorted(set(metadata) | set(found), key=lambda t: (len(t), t))
-    return [(t, found.get(t, "train"), metadata.get(t, {})) for t in ids]
+    return {row["id"]: row for row in table}
+
+
+def _data_prefix(root: Path) -> str:
+    """'' when the split folders are in ``root``, 'musicnet/' when one level down (the Kaggle copy)."""
+    for prefix in ("", "musicnet/"):
+        if any((root / f"{prefix}{folder}").is_dir() for pair in FOLDERS.values() for folder in pair):
+            return prefix
+    raise InputNotFoundError(f"{root} holds no train_data/ or test_data/ folder")
 
 
 def _em_folder(root: Path) -> str:
@@ -84,14 +99,13 @@ def _em_folder(root: Path) -> str:
                              "train_data/ and test_data/)")
 
 
-def _sample(root: Path, track: str, split: str, meta: dict, em: str | None) -> Sample:
-    data, labels = FOLDERS[split]
+def _sample(prefix: str, track: str, split: str, meta: dict, score_midi: str | None, em: str | None) -> Sample:
+    data, labels = (f"{prefix}{folder}" for folder in FOLDERS[split])
     wav, csv = f"{data}/{track}.wav", f"{labels}/{track}.csv"
     if em is None:
         files = [FileRef("wav", wav), FileRef("labels", csv)]
-        score = next(iter(sorted((root / "musicnet_midis").glob(f"*/{track}_*.mid"))), None)
-        if score is not None:
-            files.append(FileRef("score_mid", score.relative_to(root).as_posix(), OPTIONAL))
+        if score_midi is not None:
+            files.append(FileRef("score_mid", score_midi, OPTIONAL))
         derived = (Derived("mid", csv, musicnet_labels_to_midi),)
     else:
         files = [FileRef("wav", wav), FileRef("mid", f"{em}/{track}.mid"), FileRef("labels", csv, OPTIONAL)]
