@@ -14,7 +14,8 @@ A row has ``dataset``, ``piece_id``, ``source`` (``<dataset>:<identity>``, with
 the composer when known: the held-out rule of :mod:`umust_cli.data.sources`
 reads it), ``split`` (train / valid / test), ``original_split`` (the
 dataset's own name), ``held_out``, ``system`` (index within the piece),
-``start``/``end``/``duration`` (seconds of audio; 0 for rows without audio),
+``start``/``end``/``duration`` (seconds of the performance: its audio, else the
+MIDI made from its note table; 0 for image rows),
 the dataset's metadata (composer, title, ...) and paths relative to DIR under
 the keys the corpus consumers read: ``wav``, ``mid``, ``png`` (the system
 image, whatever its format), ``scans`` (other renderings of it), ``musicxml``,
