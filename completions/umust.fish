@@ -8,7 +8,7 @@ function __umust_path_is
     end
     test "$cmdpath" = "$argv[1]"
 end
-set -g __umust_known 'dataset' 'dataset align' 'dataset build' 'dataset resynth' 'dataset stats' 'dataset tokenize' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train codec' 'train codec audio' 'train codec image' 'train retrieval' 'translate'
+set -g __umust_known 'dataset' 'dataset align' 'dataset build' 'dataset import' 'dataset resynth' 'dataset stats' 'dataset tokenize' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train codec' 'train codec audio' 'train codec image' 'train retrieval' 'translate'
 complete -c umust -f -n '__umust_path_is \'\'' -a dataset -d 'Build and inspect the aligned image/notation/MIDI/audio corpus.'
 complete -c umust -f -n '__umust_path_is \'\'' -a eval -d 'Score predictions with the papers\' metrics (SER, note F1, EMD, retrieval, FAD).'
 complete -c umust -f -n '__umust_path_is \'\'' -a retrieve -d 'Audio <-> sheet-music passage retrieval: build an index, search it.'
@@ -19,6 +19,7 @@ complete -c umust -n '__umust_path_is \'\'' -l version -d 'Print the version and
 complete -c umust -n '__umust_path_is \'\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a align -d 'Add sub-system alignment (notehead x <-> onset time, systems/NNN.align.json) to an older corpus.'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a build -d 'Engrave, perform and synthesize scores into per-system PNG/MusicXML/LMX/MIDI/WAV files.'
+complete -c umust -f -n '__umust_path_is \'dataset\'' -a import -d 'Import a public dataset into a corpus manifest, keeping its own splits (Beethoven: test only)'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a resynth -d 'Render a corpus\'s performances again with another soundfont or tempo: same systems, new sound.'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a stats -d 'Systems, pieces and hours of audio per split.'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a tokenize -d 'Add image and audio codec codes to every system of a corpus (resumable, batched)'
@@ -40,6 +41,11 @@ complete -c umust -n '__umust_path_is \'dataset build\'' -l allow-held-out -d 'B
 complete -c umust -n '__umust_path_is \'dataset build\'' -l retry-failed -d 'Rebuild pieces that failed before.'
 complete -c umust -n '__umust_path_is \'dataset build\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'dataset build\'' -s h -l help -d 'Show the help and exit.'
+complete -c umust -n '__umust_path_is \'dataset import\'' -s o -l output -r -d 'Corpus folder: manifest.jsonl, errors.jsonl, files/ (re-run to update).'
+complete -c umust -n '__umust_path_is \'dataset import\'' -l copy -d 'Copy the dataset\'s files instead of hard-linking them.'
+complete -c umust -n '__umust_path_is \'dataset import\'' -l limit -r -d 'Only the first N samples (a trial run).'
+complete -c umust -n '__umust_path_is \'dataset import\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
+complete -c umust -n '__umust_path_is \'dataset import\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'dataset resynth\'' -s o -l output -r -d 'The variant corpus folder (created; re-run to resume).'
 complete -c umust -n '__umust_path_is \'dataset resynth\'' -l soundfont -r -d 'fluidr3, timgm6mb, musescore, or the extra csound / opl3 (Debian packages).'
 complete -c umust -n '__umust_path_is \'dataset resynth\'' -l program -r -d 'General MIDI program for every instrument (1 bright piano, 2 electric grand, 3 honky-tonk, ...); default: the MIDI\'s own.'
