@@ -131,6 +131,25 @@ def test_maestro_unreadable_audio_is_listed(tmp_path):
     assert summary["errors"] == 1 and error["error"] == "AudioError"
 
 
+def test_maestro_file_that_cannot_be_opened_is_listed(tmp_path, monkeypatch):
+    import builtins
+
+    import umust_cli.data.importers as importers
+
+    src = maestro_copy(tmp_path / "maestro")
+    locked = src / "2018/MIDI-Unprocessed_01.midi"
+
+    def no_access(path, *args, **kwargs):  # what a file without read permission gives a non-root user
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(importers, "open", no_access, raising=False)
+    summary = import_dataset("maestro", src, tmp_path / "corpus")
+    [error] = read_jsonl(tmp_path / "corpus" / "errors.jsonl")
+    assert (summary["rows"], summary["errors"]) == (3, 1) and "Permission denied" in error["message"]
+
+
 # ------------------------------------------------------------------ GrandStaff
 def grandstaff_system(root: Path, base: str, distorted: bool = True, lmx: bool = True) -> None:
     text(root / f"{base}.krn", KERN)

@@ -199,8 +199,11 @@ def inspect_file(path: Path, key: str) -> float | None:
     require_input_file(path, f"{key} file")
     if key in AUDIO_KEYS:
         return _audio_seconds(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise BadInputError(f"unreadable: {path} ({e.strerror or e})") from e
     if key in MIDI_KEYS and not head.startswith(b"MThd"):
         raise MidiError(f"not a MIDI file: {path}")
     if key in IMAGE_KEYS and not head.startswith(_IMAGE_MAGIC):
