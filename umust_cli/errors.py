@@ -54,5 +54,9 @@ class RenderError(UmustError):
     """Engraving (verovio) or synthesis (FluidSynth) failed."""
 
 
+class TranslationError(UmustError):
+    """A translator's output cannot be written in the target format (exit status 1: the model's fault)."""
+
+
 class NotAvailableError(UmustError):
     """A command or feature exists in the CLI but has not been implemented yet."""
