@@ -9,7 +9,8 @@ refusal is one typed :class:`~umust_cli.errors.BadInputError` line (exit 2).
 The bounds below say what one input may cost; the messages name them.
 
 * ``MAX_IMAGE_PIXELS``: a page scanned at 600 dpi (US letter: 5100 x 6600 px)
-  fits; a 12000 x 12000 image does not.
+  fits; a 12000 x 12000 image does not. ``MAX_SYSTEM_PIXELS``: what the image
+  codec encodes in one piece (it needs about 0.8 KB of memory a pixel).
 * ``MAX_AUDIO_SECONDS``: half an hour of sound read at once (a long sonata
   movement or a whole recording to search in); ``MAX_AUDIO_SAMPLES`` bounds
   samples x channels read (800 MB as float32) for high-rate multichannel files.
@@ -36,6 +37,8 @@ from umust_cli.errors import (AudioError, BadInputError, ImageError, InputNotFou
                               NotationError)
 
 MAX_IMAGE_PIXELS = 36_000_000         # 6000 x 6000; a 600-dpi letter page is 33.7 Mpx
+MAX_SYSTEM_PIXELS = 4_000_000         # one system image the image codec encodes at once (4000 x 1000
+                                      # px: the codec needs about 0.8 KB a pixel, so about 3 GB)
 MAX_AUDIO_SECONDS = 1800.0            # half an hour read at once
 MAX_AUDIO_SAMPLES = 200_000_000       # samples x channels read at once (800 MB as float32)
 MIN_AUDIO_SECONDS = 0.05              # shorter clips hold no music
@@ -190,10 +193,11 @@ def _check_wav_complete(path: Path) -> None:
 
 
 # ------------------------------------------------------------------ images
-def load_image(source: str | Path | bytes) -> np.ndarray:
+def load_image(source: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """An image file (or its bytes) -> (H, W) uint8 gray, transparency composited over white.
 
-    The size is checked from the header (MAX_IMAGE_PIXELS) before the pixels are decoded.
+    The size is checked from the header (``max_pixels``: MAX_IMAGE_PIXELS for a page,
+    MAX_SYSTEM_PIXELS for what the image codec encodes) before the pixels are decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -203,24 +207,23 @@ def load_image(source: str | Path | bytes) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(opener) as im:
-                check_pixels(im.size[1], im.size[0], what)
+                check_pixels(im.size[1], im.size[0], what, max_pixels)
                 im.load()
                 gray = _to_gray(im)
     except Image.DecompressionBombError as e:
         raise ImageError(f"image {what} is too large: {_one_line(e)} (the limit is "
-                         f"{MAX_IMAGE_PIXELS:,} pixels)") from e
+                         f"{max_pixels:,} pixels)") from e
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
         raise ImageError(f"cannot read image {what}: {_one_line(e)}") from e
     return gray
 
 
-def check_pixels(height: int, width: int, what: str = "image") -> None:
-    """ImageError for an empty image or one over MAX_IMAGE_PIXELS."""
+def check_pixels(height: int, width: int, what: str = "image", max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """ImageError for an empty image or one over ``max_pixels``."""
     if height <= 0 or width <= 0:
         raise ImageError(f"image {what} is empty ({width} x {height} px)")
-    if height * width > MAX_IMAGE_PIXELS:
-        raise ImageError(f"image {what} is {width} x {height} px; the limit is {MAX_IMAGE_PIXELS:,} "
-                         f"pixels (about {math.isqrt(MAX_IMAGE_PIXELS)} x {math.isqrt(MAX_IMAGE_PIXELS)})")
+    if height * width > max_pixels:
+        raise ImageError(f"image {what} is {width} x {height} px; the limit is {max_pixels:,} pixels")
 
 
 def _to_gray(im) -> np.ndarray:
@@ -263,28 +266,51 @@ def load_midi(path: str | Path, require_notes: bool = False):
 # ------------------------------------------------------------------ codes
 def load_codes(path: str | Path, ndim: tuple[int, ...] = (1, 2, 3), high: int | None = None,
                max_elements: int = MAX_CODE_ELEMENTS) -> np.ndarray:
-    """An integer .npy code array; its header (shape, dtype) is checked before the data is read.
+    """An integer .npy code array (int64); shape, dtype and length are checked from the
+    header before the data is read.
 
     ``ndim``: the accepted numbers of dimensions; ``high``: codes must lie in [0, high).
     """
     p = require_input_file(path, "code file")
-    try:
-        arr = np.load(p, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise BadInputError(f"{p} is not a .npy code array ({_one_line(e)})") from e
-    if not isinstance(arr, np.ndarray):  # an .npz archive
-        raise BadInputError(f"{p} is not a .npy code array (an .npz archive)")
-    if arr.dtype.kind not in "iu":
-        raise BadInputError(f"{p} holds {arr.dtype} values; codes are integers")
-    if arr.ndim not in ndim or 0 in arr.shape:
-        raise BadInputError(f"{p} has shape {arr.shape}; expected a non-empty array of "
+    shape, dtype = _npy_header(p)
+    if dtype.kind not in "iu":
+        raise BadInputError(f"{p} holds {dtype} values; codes are integers")
+    if len(shape) not in ndim or 0 in shape:
+        raise BadInputError(f"{p} has shape {shape}; expected a non-empty array of "
                             f"{' or '.join(map(str, ndim))} dimensions")
-    if arr.size > max_elements:
-        raise BadInputError(f"{p} holds {arr.size:,} codes (shape {arr.shape}); the limit is {max_elements:,}")
-    codes = np.array(arr, dtype=np.int64)
+    size = math.prod(shape)
+    if size > max_elements:
+        raise BadInputError(f"{p} holds {size:,} codes (shape {shape}); the limit is {max_elements:,}")
+    try:
+        codes = np.load(p, allow_pickle=False).astype(np.int64)
+    except (OSError, ValueError, EOFError) as e:
+        raise BadInputError(f"{p} is not a readable .npy code array ({_one_line(e)})") from e
     if high is not None and (codes.min() < 0 or codes.max() >= high):
         raise BadInputError(f"{p} holds codes outside [0, {high}) (min {codes.min()}, max {codes.max()})")
     return codes
+
+
+def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a .npy file from its header; BadInputError for other files or a short one."""
+    fmt = np.lib.format
+    with open(p, "rb") as f:
+        zipped = f.read(2) == b"PK"
+        f.seek(0)
+        try:
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(f, max_header_size=2**16)
+        except (ValueError, EOFError, SyntaxError) as e:
+            kind = "an .npz archive" if zipped else _one_line(e)
+            raise BadInputError(f"{p} is not a .npy code array ({kind})") from e
+        data_start = f.tell()
+    if dtype.hasobject:
+        raise BadInputError(f"{p} holds Python objects; codes are integers")
+    need = data_start + math.prod(shape) * dtype.itemsize
+    if p.stat().st_size < need:
+        raise BadInputError(f"{p} is truncated: its header promises {need:,} bytes, "
+                            f"{p.stat().st_size:,} are there")
+    return tuple(int(n) for n in shape), dtype
 
 
 def _one_line(e: BaseException) -> str:

@@ -21,22 +21,65 @@ def fail(message: str, code: int) -> None:
 
 
 def handle_errors(func: F) -> F:
-    """Turn umust's typed errors into one red line and exit 2 (bad input) or 1."""
+    """Turn umust's typed errors into one red line and exit 2 (bad input) or 1.
+
+    SIGTERM/SIGHUP become an exception while the command runs (so no temporary
+    output file is left behind) and exit with 128 + the signal number.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from umust_cli.errors import UmustError
+        from umust_cli.io import Terminated, signals_as_exceptions
 
         try:
-            return func(*args, **kwargs)
+            with signals_as_exceptions():
+                return func(*args, **kwargs)
         except UmustError as e:
-            fail(str(e), e.exit_code)
+            fail(_one_line(str(e)), e.exit_code)
+        except Terminated as e:
+            fail(str(e), 128 + e.signum)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as e:  # an internal failure: still one line, exit 1
-            fail(f"internal error: {type(e).__name__}: {e}", 1)
+            fail(_one_line(f"internal error: {type(e).__name__}: {e}"), 1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(message: str) -> str:
+    """Messages of libraries can hold newlines; the error stays one line."""
+    return " ".join(message.split())
+
+
+PARTIAL_FAILURE_EXIT = 3  # a batch command that did some of its inputs and failed on others
+
+
+def check_distinct_outputs(plan: list[tuple[str, list[str]]]) -> None:
+    """``plan``: (input, the output paths it writes) per input. BadInputError naming the
+    inputs when two would write the same output (one would silently overwrite the other)."""
+    from umust_cli.errors import BadInputError
+
+    by_output: dict[str, list[str]] = {}
+    for src, outs in plan:
+        for out in outs:
+            by_output.setdefault(out, []).append(src)
+    clashes = [f"{' and '.join(srcs)} -> {out}" for out, srcs in by_output.items() if len(srcs) > 1]
+    if clashes:
+        more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        raise BadInputError(f"several inputs would write the same output: {'; '.join(clashes[:3])}{more}; "
+                            f"rename them or run them into different folders")
+
+
+def finish_batch(total: int, failed: list[dict], what: str = "files") -> None:
+    """After a batch that kept going past bad inputs: one line naming every failure, exit 2 when
+    all ``total`` failed, PARTIAL_FAILURE_EXIT when only some did; nothing when none did.
+    ``failed`` rows hold ``input`` and ``error``."""
+    if not failed:
+        return
+    detail = "; ".join(f"{row['input']}: {row['error']}" for row in failed)
+    code = 2 if len(failed) == total else PARTIAL_FAILURE_EXIT
+    fail(_one_line(f"{len(failed)} of {total} {what} failed: {detail}"), code)
 
 
 def print_json(obj: Any) -> None:

@@ -7,9 +7,13 @@ from typing import List, Optional
 
 import typer
 
-from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
+from umust_cli import registry
+from umust_cli.cli._common import JSON_OPTION_HELP, check_distinct_outputs, finish_batch, handle_errors, print_json
+from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS
+from umust_cli.errors import AudioError, BadInputError, ImageError, MidiError
+from umust_cli.io import atomic_path, write_text_atomic
 
-CODEC_HELP = "{} codec checkpoint folder (default: the one shipped in the package)."
+CODEC_HELP = "NAME|PATH: a shipped {} codec ({}) or a checkpoint folder."
 
 app = typer.Typer(help="Turn files into tokens and tokens back into files.", no_args_is_help=True)
 
@@ -26,17 +30,16 @@ def notation(
 ) -> None:
     """Print a score's LMX tokens, or (--decode) turn LMX back into MusicXML."""
     from umust_cli.codecs.notation import NotationCodec, lmx_file_text
-    from umust_cli.errors import BadInputError
-    from umust_cli.io import require_file, write_text_atomic
+    from umust_cli.inputs import load_lmx, require_input_file
 
     codec = NotationCodec(flavor=flavor)
-    src = require_file(file)
     if decode:
         if output is None:
             raise BadInputError("--decode needs -o OUT.musicxml")
-        write_text_atomic(output, codec.from_lmx(src.read_text(encoding="utf-8")))
-        _report(as_json, {"input": str(src), "output": str(output)}, f"wrote {output}")
+        write_text_atomic(output, codec.from_lmx(load_lmx(file)))
+        _report(as_json, {"input": str(file), "output": str(output)}, f"wrote {output}")
         return
+    src = require_input_file(file, "score file")
     lmx = codec.to_lmx(src)
     if output is not None:
         write_text_atomic(output, lmx_file_text(lmx, flavor))
@@ -55,34 +58,49 @@ def midi(
                                           help="Write the token text (or, with --decode, the .mid) here."),
     decode: bool = typer.Option(False, "--decode", help="Read MIDI event tokens and write a .mid file."),
     max_seconds: float = typer.Option(10.0, "--max-seconds", help="Longest segment in seconds."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens per segment."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Most tokens per segment."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Print a performance's MT3-style event tokens (one segment a line), or decode them."""
-    from umust_cli.codecs.midi import MidiCodec, segments_to_text, text_to_segments
-    from umust_cli.errors import BadInputError
-    from umust_cli.io import atomic_path, require_file
+    import math
+
+    from umust_cli.codecs.midi import MidiCodec, segments_to_text
+    from umust_cli.inputs import load_midi
 
     codec = MidiCodec()
-    src = require_file(file)
     if decode:
         if output is None:
             raise BadInputError("--decode needs -o OUT.mid")
-        pm = codec.decode_segments(text_to_segments(codec, src.read_text(encoding="utf-8")))
-        with atomic_path(output) as tmp:
-            pm.write(str(tmp))
-        _report(as_json, {"input": str(src), "output": str(output)}, f"wrote {output}")
+        _midi_decode(codec, file, output)
+        _report(as_json, {"input": str(file), "output": str(output)}, f"wrote {output}")
         return
-    segments = codec.encode_segments(src, max_seconds=max_seconds, max_tokens=max_tokens)
+    if not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise BadInputError(f"--max-seconds must be a positive number of seconds, got {max_seconds}")
+    segments = codec.encode_segments(load_midi(file), max_seconds=max_seconds, max_tokens=max_tokens)
     text = segments_to_text(codec, segments)
     if output is not None:
-        with atomic_path(output) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        write_text_atomic(output, text)
     if as_json:
-        print_json({"input": str(src), "output": str(output) if output else None,
+        print_json({"input": str(file), "output": str(output) if output else None,
                     "segments": [{"start": s.start, "end": s.end, "ids": s.ids} for s in segments]})
     elif output is None:
         typer.echo(text, nl=False)
+
+
+def _midi_decode(codec, src: Path, output: Path) -> None:
+    """Token text -> .mid; MidiError for text without notes or past MAX_MIDI_SECONDS."""
+    from umust_cli.codecs.midi import text_to_segments
+    from umust_cli.inputs import MAX_MIDI_SECONDS, load_text
+
+    segments = text_to_segments(codec, load_text(src, "token file"))
+    end = max((s.end for s in segments), default=0.0)
+    if end > MAX_MIDI_SECONDS:
+        raise MidiError(f"{src}: segments reach {end:.0f} s; the limit is {MAX_MIDI_SECONDS:.0f} s")
+    pm = codec.decode_segments(segments)
+    if not any(inst.notes for inst in pm.instruments):
+        raise MidiError(f"{src}: the tokens hold no notes; nothing to write")
+    with atomic_path(output) as tmp:
+        pm.write(str(tmp))
 
 
 def _report(as_json: bool, obj: dict, line: str) -> None:
@@ -92,78 +110,45 @@ def _report(as_json: bool, obj: dict, line: str) -> None:
         typer.echo(line)
 
 
+# Batch commands (image, audio): every input is tried, failures are listed at the end in one
+# line (exit 2 when all failed, 3 when some did); both print the same JSON:
+# {"done": [{"input", "output", "variants": [...], <sizes>}], "failed": [{"input", "error"}]}.
 @app.command("image")
 @handle_errors
 def image(
-    files: list[Path] = typer.Argument(..., help="System images (.png), or code grids (.npy) with --decode."),
+    files: List[Path] = typer.Argument(..., help="System images (.png), or code grids (.npy) with --decode."),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the .npy code grids (or PNGs)."),
-    codec_dir: Optional[Path] = typer.Option(None, "--codec", help=CODEC_HELP.format("image")),
+    codec_dir: Optional[str] = typer.Option(None, "--codec", metavar="NAME|PATH",
+                                            help=CODEC_HELP.format("image", registry.describe("image-codec"))),
     decode: bool = typer.Option(False, "--decode", help="Read .npy code grids and write PNGs."),
     shifts: bool = typer.Option(False, "--shifts", help="Also write the 32 shifted variants (STEM.sNN.npy)."),
+    rescale: bool = typer.Option(True, "--rescale/--no-rescale",
+                                 help="Resize to the codec's staff spacing first (an image without "
+                                      "staff lines is an error); --no-rescale encodes the pixels as they are."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Score images -> RQ-VAE codes as OUT/STEM.npy, or (--decode) code grids -> PNG.
 
-    Each .npy holds one int16 array of shape (4, H/16, W/16): row k is codebook
-    k, so the height in patches travels with the codes. The token sequence is
-    `umust_cli.codecs.image.flatten` of it (columns left to right, top to bottom,
-    4 codes per patch, local id k*1024 + code). Bad files are reported at the end.
+    Each image is first resized so that its staff lines are as far apart as in the
+    codec's training images (measured by run lengths). Each .npy holds one int16
+    array of shape (4, H/16, W/16) of the resized image: row k is codebook k, so the
+    height in patches travels with the codes; STEM.json beside it holds the factor
+    ("scale") and the input's [H, W] ("size"), which --decode returns to. The token
+    sequence is `umust_cli.codecs.image.flatten` of it (columns left to right, top to
+    bottom, 4 codes per patch, local id k*1024 + code). Every file is tried; failures are
+    listed at the end (exit status 2 when all failed, 3 when some did).
     """
-    from umust_cli.codecs.base import shipped_codec
-    from umust_cli.codecs.image import ImageCodec
-    from umust_cli.errors import BadInputError, UmustError
+    from umust_cli.codecs.image import SHIFTS_X, SHIFTS_Y, ImageCodec
 
-    codec = ImageCodec.load(codec_dir or shipped_codec("image"), device=device)
-    results, failed = [], []
-    for f in files:
-        try:
-            written = _image_decode(codec, f, output) if decode else _image_encode(codec, f, output, shifts)
-            results.append({"input": str(f), "outputs": written})
-        except (UmustError, ValueError, OSError) as e:
-            failed.append({"input": str(f), "error": str(e)})
-    if as_json:
-        print_json({"done": results, "failed": failed})
-    else:
-        for r in results:
-            typer.echo(f"{r['input']} -> {', '.join(r['outputs'])}")
-    if failed:
-        detail = "; ".join(f"{x['input']}: {x['error']}" for x in failed)
-        raise BadInputError(f"{len(failed)} of {len(files)} files failed: {detail}")
+    names = _plan(files, output, ".png" if decode else ".npy", 0 if decode or not shifts else SHIFTS_X * SHIFTS_Y)
+    codec = ImageCodec.load(registry.resolve("image-codec", codec_dir), device=device)
+    one = (lambda f, outs: _image_decode(codec, f, outs)) if decode else \
+        (lambda f, outs: _image_encode(codec, f, outs, rescale))
+    _run_batch(names, one, as_json)
 
 
-def _image_encode(codec, src: Path, outdir: Path, shifts: bool) -> list[str]:
-    import numpy as np
-
-    from umust_cli.codecs.image import load_gray, shift_variants
-    from umust_cli.io import atomic_path, require_file
-
-    gray = load_gray(require_file(src))
-    variants = shift_variants(gray) if shifts else [gray]
-    written = []
-    for n, img in enumerate(variants):
-        dest = outdir / (f"{src.stem}.s{n:02d}.npy" if shifts else f"{src.stem}.npy")
-        with atomic_path(dest) as tmp:
-            np.save(tmp, codec.encode_grid(img).astype(np.int16))
-        written.append(str(dest))
-    return written
-
-
-def _image_decode(codec, src: Path, outdir: Path) -> list[str]:
-    import numpy as np
-    from PIL import Image
-
-    from umust_cli.io import atomic_path, require_file
-
-    grid = np.load(require_file(src), allow_pickle=False)
-    dest = outdir / f"{src.stem}.png"
-    img = codec.decode_grid(grid)
-    with atomic_path(dest) as tmp:
-        Image.fromarray(img).save(tmp)
-    return [str(dest)]
-
-
-# Audio code files: Code files: ``OUTDIR/<stem>.npy`` holds an int16 array of shape (4, frames):
+# Audio code files: ``OUTDIR/<stem>.npy`` holds an int16 array of shape (4, frames):
 # row k is codebook k, values in [0, 1024), one column per 512 samples at
 # 44.1 kHz. The codec's local token ids are these codes frame by frame,
 # ``k * 1024 + code`` (``umust_cli.codecs.audio.flatten``). ``--decode`` reads
@@ -175,7 +160,8 @@ def _image_decode(codec, src: Path, outdir: Path) -> list[str]:
 def audio(
     files: List[Path] = typer.Argument(..., help="Sound files (WAV, FLAC, ...), or .npy code files with --decode."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder: <stem>.npy per input (<stem>.wav with --decode)."),
-    codec_dir: Optional[Path] = typer.Option(None, "--codec", help=CODEC_HELP.format("audio")),
+    codec_dir: Optional[str] = typer.Option(None, "--codec", metavar="NAME|PATH",
+                                            help=CODEC_HELP.format("audio", registry.describe("audio-codec"))),
     decode: bool = typer.Option(False, "--decode", help="Read .npy codes and write .wav files."),
     shifts: bool = typer.Option(False, "--shifts", help="Also write the 9 shifted variants as STEM.sNN.npy "
                                 "(NN 00..08: shifts -20..+20 samples in steps of 5; s04 is unshifted)."),
@@ -184,78 +170,143 @@ def audio(
 ) -> None:
     """Encode sound files to (4, frames) code arrays, or decode code arrays to audio.
 
-    Every file is tried; failures are listed at the end and make the exit status 2.
+    Every file is tried; failures are listed at the end (exit status 2 when all
+    failed, 3 when some did).
     """
-    from umust_cli.codecs.audio import AudioCodec
-    from umust_cli.codecs.base import shipped_codec
-    from umust_cli.errors import BadInputError
+    from umust_cli.codecs.audio import SHIFTS, AudioCodec
 
-    stems = [f.stem for f in files]
-    dupes = sorted({s for s in stems if stems.count(s) > 1})
-    if dupes:
-        raise BadInputError(f"several inputs would write the same output name: {', '.join(dupes)}")
-    codec = AudioCodec.load(codec_dir or shipped_codec("audio"), device=device)
+    names = _plan(files, output, ".wav" if decode else ".npy", 0 if decode or not shifts else len(SHIFTS))
+    codec = AudioCodec.load(registry.resolve("audio-codec", codec_dir), device=device)
+    one = (lambda f, outs: _audio_decode_one(codec, f, outs)) if decode else \
+        (lambda f, outs: _audio_encode_one(codec, f, outs))
+    _run_batch(names, one, as_json)
+
+
+def _plan(files: list[Path], outdir: Path, suffix: str, variants: int) -> list[tuple[Path, list[Path]]]:
+    """(input, [main output, shift variants...]) per input; BadInputError when the output folder
+    is a file or two inputs would write the same output (same stem from two folders)."""
+    if outdir.exists() and not outdir.is_dir():
+        raise BadInputError(f"-o {outdir} is a file; give a folder for the outputs")
+    plan = [(f, [outdir / f"{f.stem}{suffix}"] + [outdir / f"{f.stem}.s{i:02d}{suffix}" for i in range(variants)])
+            for f in files]
+    check_distinct_outputs([(str(f), [str(o) for o in outs]) for f, outs in plan])
+    return plan
+
+
+def _run_batch(plan: list[tuple[Path, list[Path]]], one, as_json: bool) -> None:
+    """Try every input; report done ones (stdout) and end with one line for the failures."""
     done, failed = [], []
-    for f in files:
+    for src, outs in plan:
         try:
-            done.append(_audio_decode_one(codec, f, output) if decode else _audio_encode_one(codec, f, output, shifts))
+            row = one(src, outs)
+            done.append({"input": str(src), "output": str(outs[0]), "variants": [str(o) for o in outs[1:]], **row})
         except BadInputError as e:
-            failed.append({"input": str(f), "error": str(e)})
-    _audio_report(done, failed, as_json)
-    if failed:
-        raise BadInputError(f"{len(failed)} of {len(files)} files failed")
+            failed.append({"input": str(src), "error": str(e)})
+    if as_json:
+        print_json({"done": done, "failed": failed})
+    else:
+        for row in done:
+            more = f" + {len(row['variants'])} shifted variants" if row["variants"] else ""
+            typer.echo(f"{row['input']} -> {row['output']} ({row['summary']}){more}")
+    finish_batch(len(plan), failed)
 
 
-def _audio_encode_one(codec, src: Path, outdir: Path, shifts: bool) -> dict:
-    from umust_cli.codecs.audio import load_audio, shift_variants
+def _image_encode(codec, src: Path, outs: list[Path], rescale: bool) -> dict:
+    import json
 
-    audio = load_audio(src)
-    codes = codec.encode_codes(audio)  # (4, frames)
-    dest = outdir / f"{src.stem}.npy"
-    _audio_save_codes(dest, codes)
-    variants = shift_variants(audio) if shifts else []
-    for i, shifted in enumerate(variants):
-        _audio_save_codes(outdir / f"{src.stem}.s{i:02d}.npy", codec.encode_codes(shifted))
-    return {"input": str(src), "output": str(dest), "frames": int(codes.shape[1]),
-            "tokens": int(codes.size), "shift_variants": len(variants)}
-
-
-def _audio_save_codes(dest: Path, codes) -> None:
     import numpy as np
 
-    from umust_cli.io import atomic_path
+    from umust_cli.codecs.image import grid_of
+    from umust_cli.inputs import MAX_SYSTEM_PIXELS, load_image
 
-    with atomic_path(dest) as tmp:
-        np.save(tmp, codes.astype(np.int16))
+    gray = load_image(src, max_pixels=MAX_SYSTEM_PIXELS)
+    variants = codec.encode_variants(gray, shifts=len(outs) > 1, rescale=rescale)
+    for dest, codes in zip(outs, variants):
+        _save_codes(dest, grid_of(codes))
+    main = variants[0]
+    write_text_atomic(outs[0].with_suffix(".json"),
+                      json.dumps({"scale": main.scale, "size": list(main.size)}) + "\n")
+    shape = [4, *main.shape]
+    return {"shape": shape, "tokens": int(np.prod(shape)), "scale": round(main.scale, 4),
+            "summary": f"{shape[1]} x {shape[2]} patches, scale {main.scale:.3f}"}
 
 
-def _audio_decode_one(codec, src: Path, outdir: Path) -> dict:
+def _image_decode(codec, src: Path, outs: list[Path]) -> dict:
+    from PIL import Image
+
+    from umust_cli.codecs.image import PATCH
+    from umust_cli.inputs import MAX_SYSTEM_PIXELS, check_pixels, load_codes
+
+    grid = load_codes(src, ndim=(3,), high=CODEBOOK_SIZE)
+    if grid.shape[0] != NUM_CODEBOOKS:
+        raise ImageError(f"{src} has shape {grid.shape}; expected ({NUM_CODEBOOKS}, H/16, W/16) codes")
+    check_pixels(grid.shape[1] * PATCH, grid.shape[2] * PATCH, f"decoded from {src}", MAX_SYSTEM_PIXELS)
+    img = codec.decode(_image_codes(grid, src.with_suffix(".json")))
+    with atomic_path(outs[0]) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
+    return {"shape": [int(n) for n in img.shape], "summary": f"{img.shape[1]} x {img.shape[0]} px"}
+
+
+def _image_codes(grid, meta: Path):
+    """Codes of a code grid with the scale and size of its STEM.json (if there is one)."""
+    import json
+
+    from umust_cli.codecs.image import codes_of
+    from umust_cli.inputs import MAX_SYSTEM_PIXELS, check_pixels, load_text
+
+    if not meta.is_file():
+        return codes_of(grid)
+    try:
+        record = json.loads(load_text(meta, "code metadata"))
+        scale, size = float(record["scale"]), [int(n) for n in record["size"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ImageError(f"{meta} is not the scale/size record of a code grid: {e}") from e
+    if not (0.05 < scale < 20 and len(size) == 2 and min(size) > 0):
+        raise ImageError(f"{meta}: scale {scale} or size {size} is out of range")
+    check_pixels(size[0], size[1], f"decoded from {meta}", MAX_SYSTEM_PIXELS)
+    return codes_of(grid, scale, size)
+
+
+def _audio_encode_one(codec, src: Path, outs: list[Path]) -> dict:
+    from umust_cli.codecs.audio import SAMPLE_RATE, shift_variants
+    from umust_cli.inputs import load_audio
+
+    samples, _ = load_audio(src, SAMPLE_RATE)
+    variants = [samples] + (shift_variants(samples) if len(outs) > 1 else [])
+    for dest, x in zip(outs, variants):
+        codes = codec.encode_codes(x)  # (4, frames)
+        _save_codes(dest, codes)
+        if dest is outs[0]:
+            shape = [int(n) for n in codes.shape]
+    return {"shape": shape, "tokens": shape[0] * shape[1], "summary": f"{shape[1]} frames"}
+
+
+def _audio_decode_one(codec, src: Path, outs: list[Path]) -> dict:
     import numpy as np
     import soundfile
 
-    from umust_cli.codecs.audio import SAMPLE_RATE, unflatten
-    from umust_cli.errors import AudioError
-    from umust_cli.io import atomic_path, require_file
+    from umust_cli.codecs.audio import HOP, SAMPLE_RATE, unflatten
+    from umust_cli.inputs import MAX_AUDIO_SECONDS, load_codes
 
-    try:
-        arr = np.load(require_file(src), allow_pickle=False)
-        codes = unflatten(arr) if arr.ndim == 1 else arr
-    except (OSError, ValueError) as e:
-        raise AudioError(f"{src} is not a code array: {e}") from e
-    audio = np.clip(codec.decode_codes(codes), -1.0, 1.0)
-    dest = outdir / f"{src.stem}.wav"
-    with atomic_path(dest) as tmp:
+    arr = load_codes(src, ndim=(1, 2))
+    if arr.ndim == 1:  # local ids k * 1024 + code
+        try:
+            arr = unflatten(arr)
+        except ValueError as e:
+            raise AudioError(f"{src} is not a sequence of audio token ids: {e}") from e
+    if arr.shape[0] != NUM_CODEBOOKS or arr.min() < 0 or arr.max() >= CODEBOOK_SIZE:
+        raise AudioError(f"{src} is not a ({NUM_CODEBOOKS}, frames) array of codes in [0, {CODEBOOK_SIZE})")
+    seconds = arr.shape[1] * HOP / SAMPLE_RATE
+    if seconds > MAX_AUDIO_SECONDS:
+        raise AudioError(f"{src} would decode to {seconds:.0f} s of audio; the limit is {MAX_AUDIO_SECONDS:.0f} s")
+    audio = np.clip(codec.decode_codes(arr), -1.0, 1.0)
+    with atomic_path(outs[0]) as tmp:
         soundfile.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    return {"input": str(src), "output": str(dest), "samples": int(audio.size),
-            "seconds": round(audio.size / SAMPLE_RATE, 3)}
+    return {"shape": [int(audio.size)], "summary": f"{audio.size / SAMPLE_RATE:.3f} s"}
 
 
-def _audio_report(done: list[dict], failed: list[dict], as_json: bool) -> None:
-    if as_json:
-        print_json({"ok": done, "failed": failed})
-        return
-    for row in done:
-        size = f"{row['frames']} frames" if "frames" in row else f"{row['seconds']} s"
-        typer.echo(f"{row['input']} -> {row['output']} ({size})")
-    for row in failed:
-        typer.secho(f"failed: {row['input']}: {row['error']}", fg=typer.colors.RED, err=True)
+def _save_codes(dest: Path, codes) -> None:
+    import numpy as np
+
+    with atomic_path(dest) as tmp:
+        np.save(tmp, codes.astype(np.int16))
