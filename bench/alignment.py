@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from umust_cli.data.stats import read_manifest
+    from umust_cli.data.corpus import read_manifest
 
     rows = read_manifest(args.corpus)[:: args.every]
     out = {"corpus": str(args.corpus), **summary([system_checks(args.corpus, r) for r in rows])}

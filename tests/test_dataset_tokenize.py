@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from umust_cli import registry
 from umust_cli.cli.main import app
 from umust_cli.codecs import audio as audio_codec
 from umust_cli.codecs import image as image_codec
@@ -189,7 +190,7 @@ def test_codec_checks(corpus, codecs, vocab, tmp_path, monkeypatch):
     other = Vocabulary(notation=vocab.notation[:-1], midi=vocab.midi)
     wrong = tokenize(corpus, _image_ckpt(tmp_path / "other-vocab", other), None)
     assert wrong.exit_code == 2 and "another vocabulary" in wrong.output
-    monkeypatch.setattr(tok, "SHIPPED_CODECS", {"image": tmp_path / "none", "audio": tmp_path / "none"})
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "none")  # an install without shipped codecs
     none = tokenize(corpus, None, None)
     assert none.exit_code == 2 and "--image-codec" in none.output
     assert tokenize(corpus, image_ckpt, None, "--split", "valid").exit_code == 0

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from umust_cli.data import corpus as corpus_reader
+from umust_cli.data import render
 from umust_cli.errors import BadInputError, RenderError
 from umust_cli.io import write_json_atomic
 
@@ -108,8 +110,6 @@ def row_alignment(row: dict) -> SystemAlignment:
 def page_alignment(svg: str, onsets: dict[str, float], margin_px: int) -> tuple[np.ndarray, SystemAlignment]:
     """Raster one system page as the corpus builder does (:func:`render.rasterize`) and align it:
     (the trimmed uint8 image, its alignment)."""
-    from umust_cli.data import render
-
     page = render.raster(svg)
     image = render.trim(page, margin_px)
     return image, system_alignment(svg, onsets, image.shape, render.ink_box(page)[2] - margin_px)
@@ -120,8 +120,6 @@ def align_piece(piece_dir: Path, rows: list[dict], engrave) -> int:
     score.musicxml again with the corpus's ``engrave`` config; returns the number written.
     RenderError if the layout does not reproduce the piece's PNGs (another verovio, other options)."""
     import xml.etree.ElementTree as ET
-
-    from umust_cli.data import render
 
     musicxml = (piece_dir / "score.musicxml").read_text(encoding="utf-8")
     engraving = render.engrave(musicxml, render.measure_count(ET.fromstring(musicxml.encode("utf-8"))), engrave)
@@ -146,16 +144,12 @@ def _png_shape(path: Path) -> tuple[int, int]:
 def align_corpus(corpus: Path, redo: bool = False, on_piece=None) -> dict:
     """Align every system of a built corpus (pieces whose systems all have an alignment are
     skipped unless ``redo``); keeps going past a piece that fails. Returns {aligned, skipped, failed}."""
-    from umust_cli.data.build import BuildConfig
-    from umust_cli.data.render import EngraveConfig
-    from umust_cli.data.stats import read_manifest
-
     corpus = Path(corpus)
     build_json = corpus / "build.json"
-    engrave = EngraveConfig(**json.loads(build_json.read_text(encoding="utf-8"))["engrave"]) \
-        if build_json.is_file() else BuildConfig().engrave
+    engrave = render.EngraveConfig(**json.loads(build_json.read_text(encoding="utf-8"))["engrave"]) \
+        if build_json.is_file() else render.EngraveConfig()  # BuildConfig's default
     pieces: dict[str, list[dict]] = {}
-    for row in read_manifest(corpus):
+    for row in corpus_reader.read_manifest(corpus):
         pieces.setdefault(row["piece_id"], []).append(dict(row, root=str(corpus)))
     summary = {"aligned": 0, "skipped": 0, "failed": {}}
     for piece_id, rows in pieces.items():

@@ -35,15 +35,16 @@ from typing import Callable
 import numpy as np
 import pretty_midi
 
+from umust_cli.codecs.notation import NotationCodec
 from umust_cli.data import align, render, sources
 from umust_cli.data.augment import ScanLookConfig, scan_look
+from umust_cli.data.corpus import DONE, MANIFEST, PIECE_ROWS, PIECES, read_jsonl
 from umust_cli.data.perform import Performance, PerformanceConfig, perform, slice_midi
 from umust_cli.data.synth import SAMPLE_RATE, available_soundfonts, cut, synthesize, write_wav
 from umust_cli.errors import BadInputError, HeldOutRepertoireError, RenderError
 from umust_cli.io import atomic_path, write_json_atomic, write_text_atomic
 
-SPLITS = ("train", "valid", "test")
-DONE, ERROR = "done", "error.json"
+ERROR = "error.json"
 _MIDI_RESOLUTION = 960  # ticks per beat of the per-system MIDI files
 
 
@@ -278,8 +279,6 @@ def _write_piece_files(ctx: _PieceContext, musicxml: str, engraving: render.Engr
 
 def _build_system(ctx: _PieceContext, system: render.SystemLayout) -> dict:
     """Write one system's files; return its manifest row."""
-    from umust_cli.codecs.notation import NotationCodec
-
     stem = ctx.piece_dir / "systems" / f"{system.index:03d}"
     perf = ctx.performance
     start, end = perf.perf_time(system.start_s), perf.perf_time(system.end_s)
@@ -358,21 +357,19 @@ def _rel(ctx: _PieceContext, path: Path) -> str:
 def rebuild_indexes(out_dir: Path) -> tuple[int, int, float]:
     """Rewrite manifest.jsonl and errors.jsonl from the pieces; return (systems, pieces, audio seconds)."""
     rows, errors = [], []
-    for piece_dir in sorted(p for p in (out_dir / "pieces").glob("*") if p.is_dir()):
+    for piece_dir in sorted(p for p in (out_dir / PIECES).glob("*") if p.is_dir()):
         if (piece_dir / DONE).is_file():
-            rows.extend(_read_jsonl(piece_dir / "rows.jsonl"))
+            rows.extend(_read_jsonl(piece_dir / PIECE_ROWS))
             errors.extend(_read_jsonl(piece_dir / "system_errors.jsonl"))
         elif (piece_dir / ERROR).is_file():
             errors.append(json.loads((piece_dir / ERROR).read_text(encoding="utf-8")))
-    _write_if_changed(out_dir / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    _write_if_changed(out_dir / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     _write_if_changed(out_dir / "errors.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
     return len(rows), len({r["piece_id"] for r in rows}), sum(r["duration"] for r in rows)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path) if path.is_file() else []
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -74,6 +74,13 @@ def rows(corpus: Path, splits: Iterable[str] | None = None) -> list[dict]:
     return [r for r in found if not wanted or r.get("split") in wanted]
 
 
+def system_rows(corpus: Path, splits: Iterable[str] | None = None) -> list[dict]:
+    """:func:`rows`, each with ``root`` = the corpus folder (to find its files: ``Path(row["root"]) / row["png"]``),
+    in (piece_id, system) order."""
+    found = [dict(r, root=str(corpus)) for r in rows(corpus, splits)]
+    return sorted(found, key=lambda r: (r["piece_id"], int(r["system"])))
+
+
 def check_splits(splits: Iterable[str] | None) -> tuple[str, ...]:
     """``splits`` as a tuple; BadInputError for a name not in SPLITS."""
     wanted = tuple(splits or ())

@@ -30,6 +30,7 @@ import numpy as np
 import pretty_midi
 
 from umust_cli.errors import RenderError
+from umust_cli.io import atomic_path
 
 _MEASURE_RE = re.compile(r'<g id="([^"]+)" class="measure[ "]')
 _SYSTEM_RE = re.compile(r'class="system[ "]')
@@ -190,8 +191,6 @@ def trim(image: np.ndarray, margin_px: int) -> np.ndarray:
 def write_png(path, image: np.ndarray) -> None:
     """Write a grayscale uint8 image atomically."""
     from PIL import Image
-
-    from umust_cli.io import atomic_path
 
     with atomic_path(path) as tmp:
         Image.fromarray(image, mode="L").save(tmp, format="PNG")

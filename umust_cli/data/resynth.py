@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from umust_cli.data import corpus as corpus_reader
 from umust_cli.data.build import DONE, ERROR, rebuild_indexes
+from umust_cli.data.synth import SAMPLE_RATE, available_soundfonts, cut, synthesize, write_wav
 from umust_cli.errors import BadInputError, InputNotFoundError, RenderError
 from umust_cli.io import atomic_path, write_json_atomic, write_text_atomic
 
@@ -44,9 +46,6 @@ class ResynthConfig:
 def resynth_corpus(corpus: Path, out: Path, cfg: ResynthConfig,
                    on_piece: Callable[[str], None] | None = None) -> dict:
     """Render ``corpus``'s pieces of ``cfg.splits`` again into ``out``; return a summary."""
-    from umust_cli.data.stats import read_manifest
-    from umust_cli.data.synth import available_soundfonts
-
     corpus, out = Path(corpus), Path(out)
     if cfg.program is not None and not 0 <= cfg.program <= 127:
         raise BadInputError(f"--program must be a General MIDI program 0-127, got {cfg.program}")
@@ -58,9 +57,8 @@ def resynth_corpus(corpus: Path, out: Path, cfg: ResynthConfig,
     if corpus.resolve() == out.resolve():
         raise BadInputError("the output folder must differ from the source corpus")
     by_piece = defaultdict(list)
-    for row in read_manifest(corpus):
-        if not cfg.splits or row["split"] in cfg.splits:
-            by_piece[row["piece_id"]].append(row)
+    for row in corpus_reader.rows(corpus, cfg.splits):
+        by_piece[row["piece_id"]].append(row)
     if not by_piece:
         raise InputNotFoundError(f"{corpus} has no rows in split(s) {', '.join(cfg.splits)}")
     built, skipped, failed = 0, 0, {}
@@ -83,8 +81,6 @@ def resynth_corpus(corpus: Path, out: Path, cfg: ResynthConfig,
 def resynth_piece(corpus: Path, out: Path, rows: list[dict], cfg: ResynthConfig, soundfont: Path) -> None:
     """One piece: link its non-audio files, render its performance again, cut the systems."""
     import pretty_midi
-
-    from umust_cli.data.synth import SAMPLE_RATE, cut, synthesize, write_wav
 
     src_dir, dst_dir = corpus / "pieces" / rows[0]["piece_id"], out / "pieces" / rows[0]["piece_id"]
     _link_tree(src_dir, dst_dir, midi=cfg.tempo == 1.0)

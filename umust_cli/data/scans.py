@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from umust_cli.data.render import content_divisions
 from umust_cli.errors import BadInputError, ImageError
 
 
@@ -435,8 +436,6 @@ def assign_measures(counts: list[int], total: int, tolerance: int) -> list[tuple
 
 def measure_quarters(musicxml: str | Path) -> np.ndarray:
     """(N,) length in quarter notes of each measure of a one-part score (its furthest voice)."""
-    from umust_cli.data.render import content_divisions
-
     part = ET.parse(str(musicxml)).getroot().find("part")
     divisions, out = 1.0, []
     for measure in [] if part is None else part.findall("measure"):

@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from umust_cli.errors import HeldOutRepertoireError, InputNotFoundError
+from umust_cli.codecs.notation import score_to_musicxml
+from umust_cli.errors import HeldOutRepertoireError, InputNotFoundError, NotationError
 
 SCORE_SUFFIXES = (".krn", ".musicxml", ".xml", ".mxl", ".mei")
 MUSIC21_WORD = "music21"
@@ -105,8 +106,6 @@ def _unique(base: str, used: set[str]) -> str:
 # ------------------------------------------------------------- normalizing
 def normalized_musicxml(source: PieceSource) -> str:
     """The piece as the notation codec's one-part piano MusicXML (chorales reduced to two staves)."""
-    from umust_cli.codecs.notation import score_to_musicxml
-
     if source.origin.startswith(f"{MUSIC21_WORD}:bach/"):
         return score_to_musicxml(_two_staff_reduction(source.path))
     return score_to_musicxml(source.path)
@@ -116,8 +115,6 @@ def _two_staff_reduction(path: Path):
     """A four-part chorale as a piano score: S+A on a treble staff, T+B on a bass staff."""
     import music21
     from music21 import clef, stream
-
-    from umust_cli.errors import NotationError
 
     score = music21.converter.parse(str(path))
     parts = _vocal_parts(list(score.parts))

@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from umust_cli.errors import InputNotFoundError, NotationError
-
-SPLITS = ("train", "valid", "test")
-
-
-def read_manifest(corpus: Path) -> list[dict]:
-    """The rows of ``corpus``/manifest.jsonl."""
-    path = Path(corpus) / "manifest.jsonl"
-    if not path.is_file():
-        raise InputNotFoundError(f"no manifest.jsonl in {corpus} (build it with 'umust dataset build')")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise NotationError(f"{path}:{number}: not JSON: {e}") from e
-    return rows
+from umust_cli.data.corpus import SPLITS, read_manifest
 
 
 def corpus_stats(corpus: Path) -> dict:

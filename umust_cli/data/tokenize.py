@@ -47,20 +47,24 @@ from typing import Callable, Sequence
 import numpy as np
 
 from umust_cli.codecs import audio as audio_codec
+from umust_cli import registry
+from umust_cli.checkpoint import WEIGHTS, read_config
 from umust_cli.codecs import image as image_codec
-from umust_cli.codecs.base import WEIGHTS_DIR
+from umust_cli.codecs.midi import MidiCodec
+from umust_cli.codecs.notation import NotationCodec
 from umust_cli.codecs.vocab import Vocabulary
-from umust_cli.errors import BadInputError, UmustError
+from umust_cli.data import corpus as corpus_reader
+from umust_cli.data.corpus import SPLITS
+from umust_cli.device import resolve_device
+from umust_cli.errors import BadInputError, CheckpointError, UmustError
 from umust_cli.io import atomic_path, write_json_atomic, write_text_atomic
 
 MODALITIES = ("image", "audio")
-SPLITS = ("train", "valid", "test")
 TRAIN_VARIANTS = {"image": image_codec.SHIFTS_X * image_codec.SHIFTS_Y, "audio": len(audio_codec.SHIFTS)}
 PAD_CODE = -1
 SUMMARY, ERRORS = "tokenize.json", "tokenize_errors.jsonl"
 FORMAT = 1
 STATUSES = ("encoded", "skipped", "failed")
-SHIPPED_CODECS = {m: WEIGHTS_DIR / f"{m}-codec" for m in MODALITIES}
 
 
 @dataclass(frozen=True)
@@ -158,34 +162,26 @@ def is_complete(dest: Path, variants: int) -> bool:
 # Planning: corpus, codecs, jobs
 # ---------------------------------------------------------------------------
 
-def resolve_codec_paths(image: Path | None, audio: Path | None) -> tuple[Path | None, Path | None]:
-    """The given checkpoints; with neither given, the shipped codecs that exist."""
+def resolve_codec_paths(image: str | Path | None, audio: str | Path | None) -> tuple[Path | None, Path | None]:
+    """The folders of the given codecs (NAME|PATH, see :mod:`umust_cli.registry`; None = that modality
+    is not tokenized); with neither given, the shipped default codecs that this install has."""
     if image is not None or audio is not None:
-        return image, audio
-    shipped = {m: p for m, p in SHIPPED_CODECS.items() if (p / "model.safetensors").is_file()}
+        return (None if image is None else registry.resolve("image-codec", image),
+                None if audio is None else registry.resolve("audio-codec", audio))
+    shipped = {}
+    for m in MODALITIES:
+        try:
+            shipped[m] = registry.resolve(f"{m}-codec", None)
+        except CheckpointError:
+            continue
     if not shipped:
         raise BadInputError("no codec given and no shipped image/audio codec in this package: "
                             "pass --image-codec CKPT and/or --audio-codec CKPT")
     return shipped.get("image"), shipped.get("audio")
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise BadInputError(f"unknown device {device!r} (auto, cpu or cuda)")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError("--device cuda but no CUDA GPU is available")
-    return device
-
-
 def corpus_vocabulary(corpus: Path) -> Vocabulary:
     """The corpus's vocabulary.json if it has one, else the package's for its LMX flavor."""
-    from umust_cli.codecs.midi import MidiCodec
-    from umust_cli.codecs.notation import NotationCodec
-
     if (corpus / "vocabulary.json").is_file():
         return Vocabulary.load(corpus / "vocabulary.json")
     flavor = "core"
@@ -195,18 +191,8 @@ def corpus_vocabulary(corpus: Path) -> Vocabulary:
                       midi=tuple(MidiCodec().token_names()))
 
 
-def read_manifest(corpus: Path) -> list[dict]:
-    path = corpus / "manifest.jsonl"
-    if not path.is_file():
-        raise BadInputError(f"{corpus} is not a built corpus (no manifest.jsonl); "
-                            "make one with 'umust dataset build'")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def codec_info(ckpt: Path) -> dict:
     """Path, fingerprint (sha256 of the weights, 16 hex digits), training step and architecture."""
-    from umust_cli.train.checkpoint import WEIGHTS, read_config
-
     digest = hashlib.sha256()
     with open(ckpt / WEIGHTS, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -235,11 +221,8 @@ def plan_jobs(rows: list[dict], corpus: Path, out: Path, modalities: Sequence[st
     return jobs
 
 
-def _select_rows(rows: list[dict], splits: tuple[str, ...], limit: int | None) -> list[dict]:
-    unknown = sorted(set(splits) - set(SPLITS))
-    if unknown:
-        raise BadInputError(f"unknown split(s) {', '.join(unknown)} (choose from {', '.join(SPLITS)})")
-    rows = [r for r in rows if not splits or r["split"] in splits]
+def _select_rows(corpus: Path, splits: tuple[str, ...], limit: int | None) -> list[dict]:
+    rows = corpus_reader.rows(corpus, splits)
     return rows[:limit] if limit else rows
 
 
@@ -261,11 +244,11 @@ def prepare(corpus: str | Path, cfg: TokenizeConfig, out: str | Path | None = No
     """Read the manifest, load and check the codecs, and list the files still to encode."""
     corpus = Path(corpus)
     out = Path(out) if out is not None else corpus
-    rows = _select_rows(read_manifest(corpus), cfg.splits, cfg.limit)
+    rows = _select_rows(corpus, cfg.splits, cfg.limit)
     paths = {m: cfg.codec_path(m) for m in MODALITIES if cfg.codec_path(m) is not None}
     if not paths:
         raise BadInputError("give at least one codec (--image-codec and/or --audio-codec)")
-    vocab, device = corpus_vocabulary(corpus), resolve_device(cfg.device)
+    vocab, device = corpus_vocabulary(corpus), str(resolve_device(cfg.device))
     codecs = {m: load_codec(m, Path(p), vocab, device) for m, p in paths.items()}
     info = check_previous_codecs(out, {m: codec_info(Path(p)) for m, p in paths.items()}, cfg.overwrite)
     jobs = plan_jobs(rows, corpus, out, list(paths), cfg.scans)

@@ -27,10 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
+from umust_cli.data.corpus import SPLITS, system_rows
 from umust_cli.errors import BadInputError
 from umust_cli.eval.report import PairSet
-
-SPLITS = ("train", "valid", "test")
 
 
 def system_key(row: dict) -> str:
@@ -51,11 +50,9 @@ def spread(rows: Sequence[dict], limit: int | None) -> list[dict]:
 
 def split_rows(corpus: Path, split: str, limit: int | None = None) -> list[dict]:
     """The systems of ``split`` in (piece_id, system) order, each with ``root`` = the corpus folder."""
-    from umust_cli.retrieval.data import corpus_rows
-
     if split not in SPLITS:
         raise BadInputError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
-    rows = corpus_rows(Path(corpus), [split])
+    rows = system_rows(Path(corpus), [split])
     if not rows:
         raise BadInputError(f"{corpus} has no systems in split {split!r}")
     return spread(rows, limit)

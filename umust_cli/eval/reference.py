@@ -35,7 +35,11 @@ from typing import Sequence
 
 import numpy as np
 
+from umust_cli.data import synth
+from umust_cli.errors import BadInputError
+from umust_cli.eval import embeddings, tasks
 from umust_cli.eval import metrics as M
+from umust_cli.eval import transcribe as T
 from umust_cli.eval.corpus import ref_path, system_key
 from umust_cli.eval.embeddings import EmbeddingConfig
 from umust_cli.eval.report import EvalResult, read_lmx_tokens, read_midi_notes
@@ -89,8 +93,6 @@ class _Tally:
 
 def alt_soundfont(own: str, cfg: ReferenceConfig, available: dict[str, Path]) -> str:
     """The soundfont of the second rendering: ``cfg.alt_soundfont``, or the next installed one."""
-    from umust_cli.errors import BadInputError
-
     if cfg.alt_soundfont is not None:
         if cfg.alt_soundfont not in available:
             raise BadInputError(f"soundfont {cfg.alt_soundfont!r} is not installed "
@@ -107,8 +109,6 @@ def alt_soundfont(own: str, cfg: ReferenceConfig, available: dict[str, Path]) ->
 def render_alt(row: dict, soundfont: Path, n_samples: int) -> np.ndarray:
     """The system MIDI rendered with ``soundfont``: float32 mono at 44.1 kHz, ``n_samples`` long."""
     import pretty_midi
-
-    from umust_cli.data import synth
 
     pm = pretty_midi.PrettyMIDI(str(ref_path(row, "mid")))
     audio = synth.synthesize(pm, soundfont)
@@ -129,10 +129,6 @@ def _notes(pm) -> M.Notes:
 def system_scores(row: dict, cfg: ReferenceConfig, soundfonts: dict[str, Path], codec,
                   alt_dir: Path) -> tuple[dict, dict[str, dict[float, M.PrfCounts]]]:
     """One system: its example row and the onset match counts of every audio row."""
-    from umust_cli.data import synth
-    from umust_cli.eval import tasks
-    from umust_cli.eval import transcribe as T
-
     tols, tcfg, key = cfg.tolerances, cfg.transcriber, system_key(row)
     midi = read_midi_notes(ref_path(row, "mid"))
     samples, sr = T.load_audio(ref_path(row, "wav"))  # (n, channels)
@@ -182,12 +178,11 @@ def emd_reference(rows: Sequence[dict], seed: int, log: RunLog) -> dict[str, lis
 
 def fad_row(done: Sequence[dict], alt_dir: Path, cfg: ReferenceConfig) -> tuple[float, int, str]:
     """FAD between the corpus audio of the scored systems and their other-soundfont renderings."""
-    from umust_cli.eval.embeddings import embed_files
-
     backend = "clap" if cfg.embedding.checkpoint is not None else "aisfx"
     refs = [ref_path(r, "wav") for r in done]
     alts = [alt_path(alt_dir, r) for r in done]
-    gen, ref = embed_files(alts, backend, cfg.embedding), embed_files(refs, backend, cfg.embedding)
+    gen = embeddings.embed_files(alts, backend, cfg.embedding)
+    ref = embeddings.embed_files(refs, backend, cfg.embedding)
     return M.frechet_audio_distance(gen, ref), len(done), backend
 
 
@@ -200,10 +195,8 @@ def reference(rows: Sequence[dict], cfg: ReferenceConfig = ReferenceConfig(), co
     """
     import tempfile
 
-    from umust_cli.data.synth import available_soundfonts
-
     log, started = log or RunLog(keep_going=True), time.monotonic()
-    soundfonts = available_soundfonts()
+    soundfonts = synth.available_soundfonts()
     with tempfile.TemporaryDirectory(prefix="umust-ref-") as tmp:
         alt_dir = Path(work_dir or tmp) / "other_soundfont"
         alt_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from umust_cli.errors import BadInputError, InputNotFoundError, MidiError, NotationError
+from umust_cli.eval.metrics import Notes
 from umust_cli.io import require_file, write_json_atomic, write_text_atomic
 
 TABLE_MAX_ROWS = 50  # longer per-example tables are left to --csv / --out
@@ -129,8 +130,6 @@ def read_lmx_tokens(path: Path) -> list[str]:
 def read_midi_notes(path: Path):
     """The notes of a MIDI file as metrics.Notes."""
     import pretty_midi
-
-    from umust_cli.eval.metrics import Notes
 
     try:
         pm = pretty_midi.PrettyMIDI(str(require_file(path)))

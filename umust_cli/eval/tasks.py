@@ -13,7 +13,10 @@ from typing import Sequence
 import numpy as np
 
 from umust_cli.errors import BadInputError
+from umust_cli.eval import embeddings
 from umust_cli.eval import metrics as M
+from umust_cli.eval import transcribe as T
+from umust_cli.eval.plots import plot_alignment
 from umust_cli.eval.report import EvalResult, PairSet, read_lmx_tokens, read_midi_notes
 from umust_cli.eval.runner import RunLog
 
@@ -107,8 +110,6 @@ def _tol_summary(prefix: str, per_tol: dict[float, list[M.PrfCounts]]) -> dict[s
 
 def m2a(pairs: PairSet, tolerances: Sequence[float], tcfg, log: RunLog | None = None) -> EvalResult:
     """Transcribe generated audio and compare it with the conditioning MIDI."""
-    from umust_cli.eval import transcribe as T
-
     log = log or RunLog()
     rows, per_tol = [], {t: [] for t in tolerances}
     for name, audio_path, midi_path in log.each(pairs.items(), "m2a"):
@@ -129,8 +130,6 @@ def m2a(pairs: PairSet, tolerances: Sequence[float], tcfg, log: RunLog | None = 
 def i2a(pairs: PairSet, tolerances: Sequence[float], dtw: M.DtwConfig | None,
         plot_dir: Path | None, tcfg, log: RunLog | None = None) -> EvalResult:
     """Transcribe generated and reference audio; onset F1 before and (``dtw``) after alignment."""
-    from umust_cli.eval import transcribe as T
-
     log = log or RunLog()
     rows, raw, aligned = [], {t: [] for t in tolerances}, {t: [] for t in tolerances}
     for name, gen_path, ref_path in log.each(pairs.items(), "i2a"):
@@ -162,8 +161,6 @@ def i2a_pair(gen: M.Notes, ref: M.Notes, tolerances: Sequence[float], dtw: M.Dtw
         fields, dtw_counts = onset_rows(warped, ref, tolerances, prefix="dtw_")
         row.update(fields)
         if plot is not None:
-            from umust_cli.eval.plots import plot_alignment
-
             row["plot"] = str(plot_alignment(ref, gen, warped, plot, title=title))
     return row, counts, dtw_counts
 
@@ -264,25 +261,22 @@ def _square(dist: np.ndarray) -> np.ndarray:
 
 def fad(gen_dir: Path, ref_dir: Path, ecfg) -> EvalResult:
     """Fréchet Audio Distance between the embeddings of two folders."""
-    from umust_cli.eval.embeddings import embed_folder, resolve_backend
-
     for d in (gen_dir, ref_dir):
         if not Path(d).is_dir():
             raise BadInputError(f"not a folder: {d}")
-    gen, ref = embed_folder(gen_dir, ecfg), embed_folder(ref_dir, ecfg)
-    return fad_result(gen, ref, resolve_backend(Path(gen_dir), ecfg))
+    gen, ref = embeddings.embed_folder(gen_dir, ecfg), embeddings.embed_folder(ref_dir, ecfg)
+    return fad_result(gen, ref, embeddings.resolve_backend(Path(gen_dir), ecfg))
 
 
 def fad_files(gen_files: Sequence[Path], ref_files: Sequence[Path], ecfg,
               missing: Sequence[str] = ()) -> EvalResult:
     """FAD between two lists of audio files (corpus mode: the references are all selected systems)."""
-    from umust_cli.eval.embeddings import embed_files
-
     backend = "clap" if ecfg.backend == "auto" and ecfg.checkpoint is not None else ecfg.backend
     backend = "aisfx" if backend == "auto" else backend
     if backend == "npy":
         raise BadInputError("--model npy needs two folders of .npy files, not a corpus")
-    gen, ref = embed_files(list(gen_files), backend, ecfg), embed_files(list(ref_files), backend, ecfg)
+    gen = embeddings.embed_files(list(gen_files), backend, ecfg)
+    ref = embeddings.embed_files(list(ref_files), backend, ecfg)
     result = fad_result(gen, ref, backend)
     result.summary.update(gen_clips=len(gen_files), ref_clips=len(ref_files))
     return result.add_problems(missing, [])

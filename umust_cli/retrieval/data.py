@@ -16,29 +16,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from umust_cli.errors import BadInputError, InputNotFoundError
+from umust_cli.data.corpus import system_rows
+from umust_cli.errors import BadInputError
 from umust_cli.io import atomic_path
 from umust_cli.retrieval.features import (FeatureConfig, audio_snippets, load_audio, load_sheet,
                                           log_spectrogram, sheet_ink_windows, sheet_snippets)
 
 
 def corpus_rows(corpus: Path, splits: Sequence[str] = (), soundfonts: Sequence[str] = ()) -> list[dict]:
-    """Rows of ``corpus`` in ``splits`` made with ``soundfonts`` (empty = all), each with a ``root``."""
-    from umust_cli.data.stats import read_manifest
-
-    corpus = Path(corpus)
-    if (corpus / "manifest.jsonl").is_file():
-        rows = read_manifest(corpus)
-    elif (corpus / "pieces").is_dir():  # a build in progress: its finished pieces
-        rows = []
-        for done in sorted((corpus / "pieces").glob("*/done")):
-            text = (done.parent / "rows.jsonl").read_text(encoding="utf-8")
-            rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
-    else:
-        raise InputNotFoundError(f"{corpus} is not a corpus folder (no manifest.jsonl or pieces/)")
-    rows = [dict(r, root=str(corpus)) for r in rows
-            if (not splits or r["split"] in splits) and (not soundfonts or r["soundfont"] in soundfonts)]
-    return sorted(rows, key=lambda r: (r["piece_id"], r["system"]))
+    """Rows of ``corpus`` in ``splits`` made with ``soundfonts`` (empty = all), each with a ``root``,
+    in (piece_id, system) order (:func:`umust_cli.data.corpus.system_rows`)."""
+    return [r for r in system_rows(Path(corpus), splits) if not soundfonts or r["soundfont"] in soundfonts]
 
 
 def passage_groups(rows: list[dict]) -> list[list[int]]:

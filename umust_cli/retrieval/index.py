@@ -11,15 +11,19 @@ A query of one modality is searched against the entries of the other.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from umust_cli.data import scans
+from umust_cli.data.corpus import MANIFEST, PIECES
 from umust_cli.errors import BadInputError, ImageError, InputNotFoundError
 from umust_cli.io import atomic_path
 from umust_cli.model.retrieval import RetrievalModel
+from umust_cli.retrieval.data import corpus_rows, load_features
 from umust_cli.retrieval.embed import cut_spectrogram, embed_passages, window_spans
 from umust_cli.retrieval.features import (FeatureConfig, kind_of, load_audio, load_sheet, log_spectrogram,
                                           sheet_strip)
@@ -53,8 +57,8 @@ class RetrievalIndex:
         try:
             with np.load(path, allow_pickle=False) as z:
                 emb, meta = z["embeddings"], json.loads(str(z["meta"]))
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-            raise BadInputError(f"{path} is not a retrieval index ({e})") from e
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+            raise BadInputError(f"{path} is not a retrieval index, or is truncated ({e})") from e
         if meta.get("format") != FORMAT or len(meta["entries"]) != len(emb):
             raise BadInputError(f"{path} is not a {FORMAT} file")
         return RetrievalIndex(emb, meta["entries"], meta["model"])
@@ -86,8 +90,6 @@ def embed_files(model: RetrievalModel, fcfg: FeatureConfig, paths: Sequence[Path
 def embed_pages(model: RetrievalModel, fcfg: FeatureConfig, path: Path) -> tuple[np.ndarray, list[dict]]:
     """Every piano system (grand staff) found on the pages of a PDF or a page image.
     Pages without one (title pages, text) are skipped; ImageError if no page has any."""
-    from umust_cli.data import scans
-
     cfg = scans.ScanConfig()
     strips, entries = [], []
     for p, page in enumerate(scans.load_pages(path, cfg.page_width_px)):
@@ -107,8 +109,6 @@ def embed_pages(model: RetrievalModel, fcfg: FeatureConfig, path: Path) -> tuple
 def embed_corpus(model: RetrievalModel, fcfg: FeatureConfig, corpus: Path, splits: Sequence[str],
                  modalities: Sequence[str], progress: bool = False) -> tuple[np.ndarray, list[dict]]:
     """Embeddings and entries of a built corpus's systems (sheet and/or audio passages)."""
-    from umust_cli.retrieval.data import corpus_rows, load_features
-
     rows = corpus_rows(corpus, splits)
     if not rows:
         raise BadInputError(f"{corpus} has no systems in split(s) {', '.join(splits)}")
@@ -128,7 +128,7 @@ def _corpus_entry(row: dict, kind: str) -> dict:
 
 
 def is_corpus(path: Path) -> bool:
-    return path.is_dir() and ((path / "manifest.jsonl").is_file() or (path / "pieces").is_dir())
+    return path.is_dir() and ((path / MANIFEST).is_file() or (path / PIECES).is_dir())
 
 
 # ------------------------------------------------------------------ searching

@@ -18,15 +18,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from umust_cli.data.align import row_alignment
 from umust_cli.errors import BadInputError
+from umust_cli.eval.metrics import retrieval_both_directions
 from umust_cli.model.retrieval import RetrievalModel
 from umust_cli.retrieval.features import FeatureConfig, audio_snippets, sheet_snippets
 
 
 def strip_alignments(rows: list[dict], cfg: FeatureConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per row: (x in sheet-strip pixels, seconds into the row's audio) of its aligned onsets."""
-    from umust_cli.data.align import row_alignment
-
     out = []
     for row in rows:
         a = row_alignment(row)
@@ -85,8 +85,6 @@ def embed_snippets(model: RetrievalModel, kind: str, snippets: np.ndarray, batch
 def snippet_eval(model: RetrievalModel, sheets: list[np.ndarray], specs: list[np.ndarray],
                  points: list[tuple[float, float]], cfg: FeatureConfig) -> dict:
     """Both directions' R@k / MRR of one aligned snippet pair per passage (pair i matches i)."""
-    from umust_cli.eval.metrics import retrieval_both_directions
-
     pairs = [snippet_pair(s, a, p, cfg) for s, a, p in zip(sheets, specs, points)]
     s = embed_snippets(model, "sheet", np.stack([p[0] for p in pairs]).astype(np.float32) / 255.0)
     a = embed_snippets(model, "audio", np.stack([p[1] for p in pairs]))
