@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from umust_cli import registry
 from umust_cli.cli.main import app
-from umust_cli.codecs.base import WEIGHTS_DIR, shipped_codec
 from umust_cli.codecs.image import load_gray, preprocess
 from umust_cli.errors import CheckpointError
 from umust_cli.eval.image_metrics import foreground_f1, psnr
@@ -22,9 +22,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def shipped(modality: str) -> Path:
-    if not (WEIGHTS_DIR / f"{modality}-codec" / "model.safetensors").is_file():
+    folder = registry.WEIGHTS_DIR / registry.MODELS[f"{modality}-codec"][registry.DEFAULTS[f"{modality}-codec"]]
+    if not (folder / "model.safetensors").is_file():
         pytest.skip(f"no {modality} codec shipped in this checkout")
-    return shipped_codec(modality)
+    return registry.resolve(f"{modality}-codec", None)
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +39,13 @@ def example(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_missing_shipped_codec_is_a_clear_error(monkeypatch, tmp_path):
-    from umust_cli.codecs import base
-
-    monkeypatch.setattr(base, "WEIGHTS_DIR", tmp_path)
-    with pytest.raises(CheckpointError, match="--codec"):
-        base.shipped_codec("image")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match="shipped image-codec model 'small' is missing"):
+        registry.resolve("image-codec", None)
+    png = tmp_path / "x.png"
+    png.write_bytes(b"")
+    result = runner.invoke(app, ["tokenize", "image", str(png), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "missing from this install" in result.output
 
 
 def test_shipped_image_codec_round_trip_through_the_cli(example, tmp_path):

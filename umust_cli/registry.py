@@ -6,7 +6,7 @@ nothing given means the kind's default, a registered name (or ``shipped:NAME``,
 as older scripts and retrieval indexes wrote it) means its folder under
 ``umust_cli/weights``, anything else must be an existing checkpoint folder.
 A registered name wins over a folder of the same name in the working
-directory: write ``./small`` for that folder.
+directory: give such a folder with a folder part (``runs/small``, an absolute path).
 
 Shipped models (figures in docs/results.md; a MODEL_CARD.md in each folder):
 

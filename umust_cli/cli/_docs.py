@@ -12,7 +12,10 @@ import enum
 import pathlib
 from dataclasses import dataclass
 
+import typer.main
+
 from umust_cli import __version__
+from umust_cli.cli.main import app
 
 PROG = "umust"
 _SKIP_OPTS = {"--install-completion", "--show-completion"}
@@ -40,6 +43,8 @@ class Cmd:
 
 
 def _metavar(param) -> str:
+    if getattr(param, "metavar", None):  # set by the option itself, e.g. NAME|PATH
+        return param.metavar
     ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)
     if isinstance(ann, type) and issubclass(ann, enum.Enum):
         return "[" + "|".join(str(m.value) for m in ann) + "]"
@@ -62,10 +67,6 @@ def _param_doc(param) -> tuple[str | None, Opt | None]:
 def command_tree(click_cmd=None, path: tuple[str, ...] = ()) -> Cmd:
     """Read the Typer/click command tree into plain dataclasses."""
     if click_cmd is None:
-        import typer.main
-
-        from umust_cli.cli.main import app
-
         click_cmd = typer.main.get_command(app)
     args, opts = [], []
     for param in click_cmd.params:

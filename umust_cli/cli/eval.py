@@ -13,7 +13,11 @@ from typing import List, Optional
 
 import typer
 
+from umust_cli import registry
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors
+from umust_cli.errors import BadInputError
+from umust_cli.eval.runner import RunLog, progress_default
+from umust_cli.io import require_file
 
 app = typer.Typer(help="Score predictions with the papers' metrics (SER, note F1, EMD, retrieval, FAD).",
                   no_args_is_help=True)
@@ -39,10 +43,8 @@ def _inputs(preds: List[Path], refs: Optional[List[Path]], ref_dir: Optional[Pat
             data: Optional[Path], split: str, limit: Optional[int], ref_key: str,
             pred_suffixes: tuple[str, ...], ref_suffixes: tuple[str, ...], progress: Optional[bool]):
     """(PairSet, RunLog): corpus mode with ``data`` (keep going past bad files), else explicit files."""
-    from umust_cli.errors import BadInputError
     from umust_cli.eval import corpus
     from umust_cli.eval.report import PairSet
-    from umust_cli.eval.runner import RunLog, progress_default
 
     show = progress_default() if progress is None else progress
     if data is None:
@@ -59,7 +61,6 @@ def _inputs(preds: List[Path], refs: Optional[List[Path]], ref_dir: Optional[Pat
 
 def _pairs(preds: List[Path], refs: Optional[List[Path]], ref_dir: Optional[Path],
            suffixes: tuple[str, ...], by: str):
-    from umust_cli.errors import BadInputError
     from umust_cli.eval.report import pair_paths
 
     if by not in ("auto", "stem", "order"):
@@ -167,7 +168,6 @@ def i2a(
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
 ) -> None:
     """Image/score-to-audio: onset F1 between transcriptions of generated and reference audio."""
-    from umust_cli.errors import BadInputError
     from umust_cli.eval import report, tasks
     from umust_cli.eval.metrics import DtwConfig
     from umust_cli.eval.transcribe import TranscriberConfig
@@ -214,8 +214,9 @@ def retrieval(
                                                              "--model and score every audio/sheet pair."),
     split: List[str] = typer.Option(["test"], "--split", help=SPLIT_HELP + " Repeat to pool several splits."),
     limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
-    model: Optional[Path] = typer.Option(None, "--model", help="Retrieval checkpoint folder, or a shipped "
-                                                               "model: rendered (default), small or scans."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="NAME|PATH",
+                                        help=f"A shipped retrieval model ({registry.describe('retrieval')}) "
+                                             "or a checkpoint folder."),
     images: str = typer.Option("png", "--images", help="Sheet images: png, or scanK (K-th scanned-look copy)."),
     method: str = typer.Option("rnn", "--method", help="With --data: rnn (passage embeddings), or bl: the "
                                "snippet-voting baseline with the model's CNNs (a --stage snippet checkpoint)."),
@@ -225,9 +226,7 @@ def retrieval(
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
 ) -> None:
     """Recall@1/10/25, MRR and median rank in both directions (query i matches candidate i)."""
-    from umust_cli.errors import BadInputError
     from umust_cli.eval import report, tasks
-    from umust_cli.eval.runner import progress_default
 
     if (dist is None) == (data is None):
         raise BadInputError("give either a distance matrix file or --data CORPUS (not both)")
@@ -249,9 +248,6 @@ def retrieval(
 
 def _load_matrix(path: Path):
     import numpy as np
-
-    from umust_cli.errors import BadInputError
-    from umust_cli.io import require_file
 
     try:
         return np.load(require_file(path), allow_pickle=False)
@@ -277,7 +273,6 @@ def fad(
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
 ) -> None:
     """Fréchet Audio Distance between two folders of clips (or generated clips and a corpus split)."""
-    from umust_cli.errors import BadInputError
     from umust_cli.eval import corpus, report, tasks
     from umust_cli.eval.embeddings import EmbeddingConfig
 
@@ -300,8 +295,9 @@ def reference(
     data: Path = typer.Option(..., "--data", help="A built corpus."),
     split: str = typer.Option("test", "--split", help=SPLIT_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
-    audio_codec: Optional[Path] = typer.Option(None, "--audio-codec", help="Audio codec checkpoint of the DAC "
-                                               "reconstruction rows (default: the shipped one)."),
+    audio_codec: Optional[str] = typer.Option(None, "--audio-codec", metavar="NAME|PATH",
+                                              help="Audio codec of the DAC reconstruction rows: a shipped one "
+                                                   f"({registry.describe('audio-codec')}) or a checkpoint folder."),
     with_dac: bool = typer.Option(True, "--dac/--no-dac", help="Compute the DAC reconstruction rows."),
     soundfont: Optional[str] = typer.Option(None, "--soundfont", help="Soundfont of the second rendering "
                                             "(fluidr3, timgm6mb, musescore; default: the next after the system's)."),
@@ -321,16 +317,14 @@ def reference(
     from umust_cli.eval.embeddings import EmbeddingConfig
     from umust_cli.eval.reference import ReferenceConfig
     from umust_cli.eval.reference import reference as run_reference
-    from umust_cli.eval.runner import RunLog, progress_default
     from umust_cli.eval.transcribe import TranscriberConfig
 
     rows = split_rows(data, split, limit)
     codec = None
     if with_dac:
         from umust_cli.codecs.audio import AudioCodec
-        from umust_cli.codecs.base import shipped_codec
 
-        codec = AudioCodec.load(audio_codec or shipped_codec("audio"), device=device)
+        codec = AudioCodec.load(registry.resolve("audio-codec", audio_codec), device=device)
     cfg = ReferenceConfig(tolerances=tuple(t / 1000 for t in tol_ms), seed=seed, alt_soundfont=soundfont,
                           fad=with_fad, transcriber=TranscriberConfig(device=device),
                           embedding=EmbeddingConfig(device=device))

@@ -17,23 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 MODALITIES = ("image", "audio", "notation", "midi")
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-
-
-def shipped_codec(modality: str) -> Path:
-    """The folder of the codec weights shipped in this package for ``modality`` (image or audio);
-    a CheckpointError names the --codec option when this install has none."""
-    from umust_cli.errors import CheckpointError
-
-    path = WEIGHTS_DIR / f"{modality}-codec"
-    if not (path / "model.safetensors").is_file():
-        raise CheckpointError(f"no {modality} codec is shipped in this install ({path}); "
-                              f"pass a checkpoint folder with --codec")
-    return path
 
 
 @dataclass(frozen=True)
