@@ -7,7 +7,9 @@ from typing import List, Optional, Tuple
 
 import typer
 
+from umust_cli import registry
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
+from umust_cli.errors import BadInputError, RenderError
 
 app = typer.Typer(help="Build and inspect the aligned image/notation/MIDI/audio corpus.", no_args_is_help=True)
 
@@ -37,7 +39,6 @@ def build(
     from umust_cli.data.build import BuildConfig
     from umust_cli.data.perform import PerformanceConfig
     from umust_cli.data.sources import find_sources
-    from umust_cli.errors import BadInputError
 
     pieces = find_sources(src)[:limit]
     if not pieces:
@@ -108,7 +109,6 @@ def import_dataset(
     from tqdm import tqdm
 
     from umust_cli.data.importers import ImportConfig, import_dataset as run_import
-    from umust_cli.errors import BadInputError
 
     with tqdm(desc=f"import {name}", unit="sample", disable=as_json) as bar:
         def on_sample(done: int, total: int) -> None:
@@ -193,8 +193,6 @@ def resynth(
 def _fail_on_failed_pieces(failed: dict, listed: bool) -> None:
     """With ``listed``, print each failed piece on stderr (the --json output lists them itself); then,
     if any failed, exit with one error line."""
-    from umust_cli.errors import RenderError
-
     if listed:
         for piece_id, error in failed.items():
             typer.echo(f"failed {piece_id}: {error}", err=True)
@@ -228,9 +226,13 @@ def align(
 @handle_errors
 def tokenize(
     corpus: Path = typer.Argument(..., help="A corpus folder made by 'umust dataset build'."),
-    image_codec: Optional[Path] = typer.Option(None, "--image-codec", help="Image codec checkpoint folder. "
-                                               "With neither codec given, the shipped codecs are used."),
-    audio_codec: Optional[Path] = typer.Option(None, "--audio-codec", help="Audio codec checkpoint folder."),
+    image_codec: Optional[str] = typer.Option(None, "--image-codec", metavar="NAME|PATH",
+                                              help=f"A shipped image codec ({registry.describe('image-codec')}) "
+                                                   "or a checkpoint folder. With neither codec given, the "
+                                                   "shipped default codecs are used."),
+    audio_codec: Optional[str] = typer.Option(None, "--audio-codec", metavar="NAME|PATH",
+                                              help=f"A shipped audio codec ({registry.describe('audio-codec')}) "
+                                                   "or a checkpoint folder."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the code files, tokenize.json "
                                           "and tokenize_errors.jsonl here (same relative paths) instead of "
                                           "into the corpus."),
@@ -284,8 +286,6 @@ def _tokenize_with_progress(plan, quiet: bool) -> dict:
 
 
 def _tokenize_report(summary: dict, as_json: bool) -> None:
-    from umust_cli.errors import BadInputError
-
     if as_json:
         print_json(summary)
     else:

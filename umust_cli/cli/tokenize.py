@@ -13,7 +13,7 @@ from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS
 from umust_cli.errors import AudioError, BadInputError, ImageError, MidiError
 from umust_cli.io import atomic_path, write_text_atomic
 
-CODEC_HELP = "NAME|PATH: a shipped {} codec ({}) or a checkpoint folder."
+CODEC_HELP = "A shipped {} codec ({}) or a checkpoint folder."
 
 app = typer.Typer(help="Turn files into tokens and tokens back into files.", no_args_is_help=True)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from umust_cli.errors import AudioError, ImageError
+from umust_cli.errors import AudioError, BadInputError, ImageError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -165,8 +165,6 @@ def stretch_frames(spec: np.ndarray, factor: float) -> np.ndarray:
 
 def kind_of(path: str | Path) -> str:
     """'audio' or 'sheet' from a file's suffix; ImageError/AudioError-free: BadInputError otherwise."""
-    from umust_cli.errors import BadInputError
-
     suffix = Path(path).suffix.lower()
     if suffix in AUDIO_SUFFIXES:
         return "audio"
