@@ -69,11 +69,11 @@ def main() -> None:
 
     import torch
 
-    from umust_cli.retrieval.checkpoint import load_checkpoint
+    from umust_cli.retrieval.embed import load_retrieval_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, fcfg, config = load_checkpoint(args.model)
+    model, fcfg, config = load_retrieval_model(args.model)
     splits = args.split or ["test"]
     def run(corpus: Path, image_key: str = "png") -> dict:
         return score(model, fcfg, corpus, splits, image_key, args.cache, args.method)

@@ -191,7 +191,7 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from umust_cli.retrieval.checkpoint import load_checkpoint
+    from umust_cli.retrieval.embed import load_retrieval_model
     from umust_cli.retrieval.data import corpus_rows
 
     if args.threads:
@@ -213,7 +213,7 @@ def main() -> None:
         print(f"{len(pairs)} scan pairs from {len(kept)} of {len(report)} pieces; {n} rows in "
               f"{args.export_corpus / 'manifest.jsonl'}")
         return
-    model, fcfg, config = load_checkpoint(args.model)
+    model, fcfg, config = load_retrieval_model(args.model)
     ids = {p["piece_id"] for p in kept}
     soundfonts = defaultdict(int)
     for pid in ids:

@@ -19,11 +19,11 @@ from umust_cli.errors import AudioError, CheckpointError, HeldOutRepertoireError
     VocabularyMismatchError
 from umust_cli.eval.audio_metrics import mel_distance, reconstruction_scores, si_sdr
 from umust_cli.model.dac_codec import PRESETS, build_generator
-from umust_cli.train import checkpoint as ckpt_io
-from umust_cli.train.audio_codec import (DISCRIMINATOR, STAGING, AudioStore, RunOptions, TrainConfig,
-                                         _read_discriminator, build_parts, find_audio,
-                                         finish_interrupted_save, make_batch, read_log,
-                                         export_codec, save_checkpoint, train_audio_codec)
+from umust_cli import checkpoint as ckpt_io
+from umust_cli.train.audio_codec import (DISCRIMINATOR, AudioStore, TrainConfig, _read_discriminator,
+                                         build_parts, export_codec, find_audio, make_batch, save_checkpoint,
+                                         train_audio_codec)
+from umust_cli.train.engine import STAGING, RunOptions, finish_interrupted_save, read_log
 from umust_cli.cli.main import app as umust_app
 
 SR = 44100
@@ -260,7 +260,7 @@ def test_interrupted_save_is_rolled_forward_or_dropped(tmp_path):
 # ---------------------------------------------------------------------------
 
 def test_find_audio_manifest_and_batches(tmp_path, wav_dir):
-    rows = [{"wav": f"{wav_dir}/0.wav", "split": "train"}, {"wav": f"{wav_dir}/1.wav", "split": "val"},
+    rows = [{"wav": f"{wav_dir}/0.wav", "split": "train"}, {"wav": f"{wav_dir}/1.wav", "split": "valid"},
             {"wav": f"{wav_dir}/2.wav", "split": "test"},
             {"wav": f"{wav_dir}/low_rate.wav", "split": "train"}]
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -285,10 +285,12 @@ def _losses(rows: list[dict]) -> list[tuple]:
 
 def test_resume_continues_the_same_loss_curve(tmp_path, wav_dir, vocab):
     cfg = tiny_cfg()
-    run = dict(save_every=100, device="cpu", progress=False, eval_files=1, eval_seconds=0.2)
-    straight = train_audio_codec(wav_dir, tmp_path / "a", cfg, RunOptions(max_steps=4, **run), vocab)
-    train_audio_codec(wav_dir, tmp_path / "b", cfg, RunOptions(max_steps=2, **run), vocab)
-    resumed = train_audio_codec(wav_dir, tmp_path / "b", cfg, RunOptions(max_steps=4, **run), vocab)
+    run = dict(save_every=100, device="cpu", progress=False, eval_items=1)
+    straight = train_audio_codec(wav_dir, tmp_path / "a", cfg, RunOptions(max_steps=4, **run), vocab,
+                                 eval_seconds=0.2)
+    train_audio_codec(wav_dir, tmp_path / "b", cfg, RunOptions(max_steps=2, **run), vocab, eval_seconds=0.2)
+    resumed = train_audio_codec(wav_dir, tmp_path / "b", cfg, RunOptions(max_steps=4, **run), vocab,
+                                eval_seconds=0.2)
     assert (straight.step, resumed.start_step, resumed.step) == (4, 2, 4)
     curve_a, curve_b = _losses(read_log(tmp_path / "a")), _losses(read_log(tmp_path / "b"))
     assert len(curve_a) == 4 and curve_a == curve_b
@@ -299,7 +301,7 @@ def test_resume_continues_the_same_loss_curve(tmp_path, wav_dir, vocab):
 
 
 def test_time_budget_saves_before_stopping(tmp_path, wav_dir, vocab):
-    run = RunOptions(max_minutes=1e-4, save_every=100, device="cpu", progress=False, eval_files=0)
+    run = RunOptions(max_minutes=1e-4, save_every=100, device="cpu", progress=False, eval_items=0)
     result = train_audio_codec(wav_dir, tmp_path, tiny_cfg(), run, vocab)
     assert result.stop_reason == "max_minutes" and result.step == 1
     assert json.loads((tmp_path / ckpt_io.CONFIG).read_text())["step"] == 1
@@ -357,7 +359,7 @@ def test_train_command_json(tmp_path, wav_dir):
 
 
 def test_init_starts_a_new_run_from_exported_weights(tmp_path, wav_dir, vocab):
-    run = dict(save_every=100, device="cpu", progress=False, eval_files=1, eval_seconds=0.2)
+    run = dict(save_every=100, device="cpu", progress=False, eval_items=1)
     train_audio_codec(wav_dir, tmp_path / "a", tiny_cfg(), RunOptions(max_steps=2, **run), vocab)
     ship = export_codec(tmp_path / "a", tmp_path / "ship", vocab)
     fresh = train_audio_codec(wav_dir, tmp_path / "b", tiny_cfg(), RunOptions(max_steps=0, **run), vocab,

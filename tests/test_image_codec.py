@@ -20,7 +20,7 @@ from umust_cli.errors import ImageError
 from umust_cli.eval.image_metrics import foreground_f1, psnr
 from umust_cli.model.rqvae import PRESETS, RQVAE
 from umust_cli.train.image_codec import Bucket, RunOptions, TrainConfig, train_image_codec
-from umust_cli.train.loop import read_log
+from umust_cli.train.engine import read_log
 
 runner = CliRunner()
 

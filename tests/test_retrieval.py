@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from umust_cli.errors import AudioError, CheckpointError, ImageError
 from umust_cli.model.retrieval import PRESETS, RetrievalModel, triplet_loss
-from umust_cli.retrieval import checkpoint as rck
-from umust_cli.retrieval.embed import embed_passages, window_spans
+from umust_cli import registry
+from umust_cli.retrieval.embed import embed_passages, load_retrieval_model, model_id, window_spans
 from umust_cli.retrieval.features import FeatureConfig, load_audio, load_sheet, log_spectrogram
 from umust_cli.retrieval.index import RetrievalIndex, WindowConfig, embed_files, search
 from umust_cli.retrieval.train import RunOptions, features_for, train_config, train_retrieval
@@ -148,26 +148,26 @@ def test_random_tail_adds_decay_after_notes_and_keeps_leading_silence():
 
 @pytest.mark.parametrize("name", [None, "rendered", "small", "scans", "shipped:scans"])
 def test_shipped_weights_load_and_embed(name):
-    model, fcfg, config = rck.load_checkpoint(name)
+    model, fcfg, config = load_retrieval_model(name)
     assert config["kind"] == "retrieval" and fcfg.n_bins == model.cfg.audio_shape[0]
     emb = embed_passages(model, "audio", [log_spectrogram(_toy_audio(1, 4.0), fcfg)], fcfg)
     assert emb.shape == (1, model.cfg.embed_dim)
     assert np.linalg.norm(emb, axis=1) == pytest.approx(1.0, abs=1e-5)
-    size = sum(f.stat().st_size for f in rck.resolve(name).iterdir())
+    size = sum(f.stat().st_size for f in registry.resolve("retrieval", name).iterdir())
     assert size <= 8 * 2 ** 20  # the budget for the embedding model
 
 
 def test_shipped_models_differ_and_unknown_names_are_paths(tmp_path):
-    assert rck.resolve("scans") != rck.resolve(None) == rck.resolve("rendered") == rck.SHIPPED
-    assert rck.resolve("small") not in (rck.resolve(None), rck.resolve("scans"))
-    assert rck.shipped_name("scans") == "shipped:scans" and rck.shipped_name(None) == "shipped"
-    assert rck.shipped_name(tmp_path) is None and rck.resolve(tmp_path) == tmp_path
-    ids = {rck.model_id(rck.load_checkpoint(n)[2]) for n in ("rendered", "small", "scans")}
+    ids = {model_id(load_retrieval_model(n)[2]) for n in ("rendered", "small", "scans")}
     assert len(ids) == 3  # an index records which one built it
-    assert rck.load_checkpoint(None)[0].cfg == PRESETS["paper"]  # the default is the paper-size model
-    assert rck.load_checkpoint("small")[0].cfg == PRESETS["small"]
+    assert load_retrieval_model(None)[0].cfg == PRESETS["paper"]  # the default is the paper-size model
+    assert load_retrieval_model("small")[0].cfg == PRESETS["small"]
     with pytest.raises(CheckpointError):
-        rck.load_checkpoint(tmp_path / "nothing")
+        load_retrieval_model(tmp_path / "nothing")
+    other = tmp_path / "codec"
+    shutil.copytree(registry.resolve("image-codec", None), other)
+    with pytest.raises(CheckpointError, match="not a retrieval checkpoint"):
+        load_retrieval_model(other)
 
 
 # ------------------------------------------------------------------ model
@@ -203,7 +203,7 @@ def test_training_lowers_the_loss_and_a_query_finds_its_passage(trained, tmp_pat
     log = [json.loads(line) for line in (ckpt / "train_log.jsonl").read_text().splitlines()]
     first, last = np.mean([r["loss"] for r in log[:5]]), np.mean([r["loss"] for r in log[-5:]])
     assert last < 0.5 * first
-    model, fcfg, _ = rck.load_checkpoint(ckpt)
+    model, fcfg, _ = load_retrieval_model(ckpt)
     sheets = sorted(corpus.glob("pieces/*/systems/000.png"))
     embs, entries = embed_files(model, fcfg, sheets, WindowConfig())
     index = RetrievalIndex(embs, entries, {"id": "x"})
@@ -221,12 +221,12 @@ def test_resume_continues_exactly(tmp_path):
     train_retrieval(corpus, tmp_path / "straight", TINY, run)
     train_retrieval(corpus, tmp_path / "split", TINY, RunOptions(max_steps=2, save_every=100, progress=False))
     train_retrieval(corpus, tmp_path / "split", TINY, run)  # resumes at step 2
-    a, _, ca = rck.load_checkpoint(tmp_path / "straight")
-    b, _, cb = rck.load_checkpoint(tmp_path / "split")
+    a, _, ca = load_retrieval_model(tmp_path / "straight")
+    b, _, cb = load_retrieval_model(tmp_path / "split")
     assert ca["step"] == cb["step"] == 4
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, msg=name)
-    with pytest.raises(CheckpointError, match="other options"):
+    with pytest.raises(CheckpointError, match="another training config"):
         train_retrieval(corpus, tmp_path / "split", train_config("tiny", batch_size=3), run)
 
 
@@ -256,7 +256,7 @@ def test_worker_processes_build_the_same_batches_and_weights(tmp_path):
     train_retrieval(corpus, tmp_path / "serial", cfg, run)
     train_retrieval(corpus, tmp_path / "workers", cfg, RunOptions(max_steps=3, save_every=100, progress=False,
                                                                     workers=2))
-    a, b = rck.load_checkpoint(tmp_path / "serial")[0], rck.load_checkpoint(tmp_path / "workers")[0]
+    a, b = load_retrieval_model(tmp_path / "serial")[0], load_retrieval_model(tmp_path / "workers")[0]
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, msg=name)
 
@@ -269,12 +269,12 @@ def test_the_best_validation_checkpoint_is_kept(tmp_path):
     train_retrieval(corpus, ckpt, TINY, RunOptions(max_steps=12, eval_every=3, save_every=100, progress=False),
                     val_data=corpus)
     log = [json.loads(line) for line in (ckpt / "train_log.jsonl").read_text().splitlines()]
-    scored = {r["step"]: val_score(r["val"]) for r in log if "val" in r}
+    scored = {r["step"]: val_score(r["eval"]) for r in log if "eval" in r}
     assert sorted(scored) == [3, 6, 9, 12]
     best = json.loads((ckpt / "best" / "config.json").read_text())
     assert val_score(best["val"]) == max(scored.values())
     assert best["step"] == min(s for s, v in scored.items() if v == max(scored.values()))  # first of ties
-    model = rck.load_checkpoint(ckpt / "best")[0]  # a loadable checkpoint of that step
+    model = load_retrieval_model(ckpt / "best")[0]  # a loadable checkpoint of that step
     assert model.cfg == TINY.model
 
 
@@ -308,7 +308,7 @@ def test_corrupt_checkpoint_is_a_checkpoint_error(trained, tmp_path):
     shutil.copytree(trained[1], bad)
     (bad / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError):
-        rck.load_checkpoint(bad)
+        load_retrieval_model(bad)
 
 
 # ------------------------------------------------------------------ index

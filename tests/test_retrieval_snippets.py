@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from umust_cli.cli.main import app
 from umust_cli.data.align import SystemAlignment, alignment_path, write_alignment
-from umust_cli.retrieval import checkpoint as rck
+from umust_cli.retrieval.embed import load_retrieval_model
 from umust_cli.retrieval.features import FeatureConfig
 from umust_cli.retrieval.snippets import snippet_pair, vote_distances, window
 from umust_cli.retrieval.train import RunOptions, train_config, train_retrieval
@@ -87,11 +87,11 @@ def test_snippet_stage_learns_aligned_pairs(snippet_run):
 
 def test_fine_tuned_and_frozen_passage_runs_start_from_the_snippet_cnns(snippet_run, tmp_path):
     corpus, ckpt = snippet_run
-    pre = rck.load_checkpoint(ckpt)[0].state_dict()
+    pre = load_retrieval_model(ckpt)[0].state_dict()
     run = RunOptions(max_steps=3, save_every=100, progress=False)
     train_retrieval(corpus, tmp_path / "fz", train_config("tiny", batch_size=4, freeze_cnn=True), run, init=ckpt)
     train_retrieval(corpus, tmp_path / "ft", train_config("tiny", batch_size=4), run, init=ckpt)
-    fz, ft = rck.load_checkpoint(tmp_path / "fz")[0].state_dict(), rck.load_checkpoint(tmp_path / "ft")[0].state_dict()
+    fz, ft = load_retrieval_model(tmp_path / "fz")[0].state_dict(), load_retrieval_model(tmp_path / "ft")[0].state_dict()
     cnn = [k for k in pre if ".cnn." in k and pre[k].is_floating_point()]
     assert cnn and all(torch.equal(fz[k], pre[k]) for k in cnn)  # RNN-FZ: CNNs (and BN statistics) kept
     assert any(not torch.equal(ft[k], pre[k]) for k in cnn)  # RNN-FT: CNNs trained further

@@ -73,23 +73,28 @@ def load_model(ckpt_dir: str | Path, vocab: Any = None) -> tuple[dict[str, torch
     ckpt = Path(ckpt_dir)
     if not ckpt.is_dir():
         raise CheckpointError(f"no checkpoint directory: {ckpt}")
-    if vocab is not None and (ckpt / VOCABULARY).is_file():
-        vocab.check_matches(type(vocab).load(ckpt / VOCABULARY), what=f"checkpoint {ckpt}")
+    check_vocabulary(ckpt, vocab)
     config = read_config(ckpt)
     return read_weights(ckpt / WEIGHTS), config
 
 
+def check_vocabulary(ckpt_dir: str | Path, vocab: Any = None) -> None:
+    """VocabularyMismatchError unless ``ckpt_dir``'s vocabulary (if it has one) is ``vocab`` (if given)."""
+    path = Path(ckpt_dir) / VOCABULARY
+    if vocab is not None and path.is_file():
+        vocab.check_matches(type(vocab).load(path), what=f"checkpoint {ckpt_dir}")
+
+
 def load_module(ckpt_dir: str | Path, kind: str, build: Callable[[dict], torch.nn.Module],
                 vocab: Any = None) -> torch.nn.Module:
-    """The module of a checkpoint of ``kind``: ``build(config)`` with its weights loaded.
+    """The module of a checkpoint of ``kind``: ``build(config["model"])`` with its weights loaded.
 
-    ``build`` receives the whole config dict (``config["model"]`` is the architecture).
     Raises CheckpointError (one line) for another kind of checkpoint or weights that do not fit.
     """
     state, config = load_model(ckpt_dir, vocab)
     check_kind(ckpt_dir, config, kind)
     try:
-        model = build(config)
+        model = build(config["model"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{ckpt_dir}: its {CONFIG} does not describe a {kind} model "
                               f"({type(e).__name__}: {e})") from e
@@ -99,7 +104,7 @@ def load_module(ckpt_dir: str | Path, kind: str, build: Callable[[dict], torch.n
 
 def check_kind(ckpt_dir: str | Path, config: dict, kind: str) -> None:
     if config.get("kind") != kind:
-        raise CheckpointError(f"{ckpt_dir} holds a {config.get('kind')!r} checkpoint, not a {kind} model")
+        raise CheckpointError(f"{ckpt_dir} is not a {kind} checkpoint (kind {config.get('kind')!r})")
 
 
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str | Path) -> None:

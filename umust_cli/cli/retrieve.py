@@ -37,12 +37,14 @@ def index(
     each recording into one index file."""
     import numpy as np
 
+    from umust_cli import registry
     from umust_cli.errors import BadInputError, InputNotFoundError
-    from umust_cli.retrieval import checkpoint, index as idx
+    from umust_cli.retrieval import index as idx
+    from umust_cli.retrieval.embed import load_retrieval_model, model_id
 
     if modality not in ("sheet", "audio", "both"):
         raise BadInputError(f"--modality must be sheet, audio or both, not {modality!r}")
-    net, fcfg, config = checkpoint.load_checkpoint(model)
+    net, fcfg, config = load_retrieval_model(model)
     windows = idx.WindowConfig(window, hop)
     embs, entries = [], []
     for path in inputs:
@@ -55,7 +57,8 @@ def index(
             raise InputNotFoundError(f"no such file or corpus folder: {path}")
         embs.append(e)
         entries.extend(rows)
-    info = {"id": checkpoint.model_id(config), "path": checkpoint.shipped_name(model) or str(model.resolve()),
+    name = registry.shipped_name("retrieval", model)
+    info = {"id": model_id(config), "path": f"shipped:{name}" if name else str(model.resolve()),
             "step": config.get("step")}
     idx.RetrievalIndex(np.concatenate(embs), entries, info).save(output)
     counts = {k: sum(e["kind"] == k for e in entries) for k in ("sheet", "audio")}
@@ -80,13 +83,14 @@ def search(
     """Rank the index's passages of the other modality by cosine distance to the query."""
     from umust_cli.errors import BadInputError
     from umust_cli.io import require_file
-    from umust_cli.retrieval import checkpoint, index as idx
+    from umust_cli.retrieval import index as idx
+    from umust_cli.retrieval.embed import load_retrieval_model, model_id
 
     index = idx.RetrievalIndex.load(index_path)
     if model is None and index.model.get("path") not in (None, "shipped"):  # "shipped:NAME" or a folder
         model = Path(index.model["path"])
-    net, fcfg, config = checkpoint.load_checkpoint(model)
-    if checkpoint.model_id(config) != index.model.get("id"):
+    net, fcfg, config = load_retrieval_model(model)
+    if model_id(config) != index.model.get("id"):
         raise BadInputError(f"{index_path} was built with another model (id {index.model.get('id')}); "
                             "pass that model with --model or rebuild the index")
     kind, embs, queries = idx.embed_query(net, fcfg, require_file(query), idx.WindowConfig(window, hop))

@@ -44,37 +44,52 @@ def image(
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Train the score-image RQ-VAE; rerun the same command to resume after a stop."""
-    import torch
-
+    from umust_cli.checkpoint import export_fp16
     from umust_cli.codecs.vocab import default_vocabulary
-    from umust_cli.errors import BadInputError
     from umust_cli.model.rqvae import PRESETS
-    from umust_cli.train.checkpoint import export_fp16
-    from umust_cli.train.image_codec import RunOptions, TrainConfig, resolve_device, train_image_codec
+    from umust_cli.train.engine import RunOptions
+    from umust_cli.train.image_codec import TrainConfig, train_image_codec
 
-    if config not in PRESETS:
-        raise BadInputError(f"unknown --config {config!r} (choose from {', '.join(PRESETS)})")
-    if max_steps is None and max_minutes is None:
-        raise BadInputError("give --max-steps or --max-minutes (or both)")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    dev = _setup(config, PRESETS, max_steps, max_minutes, threads, device)
     scale = batch_scale if batch_scale is not None else (1.0 if dev.type == "cuda" else 1 / 32)
     cfg = TrainConfig(model=PRESETS[config], batch_scale=scale, lr=lr, seed=seed, ink_weight=ink_weight,
                       blur_weight=blur_weight)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
-                     eval_every=eval_every, device=dev.type, progress=not quiet and not as_json)
+                     eval_every=eval_every, device=str(dev), progress=not quiet and not as_json)
     vocab = default_vocabulary()
     result = train_image_codec(data, output, cfg, run, vocab, init=init)
     exported = str(export_fp16(output, export, vocab)) if export is not None else None
-    summary = {**result.summary(output), "exported": exported}
-    if as_json:
-        print_json(summary)
-        return
     ev = result.eval
-    score = f", val PSNR {ev['psnr']:.2f} dB, ink F1 {ev['f1']:.3f}" if ev else ""
+    _report(result, output, as_json, f", val PSNR {ev['psnr']:.2f} dB, ink F1 {ev['f1']:.3f}" if ev else "",
+            {"exported": exported})
+
+
+def _setup(config: str, presets: dict, max_steps: int | None, max_minutes: float | None, threads: int,
+           device: str):
+    """Check the options every training command shares, set torch's threads; the torch.device."""
+    import torch
+
+    from umust_cli.device import resolve_device
+    from umust_cli.errors import BadInputError
+
+    if config not in presets:
+        raise BadInputError(f"unknown --config {config!r} (choose from {', '.join(presets)})")
+    if max_steps is None and max_minutes is None:
+        raise BadInputError("give --max-steps or --max-minutes (or both)")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return resolve_device(device)
+
+
+def _report(result, output: Path, as_json: bool, score: str, exported: dict | None = None) -> None:
+    """Print a training result: its summary (plus ``exported``: {"exported": path or None} of the
+    codecs) as JSON, or one line."""
+    if as_json:
+        print_json({**result.summary(output), **(exported or {})})
+        return
+    path = (exported or {}).get("exported")
     typer.echo(f"step {result.step} ({result.stop_reason}); saved {output}{score}"
-               + (f"; exported {exported}" if exported else ""))
+               + (f"; exported {path}" if path else ""))
 
 
 AUDIO_CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~13 MiB fp16) or paper (DAC widths, GPU)."
@@ -102,37 +117,24 @@ def audio(
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Train the DAC audio codec (GAN); rerun the same command to resume after a stop."""
-    import torch
-
     from umust_cli.codecs.vocab import default_vocabulary
-    from umust_cli.errors import BadInputError
     from umust_cli.model.dac_codec import PRESETS
-    from umust_cli.train.audio_codec import (RunOptions, TrainConfig, export_codec, resolve_device,
-                                             train_audio_codec)
+    from umust_cli.train.audio_codec import TrainConfig, export_codec, train_audio_codec
+    from umust_cli.train.engine import RunOptions
 
-    if config not in PRESETS:
-        raise BadInputError(f"unknown --config {config!r} (choose from {', '.join(PRESETS)})")
-    if max_steps is None and max_minutes is None:
-        raise BadInputError("give --max-steps or --max-minutes (or both)")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    dev, vocab = resolve_device(device), default_vocabulary()
+    dev, vocab = _setup(config, PRESETS, max_steps, max_minutes, threads, device), default_vocabulary()
     preset = PRESETS[config]
     cfg = TrainConfig(model=preset.generator, discriminator=preset.discriminator,
                       batch_size=batch_size or (72 if dev.type == "cuda" else 2),
                       excerpt_seconds=excerpt_seconds, lr=lr, seed=seed)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
-                     eval_every=eval_every, device=dev.type, progress=not quiet and not as_json)
+                     eval_every=eval_every, device=str(dev), progress=not quiet and not as_json)
     result = train_audio_codec(data, output, cfg, run, vocab, init=init)
     exported = str(export_codec(output, export, vocab)) if export is not None else None
-    summary = {**result.summary(output), "exported": exported}
-    if as_json:
-        print_json(summary)
-        return
     ev = result.eval
-    score = f", val SI-SDR {ev['si_sdr']:.2f} dB, mel distance {ev['mel_distance']:.3f}" if ev else ""
-    typer.echo(f"step {result.step} ({result.stop_reason}); saved {output}{score}"
-               + (f"; exported {exported}" if exported else ""))
+    _report(result, output, as_json,
+            f", val SI-SDR {ev['si_sdr']:.2f} dB, mel distance {ev['mel_distance']:.3f}" if ev else "",
+            {"exported": exported})
 
 
 @app.command("retrieval")
@@ -178,31 +180,99 @@ def retrieval(
 
     With --val-data and --eval-every, the checkpoint with the best validation MRR so far
     is also kept in OUTPUT/best."""
-    import torch
-
     from umust_cli.errors import BadInputError
-    from umust_cli.retrieval.train import RunOptions, train_config, train_retrieval
+    from umust_cli.model.retrieval import PRESETS
+    from umust_cli.retrieval.train import train_config, train_retrieval
+    from umust_cli.train.engine import RunOptions
 
-    if max_steps is None and max_minutes is None:
-        raise BadInputError("give --max-steps or --max-minutes (or both)")
     if freeze_cnn and init is None:
         raise BadInputError("--freeze-cnn needs --init (a checkpoint whose CNNs to keep)")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    dev = _setup(config, PRESETS, max_steps, max_minutes, threads, device)
     tempo = (1.0, 1.0) if no_tempo_augment else (0.8, 1.25)
     cfg = train_config(config, batch_size=batch_size, lr=lr, margin=margin, seed=seed, freeze_cnn=freeze_cnn,
                        soundfonts=tuple(soundfont), eq_augment_db=eq_db, tempo_augment=tempo,
                        eq_knots=eq_knots, reverb_augment_s=reverb_s, stage=stage)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
-                     device=dev, progress=not quiet and not as_json, workers=workers)
+                     log_every=10, device=str(dev), progress=not quiet and not as_json, workers=workers)
     result = train_retrieval(data, output, cfg, run, val_data, init)
-    summary = {"checkpoint": str(output), "step": result.step, "start_step": result.start_step,
-               "stopped": result.stop_reason, "last_loss": result.last_loss, "eval": result.eval}
-    if as_json:
-        print_json(summary)
-        return
-    ev = result.eval
-    what = "snippet MRR" if stage == "snippet" else "MRR"
-    score = f", val {what} audio->sheet {ev['A2S_MRR']:.3f}, sheet->audio {ev['S2A_MRR']:.3f}" if ev else ""
-    typer.echo(f"step {result.step} ({result.stop_reason}); saved {output}{score}")
+    ev, what = result.eval, "snippet MRR" if stage == "snippet" else "MRR"
+    _report(result, output, as_json,
+            f", val {what} audio->sheet {ev['A2S_MRR']:.3f}, sheet->audio {ev['S2A_MRR']:.3f}" if ev else "")
+
+
+TASKS_HELP = ("Comma-separated tasks: omr, midi2audio, image2audio, transcription, lmx2image, audio2image, "
+              "midi2lmx, lmx2midi or SOURCE>TARGET (image, audio, notation|lmx, midi); each optionally "
+              "@START:END (its weight ramps from 0 to full between these steps) and *WEIGHT. "
+              "Default: the direction's three tasks with the paper's curriculum.")
+
+
+@app.command("translator")
+@handle_errors
+def translator(
+    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build`, tokenized by `umust dataset tokenize`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
+    direction: str = typer.Option("i2a", "--direction", help="i2a (OMR, MIDI->audio, image->audio) or a2i "
+                                  "(transcription, LMX->image, audio->image)."),
+    preset: str = typer.Option("small", "--preset", help="Model size: tiny (tests), small (CPU) or paper (GPU)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help=TASKS_HELP),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop before this much time has passed."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: each rank its GPU)."),
+    image_layout: str = typer.Option("grid", "--image-layout", help="Source images: grid (a position per patch, "
+                                     "the paper) or column (one per patch column)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start a new run from this translator's weights "
+                                        "(fine-tuning, e.g. with --tasks omr); ignored when --output holds a run."),
+    batch_tokens: int = typer.Option(4096, "--batch-tokens", min=1, help="Steps per micro-batch, padding included."),
+    accum: int = typer.Option(1, "--accum", min=1, help="Micro-batches per update (gradient accumulation)."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast, CPU and GPU) or fp32."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    lr: float = typer.Option(3e-4, "--lr", help="AdamW peak learning rate."),
+    warmup_steps: int = typer.Option(1000, "--warmup-steps", min=1, help="Linear warm-up steps."),
+    decay_steps: Optional[int] = typer.Option(None, "--decay-steps", min=1, help="Cosine decay ends here "
+                                              "(default: --max-steps, else 100000)."),
+    no_codebook_init: bool = typer.Option(False, "--no-codebook-init", help="Random code embeddings instead of "
+                                          "the shipped codecs' codebooks."),
+    best_metric: str = typer.Option("auto", "--best-metric", help="Keep-best metric: ser (OMR), loss (mean "
+                                    "valid loss) or auto (ser when OMR is trained)."),
+    codes: Optional[Path] = typer.Option(None, "--codes", help="Folder of the code files if `dataset tokenize` "
+                                         "wrote them elsewhere (default: the corpus)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the batch plan."),
+    save_every: int = typer.Option(500, "--save-every", min=1, help="Checkpoint every N steps."),
+    eval_every: int = typer.Option(0, "--eval-every", min=0, help="Validate every N steps (0: at the end)."),
+    eval_items: int = typer.Option(8, "--eval-items", min=0, help="Valid systems decoded for the OMR SER."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Train a translator on several tasks with a curriculum; rerun the same command to resume.
+
+    Several processes: torchrun --nproc-per-node N -m umust_cli train translator ..."""
+    import torch
+
+    from umust_cli.data.pairs import parse_tasks
+    from umust_cli.data.tokenize import corpus_vocabulary
+    from umust_cli.errors import BadInputError
+    from umust_cli.model.translator import PRESETS
+    from umust_cli.train.engine import RunOptions
+    from umust_cli.train.translator import TrainConfig, init_distributed, train_translator
+
+    if preset not in PRESETS:
+        raise BadInputError(f"unknown --preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if max_steps is None and max_minutes is None:
+        raise BadInputError("give --max-steps or --max-minutes (or both)")
+    specs = parse_tasks(tasks, direction)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    dist, dev = init_distributed(device)
+    cfg = TrainConfig(direction=direction, preset=preset, image_layout=image_layout, tasks=specs,
+                      batch_tokens=batch_tokens, accum=accum, world_size=dist.world, lr=lr,
+                      warmup_steps=warmup_steps, decay_steps=decay_steps or max_steps or 100_000,
+                      precision=precision, codebook_init=not no_codebook_init, best_metric=best_metric, seed=seed)
+    run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
+                     eval_items=eval_items, device=str(dev), progress=not quiet and not as_json)
+    result, _ = train_translator(data, output, cfg, run, corpus_vocabulary(data), init=init, codes_dir=codes,
+                                 compile=compile_model, dist=dist)
+    if dist.main:
+        ev = result.eval or {}
+        score = "".join(f", val {k} {ev[k]:.4f}" for k in ("loss", "SER") if k in ev)
+        _report(result, output, as_json, score)

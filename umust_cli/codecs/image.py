@@ -227,10 +227,10 @@ class ImageCodec:
         (default: the shipped vocabulary), else VocabularyMismatchError."""
         from umust_cli.codecs.vocab import default_vocabulary
         from umust_cli.model.rqvae import RQVAE, RQVAEConfig
-        from umust_cli.train.checkpoint import load_module
+        from umust_cli.checkpoint import load_module
 
-        model = load_module(ckpt_dir, vocab or default_vocabulary(), MODEL_KIND,
-                            lambda cfg: RQVAE(RQVAEConfig.from_dict(cfg)))
+        model = load_module(ckpt_dir, MODEL_KIND, lambda cfg: RQVAE(RQVAEConfig.from_dict(cfg)),
+                            vocab or default_vocabulary())
         return cls(model, device)
 
     @property

@@ -2,14 +2,53 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from umust_cli.model.retrieval import RetrievalModel
+from umust_cli.model.retrieval import RetrievalModel, RetrievalModelConfig
 from umust_cli.retrieval.data import pad_snippets
 from umust_cli.retrieval.features import FeatureConfig, audio_snippets, sheet_snippets
+
+KIND = "retrieval"
+
+
+def load_retrieval_model(model: str | Path | None) -> tuple[RetrievalModel, FeatureConfig, dict]:
+    """(model in eval mode on the CPU, its feature config, its config.json) of a checkpoint folder or
+    a shipped model name (None: the default; see :mod:`umust_cli.registry`)."""
+    from umust_cli import checkpoint as ckpt_io, registry
+    from umust_cli.errors import CheckpointError
+
+    folder = registry.resolve(KIND, model)
+    state, config = ckpt_io.load_model(folder)
+    ckpt_io.check_kind(folder, config, KIND)
+    try:
+        net = RetrievalModel(model_config(config["model"]))
+        features = FeatureConfig(**config["features"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder}: its config.json does not describe a retrieval model ({e})") from e
+    ckpt_io.load_state(net, state, folder)
+    return net.eval(), features, config
+
+
+def model_config(d: dict) -> RetrievalModelConfig:
+    """A saved architecture (lists for tuples) as a RetrievalModelConfig."""
+    known = {f.name for f in fields(RetrievalModelConfig)}
+    if set(d) - known:
+        raise ValueError(f"unknown retrieval model fields: {sorted(set(d) - known)}")
+    return RetrievalModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def model_id(config: dict) -> str:
+    """A short fingerprint of a checkpoint's architecture, features and step (stored in indexes)."""
+    import hashlib
+    import json
+
+    key = json.dumps({k: config.get(k) for k in ("model", "features", "step", "run_id")}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 @torch.no_grad()

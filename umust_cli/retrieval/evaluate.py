@@ -63,7 +63,7 @@ def evaluate_corpus(model: RetrievalModel, fcfg: FeatureConfig, corpus: Path, sp
 def evaluate_checkpoint(ckpt: Path | None, corpus: Path, splits: Sequence[str], image_key: str = "png",
                         progress: bool = False, limit: int | None = None, method: str = "rnn"):
     """:func:`evaluate_corpus` with the model of checkpoint directory ``ckpt`` (None: shipped weights)."""
-    from umust_cli.retrieval.checkpoint import load_checkpoint
+    from umust_cli.retrieval.embed import load_retrieval_model
 
-    model, fcfg, _ = load_checkpoint(ckpt)
+    model, fcfg, _ = load_retrieval_model(ckpt)
     return evaluate_corpus(model, fcfg, corpus, splits, image_key, progress=progress, limit=limit, method=method)

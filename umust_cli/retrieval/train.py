@@ -6,26 +6,29 @@ whose checkpoint ``--init`` turns into RNN-FT, or RNN-FZ with ``freeze_cnn``.
 
 Every step draws its mini-batch from a generator seeded by (seed, step), and
 train_state.pt holds model + optimizer state, so a stopped run resumed with the
-same command continues exactly as if it had not stopped.
+same command continues exactly as if it had not stopped. The loop, saves, resume,
+evaluation and keep-best (``OUTPUT/best``) are the training engine's
+(:mod:`umust_cli.train.engine`); this module is the retrieval :class:`RetrievalTask`.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from umust_cli import checkpoint as ckpt_io
+from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, CheckpointError
 from umust_cli.model.retrieval import PRESETS, RetrievalModel, RetrievalModelConfig, triplet_loss
-from umust_cli.retrieval import checkpoint as rck
 from umust_cli.retrieval.data import PassageFeatures, batch_tensors, corpus_rows, load_features, passage_groups
+from umust_cli.retrieval.embed import KIND, model_config
 from umust_cli.retrieval.features import FeatureConfig, stretch_frames
-from umust_cli.train.checkpoint import TRAIN_LOG
+from umust_cli.train.engine import RunOptions, TrainResult, check_resumable, fit
 
 
 STAGES = ("passage", "snippet")
@@ -47,26 +50,14 @@ class RetrievalTrainConfig:
     stage: str = "passage"  # "snippet": pre-train the CNNs alone on aligned snippet pairs (needs align.json)
     soundfonts: tuple[str, ...] = ()  # train only on rows made with these ('' = all)
 
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
 
-@dataclass(frozen=True)
-class RunOptions:
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    save_every: int = 200
-    eval_every: int = 0
-    log_every: int = 10
-    device: str = "cpu"
-    progress: bool = True
-    workers: int = 0  # > 0: that many processes build the next mini-batches while the model trains
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    step: int
-    start_step: int
-    stop_reason: str
-    last_loss: float | None
-    eval: dict | None
+    @classmethod
+    def from_dict(cls, obj: dict) -> "RetrievalTrainConfig":
+        """The config of a saved run; fields added since it was saved take their defaults."""
+        rest = {k: tuple(v) if isinstance(v, list) else v for k, v in obj.items() if k != "model"}
+        return cls(model=model_config(obj["model"]), **rest)
 
 
 def features_for(model: RetrievalModelConfig) -> FeatureConfig:
@@ -211,80 +202,75 @@ def train_step(model: RetrievalModel, optimizer: torch.optim.Optimizer, batch, m
     return float(loss.detach())
 
 
+class RetrievalTask:
+    """The passage (or snippet-stage) retrieval model as a :class:`umust_cli.train.engine.Task`."""
+
+    name = "train retrieval"
+
+    def __init__(self, corpora: list[Path], ckpt_dir: Path, cfg: RetrievalTrainConfig, run: RunOptions,
+                 val_data: Path | None = None):
+        self.device, self.fcfg = resolve_device(run.device), features_for(cfg.model)
+        self.cfg, self.workers = cfg, run.workers
+        self.feats, self.groups = _train_features(corpora, cfg, self.fcfg, ckpt_dir, run.progress)
+        self.val = _val_features(val_data, self.fcfg, ckpt_dir, run.progress, cfg.stage) if val_data else None
+        torch.manual_seed(cfg.seed)
+        self.model = RetrievalModel(cfg.model)
+        params = [p for n, p in self.model.named_parameters() if not (cfg.freeze_cnn and ".cnn." in f".{n}")]
+        if cfg.freeze_cnn:
+            for p in self.model.cnn_parameters():
+                p.requires_grad_(False)
+        self.model.to(self.device)
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+
+    def batches(self, start: int) -> Iterator:
+        data = StepBatches(self.feats, self.groups, self.cfg, self.fcfg)
+        return batches_from(data, start, self.workers, self.device.type == "cuda")
+
+    def train_step(self, batch, step: int) -> dict:
+        return {"loss": train_step(self.model, self.optimizer, batch, self.cfg.margin, self.device,
+                                   self.cfg.freeze_cnn, self.cfg.stage == "snippet")}
+
+    def evaluate(self) -> dict | None:
+        return validate(self.model, self.val, self.fcfg) if self.val is not None else None
+
+    def score(self, scores: dict) -> float | None:
+        return val_score(scores)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict, ckpt_dir: Path) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
+        config = {"kind": KIND, "model": asdict(self.model.cfg), "features": asdict(self.fcfg),
+                  "train": self.cfg.to_dict(), "step": step, **extra}
+        ckpt_io.save_model(ckpt_dir, self.model.state_dict(), config)
+
+    def warm_start(self, init: Path) -> dict:
+        """RNN-FT / RNN-FZ: start from (pre-)trained weights of the same architecture."""
+        from umust_cli.retrieval.embed import load_retrieval_model
+
+        net, _, config = load_retrieval_model(init)
+        ckpt_io.load_state(self.model, net.state_dict(), init)
+        return {"step": 0, "init": str(init), "init_step": int(config.get("step", 0))}
+
+
 def train_retrieval(data: Path | Sequence[Path], ckpt_dir: Path, cfg: RetrievalTrainConfig, run: RunOptions,
                     val_data: Path | None = None, init: Path | None = None) -> TrainResult:
     """Train (or resume) the model on the train split of ``data`` (one corpus, or several renderings
     of the same systems: each step uses one rendering per system); checkpoints go to ``ckpt_dir``,
     and with ``val_data`` and ``run.eval_every`` the best-scoring one so far also to ``ckpt_dir/best``."""
     ckpt_dir = Path(ckpt_dir)
-    device = torch.device(run.device)
-    fcfg = features_for(cfg.model)
-    _check_same_run(ckpt_dir, cfg)
+    check_resumable(ckpt_dir, cfg)  # before the features are loaded: fail early
     corpora = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
-    feats, groups = _train_features(corpora, cfg, fcfg, ckpt_dir, run.progress)
-    val = _val_features(val_data, fcfg, ckpt_dir, run.progress, cfg.stage) if val_data else None
-    model, optimizer, start_step = _model_and_optimizer(ckpt_dir, cfg, init, device)
-    batches = batches_from(StepBatches(feats, groups, cfg, fcfg), start_step, run.workers, device.type == "cuda")
-    step, reason, last_loss, ev = _loop(model, optimizer, batches, val, ckpt_dir, start_step, (cfg, fcfg, run))
-    if ev is None and val is not None:  # not scored at the last step yet
-        ev = validate(model, val, fcfg)
-    _save(ckpt_dir, model, optimizer, fcfg, cfg, step, ev)
-    if ev is not None and run.eval_every > 0:
-        _keep_if_best(ckpt_dir, model, fcfg, cfg, step, ev)
-    return TrainResult(step, start_step, reason, last_loss, ev)
-
-
-def _loop(model: RetrievalModel, optimizer, batches, val: PassageFeatures | None, ckpt_dir: Path, step: int,
-          setup: tuple[RetrievalTrainConfig, FeatureConfig, RunOptions]):
-    """Train until ``run``'s step or time limit: (last step, why it stopped, last loss, the validation
-    scores of the last step if it was scored, else None)."""
-    cfg, fcfg, run = setup
-    device = torch.device(run.device)
-    started, last_loss, reason, ev = time.monotonic(), None, "max_steps", None
-    bar = _bar(run, step)
-    while run.max_steps is None or step < run.max_steps:
-        if run.max_minutes is not None and time.monotonic() - started > 60 * run.max_minutes:
-            reason = "max_minutes"
-            break
-        last_loss = train_step(model, optimizer, next(batches), cfg.margin, device, cfg.freeze_cnn,
-                               cfg.stage == "snippet")
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{last_loss:.4f}")
-        ev = validate(model, val, fcfg) if val is not None and run.eval_every > 0 \
-            and step % run.eval_every == 0 else None
-        if step % run.log_every == 0 or ev is not None:
-            _log(ckpt_dir, {"step": step, "loss": last_loss, "elapsed_s": round(time.monotonic() - started, 1),
-                            **({"val": ev} if ev is not None else {})})
-        if ev is not None:
-            _keep_if_best(ckpt_dir, model, fcfg, cfg, step, ev)
-        if step % run.save_every == 0:
-            _save(ckpt_dir, model, optimizer, fcfg, cfg, step)
-    bar.close()
-    return step, reason, last_loss, ev
+    return fit(RetrievalTask(corpora, ckpt_dir, cfg, run, val_data), ckpt_dir, cfg, run, init=init)
 
 
 def val_score(ev: dict) -> float:
     """The number a checkpoint is chosen by: the mean of both directions' MRR."""
     return 0.5 * (ev["A2S_MRR"] + ev["S2A_MRR"])
-
-
-def _keep_if_best(ckpt_dir: Path, model: RetrievalModel, fcfg: FeatureConfig, cfg: RetrievalTrainConfig,
-                  step: int, ev: dict) -> None:
-    """Save the model to ``ckpt_dir/best`` when ``ev`` beats the validation score saved there."""
-    best = ckpt_dir / "best"
-    if (best / "config.json").is_file():
-        saved = json.loads((best / "config.json").read_text(encoding="utf-8")).get("val")
-        if saved and val_score(saved) >= val_score(ev):
-            return
-    rck.save_checkpoint(best, model, fcfg, {"train": json.loads(json.dumps(asdict(cfg))), "step": step, "val": ev})
-
-
-def _bar(run: RunOptions, step: int):
-    from tqdm import tqdm
-
-    return tqdm(total=run.max_steps, initial=step, disable=not run.progress, desc="train retrieval",
-                dynamic_ncols=True)
 
 
 def _train_features(corpora: list[Path], cfg: RetrievalTrainConfig, fcfg: FeatureConfig, ckpt_dir: Path,
@@ -345,21 +331,6 @@ def evaluate_features(model: RetrievalModel, feats: PassageFeatures, fcfg: Featu
     return {"n": len(feats), **retrieval_both_directions(dist)}
 
 
-def _check_same_run(ckpt_dir: Path, cfg: RetrievalTrainConfig) -> None:
-    config_path = ckpt_dir / "config.json"
-    if not config_path.is_file():
-        return
-    saved = json.loads(config_path.read_text(encoding="utf-8")).get("train")
-    now = json.loads(json.dumps(asdict(cfg)))
-    if saved is not None:  # options added since that run was saved have their defaults
-        saved = {**{f.name: now[f.name] for f in fields(cfg) if f.name not in saved and f.default is not MISSING
-                    and now[f.name] == f.default}, **saved}
-    if saved is not None and saved != now:
-        changed = sorted(k for k in now if saved.get(k) != now[k])
-        raise CheckpointError(f"{ckpt_dir} holds a run with other options ({', '.join(changed)}); "
-                              "use the same options to resume, or a new directory")
-
-
 def _check_same_data(ckpt_dir: Path, corpora: list[Path]) -> None:
     """Refuse to resume a run on other --data folders (or the same in another order: other batches);
     a new run records its folders in data.json."""
@@ -374,36 +345,3 @@ def _check_same_data(ckpt_dir: Path, corpora: list[Path]) -> None:
         return
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(now, indent=1), encoding="utf-8")
-
-
-def _model_and_optimizer(ckpt_dir: Path, cfg: RetrievalTrainConfig, init: Path | None, device: torch.device):
-    torch.manual_seed(cfg.seed)
-    model = RetrievalModel(cfg.model)
-    if init is not None:  # RNN-FT / RNN-FZ: start from (pre-)trained weights
-        model.load_state_dict(rck.load_checkpoint(init)[0].state_dict())
-    params = [p for n, p in model.named_parameters() if not (cfg.freeze_cnn and ".cnn." in f".{n}")]
-    if cfg.freeze_cnn:
-        for p in model.cnn_parameters():
-            p.requires_grad_(False)
-    model.to(device)
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    state = rck.load_resume_state(ckpt_dir)
-    step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-    return model, optimizer, step
-
-
-def _save(ckpt_dir: Path, model: RetrievalModel, optimizer, fcfg: FeatureConfig, cfg: RetrievalTrainConfig,
-          step: int, ev: dict | None = None) -> None:
-    extra = {"train": json.loads(json.dumps(asdict(cfg))), "step": step, **({"val": ev} if ev else {})}
-    rck.save_checkpoint(ckpt_dir, model, fcfg, extra)
-    rck.save_resume_state(ckpt_dir, model, optimizer, step)
-
-
-def _log(ckpt_dir: Path, row: dict) -> None:
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    with open(ckpt_dir / TRAIN_LOG, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")

@@ -11,7 +11,7 @@ then the generator takes one AdamW step on
 Both learning rates decay by 0.999996 a step.
 
 Data: the "wav" files of a corpus made by `umust dataset build` (rows of
-``manifest.jsonl`` with split "train"; "val" rows are for evaluation) or every
+``manifest.jsonl`` with split "train"; "valid" rows are for evaluation) or every
 WAV/FLAC below a plain folder (every 50th kept for evaluation). Each excerpt
 comes from a file drawn with probability proportional to its length, at a
 uniform offset; near-silent excerpts are redrawn; each is normalized to a
@@ -22,7 +22,7 @@ exactly the data of an uninterrupted one.
 Precision: bf16 autocast for the convolutions on CUDA (the vector quantizer
 and all losses in float32), float32 on CPU.
 
-Checkpoint directory (``train/checkpoint.py`` layout plus one file)::
+Checkpoint directory (``umust_cli/checkpoint.py`` layout plus one file)::
 
     model.safetensors          generator weights (float32; what the codec loads)
     discriminator.safetensors  discriminator weights (float32)
@@ -30,41 +30,38 @@ Checkpoint directory (``train/checkpoint.py`` layout plus one file)::
     train_state.pt             step, both optimizers and LR schedulers, RNG states
     train_log.jsonl            one row per step (+ evaluation rows)
 
-A save first writes the complete set into ``.saving/`` with a ``COMPLETE``
-marker, then renames the files into place; a run killed mid-save is rolled
-forward (or the partial set discarded) when it resumes, so weights and
-optimizer states always belong to the same step.
+Saving, resuming, stopping and logging are the training engine's
+(:mod:`umust_cli.train.engine`): a save is one set, so the generator, the
+discriminator and the optimizer states always belong to the same step.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import sys
-import time
 import warnings
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
 
+from umust_cli import checkpoint as ckpt_io
 from umust_cli.codecs.audio import HOP, AudioCodec, load_audio, resample
 from umust_cli.codecs.vocab import Vocabulary
-from umust_cli.errors import AudioError, BadInputError, CheckpointError, HeldOutRepertoireError
+from umust_cli.device import resolve_device
+from umust_cli.errors import AudioError, BadInputError, CheckpointError
 from umust_cli.eval.audio_metrics import reconstruction_scores
+from umust_cli.io import atomic_path
 from umust_cli.model.dac_codec import (MODEL_KIND, PRESETS, SAMPLE_RATE, DACConfig, DiscriminatorConfig,
                                        Losses, LossConfig, build_discriminator, build_generator,
                                        build_losses)
-from umust_cli.train import checkpoint as ckpt_io
-from umust_cli.train.loop import StopOnSignal, TrainResult, read_log, resolve_device, truncate_log
+from umust_cli.train.corpus_files import split_files
+from umust_cli.train.engine import RunOptions, TrainResult, fit
 
 DISCRIMINATOR = "discriminator.safetensors"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")  # what libsndfile reads
-STAGING, COMPLETE = ".saving", "COMPLETE"
-__all__ = ["TrainConfig", "RunOptions", "TrainResult", "train_audio_codec", "read_log"]
 
 
 @dataclass(frozen=True)
@@ -97,25 +94,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, obj: dict) -> "TrainConfig":
-        rest = {k: v for k, v in obj.items() if k not in ("model", "discriminator", "loss")}
-        rest["betas"], rest["loudness_db"] = tuple(rest["betas"]), tuple(rest["loudness_db"])
+        rest = {k: tuple(v) if k in ("betas", "loudness_db") else v for k, v in obj.items()
+                if k not in ("model", "discriminator", "loss")}  # a field saved runs lack takes its default
         return cls(model=DACConfig.from_dict(obj["model"]),
                    discriminator=DiscriminatorConfig.from_dict(obj["discriminator"]),
                    loss=LossConfig.from_dict(obj["loss"]), **rest)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How long and where to run; may change between a run and its resumption."""
-
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    save_every: int = 1000
-    eval_every: int = 0            # 0: evaluate only when the run ends
-    eval_files: int = 8
-    eval_seconds: float = 5.0
-    device: str = "auto"
-    progress: bool = True
 
 
 # ---------------------------------------------------------------------------
@@ -130,44 +113,13 @@ class AudioItem:
 
 
 def find_audio(data_dir: str | Path) -> tuple[list[AudioItem], list[AudioItem]]:
-    """(train, val) sound files of a `umust dataset build` corpus or of a plain folder."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise BadInputError(f"no such data folder: {root}")
-    manifest = root / "manifest.jsonl"
-    if manifest.is_file():
-        train, val = _manifest_paths(root, manifest)
-    else:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-        val = files[::50] if len(files) >= 10 else []
-        train = [p for p in files if p not in set(val)]
-    for p in train + val:
-        if "beethoven" in str(p).lower():
-            raise HeldOutRepertoireError(f"held-out repertoire (Beethoven) in the training data: {p}")
+    """(train, valid) sound files of a `umust dataset build` corpus (its rows' ``wav``) or of a plain
+    folder (see :func:`split_files`); empty files are left out."""
+    train, val = split_files(data_dir, ("wav",), AUDIO_SUFFIXES)
     train_items = [it for it in map(_item, train) if it.frames > 0]
     if not train_items:
-        raise BadInputError(f"no training audio found in {root}")
+        raise BadInputError(f"no training audio found in {data_dir}")
     return train_items, [it for it in map(_item, val) if it.frames > 0]
-
-
-def _manifest_paths(root: Path, manifest: Path) -> tuple[list[Path], list[Path]]:
-    train, val = [], []
-    for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BadInputError(f"{manifest}:{n} is not JSON: {e}") from e
-        wavs = row.get("wav") or []
-        wavs = [wavs] if isinstance(wavs, str) else list(wavs)
-        if "beethoven" in str(row.get("source", "")).lower():
-            raise HeldOutRepertoireError(f"held-out repertoire (Beethoven) in {manifest}:{n}")
-        split = row.get("split", "train")
-        target = val if split in ("val", "valid", "validation") else train if split == "train" else None
-        if target is not None:
-            target.extend(root / p for p in wavs)
-    return train, val
 
 
 def _item(path: Path) -> AudioItem:
@@ -317,14 +269,15 @@ def _update(opt, sched, module: torch.nn.Module, loss: torch.Tensor, clip: float
 
 
 @torch.no_grad()
-def evaluate(gen: torch.nn.Module, items: list[AudioItem], run: RunOptions) -> dict | None:
-    """Mean SI-SDR (dB) and mel distance of codec round trips of held-out excerpts."""
-    if not items or run.eval_files <= 0:
+def evaluate(gen: torch.nn.Module, items: list[AudioItem], files: int, seconds: float) -> dict | None:
+    """Mean SI-SDR (dB) and mel distance of codec round trips of the first ``seconds`` of up to
+    ``files`` held-out files."""
+    if not items or files <= 0:
         return None
     device = next(gen.parameters()).device
     codec, scores = AudioCodec(gen, str(device)), []
-    n = int(run.eval_seconds * SAMPLE_RATE)
-    for it in items[:run.eval_files]:
+    n = int(seconds * SAMPLE_RATE)
+    for it in items[:files]:
         try:
             x = load_audio(it.path)[:n]
         except AudioError:
@@ -347,44 +300,20 @@ def _model_config(cfg: TrainConfig, step: int) -> dict:
     return {"kind": MODEL_KIND, "format": 1, "step": step, "model": train.pop("model"), "train": train}
 
 
-def save_checkpoint(ckpt_dir: Path, parts: Parts, cfg: TrainConfig, vocab: Vocabulary, step: int) -> None:
-    """Write the whole set into ``.saving/``, mark it complete, then move it into place."""
+def save_checkpoint(ckpt_dir: Path, parts: Parts, cfg: TrainConfig, vocab: Vocabulary, step: int,
+                    extra: dict | None = None) -> None:
+    """Write the generator (model.safetensors, config.json, vocabulary.json) and the discriminator."""
     from safetensors.torch import save_file
 
-    stage = ckpt_dir / STAGING
-    shutil.rmtree(stage, ignore_errors=True)
-    ckpt_io.save_model(stage, parts.generator.state_dict(), _model_config(cfg, step), vocab)
+    ckpt_io.save_model(ckpt_dir, parts.generator.state_dict(), {**_model_config(cfg, step), **(extra or {})},
+                       vocab)
     disc = {k: v.detach().cpu().contiguous().clone() for k, v in parts.discriminator.state_dict().items()}
-    save_file(disc, str(stage / DISCRIMINATOR), metadata={"kind": MODEL_KIND, "step": str(step)})
-    ckpt_io.save_train_state(stage, {
-        "step": step, "config": json.dumps(cfg.to_dict(), sort_keys=True),
-        "optimizer_g": parts.opt_g.state_dict(), "optimizer_d": parts.opt_d.state_dict(),
-        "scheduler_g": parts.sched_g.state_dict(), "scheduler_d": parts.sched_d.state_dict(),
-        "rng": ckpt_io.rng_state()})
-    (stage / COMPLETE).write_text(str(step), encoding="utf-8")
-    finish_interrupted_save(ckpt_dir)
+    with atomic_path(ckpt_dir / DISCRIMINATOR) as tmp:
+        save_file(disc, str(tmp), metadata={"kind": MODEL_KIND, "step": str(step)})
 
 
-def finish_interrupted_save(ckpt_dir: Path) -> None:
-    """Move a complete staged save into place; drop an incomplete one."""
-    stage = ckpt_dir / STAGING
-    if not stage.is_dir():
-        return
-    if (stage / COMPLETE).is_file():
-        for f in sorted(stage.iterdir()):
-            if f.name != COMPLETE:
-                f.replace(ckpt_dir / f.name)
-    shutil.rmtree(stage, ignore_errors=True)
-
-
-def resume(ckpt_dir: Path, parts: Parts, cfg: TrainConfig, vocab: Vocabulary) -> int:
-    """Restore a run from ``ckpt_dir``; returns its step (0 for a fresh directory)."""
-    finish_interrupted_save(ckpt_dir)
-    state = ckpt_io.load_train_state(ckpt_dir)
-    if state is None:
-        return 0
-    _check_same_config(ckpt_dir, json.loads(state["config"]), cfg)
-    step = int(state["step"])
+def load_weights(ckpt_dir: Path, parts: Parts, vocab: Vocabulary, step: int) -> None:
+    """Generator and discriminator weights of ``ckpt_dir``, which must both be of ``step``."""
     weights, config = ckpt_io.load_model(ckpt_dir, vocab)
     disc_weights, disc_step = _read_discriminator(ckpt_dir / DISCRIMINATOR)
     if int(config.get("step", -1)) != step or disc_step != step:
@@ -392,20 +321,6 @@ def resume(ckpt_dir: Path, parts: Parts, cfg: TrainConfig, vocab: Vocabulary) ->
                               f"discriminator {disc_step}, optimizer {step}); train into a new directory")
     parts.generator.load_state_dict(weights)
     parts.discriminator.load_state_dict(disc_weights)
-    for name, obj in (("optimizer_g", parts.opt_g), ("optimizer_d", parts.opt_d),
-                      ("scheduler_g", parts.sched_g), ("scheduler_d", parts.sched_d)):
-        obj.load_state_dict(state[name])
-    ckpt_io.set_rng_state(state["rng"])
-    truncate_log(ckpt_dir / ckpt_io.TRAIN_LOG, step)
-    return step
-
-
-def _check_same_config(ckpt_dir: Path, saved: dict, cfg: TrainConfig) -> None:
-    wanted = json.loads(json.dumps(cfg.to_dict(), sort_keys=True))
-    if saved != wanted:
-        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        raise CheckpointError(f"{ckpt_dir} holds a run with another training config (differs in: "
-                              f"{', '.join(diff)}); train into a new directory")
 
 
 def _read_discriminator(path: Path) -> tuple[dict[str, torch.Tensor], int]:
@@ -428,81 +343,63 @@ def export_codec(ckpt_dir: str | Path, out_dir: str | Path, vocab: Vocabulary) -
 
 
 # ---------------------------------------------------------------------------
-# The loop
+# The task
 # ---------------------------------------------------------------------------
 
-def start_run(ckpt_dir: Path, parts: Parts, cfg: TrainConfig, vocab: Vocabulary,
-              init: str | Path | None) -> tuple[int, dict | None]:
-    """(step, log row): resume ``ckpt_dir``; a fresh run starts its generator from ``init``
-    (an exported codec: no discriminator, which starts from scratch) if given."""
-    step = resume(ckpt_dir, parts, cfg, vocab)
-    if step or init is None:
-        return step, None
-    return 0, ckpt_io.warm_start(parts.generator, init, vocab, MODEL_KIND, cfg.model.to_dict())
+def _optimizers(parts: Parts) -> dict:
+    """The resume state's names of the optimizers and learning-rate schedules."""
+    return {"optimizer_g": parts.opt_g, "optimizer_d": parts.opt_d,
+            "scheduler_g": parts.sched_g, "scheduler_d": parts.sched_d}
+
+
+class AudioCodecTask:
+    """The DAC codec (generator + discriminator) as a :class:`umust_cli.train.engine.Task`. Its
+    resume state holds the optimizers and schedulers; the weights are read from the saved files."""
+
+    name = "dac"
+
+    def __init__(self, data_dir: str | Path, cfg: TrainConfig, run: RunOptions, vocab: Vocabulary,
+                 eval_seconds: float = 5.0):
+        device = resolve_device(run.device)
+        torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick kernels
+        train_items, self.val_items = find_audio(data_dir)
+        self.store, self.parts = AudioStore(train_items), build_parts(cfg, device)
+        self.cfg, self.vocab, self.eval_files, self.eval_seconds = cfg, vocab, run.eval_items, eval_seconds
+
+    def batches(self, start: int) -> Iterator[torch.Tensor]:
+        return (make_batch(self.store, self.cfg, step) for step in count(start))
+
+    def train_step(self, batch: torch.Tensor, step: int) -> dict:
+        return train_step(self.parts, self.cfg, batch)
+
+    def evaluate(self) -> dict | None:
+        return evaluate(self.parts.generator, self.val_items, self.eval_files, self.eval_seconds)
+
+    def score(self, scores: dict) -> float | None:
+        return None  # no keep-best for the codecs
+
+    def state_dict(self) -> dict:
+        return {name: obj.state_dict() for name, obj in _optimizers(self.parts).items()}
+
+    def load_state_dict(self, state: dict, ckpt_dir: Path) -> None:
+        load_weights(ckpt_dir, self.parts, self.vocab, int(state["step"]))
+        for name, obj in _optimizers(self.parts).items():
+            obj.load_state_dict(state[name])
+
+    def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
+        save_checkpoint(ckpt_dir, self.parts, self.cfg, self.vocab, step, extra)
+
+    def warm_start(self, init: Path) -> dict:
+        """The generator from ``init`` (an exported codec: no discriminator, which starts from scratch)."""
+        return ckpt_io.warm_start(self.parts.generator, init, MODEL_KIND, self.cfg.model.to_dict(), self.vocab)
 
 
 def train_audio_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions,
                       vocab: Vocabulary, on_step: Callable[[int, dict], None] | None = None,
-                      init: str | Path | None = None) -> TrainResult:
+                      init: str | Path | None = None, eval_seconds: float = 5.0) -> TrainResult:
     """Train (or resume) the audio codec in ``ckpt_dir`` on the sound files of ``data_dir``.
 
     ``init``: generator weights to start a fresh run from (ignored when ``ckpt_dir`` holds a run).
     """
-    device, ckpt_dir = resolve_device(run.device), Path(ckpt_dir)
-    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick kernels
-    train_items, val_items = find_audio(data_dir)
-    store, parts = AudioStore(train_items), build_parts(cfg, device)
-    start, init_row = start_run(ckpt_dir, parts, cfg, vocab, init)
-    step = start
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    reason, row, saved_at, t0 = "", None, step, time.monotonic()
-    with StopOnSignal() as stop, _progress(run, step) as bar, \
-            open(ckpt_dir / ckpt_io.TRAIN_LOG, "a", encoding="utf-8") as log:
-        if init_row:
-            _log(log, init_row)
-        while not (reason := _why_stop(run, step, start, t0, stop)):
-            row = {"step": step + 1, **train_step(parts, cfg, make_batch(store, cfg, step)),
-                   "time_s": round(time.monotonic() - t0, 3)}
-            step += 1
-            _log(log, row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", mel=f"{row['mel']:.3f}", refresh=False)
-            bar.update(1)
-            if on_step is not None:
-                on_step(step, row)
-            if step % run.save_every == 0:
-                save_checkpoint(ckpt_dir, parts, cfg, vocab, step)
-                saved_at = step
-            if run.eval_every and step % run.eval_every == 0:
-                _log(log, {"step": step, "eval": evaluate(parts.generator, val_items, run)})
-        if step != saved_at or not (ckpt_dir / ckpt_io.WEIGHTS).is_file():
-            save_checkpoint(ckpt_dir, parts, cfg, vocab, step)
-        final = evaluate(parts.generator, val_items, run) if step > start else None
-        if final is not None:
-            _log(log, {"step": step, "eval": final})
-    return TrainResult(step, start, reason, row["loss"] if row else None, final)
-
-
-def _why_stop(run: RunOptions, step: int, start: int, t0: float, stop) -> str:
-    """Why to stop before the next step ("" to go on); the time budget keeps one step in hand."""
-    if stop.requested:
-        return "signal"
-    if run.max_steps is not None and step >= run.max_steps:
-        return "max_steps"
-    if run.max_minutes is not None:
-        elapsed = time.monotonic() - t0
-        per_step = elapsed / (step - start) if step > start else 0.0
-        if elapsed + per_step >= run.max_minutes * 60:
-            return "max_minutes"
-    return ""
-
-
-def _log(log, row: dict) -> None:
-    log.write(json.dumps(row) + "\n")
-    log.flush()
-
-
-def _progress(run: RunOptions, step: int):
-    from tqdm import tqdm
-
-    return tqdm(total=run.max_steps, initial=step, disable=not run.progress, file=sys.stderr,
-                dynamic_ncols=True, unit="step", desc="dac")
+    task = AudioCodecTask(data_dir, cfg, run, vocab, eval_seconds)
+    return fit(task, ckpt_dir, cfg, run, init=init, on_step=on_step)

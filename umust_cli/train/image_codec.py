@@ -13,25 +13,25 @@ float32 (see ``model/rqvae.py``).
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from umust_cli import checkpoint as ckpt_io
 from umust_cli.codecs.image import MODEL_KIND, WHITE, load_gray, pad_to_multiple, threshold_white, to_ink
 from umust_cli.codecs.vocab import Vocabulary
-from umust_cli.errors import BadInputError, CheckpointError, HeldOutRepertoireError, ImageError
+from umust_cli.device import resolve_device
+from umust_cli.errors import BadInputError, ImageError
 from umust_cli.eval.image_metrics import foreground_f1, psnr
 from umust_cli.model.rqvae import PRESETS, RQVAE, RQVAEConfig
-from umust_cli.train import checkpoint as ckpt_io
-from umust_cli.train.loop import StopOnSignal, TrainResult, resolve_device, truncate_log
+from umust_cli.train.corpus_files import split_files
+from umust_cli.train.engine import RunOptions, TrainResult, fit
 
 
 @dataclass(frozen=True)
@@ -83,19 +83,6 @@ class TrainConfig:
                    betas=tuple(obj["betas"]), **rest)
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """How long and where to run; may change between a run and its resumption."""
-
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    save_every: int = 500
-    eval_every: int = 0            # 0: evaluate only when the run ends
-    eval_images: int = 8
-    device: str = "auto"
-    progress: bool = True
-
-
 # ---------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------
@@ -108,49 +95,13 @@ class ImageItem:
 
 
 def find_images(data_dir: str | Path, include_scans: bool = True) -> tuple[list[ImageItem], list[ImageItem]]:
-    """(train, val) images of a corpus built by `umust dataset build` or of a folder of PNGs.
-
-    Manifest rows: ``png`` (and optionally ``scans``) paths relative to the
-    corpus, ``split`` in train/val/test; test rows are never used. A plain
-    folder: every PNG below it, every 50th (sorted) kept aside for validation.
-    """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise BadInputError(f"no such data folder: {root}")
-    manifest = root / "manifest.jsonl"
-    if manifest.is_file():
-        train, val = _manifest_paths(root, manifest, include_scans)
-    else:
-        pngs = sorted(root.rglob("*.png"))
-        val = pngs[::50] if len(pngs) >= 10 else []
-        held = set(val)
-        train = [p for p in pngs if p not in held]
+    """(train, valid) images of a corpus built by `umust dataset build` (its rows' ``png`` and, with
+    ``include_scans``, ``scans``) or of a folder of PNGs (see :func:`split_files`)."""
+    keys = ("png", "scans") if include_scans else ("png",)
+    train, val = split_files(data_dir, keys, (".png",))
     if not train:
-        raise BadInputError(f"no training images found in {root}")
-    for p in train + val:
-        if "beethoven" in str(p).lower():
-            raise HeldOutRepertoireError(f"held-out repertoire (Beethoven) in the training data: {p}")
+        raise BadInputError(f"no training images found in {data_dir}")
     return [_item(p) for p in train], [_item(p) for p in val]
-
-
-def _manifest_paths(root: Path, manifest: Path, include_scans: bool) -> tuple[list[Path], list[Path]]:
-    train, val = [], []
-    for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BadInputError(f"{manifest}:{n} is not JSON: {e}") from e
-        pngs = row.get("png") or []
-        pngs = [pngs] if isinstance(pngs, str) else list(pngs)
-        if include_scans:
-            pngs += list(row.get("scans") or [])
-        split = row.get("split", "train")
-        target = val if split in ("val", "valid", "validation") else train if split == "train" else None
-        if target is not None:
-            target.extend(root / p for p in pngs)
-    return train, val
 
 
 def _item(path: Path) -> ImageItem:
@@ -324,47 +275,50 @@ def evaluate(model: RQVAE, items: list[ImageItem], limit: int, max_width: int = 
 
 def _model_config(cfg: TrainConfig, step: int) -> dict:
     train = cfg.to_dict()
-    return {"kind": MODEL_KIND, "format": 1, "step": step,
-            "model": train.pop("model"), "train": train}
+    return {"kind": MODEL_KIND, "format": 1, "step": step, "model": train.pop("model"), "train": train}
 
 
-def save_checkpoint(ckpt_dir: Path, model: RQVAE, opt: torch.optim.Optimizer, cfg: TrainConfig,
-                    vocab: Vocabulary, step: int) -> None:
-    ckpt_io.save_train_state(ckpt_dir, {
-        "step": step, "config": json.dumps(cfg.to_dict(), sort_keys=True),
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": ckpt_io.rng_state()})
-    ckpt_io.save_model(ckpt_dir, model.state_dict(), _model_config(cfg, step), vocab)
+class ImageCodecTask:
+    """The image RQ-VAE as a :class:`umust_cli.train.engine.Task`."""
 
+    name = "rqvae"
 
-def resume(ckpt_dir: Path, model: RQVAE, opt: torch.optim.Optimizer, cfg: TrainConfig,
-           vocab: Vocabulary) -> int:
-    """Restore a run from ``ckpt_dir``; returns its step (0 for a fresh directory)."""
-    state = ckpt_io.load_train_state(ckpt_dir)
-    if state is None:
-        return 0
-    # Through from_dict: a run saved before a field existed compares with that field's default.
-    saved = json.loads(json.dumps(TrainConfig.from_dict(json.loads(state["config"])).to_dict()))
-    wanted = json.loads(json.dumps(cfg.to_dict(), sort_keys=True))
-    if saved != wanted:
-        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        raise CheckpointError(f"{ckpt_dir} holds a run with another training config (differs in: "
-                              f"{', '.join(diff)}); train into a new directory")
-    if (ckpt_dir / ckpt_io.VOCABULARY).is_file():
-        vocab.check_matches(Vocabulary.load(ckpt_dir / ckpt_io.VOCABULARY), what=str(ckpt_dir))
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    ckpt_io.set_rng_state(state["rng"])
-    truncate_log(ckpt_dir / ckpt_io.TRAIN_LOG, int(state["step"]))
-    return int(state["step"])
+    def __init__(self, data_dir: str | Path, cfg: TrainConfig, run: RunOptions, vocab: Vocabulary):
+        device = resolve_device(run.device)
+        train_items, self.val_items = find_images(data_dir)
+        self.store, self.plan = ImageStore(train_items), BatchPlan([it.height for it in train_items], cfg)
+        torch.manual_seed(cfg.seed)
+        self.model = RQVAE(cfg.model).to(device).train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.cfg, self.vocab, self.eval_items = cfg, vocab, run.eval_items
 
+    def batches(self, start: int) -> Iterator[tuple[torch.Tensor, int]]:
+        return (make_batch(self.store, self.plan, step) for step in count(start))
 
-def start_run(ckpt_dir: Path, model: RQVAE, opt: torch.optim.Optimizer, cfg: TrainConfig,
-              vocab: Vocabulary, init: str | Path | None) -> tuple[int, dict | None]:
-    """(step, log row): resume ``ckpt_dir``; a fresh run starts from ``init``'s weights if given."""
-    step = resume(ckpt_dir, model, opt, cfg, vocab)
-    if step or init is None:
-        return step, None
-    return 0, ckpt_io.warm_start(model, init, vocab, MODEL_KIND, cfg.model.to_dict())
+    def train_step(self, batch: tuple[torch.Tensor, int], step: int) -> dict:
+        x, crop = batch
+        return {**train_step(self.model, self.opt, self.cfg, x, step), "crop": crop, "batch": int(x.shape[0])}
+
+    def evaluate(self) -> dict | None:
+        return evaluate(self.model, self.val_items, self.eval_items)
+
+    def score(self, scores: dict) -> float | None:
+        return None  # no keep-best for the codecs
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict, ckpt_dir: Path) -> None:
+        ckpt_io.check_vocabulary(ckpt_dir, self.vocab)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+
+    def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
+        ckpt_io.save_model(ckpt_dir, self.model.state_dict(), {**_model_config(self.cfg, step), **extra},
+                           self.vocab)
+
+    def warm_start(self, init: Path) -> dict:
+        return ckpt_io.warm_start(self.model, init, MODEL_KIND, self.cfg.model.to_dict(), self.vocab)
 
 
 def train_image_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConfig,
@@ -375,65 +329,4 @@ def train_image_codec(data_dir: str | Path, ckpt_dir: str | Path, cfg: TrainConf
 
     ``init``: weights to start a fresh run from (ignored when ``ckpt_dir`` holds a run).
     """
-    device, ckpt_dir = resolve_device(run.device), Path(ckpt_dir)
-    train_items, val_items = find_images(data_dir)
-    store, plan = ImageStore(train_items), BatchPlan([it.height for it in train_items], cfg)
-    torch.manual_seed(cfg.seed)
-    model = RQVAE(cfg.model).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
-    start, init_row = start_run(ckpt_dir, model, opt, cfg, vocab, init)
-    step = start
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    reason, row, saved_at, t0 = "done", None, step, time.monotonic()
-    with StopOnSignal() as stop, _progress(run, step) as bar, \
-            open(ckpt_dir / ckpt_io.TRAIN_LOG, "a", encoding="utf-8") as log:
-        if init_row:
-            _log(log, init_row)
-        while True:
-            reason = _why_stop(run, step, t0, stop)
-            if reason:
-                break
-            x, crop = make_batch(store, plan, step)
-            row = {"step": step + 1, **train_step(model, opt, cfg, x, step), "crop": crop,
-                   "batch": int(x.shape[0]), "time_s": round(time.monotonic() - t0, 3)}
-            step += 1
-            _log(log, row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", crop=crop, refresh=False)
-            bar.update(1)
-            if on_step is not None:
-                on_step(step, row)
-            if step % run.save_every == 0:
-                save_checkpoint(ckpt_dir, model, opt, cfg, vocab, step)
-                saved_at = step
-            if run.eval_every and step % run.eval_every == 0:
-                _log(log, {"step": step, "eval": evaluate(model, val_items, run.eval_images)})
-        if step != saved_at or not (ckpt_dir / ckpt_io.WEIGHTS).is_file():
-            save_checkpoint(ckpt_dir, model, opt, cfg, vocab, step)
-        final = evaluate(model, val_items, run.eval_images) if step > start else None
-        if final is not None:
-            _log(log, {"step": step, "eval": final})
-    return TrainResult(step, start, reason, row["loss"] if row else None, final)
-
-
-def _why_stop(run: RunOptions, step: int, t0: float, stop: StopOnSignal) -> str:
-    if stop.requested:
-        return "signal"
-    if run.max_steps is not None and step >= run.max_steps:
-        return "max_steps"
-    if run.max_minutes is not None and time.monotonic() - t0 >= run.max_minutes * 60:
-        return "max_minutes"
-    return ""
-
-
-def _log(log, row: dict) -> None:
-    log.write(json.dumps(row) + "\n")
-    log.flush()
-
-
-def _progress(run: RunOptions, step: int):
-    from tqdm import tqdm
-
-    return tqdm(total=run.max_steps, initial=step, disable=not run.progress, file=sys.stderr,
-                dynamic_ncols=True, unit="step", desc="rqvae")
-
-
+    return fit(ImageCodecTask(data_dir, cfg, run, vocab), ckpt_dir, cfg, run, init=init, on_step=on_step)
