@@ -56,8 +56,9 @@ def scores(tmp_path_factory) -> Path:
 def corpus(scores, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("corpus") / "c"
     result = build([str(scores)], out)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # some pieces failed (listed), the others are built
     assert "2 built, 0 already done, 2 failed" in result.output
+    assert "failed scores-broken: NotationError" in result.stdout
     return out
 
 
@@ -293,7 +294,8 @@ def test_nothing_built_exits_nonzero(scores, tmp_path):
     src.mkdir()
     shutil.copy(scores / "broken.musicxml", src / "broken.musicxml")
     result = build([str(src)], tmp_path / "c")
-    assert result.exit_code == 1 and "0 built" in result.output
+    assert result.exit_code == 2 and "0 built" in result.output
+    assert result.stderr.startswith("error: 1 of 1 pieces failed: ") and len(result.stderr.splitlines()) == 1
 
 
 def test_stats_match_the_manifest(corpus):
@@ -314,7 +316,7 @@ def test_stats_match_the_manifest(corpus):
 @pytest.mark.slow
 def test_two_workers_build_the_same_corpus(corpus, scores, tmp_path):
     result = build([str(scores)], tmp_path / "c", "--workers", "2")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert manifest(tmp_path / "c") == manifest(corpus)
 
 

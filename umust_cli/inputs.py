@@ -108,10 +108,11 @@ def load_lmx(path: str | Path) -> str:
 
 # ------------------------------------------------------------------ audio
 def load_audio(path: str | Path, sample_rate: int | None = None, start: float = 0.0,
-               end: float | None = None) -> tuple[np.ndarray, int]:
+               end: float | None = None, keep_channels: bool = False) -> tuple[np.ndarray, int]:
     """Seconds [start, end) of a sound file -> (samples float32 mono, rate).
 
     ``sample_rate`` resamples (soxr, high quality); None keeps the file's rate.
+    ``keep_channels`` returns (samples, channels) instead of the mono mix.
     AudioError for unreadable, truncated, too long (MAX_AUDIO_SECONDS), too short,
     NaN/infinite or silent audio; the length is checked from the header first.
     """
@@ -131,6 +132,8 @@ def load_audio(path: str | Path, sample_rate: int | None = None, start: float = 
         raise AudioError(f"cannot read audio {p}: {_one_line(e)}") from e
     x = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     check_audio(x, int(rate), str(p))
+    if keep_channels:
+        x = data
     if sample_rate is not None and int(rate) != sample_rate:
         import soxr
 
@@ -159,16 +162,18 @@ def _audio_span(p: Path, rate: int, frames: int, channels: int, start: float,
 
 
 def check_audio(x: np.ndarray, rate: int, what: str = "audio") -> np.ndarray:
-    """Refuse too short (MIN_AUDIO_SECONDS), non-finite or silent (peak < SILENCE_PEAK) samples."""
-    if x.size < MIN_AUDIO_SECONDS * rate:
-        raise AudioError(f"{what} is too short ({x.size} samples at {rate} Hz; at least "
-                         f"{MIN_AUDIO_SECONDS} s)")
+    """Refuse non-finite, silent (peak < SILENCE_PEAK) or too short (MIN_AUDIO_SECONDS) samples."""
+    if x.size == 0:
+        raise AudioError(f"{what} holds no samples")
     if not np.isfinite(x).all():
         raise AudioError(f"{what} holds NaN or infinite samples")
     peak = float(np.abs(x).max())
     if peak < SILENCE_PEAK:
         raise AudioError(f"{what} is silent (peak {20 * math.log10(max(peak, 1e-12)):.1f} dBFS, "
                          f"below {20 * math.log10(SILENCE_PEAK):.0f})")
+    if x.size < MIN_AUDIO_SECONDS * rate:
+        raise AudioError(f"{what} is too short ({x.size} samples at {rate} Hz; at least "
+                         f"{MIN_AUDIO_SECONDS} s)")
     return x
 
 

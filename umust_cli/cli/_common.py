@@ -71,15 +71,16 @@ def check_distinct_outputs(plan: list[tuple[str, list[str]]]) -> None:
                             f"rename them or run them into different folders")
 
 
-def finish_batch(total: int, failed: list[dict], what: str = "files") -> None:
-    """After a batch that kept going past bad inputs: one line naming every failure, exit 2 when
-    all ``total`` failed, PARTIAL_FAILURE_EXIT when only some did; nothing when none did.
-    ``failed`` rows hold ``input`` and ``error``."""
+def finish_batch(failed: list[dict], total: int, done: int, what: str = "files") -> None:
+    """After a batch that kept going past bad inputs: one line naming the failures (the first
+    five), exit 2 when nothing was ``done``, PARTIAL_FAILURE_EXIT when some inputs were.
+    Nothing happens when none failed. ``failed`` rows hold ``input`` and ``error``."""
     if not failed:
         return
-    detail = "; ".join(f"{row['input']}: {row['error']}" for row in failed)
-    code = 2 if len(failed) == total else PARTIAL_FAILURE_EXIT
-    fail(_one_line(f"{len(failed)} of {total} {what} failed: {detail}"), code)
+    listed = [f"{row['input']}: {row['error']}" for row in failed[:5]]
+    more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+    code = 2 if done == 0 else PARTIAL_FAILURE_EXIT
+    fail(_one_line(f"{len(failed)} of {total} {what} failed: {'; '.join(listed)}{more}"), code)
 
 
 def print_json(obj: Any) -> None:

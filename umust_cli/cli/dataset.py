@@ -50,8 +50,20 @@ def build(
     )
     summary, failures = _run_with_progress(pieces, output, config, workers, retry_failed, quiet=as_json)
     _report(summary, failures, output, as_json)
-    if summary.built + summary.skipped == 0:
-        raise typer.Exit(1)
+    _finish_build(summary, failures, output)
+
+
+def _finish_build(summary, failures, output: Path) -> None:
+    """One error line when pieces failed: exit 2 when none is built (now or earlier), else
+    PARTIAL_FAILURE_EXIT (3): the corpus holds the others, errors.jsonl says why."""
+    from umust_cli.cli._common import fail, finish_batch
+
+    done = summary.built + summary.skipped
+    if done == 0 and not failures:
+        fail(f"nothing built: all {summary.failed} piece(s) failed in an earlier run (see "
+             f"{output / 'errors.jsonl'}; --retry-failed tries them again)", 2)
+    rows = [{"input": f.piece_id, "error": f.error} for f in failures]
+    finish_batch(rows, done + summary.failed, done, "pieces")
 
 
 def _run_with_progress(pieces, output: Path, config, workers: int, retry_failed: bool, quiet: bool):
@@ -63,13 +75,15 @@ def _run_with_progress(pieces, output: Path, config, workers: int, retry_failed:
     failures = []
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+    shown = not quiet and console.is_terminal  # a log or a script gets the list at the end only
+    with Progress(*columns, console=console, disable=not shown, transient=False) as progress:
         task = progress.add_task("building", total=len(pieces))
 
         def on_result(result) -> None:
             if result.status == "failed" and result.error:
                 failures.append(result)
-                progress.console.print(f"[red]failed[/red] {result.piece_id}: {result.error}", highlight=False)
+                if shown:
+                    progress.console.print(f"[red]failed[/red] {result.piece_id}: {result.error}", highlight=False)
             progress.update(task, advance=1, description=result.piece_id[:32])
 
         summary = build_corpus(pieces, output, config, workers=workers, on_result=on_result,
@@ -87,6 +101,8 @@ def _report(summary, failures, output: Path, as_json: bool) -> None:
     typer.echo(f"{summary.built} built, {summary.skipped} already done, {summary.failed} failed "
                f"(see {output / 'errors.jsonl'}); corpus: {summary.pieces} pieces, {summary.systems} systems, "
                f"{summary.hours:.3f} h of audio; {summary.elapsed_s:.1f} s")
+    for f in failures:
+        typer.echo(f"failed {f.piece_id}: {f.error}")
 
 
 @app.command("import")

@@ -58,7 +58,7 @@ def midi(
                                           help="Write the token text (or, with --decode, the .mid) here."),
     decode: bool = typer.Option(False, "--decode", help="Read MIDI event tokens and write a .mid file."),
     max_seconds: float = typer.Option(10.0, "--max-seconds", help="Longest segment in seconds."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", min=1, help="Most tokens per segment."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Most tokens per segment."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Print a performance's MT3-style event tokens (one segment a line), or decode them."""
@@ -76,6 +76,8 @@ def midi(
         return
     if not (math.isfinite(max_seconds) and max_seconds > 0):
         raise BadInputError(f"--max-seconds must be a positive number of seconds, got {max_seconds}")
+    if max_tokens is not None and max_tokens < 1:
+        raise BadInputError(f"--max-tokens must be at least 1, got {max_tokens}")
     segments = codec.encode_segments(load_midi(file), max_seconds=max_seconds, max_tokens=max_tokens)
     text = segments_to_text(codec, segments)
     if output is not None:
@@ -208,7 +210,7 @@ def _run_batch(plan: list[tuple[Path, list[Path]]], one, as_json: bool) -> None:
         for row in done:
             more = f" + {len(row['variants'])} shifted variants" if row["variants"] else ""
             typer.echo(f"{row['input']} -> {row['output']} ({row['summary']}){more}")
-    finish_batch(len(plan), failed)
+    finish_batch(failed, len(plan), len(done))
 
 
 def _image_encode(codec, src: Path, outs: list[Path], rescale: bool) -> dict:

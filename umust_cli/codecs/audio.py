@@ -27,7 +27,6 @@ front), a negative one advances it (the first samples dropped).
 from __future__ import annotations
 
 import math
-import struct
 from pathlib import Path
 from typing import Sequence
 
@@ -76,38 +75,10 @@ def _array_to_mono(a: np.ndarray) -> np.ndarray:
 
 
 def _read_file(path: Path) -> tuple[np.ndarray, int]:
-    import soundfile as sf
+    """The one validated audio loader (umust_cli.inputs): mono samples at the file's rate."""
+    from umust_cli.inputs import load_audio as read_audio
 
-    from umust_cli.io import require_file
-
-    require_file(path)
-    if path.suffix.lower() in (".wav", ".wave"):
-        _check_wav_complete(path)
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, ValueError) as e:
-        raise AudioError(f"cannot read audio {path}: {e}") from e
-    return data.mean(axis=1), int(rate)
-
-
-def _check_wav_complete(path: Path) -> None:
-    """Raise AudioError when a RIFF/WAVE file's data chunk runs past the end of the file."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return  # not RIFF (RF64, raw, ...): let libsndfile decide
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk_id, chunk_len = struct.unpack("<4sI", f.read(8))
-            if chunk_id == b"data":
-                if chunk_len not in (0, 0xFFFFFFFF) and pos + 8 + chunk_len > size:
-                    raise AudioError(f"audio file {path} is truncated: its data chunk promises "
-                                     f"{chunk_len} bytes, {size - pos - 8} are there")
-                return
-            pos += 8 + chunk_len + (chunk_len & 1)
-    raise AudioError(f"audio file {path} is truncated: no complete data chunk")
+    return read_audio(path)
 
 
 def resample(x: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:

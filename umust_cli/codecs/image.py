@@ -27,7 +27,6 @@ caller joins the per-system lists with the unified vocabulary's [SEP]
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -48,24 +47,13 @@ MODEL_KIND = "umust-rqvae-image"
 # ---------------------------------------------------------------------------
 
 def load_gray(source: str | Path | bytes | np.ndarray) -> np.ndarray:
-    """A PNG (path or bytes) or an array -> (H, W) uint8, transparency over white."""
-    from PIL import Image, UnidentifiedImageError
+    """A PNG (path or bytes) or an array -> (H, W) uint8, transparency over white.
+    Files and bytes go through the one validated image loader (umust_cli.inputs)."""
+    from umust_cli.inputs import load_image
 
     if isinstance(source, np.ndarray):
         return _array_to_gray(source)
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            gray = np.asarray(im.convert("L"), dtype=np.uint8)
-    except FileNotFoundError as e:
-        raise ImageError(f"no such image: {source}") from e
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageError(f"cannot read image {source}: {e}") from e
-    return _check_not_empty(gray, str(source))
+    return load_image(source)
 
 
 def _array_to_gray(a: np.ndarray) -> np.ndarray:

@@ -28,16 +28,11 @@ class TranscriberConfig:
 
 
 def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read an audio file as float32 samples (n, channels) and its sample rate."""
-    import soundfile as sf
+    """Read an audio file as float32 samples (n, channels) and its sample rate, through the one
+    validated audio loader (umust_cli.inputs: AudioError for truncated, NaN, silent, ... files)."""
+    from umust_cli.inputs import load_audio as read_audio
 
-    try:
-        samples, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
-        raise AudioError(f"cannot read audio {path}: {e}") from e
-    if samples.shape[0] == 0:
-        raise AudioError(f"audio file has no samples: {path}")
-    return samples, int(sr)
+    return read_audio(path, keep_channels=True)
 
 
 class Transcriber:

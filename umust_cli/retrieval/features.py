@@ -69,21 +69,14 @@ def filterbank(sample_rate: int, n_fft: int, fmin: float, fmax: float, bands_per
 
 
 def load_audio(path: str | Path, sample_rate: int, start: float = 0.0, end: float | None = None) -> np.ndarray:
-    """Mono float32 samples of ``path`` (seconds [start, end)) at ``sample_rate``; AudioError if unusable."""
+    """Mono float32 samples of ``path`` (seconds [start, end)) at ``sample_rate``; AudioError if
+    unusable (the checks of the one audio loader, umust_cli.inputs: truncated, too long or short,
+    NaN, silent). Resampled with librosa's soxr_mq, as the shipped models were trained."""
     import librosa
-    import soundfile as sf
 
-    path = Path(path)
-    try:
-        info = sf.info(str(path))
-        first = int(start * info.samplerate)
-        last = None if end is None else int(end * info.samplerate)
-        data, sr = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises RuntimeError / LibsndfileError for bad files
-        raise AudioError(f"cannot read audio {path}: {e}") from e
-    mono = data.mean(axis=1)
-    if mono.size == 0:
-        raise AudioError(f"audio {path} is empty")
+    from umust_cli.inputs import load_audio as read_audio
+
+    mono, sr = read_audio(path, None, start, end)
     if sr != sample_rate:
         mono = librosa.resample(mono, orig_sr=sr, target_sr=sample_rate, res_type="soxr_mq")
     return mono.astype(np.float32)
@@ -108,15 +101,9 @@ def audio_snippets(spec: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 # ------------------------------------------------------------------ sheet
 def load_sheet(path: str | Path, cfg: FeatureConfig) -> np.ndarray:
     """uint8 (sheet_height, width) ink image of a system (255 = ink); ImageError if unusable or blank."""
-    from PIL import Image, UnidentifiedImageError
+    from umust_cli.inputs import load_image
 
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            gray = np.asarray(im.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageError(f"cannot read image {path}: {e}") from e
-    return sheet_strip(gray, cfg, name=str(path))
+    return sheet_strip(load_image(path), cfg, name=str(path))
 
 
 def sheet_strip(gray: np.ndarray, cfg: FeatureConfig, name: str = "image") -> np.ndarray:

@@ -1,0 +1,346 @@
+"""Bad input, tried as a new user would: every case exits 2 with exactly one stderr line
+starting with "error:", no traceback, and no partial or temporary file left behind.
+
+The zoo (``make_zoo``) holds empty, truncated, binary, huge-header, NaN, silent and
+wrongly named files; ``CASES`` are command lines over it. ``{z}`` is the zoo folder,
+``{o}`` an empty output folder of the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+from typer.testing import CliRunner
+
+from umust_cli.cli.main import app
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures" / "notation"
+SR = 44100
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------ the zoo
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height; its pixel data is one tiny (broken) block."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def _npy_header_only(path: Path, shape: tuple, dtype=np.int16) -> None:
+    """A .npy file whose header promises ``shape`` but that holds no data."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                  "shape": shape})
+
+
+def _wav_header_only(path: Path, seconds: float) -> None:
+    """A 16-bit mono WAV whose header promises ``seconds`` of sound, as a sparse file of full length."""
+    data_bytes = int(seconds * SR) * 2
+    header = (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " +
+              struct.pack("<IHHIIHH", 16, 1, 1, SR, SR * 2, 2, 16) + b"data" + struct.pack("<I", data_bytes))
+    with open(path, "wb") as f:
+        f.write(header)
+    os.truncate(path, len(header) + data_bytes)
+
+
+def _staff_png(path: Path) -> None:
+    img = np.full((96, 256), 255, np.uint8)
+    img[20:61:10, :] = 0
+    img[15:66, ::40] = 0
+    Image.fromarray(img).save(path)
+
+
+def _tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def _midi(path: Path) -> None:
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(0)
+    piano.notes = [pretty_midi.Note(80, 60 + i, i * 0.5, i * 0.5 + 0.4) for i in range(4)]
+    pm.instruments.append(piano)
+    pm.write(str(path))
+
+
+def make_zoo(z: Path) -> Path:
+    """Write every bad (and the few good) input files of the cases into folder ``z``."""
+    z.mkdir(parents=True, exist_ok=True)
+    junk = bytes(range(256)) * 8
+    for name in ("empty.musicxml", "empty.lmx", "empty.txt", "empty.mid", "empty.png", "empty.wav", "empty.npy"):
+        (z / name).write_bytes(b"")
+    for name in ("binary.musicxml", "binary.lmx", "binary.txt", "binary.mid", "binary.png", "binary.wav",
+                 "binary.npy", "binary.krn"):
+        (z / name).write_bytes(junk)
+    score = (FIXTURES / "piano_clefs.musicxml").read_bytes()
+    (z / "truncated.musicxml").write_bytes(score[: len(score) // 2])
+    (z / "score.png").write_bytes(score)  # a score with an image's name
+    (z / "dir").mkdir(exist_ok=True)
+    (z / "outfile").write_text("a file where a folder is expected\n")
+    lmx = "measure key:fifths:0 time beats:4 beat-type:4 clef:G2 note pitch:C4 quarter"
+    (z / "v9.lmx").write_text(f"version: 9.9\nflavor: core\n---\n{lmx}\n")
+    (z / "flavor.lmx").write_text(f"version: 1.0\nflavor: fancy\n---\n{lmx}\n")
+    (z / "words.lmx").write_text("hello world\n")
+    (z / "nonotes.txt").write_text("@0 10\n")
+    (z / "words.txt").write_text("hello world\n")
+    (z / "far.txt").write_text("@0 99999999 time:0\n")
+    _midi(z / "good.mid")
+    (z / "truncated.mid").write_bytes((z / "good.mid").read_bytes()[:40])
+    _staff_png(z / "good.png")
+    for sub in ("a", "b"):
+        (z / sub).mkdir(exist_ok=True)
+        _staff_png(z / sub / "x.png")
+        sf.write(z / sub / "x.wav", _tone(0.5), SR)
+    (z / "truncated.png").write_bytes((z / "good.png").read_bytes()[:200])
+    (z / "huge.png").write_bytes(_png_header(12000, 12000))
+    (z / "bomb.png").write_bytes(_png_header(20000, 20000))
+    (z / "wide.png").write_bytes(_png_header(5000, 1000))  # a page's worth, too large for the codec
+    Image.fromarray(np.full((64, 256), 255, np.uint8)).save(z / "blank.png")
+    sf.write(z / "good.wav", _tone(1.0), SR)
+    (z / "truncated.wav").write_bytes((z / "good.wav").read_bytes()[:30000])
+    sf.write(z / "one_sample.wav", np.array([0.5], np.float32), SR, subtype="FLOAT")
+    nan = _tone(1.0)
+    nan[100:200] = np.nan
+    sf.write(z / "nan.wav", nan, SR, subtype="FLOAT")
+    sf.write(z / "silent.wav", np.zeros(SR, np.float32), SR)
+    _wav_header_only(z / "long.wav", 2 * 3600)
+    _npy_header_only(z / "huge_codes.npy", (4, 4000, 4000))
+    np.save(z / "long_codes.npy", np.zeros((4, 200_000), np.int16))  # 2,322 s of audio
+    np.save(z / "float_codes.npy", np.zeros((4, 3, 5), np.float32))
+    np.save(z / "big_values.npy", np.full((4, 3, 5), 5000, np.int16))
+    np.save(z / "flat_codes.npy", np.zeros((4, 3, 5), np.int16))  # image codes given to audio
+    np.save(z / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(z / "codes.npz", codes=np.zeros((4, 3, 5), np.int16))
+    (z / "truncated.npy").write_bytes((z / "long_codes.npy").read_bytes()[:1000])
+    np.savez(z / "index.npz", embeddings=np.zeros((2, 4), np.float32), meta=np.array('{"format": "x"}'))
+    (z / "truncated.npz").write_bytes((z / "index.npz").read_bytes()[:300])
+    (z / "broken.krn").write_text("**kern\n*M4/4\n=1\n4cc\n4zz\n*-\n")
+    return z
+
+
+# ------------------------------------------------------------------ the cases
+TI, TA, TN, TM = ["tokenize", "image"], ["tokenize", "audio"], ["tokenize", "notation"], ["tokenize", "midi"]
+RS = ["retrieve", "search"]
+CASES = {
+    # tokenize notation
+    "notation-missing": TN + ["{z}/nope.musicxml"],
+    "notation-folder": TN + ["{z}/dir"],
+    "notation-empty": TN + ["{z}/empty.musicxml"],
+    "notation-binary": TN + ["{z}/binary.musicxml"],
+    "notation-truncated": TN + ["{z}/truncated.musicxml"],
+    "notation-image-named-score": TN + ["{z}/good.png"],
+    "notation-output-is-folder": TN + [str(FIXTURES / "piano_clefs.musicxml"), "-o", "{o}"],
+    "notation-bad-flavor": TN + [str(FIXTURES / "piano_clefs.musicxml"), "--flavor", "fancy"],
+    "lmx-empty": TN + ["--decode", "{z}/empty.lmx", "-o", "{o}/x.musicxml"],
+    "lmx-binary": TN + ["--decode", "{z}/binary.lmx", "-o", "{o}/x.musicxml"],
+    "lmx-unknown-version": TN + ["--decode", "{z}/v9.lmx", "-o", "{o}/x.musicxml"],
+    "lmx-unknown-flavor": TN + ["--decode", "{z}/flavor.lmx", "-o", "{o}/x.musicxml"],
+    "lmx-words": TN + ["--decode", "{z}/words.lmx", "-o", "{o}/x.musicxml"],
+    # tokenize midi
+    "midi-missing": TM + ["{z}/nope.mid"],
+    "midi-empty": TM + ["{z}/empty.mid"],
+    "midi-binary": TM + ["{z}/binary.mid"],
+    "midi-truncated": TM + ["{z}/truncated.mid"],
+    "midi-folder": TM + ["{z}/dir"],
+    "midi-max-seconds-nan": TM + ["{z}/good.mid", "--max-seconds", "nan"],
+    "midi-max-seconds-inf": TM + ["{z}/good.mid", "--max-seconds", "inf"],
+    "midi-max-seconds-negative": TM + ["{z}/good.mid", "--max-seconds", "-1"],
+    "midi-max-tokens-zero": TM + ["{z}/good.mid", "--max-tokens", "0"],
+    "midi-output-is-folder": TM + ["{z}/good.mid", "-o", "{o}"],
+    "tokens-empty": TM + ["--decode", "{z}/empty.txt", "-o", "{o}/x.mid"],
+    "tokens-binary": TM + ["--decode", "{z}/binary.txt", "-o", "{o}/x.mid"],
+    "tokens-words": TM + ["--decode", "{z}/words.txt", "-o", "{o}/x.mid"],
+    "tokens-no-notes": TM + ["--decode", "{z}/nonotes.txt", "-o", "{o}/x.mid"],
+    "tokens-far-end": TM + ["--decode", "{z}/far.txt", "-o", "{o}/x.mid"],
+    # tokenize image
+    "image-same-stems": TI + ["{z}/a/x.png", "{z}/b/x.png", "-o", "{o}"],
+    "image-same-file-twice": TI + ["{z}/good.png", "{z}/good.png", "-o", "{o}"],
+    "image-missing": TI + ["{z}/nope.png", "-o", "{o}"],
+    "image-folder": TI + ["{z}/dir", "-o", "{o}"],
+    "image-empty": TI + ["{z}/empty.png", "-o", "{o}"],
+    "image-binary": TI + ["{z}/binary.png", "-o", "{o}"],
+    "image-truncated": TI + ["{z}/truncated.png", "-o", "{o}"],
+    "image-score-named-png": TI + ["{z}/score.png", "-o", "{o}"],
+    "image-12000x12000": TI + ["{z}/huge.png", "-o", "{o}"],
+    "image-20000x20000": TI + ["{z}/bomb.png", "-o", "{o}"],
+    "image-5000x1000": TI + ["{z}/wide.png", "-o", "{o}"],
+    "image-blank": TI + ["{z}/blank.png", "-o", "{o}"],
+    "image-output-is-file": TI + ["{z}/good.png", "-o", "{z}/outfile"],
+    "image-codes-empty": TI + ["--decode", "{z}/empty.npy", "-o", "{o}"],
+    "image-codes-binary": TI + ["--decode", "{z}/binary.npy", "-o", "{o}"],
+    "image-codes-4x4000x4000": TI + ["--decode", "{z}/huge_codes.npy", "-o", "{o}"],
+    "image-codes-float": TI + ["--decode", "{z}/float_codes.npy", "-o", "{o}"],
+    "image-codes-out-of-range": TI + ["--decode", "{z}/big_values.npy", "-o", "{o}"],
+    "image-codes-objects": TI + ["--decode", "{z}/objects.npy", "-o", "{o}"],
+    "image-codes-npz": TI + ["--decode", "{z}/codes.npz", "-o", "{o}"],
+    "image-codes-truncated": TI + ["--decode", "{z}/truncated.npy", "-o", "{o}"],
+    "image-codec-missing": TI + ["{z}/good.png", "-o", "{o}", "--codec", "{z}/nope"],
+    "image-codec-is-a-file": TI + ["{z}/good.png", "-o", "{o}", "--codec", "{z}/good.png"],
+    # tokenize audio
+    "audio-same-stems": TA + ["{z}/a/x.wav", "{z}/b/x.wav", "-o", "{o}"],
+    "audio-missing": TA + ["{z}/nope.wav", "-o", "{o}"],
+    "audio-folder": TA + ["{z}/dir", "-o", "{o}"],
+    "audio-empty": TA + ["{z}/empty.wav", "-o", "{o}"],
+    "audio-binary": TA + ["{z}/binary.wav", "-o", "{o}"],
+    "audio-truncated": TA + ["{z}/truncated.wav", "-o", "{o}"],
+    "audio-one-sample": TA + ["{z}/one_sample.wav", "-o", "{o}"],
+    "audio-nan": TA + ["{z}/nan.wav", "-o", "{o}"],
+    "audio-silent": TA + ["{z}/silent.wav", "-o", "{o}"],
+    "audio-two-hours": TA + ["{z}/long.wav", "-o", "{o}"],
+    "audio-image-named-wav": TA + ["{z}/good.png", "-o", "{o}"],
+    "audio-output-is-file": TA + ["{z}/good.wav", "-o", "{z}/outfile"],
+    "audio-codes-empty": TA + ["--decode", "{z}/empty.npy", "-o", "{o}"],
+    "audio-codes-4x4000x4000": TA + ["--decode", "{z}/huge_codes.npy", "-o", "{o}"],
+    "audio-codes-40-minutes": TA + ["--decode", "{z}/long_codes.npy", "-o", "{o}"],
+    "audio-codes-image-grid": TA + ["--decode", "{z}/flat_codes.npy", "-o", "{o}"],
+    "audio-codes-truncated": TA + ["--decode", "{z}/truncated.npy", "-o", "{o}"],
+    # retrieval
+    "search-truncated-wav": RS + ["{z}/truncated.wav", "--index", "{z}/index.npz"],
+    "search-one-sample-wav": RS + ["{z}/one_sample.wav", "--index", "{z}/index.npz"],
+    "search-nan-wav": RS + ["{z}/nan.wav", "--index", "{z}/index.npz"],
+    "search-truncated-index": RS + ["{z}/good.wav", "--index", "{z}/truncated.npz"],
+    "search-index-is-codes": RS + ["{z}/good.wav", "--index", "{z}/codes.npz"],
+    "search-missing-index": RS + ["{z}/good.wav", "--index", "{z}/nope.npz"],
+    "index-truncated-wav": ["retrieve", "index", "{z}/truncated.wav", "-o", "{o}/i.npz"],
+    "index-nan-wav": ["retrieve", "index", "{z}/nan.wav", "-o", "{o}/i.npz"],
+    "index-bomb-png": ["retrieve", "index", "{z}/bomb.png", "-o", "{o}/i.npz"],
+    "index-output-is-folder": ["retrieve", "index", "{z}/good.wav", "-o", "{o}"],
+    # dataset
+    "dataset-build-every-piece-fails": ["dataset", "build", "{z}/binary.krn", "{z}/broken.krn", "-o", "{o}/c"],
+    "dataset-build-missing": ["dataset", "build", "{z}/nope", "-o", "{o}/c"],
+}
+
+
+CORPUS_RECORDS = {"build.json", "manifest.jsonl", "errors.jsonl", "error.json"}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    z = make_zoo(tmp_path_factory.mktemp("zoo"))
+    # a real index, so that the search cases get as far as their query
+    result = runner.invoke(app, ["retrieve", "index", str(z / "good.wav"), "-o", str(z / "index.npz")])
+    assert result.exit_code == 0, result.output
+    return z
+
+
+def _files(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (temporary ones included) with its size."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+def run_case(argv: list[str], zoo: Path, out: Path):
+    """Run one case in process; returns (result, files in the output folder, zoo changed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    before = _files(zoo)
+    args = [a.format(z=zoo, o=out) for a in argv]
+    result = runner.invoke(app, args)
+    return result, _files(out), _files(zoo) != before
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_exits_2_with_one_line(case, zoo, tmp_path):
+    result, left, zoo_changed = run_case(CASES[case], zoo, tmp_path / "out")
+    err = result.stderr.splitlines()
+    assert result.exit_code == 2, f"{case}: exit {result.exit_code}\n{result.stderr}"
+    assert len(err) == 1 and err[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    if case.startswith("dataset-build"):  # a corpus keeps its records of what failed (re-runs resume)
+        left = {k: v for k, v in left.items() if Path(k).name not in CORPUS_RECORDS}
+    assert left == {} and not zoo_changed, f"{case} left {left}"
+
+
+def test_a_checkpoint_whose_config_disagrees_with_its_tensors_is_one_line(zoo, tmp_path):
+    """The ENGINE engineer's checkpoint.load_module says so in one line (exit 2)."""
+    import json
+    import shutil
+
+    from umust_cli import registry
+
+    ckpt = tmp_path / "codec"
+    shutil.copytree(registry.resolve("image-codec", None), ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["model"]["base_channels"] *= 2  # every conv's tensors now disagree with the config
+    (ckpt / "config.json").write_text(json.dumps(config))
+    result, left, _ = run_case(TI + ["{z}/good.png", "-o", "{o}", "--codec", str(ckpt)], zoo, tmp_path / "out")
+    err = result.stderr.splitlines()
+    assert result.exit_code == 2 and len(err) == 1 and err[0].startswith("error: "), result.stderr[:2000]
+    assert left == {}
+
+
+def test_some_files_failing_exits_3_and_keeps_the_others(zoo, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, TI + [str(zoo / "good.png"), str(zoo / "binary.png"), "-o", str(out), "--json"])
+    assert result.exit_code == 3, result.stderr
+    err = result.stderr.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: 1 of 2 files failed: ") and "binary.png" in err[0]
+    assert (out / "good.npy").is_file() and not list(out.glob("binary*"))
+
+
+def test_image_and_audio_print_the_same_json_keys(zoo, tmp_path):
+    import json
+
+    rows = []
+    for cmd, src in ((TI, "good.png"), (TA, "good.wav")):
+        result = runner.invoke(app, cmd + [str(zoo / src), str(zoo / "nope"), "-o", str(tmp_path), "--json"])
+        assert result.exit_code == 3, result.stderr
+        report = json.loads(result.stdout)
+        rows.append((sorted(report), set(report["done"][0]), sorted(report["failed"][0])))
+    same = {"input", "output", "variants", "shape", "tokens", "summary"}  # (an image row adds its scale)
+    assert rows[0][0] == rows[1][0] == ["done", "failed"] and rows[0][2] == rows[1][2] == ["error", "input"]
+    assert same <= rows[0][1] and same <= rows[1][1]
+
+
+@pytest.mark.parametrize("args", [["tokenize", "audio", "{z}/good.wav", "-o", "{o}"],
+                                  ["tokenize", "midi", "{z}/good.mid", "-o", "{o}/x.txt"]])
+def test_sigterm_leaves_no_temporary_file(zoo, tmp_path, args):
+    """A real process, killed with SIGTERM while its output is half written: exit 143, one
+    line, and nothing in the output folder (numpy's and pretty_midi's writers are slowed down
+    so that the signal lands while the temporary file exists)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    driver = (
+        "import sys, time, numpy, pretty_midi\n"
+        "def slow(write):\n"
+        "    def wrapped(*a, **k):\n"
+        "        write(*a, **k); print('writing', flush=True); time.sleep(60)\n"
+        "    return wrapped\n"
+        "numpy.save = slow(numpy.save)\n"
+        "pretty_midi.PrettyMIDI.write = slow(pretty_midi.PrettyMIDI.write)\n"
+        "import pathlib\n"
+        "pathlib.Path.write_text = slow(pathlib.Path.write_text)\n"
+        "from umust_cli.cli.main import app\n"
+        "sys.argv = ['umust'] + sys.argv[1:]\n"
+        "app()\n"
+    )
+    argv = [a.format(z=zoo, o=out) for a in args]
+    proc = subprocess.Popen([sys.executable, "-c", driver] + argv, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".") for p in out.iterdir()) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the command never started writing"
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    err = stderr.splitlines()
+    assert len(err) == 1 and err[0] == "error: terminated by SIGTERM", stderr
+    assert list(out.iterdir()) == []
