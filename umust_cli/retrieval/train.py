@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -258,14 +258,15 @@ class RetrievalTask:
 
 
 def train_retrieval(data: Path | Sequence[Path], ckpt_dir: Path, cfg: RetrievalTrainConfig, run: RunOptions,
-                    val_data: Path | None = None, init: Path | None = None) -> TrainResult:
+                    val_data: Path | None = None, init: Path | None = None,
+                    on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train (or resume) the model on the train split of ``data`` (one corpus, or several renderings
     of the same systems: each step uses one rendering per system); checkpoints go to ``ckpt_dir``,
     and with ``val_data`` and ``run.eval_every`` the best-scoring one so far also to ``ckpt_dir/best``."""
     ckpt_dir = Path(ckpt_dir)
     check_resumable(ckpt_dir, cfg)  # before the features are loaded: fail early
     corpora = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
-    return fit(RetrievalTask(corpora, ckpt_dir, cfg, run, val_data), ckpt_dir, cfg, run, init=init)
+    return fit(RetrievalTask(corpora, ckpt_dir, cfg, run, val_data), ckpt_dir, cfg, run, init=init, on_step=on_step)
 
 
 def val_score(ev: dict) -> float:
