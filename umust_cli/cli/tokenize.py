@@ -9,7 +9,6 @@ import typer
 
 from umust_cli import registry
 from umust_cli.cli._common import JSON_OPTION_HELP, check_distinct_outputs, finish_batch, handle_errors, print_json
-from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS
 from umust_cli.errors import AudioError, BadInputError, ImageError, MidiError
 from umust_cli.io import atomic_path, write_text_atomic
 
@@ -237,6 +236,7 @@ def _image_decode(codec, src: Path, outs: list[Path]) -> dict:
     from PIL import Image
 
     from umust_cli.codecs.image import PATCH
+    from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS
     from umust_cli.inputs import MAX_SYSTEM_PIXELS, check_pixels, load_codes
 
     grid = load_codes(src, ndim=(3,), high=CODEBOOK_SIZE)
@@ -288,6 +288,7 @@ def _audio_decode_one(codec, src: Path, outs: list[Path]) -> dict:
     import soundfile
 
     from umust_cli.codecs.audio import HOP, SAMPLE_RATE, unflatten
+    from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS
     from umust_cli.inputs import MAX_AUDIO_SECONDS, load_codes
 
     arr = load_codes(src, ndim=(1, 2))

@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Sequence
 
 from umust_cli.codecs.base import MODALITIES
+from umust_cli.codecs.midi import MidiCodec
+from umust_cli.codecs.notation import NotationCodec
 from umust_cli.errors import CheckpointError, VocabularyMismatchError
+from umust_cli.io import write_json_atomic
 
 PAD, SEP = 0, 1
 NUM_CODEBOOKS = 4
@@ -119,8 +122,6 @@ class Vocabulary:
                 "offsets": {m: self.offset(m) for m in MODALITIES}}
 
     def save(self, path: str | Path) -> None:
-        from umust_cli.io import write_json_atomic
-
         write_json_atomic(path, self.to_json())
 
     @classmethod
@@ -153,8 +154,5 @@ class Vocabulary:
 
 def default_vocabulary() -> Vocabulary:
     """The vocabulary of the shipped codecs (LMX tokens and the default MIDI codec)."""
-    from umust_cli.codecs.midi import MidiCodec
-    from umust_cli.codecs.notation import NotationCodec
-
     return Vocabulary(notation=tuple(NotationCodec().token_names()),
                       midi=tuple(MidiCodec().token_names()))

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from umust_cli.checkpoint import WEIGHTS, read_weights
 from umust_cli.errors import BadInputError, CheckpointError
 
 MODALITIES = ("image", "audio", "notation", "midi")  # the order of codecs.base.MODALITIES
@@ -479,8 +480,6 @@ def read_codec_codebooks(image_ckpt: str | Path, audio_ckpt: str | Path
     code's vector is what it adds to the latent: the weight-normed ``out_proj`` of its 8-d
     ``codebook`` entry, plus the bias.
     """
-    from umust_cli.checkpoint import WEIGHTS, read_weights
-
     image = read_weights(Path(image_ckpt) / WEIGHTS)
     audio = read_weights(Path(audio_ckpt) / WEIGHTS)
     try:

@@ -9,6 +9,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from umust_cli import checkpoint as ckpt_io
+from umust_cli import registry
+from umust_cli.errors import CheckpointError
 from umust_cli.model.retrieval import RetrievalModel, RetrievalModelConfig
 from umust_cli.retrieval.data import pad_snippets
 from umust_cli.retrieval.features import FeatureConfig, audio_snippets, sheet_snippets
@@ -19,9 +22,6 @@ KIND = "retrieval"
 def load_retrieval_model(model: str | Path | None) -> tuple[RetrievalModel, FeatureConfig, dict]:
     """(model in eval mode on the CPU, its feature config, its config.json) of a checkpoint folder or
     a shipped model name (None: the default; see :mod:`umust_cli.registry`)."""
-    from umust_cli import checkpoint as ckpt_io, registry
-    from umust_cli.errors import CheckpointError
-
     folder = registry.resolve(KIND, model)
     state, config = ckpt_io.load_model(folder)
     ckpt_io.check_kind(folder, config, KIND)
