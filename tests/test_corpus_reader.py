@@ -68,6 +68,10 @@ def test_held_out_by_origin_not_by_the_corpus_path(tmp_path):
     assert corpus.is_held_out(_row("x", "test", source="kern/beethoven/sonata01-1.krn"))
     assert corpus.is_held_out(_row("x", "test", source="music21:beethoven/opus18no1"))
     assert not corpus.is_held_out(_row("x", "train", source="music21:bach/bwv66.6.mxl"))
+    marked = dict(_row("x", "test", source="bpsd/Beethoven_Op002No1-01"), held_out=True)
+    assert corpus.is_held_out(dict(marked, source="bpsd/op2"))  # an import's test-only row
+    with pytest.raises(HeldOutRepertoireError, match="marked held_out"):
+        corpus.check_training_rows([dict(marked, source="bpsd/op2")], tmp_path)
     # a corpus folder that happens to be called "beethoven" holds no held-out piece by that alone
     root = _corpus(tmp_path / "beethoven-study", [_row("a", "train")])
     corpus.check_training_rows(corpus.rows(root, ["train"]), root)

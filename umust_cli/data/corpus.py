@@ -91,9 +91,10 @@ def check_splits(splits: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def is_held_out(row: dict) -> bool:
-    """Whether a row's piece is held-out repertoire by its origin (``source``); the rule of
-    :mod:`umust_cli.data.sources`, without reading files (see :func:`check_training_rows`)."""
-    return sources.origin_held_out_reason(str(row.get("source", ""))) is not None
+    """Whether a row is held-out material without reading files (see :func:`check_training_rows`):
+    marked so (``held_out``, as `umust dataset import` writes for test-only datasets), or held-out
+    repertoire by its origin (``source``) under the rule of :mod:`umust_cli.data.sources`."""
+    return bool(row.get("held_out")) or sources.origin_held_out_reason(str(row.get("source", ""))) is not None
 
 
 def check_training_rows(rows: Iterable[dict], corpus: Path) -> None:
@@ -106,7 +107,7 @@ def check_training_rows(rows: Iterable[dict], corpus: Path) -> None:
             continue
         seen.add((piece, origin))
         score = Path(corpus, PIECES, piece, "score.musicxml") if piece else None
-        reason = sources.origin_held_out_reason(origin, score)
+        reason = "marked held_out" if row.get("held_out") else sources.origin_held_out_reason(origin, score)
         if reason:
             raise HeldOutRepertoireError(f"{corpus}: piece {piece or '?'} ({origin or 'unknown source'}) "
                                          f"is held-out test repertoire ({reason}) and cannot be trained on")

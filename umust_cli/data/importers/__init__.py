@@ -44,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from umust_cli.data import sources
+from umust_cli.data.corpus import MANIFEST, SPLITS
 from umust_cli.data.importers import bpsd, grandstaff, maestro, musicnet, olimpic
 from umust_cli.data.importers.base import LIST_KEYS, OPTIONAL, REQUIRED, Importer, Sample
 from umust_cli.errors import AudioError, BadInputError, ImageError, MidiError
@@ -93,7 +94,7 @@ def import_dataset(name: str, root: Path, out_dir: Path, config: ImportConfig = 
             rows.append(row)
         if on_sample is not None:
             on_sample(done, len(samples))
-    write_text_atomic(out_dir / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    write_text_atomic(out_dir / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     write_text_atomic(out_dir / "errors.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
     summary = _summary(importer, root, out_dir, config, len(samples), rows, errors, counts)
     summary["elapsed_s"] = round(time.perf_counter() - started, 3)
@@ -114,7 +115,7 @@ def _claim(out_dir: Path, name: str, root: Path) -> None:
         if earlier.get("dataset") != name or earlier.get("source") != str(root.resolve()):
             raise BadInputError(f"{out_dir} holds an import of {earlier.get('dataset')} from "
                                 f"{earlier.get('source')}; use a new output folder")
-    elif (out_dir / "manifest.jsonl").is_file():
+    elif (out_dir / MANIFEST).is_file():
         raise BadInputError(f"{out_dir} already holds a corpus that is not an import; use a new output folder")
 
 
@@ -262,7 +263,7 @@ def _summary(importer: Importer, root: Path, out_dir: Path, config: ImportConfig
         "dataset": importer.name, "source": str(root.resolve()), "output": str(out_dir),
         "copy": config.copy, "limit": config.limit, "samples": samples, "rows": len(rows),
         "dropped": samples - len(rows), "errors": len(errors),
-        "splits": {s: splits.get(s, 0) for s in ("train", "valid", "test")},
+        "splits": {s: splits.get(s, 0) for s in SPLITS},
         "held_out_rows": sum(bool(r["held_out"]) for r in rows),
         "pieces": len({r["piece_id"] for r in rows}),
         "hours": round(sum(r["duration"] for r in rows) / 3600.0, 6),
