@@ -1,0 +1,384 @@
+"""Multi-task training of a translator (`umust train translator`), a task of the training engine.
+
+One model per direction (i2a: OMR, MIDI->audio, image->audio; a2i: transcription,
+LMX->image, audio->image), or any tasks given with ``--tasks``; the data side (pairs,
+curriculum, token-budget batch plan) is :mod:`umust_cli.data.pairs`. A step is ``accum``
+micro-batches per process, each one task, their gradients summed before one AdamW update
+(linear warm-up, then cosine decay to ``min_lr_ratio`` of the rate at ``decay_steps``).
+Precision: bf16 autocast (CPU and GPU) or fp32. A fresh run's image/audio code
+embeddings start from the shipped codecs' codebooks (``init_from_codebooks``).
+
+Several processes (``torchrun --nproc-per-node N``): DistributedDataParallel over gloo
+(CPU) or nccl (CUDA); each rank trains its own micro-batches of the step's plan, rank 0
+alone evaluates, logs and saves; the ranks agree on when to stop.
+
+Validation: each task's teacher-forced loss on the valid split and, for OMR, the greedy
+SER of a few valid systems; keep-best (``OUTPUT/best``) on ``best_metric``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from itertools import count
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from umust_cli import checkpoint as ckpt_io
+from umust_cli import registry
+from umust_cli.codecs.vocab import Vocabulary
+from umust_cli.data import corpus as corpus_io
+from umust_cli.data import pairs as pairs_io
+from umust_cli.data.pairs import Batch, Caps, TaskSpec
+from umust_cli.device import resolve_device
+from umust_cli.errors import BadInputError
+from umust_cli.eval.metrics import pooled_ser, ser_counts
+from umust_cli.model.generate import DecodingOptions, generate
+from umust_cli.model.translator import (MODEL_KIND, Translator, TranslatorConfig, init_from_codebooks,
+                                        make_config, read_codec_codebooks)
+from umust_cli.train.engine import RunOptions, TrainResult, check_resumable, fit
+
+PRECISIONS = ("bf16", "fp32")
+METRICS = ("auto", "loss", "ser")
+EVAL_PAIRS = 64          # valid pairs per task scored for the teacher-forced loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes the training trajectory (saved; must match on resume)."""
+
+    direction: str = "i2a"
+    preset: str = "small"
+    image_layout: str = "grid"
+    tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
+    caps: Caps = field(default_factory=Caps)
+    batch_tokens: int = 4096                  # steps per micro-batch, padding included
+    accum: int = 1                            # micro-batches per update and process
+    world_size: int = 1                       # processes (DistributedDataParallel)
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.01
+    warmup_steps: int = 1000
+    decay_steps: int = 100_000
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    precision: str = "bf16"
+    codebook_init: bool = True
+    best_metric: str = "auto"                 # auto: SER when OMR is trained, else loss
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            object.__setattr__(self, "tasks", pairs_io.parse_tasks(None, self.direction))
+        if self.precision not in PRECISIONS:
+            raise BadInputError(f"unknown precision {self.precision!r}; choose {' or '.join(PRECISIONS)}")
+        if self.best_metric not in METRICS:
+            raise BadInputError(f"unknown best metric {self.best_metric!r}; choose from {', '.join(METRICS)}")
+        if self.batch_tokens < 1 or self.accum < 1 or self.world_size < 1:
+            raise BadInputError("--batch-tokens, --accum and the process count must be >= 1")
+
+    def metric(self) -> str:
+        if self.best_metric != "auto":
+            return self.best_metric
+        return "ser" if any(t.name == "omr" for t in self.tasks) else "loss"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "TrainConfig":
+        rest = {k: v for k, v in obj.items() if k not in ("tasks", "caps", "betas")}
+        return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
+                   caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` at ``decay_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.decay_steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place among the training processes (one: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> tuple[Dist, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1):
+    gloo on the CPU, nccl on CUDA with one GPU per local rank; the device to train on."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = resolve_device(device)
+    if world <= 1:
+        return Dist(), dev
+    import torch.distributed as tdist
+
+    dist = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if dev.type == "cuda":
+        dev = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(dev)
+    if not tdist.is_initialized():
+        tdist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=dist.rank, world_size=world)
+    return dist, dev
+
+
+# ---------------------------------------------------------------------------
+# The task
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Data:
+    """A split's systems, their sequences and each task's pairs."""
+
+    systems: list
+    store: pairs_io.SequenceStore
+    pairs: list[list[pairs_io.Pair]]
+    too_long: list[int]
+
+
+def load_data(corpus: Path, split: str, cfg: TrainConfig, model_cfg: TranslatorConfig, vocab: Vocabulary,
+              codes_dir: Path | None) -> Data:
+    wanted = sorted({m for t in cfg.tasks for m in (t.source, t.target)})
+    systems, _ = pairs_io.load_systems(corpus, split, vocab, codes_dir, wanted)
+    found = [pairs_io.task_pairs(systems, t, model_cfg, cfg.caps) for t in cfg.tasks]
+    return Data(systems, pairs_io.SequenceStore(systems, model_cfg), [p for p, _ in found],
+                [n for _, n in found])
+
+
+class TranslatorTask:
+    """A translator as a :class:`umust_cli.train.engine.Task`."""
+
+    name = "translator"
+
+    def __init__(self, corpus: Path, cfg: TrainConfig, run: RunOptions, vocab: Vocabulary,
+                 codes_dir: Path | None = None, dist: Dist = Dist(), compile: bool = False):
+        self.cfg, self.vocab, self.dist, self.run = cfg, vocab, dist, run
+        self.device = resolve_device(run.device)
+        self.model_cfg = make_config(cfg.preset, vocab, cfg.image_layout)
+        self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir)
+        self.valid_data = load_data(corpus, "valid", cfg, self.model_cfg, vocab, codes_dir)
+        if not any(self.train_data.pairs):
+            raise BadInputError(f"{corpus}: no training pairs for {', '.join(t.name for t in cfg.tasks)}; "
+                                "tokenize the corpus first (umust dataset tokenize) and check its rows' files")
+        self.plan = pairs_io.BatchPlan(cfg.tasks, self.train_data.pairs, self.train_data.systems,
+                                       cfg.batch_tokens, cfg.seed, cfg.accum * cfg.world_size)
+        torch.manual_seed(cfg.seed)
+        self.model = Translator(self.model_cfg)
+        self.codebooks = _init_codebooks(self.model, cfg) if cfg.codebook_init else None
+        self.model.to(self.device).train()
+        self.ddp = self._ddp()
+        self.net = torch.compile(self.ddp or self.model) if compile else (self.ddp or self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                     weight_decay=cfg.weight_decay)
+
+    def _ddp(self) -> torch.nn.Module | None:
+        """The model in DistributedDataParallel when several processes train (tasks differ
+        between ranks, so some parameters are unused on some of them)."""
+        if self.dist.world == 1:
+            return None
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+
+    # ---- data ---------------------------------------------------------
+    def batches(self, start: int) -> Iterator[list[Batch]]:
+        return (self.micro_batches(step) for step in count(start))
+
+    def micro_batches(self, step: int) -> list[Batch]:
+        """This process's share of the step's plan, as tensors."""
+        plan = self.plan.step(step)
+        mine = plan[self.dist.rank * self.cfg.accum:(self.dist.rank + 1) * self.cfg.accum]
+        out = []
+        for mb in mine:
+            spec, pairs = self.cfg.tasks[mb.task], self.train_data.pairs[mb.task]
+            systems = [pairs[i].system for i in mb.pairs]
+            out.append(pairs_io.collate(self.train_data.store, mb.task, spec, systems,
+                                        mb.src_variants, mb.tgt_variants))
+        return out
+
+    # ---- training -----------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                              enabled=self.cfg.precision == "bf16")
+
+    def _loss(self, net: torch.nn.Module, b: Batch) -> torch.Tensor:
+        spec = self.cfg.tasks[b.task]
+        b = b.to(self.device)
+        with self._autocast():
+            return net(b.src, b.src_pos, b.tgt, b.tgt_pos, spec.source, spec.target).float()
+
+    def train_step(self, batch: list[Batch], step: int) -> dict:
+        lr = lr_at(self.cfg, step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        sums = torch.zeros(2, len(self.cfg.tasks), dtype=torch.float64)   # loss sum, count per task
+        for i, b in enumerate(batch):
+            last = i == len(batch) - 1
+            with contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync():
+                loss = self._loss(self.net, b)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training diverged at step {step + 1} "
+                                             f"({self.cfg.tasks[b.task].name} loss {loss.item()}); try a lower --lr")
+                (loss / len(batch)).backward()
+            sums[0, b.task] += loss.item()
+            sums[1, b.task] += 1
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        terms = _terms(self._all_sum(sums), self.cfg.tasks, lr, float(grad_norm))
+        return {**terms, **self.summary()} if step == 0 else terms
+
+    def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.dist.world > 1:
+            import torch.distributed as tdist
+
+            t = t.to(self.device)
+            tdist.all_reduce(t)
+        return t.cpu()
+
+    def agree_stop(self, reason: str) -> str:
+        """The stop reason every process acts on: rank 0's (its clock; a signal to any rank)."""
+        if self.dist.world == 1:
+            return reason
+        import torch.distributed as tdist
+
+        codes = ("", "max_steps", "max_minutes", "signal")
+        mine = torch.tensor([codes.index(reason) if self.dist.main else 0,
+                             1 if reason == "signal" else 0], device=self.device)
+        tdist.all_reduce(mine)
+        return "signal" if int(mine[1]) else codes[int(mine[0])]
+
+    # ---- evaluation ---------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict | None:
+        if not self.dist.main or not any(self.valid_data.pairs):
+            return None
+        self.model.eval()
+        try:
+            out = {f"loss/{t.name}": v for t, v in zip(self.cfg.tasks, self._valid_losses()) if v is not None}
+            if out:
+                out["loss"] = round(sum(out.values()) / len(out), 5)
+            omr = [i for i, t in enumerate(self.cfg.tasks) if t.source == "image" and t.target == "notation"]
+            if omr and self.valid_data.pairs[omr[0]] and self.run.eval_items > 0:
+                out.update(self._omr_ser(omr[0]))
+        finally:
+            self.model.train()
+        return out or None
+
+    def _valid_losses(self) -> list[float | None]:
+        out = []
+        for t, (spec, pairs) in enumerate(zip(self.cfg.tasks, self.valid_data.pairs)):
+            total, n = 0.0, 0
+            for idx in pairs_io.fixed_batches(pairs, self.cfg.batch_tokens, EVAL_PAIRS):
+                systems = [pairs[i].system for i in idx]
+                b = pairs_io.collate(self.valid_data.store, t, spec, systems, [0] * len(idx), [0] * len(idx))
+                total, n = total + self._loss(self.model, b).item() * len(idx), n + len(idx)
+            out.append(round(total / n, 5) if n else None)
+        return out
+
+    def _omr_ser(self, t: int) -> dict:
+        """Greedy-decoded SER of the first ``eval_items`` valid OMR pairs (length order)."""
+        spec, pairs = self.cfg.tasks[t], self.valid_data.pairs[t][:self.run.eval_items]
+        counts = []
+        for p in pairs:
+            b = pairs_io.collate(self.valid_data.store, t, spec, [p.system], [0], [0]).to(self.device)
+            most = self.model_cfg.max_steps[self.model_cfg.index("notation")]
+            with self._autocast():
+                ids = generate(self.model, b.src, b.src_pos, "image", "notation",
+                               DecodingOptions(max_steps=min(most, 2 * p.tgt_len)))[0]
+            names, off = self.vocab.names("notation"), self.vocab.offset("notation")
+            ref = [names[i - off] for i in self.valid_data.systems[p.system].tokens["notation"]]
+            counts.append(ser_counts([names[i - off] for i in ids], ref))
+        return {"SER": round(pooled_ser(counts), 5), "ser_systems": len(counts)}
+
+    def score(self, scores: dict) -> float | None:
+        metric = "SER" if self.cfg.metric() == "ser" else "loss"
+        value = scores.get(metric)
+        return None if value is None or math.isnan(value) else -float(value)
+
+    # ---- state --------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict, ckpt_dir: Path) -> None:
+        ckpt_io.check_vocabulary(ckpt_dir, self.vocab)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+
+    def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
+        config = {"kind": MODEL_KIND, "format": 1, "step": step, "direction": self.cfg.direction,
+                  "tasks": [t.name for t in self.cfg.tasks], "model": self.model_cfg.to_dict(),
+                  "train": self.cfg.to_dict(), **extra}
+        ckpt_io.save_model(ckpt_dir, self.model.state_dict(), config, self.vocab)
+
+    def warm_start(self, init: Path) -> dict:
+        return ckpt_io.warm_start(self.model, init, MODEL_KIND, self.model_cfg.to_dict(), self.vocab)
+
+    def summary(self) -> dict:
+        """What the run trains on (in the log row of step 1): pairs per task and split,
+        pairs left out for length, the codecs whose codebooks initialised the embeddings."""
+        return {"data": {t.name: {"train": len(p), "valid": len(v), "too_long": n}
+                                    for t, p, v, n in zip(self.cfg.tasks, self.train_data.pairs,
+                                                          self.valid_data.pairs, self.train_data.too_long)},
+                "codebooks": self.codebooks}
+
+
+def _terms(sums: torch.Tensor, tasks: tuple[TaskSpec, ...], lr: float, grad_norm: float) -> dict:
+    per_task = {f"loss/{t.name}": round(float(sums[0, i] / sums[1, i]), 5)
+                for i, t in enumerate(tasks) if sums[1, i] > 0}
+    loss = float(sums[0].sum() / sums[1].sum().clamp_min(1))
+    return {"loss": loss, **per_task, "lr": lr, "grad_norm": round(grad_norm, 4)}
+
+
+def _init_codebooks(model: Translator, cfg: TrainConfig) -> dict:
+    """Code embeddings from the shipped codecs' codebooks; the folders used (for the log)."""
+    image, audio = registry.resolve("image-codec", None), registry.resolve("audio-codec", None)
+    init_from_codebooks(model, *read_codec_codebooks(image, audio), seed=cfg.seed)
+    return {"image": registry.shipped_name("image-codec", image) or str(image),
+            "audio": registry.shipped_name("audio-codec", audio) or str(audio)}
+
+
+def train_translator(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions,
+                     vocab: Vocabulary, init: str | Path | None = None, codes_dir: str | Path | None = None,
+                     compile: bool = False, on_step: Callable[[int, dict], None] | None = None,
+                     dist: Dist = Dist()) -> tuple[TrainResult, TranslatorTask]:
+    """Train (or resume) a translator in ``ckpt_dir`` on ``corpus``'s train split.
+
+    ``init``: weights to start a fresh run from (ignored when ``ckpt_dir`` holds a run).
+    """
+    corpus = Path(corpus)
+    corpus_io.check_training_rows(corpus_io.rows(corpus, ("train", "valid")), corpus)
+    if cfg.world_size != dist.world:
+        raise BadInputError(f"the config says {cfg.world_size} processes, {dist.world} are running")
+    if dist.main:
+        check_resumable(ckpt_dir, cfg)   # fail early; finish a staged save before other ranks look
+    _barrier(dist)
+    task = TranslatorTask(corpus, cfg, run, vocab, Path(codes_dir) if codes_dir else None, dist, compile)
+    result = fit(task, ckpt_dir, cfg, run, init=init, on_step=on_step, main_process=dist.main)
+    return result, task
+
+
+def _barrier(dist: Dist) -> None:
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
