@@ -223,6 +223,17 @@ CASES = {
     "index-nan-wav": ["retrieve", "index", "{z}/nan.wav", "-o", "{o}/i.npz"],
     "index-bomb-png": ["retrieve", "index", "{z}/bomb.png", "-o", "{o}/i.npz"],
     "index-output-is-folder": ["retrieve", "index", "{z}/good.wav", "-o", "{o}"],
+    # eval
+    "eval-amt-empty-midi": ["eval", "amt", "{z}/empty.mid", "--ref", "{z}/good.mid"],
+    "eval-amt-binary-midi": ["eval", "amt", "{z}/binary.mid", "--ref", "{z}/good.mid"],
+    "eval-amt-truncated-midi": ["eval", "amt", "{z}/truncated.mid", "--ref", "{z}/good.mid"],
+    "eval-m2a-nan-wav": ["eval", "m2a", "{z}/nan.wav", "--ref", "{z}/good.mid"],
+    "eval-m2a-truncated-wav": ["eval", "m2a", "{z}/truncated.wav", "--ref", "{z}/good.mid"],
+    "eval-m2a-silent-wav": ["eval", "m2a", "{z}/silent.wav", "--ref", "{z}/good.mid"],
+    "eval-retrieval-empty-npy": ["eval", "retrieval", "{z}/empty.npy"],
+    "eval-retrieval-truncated-npy": ["eval", "retrieval", "{z}/truncated.npy"],
+    "eval-retrieval-objects-npy": ["eval", "retrieval", "{z}/objects.npy"],
+    "eval-retrieval-npz": ["eval", "retrieval", "{z}/codes.npz"],
     # dataset
     "dataset-build-every-piece-fails": ["dataset", "build", "{z}/binary.krn", "{z}/broken.krn", "-o", "{o}/c"],
     "dataset-build-missing": ["dataset", "build", "{z}/nope", "-o", "{o}/c"],
@@ -344,3 +355,38 @@ def test_sigterm_leaves_no_temporary_file(zoo, tmp_path, args):
     err = stderr.splitlines()
     assert len(err) == 1 and err[0] == "error: terminated by SIGTERM", stderr
     assert list(out.iterdir()) == []
+
+
+# ------------------------------------------------------------------ the loaders accept good input
+def test_load_audio_reads_a_span_mono_or_per_channel_and_resamples(tmp_path):
+    from umust_cli.inputs import load_audio
+
+    stereo = np.stack([_tone(2.0), 0.5 * _tone(2.0)], axis=1)
+    sf.write(tmp_path / "s.wav", stereo, SR, subtype="FLOAT")
+    x, rate = load_audio(tmp_path / "s.wav", start=0.5, end=1.5)
+    assert rate == SR and x.shape == (SR,) and np.allclose(x, stereo[SR // 2: SR // 2 + SR].mean(axis=1))
+    both, _ = load_audio(tmp_path / "s.wav", keep_channels=True)
+    assert both.shape == (2 * SR, 2)
+    y, rate = load_audio(tmp_path / "s.wav", sample_rate=22050)
+    assert rate == 22050 and abs(y.size - SR) <= 1
+
+
+def test_load_image_composites_transparency_over_white(tmp_path):
+    from umust_cli.inputs import load_image
+
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[2:4, 2:4] = (0, 0, 0, 255)  # black ink, the rest fully transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    gray = load_image(tmp_path / "t.png")
+    assert gray.dtype == np.uint8 and gray[0, 0] == 255 and gray[2, 2] == 0
+
+
+def test_load_lmx_and_codes_accept_what_umust_writes(tmp_path):
+    from umust_cli.codecs.notation import lmx_file_text
+    from umust_cli.inputs import load_codes, load_lmx
+
+    (tmp_path / "x.lmx").write_text(lmx_file_text("measure clef:G2", "extended"))
+    assert load_lmx(tmp_path / "x.lmx").endswith("measure clef:G2\n")
+    np.save(tmp_path / "c.npy", np.arange(12, dtype=np.int16).reshape(4, 3))
+    codes = load_codes(tmp_path / "c.npy", ndim=(2,), high=1024)
+    assert codes.dtype == np.int64 and codes.shape == (4, 3)

@@ -36,3 +36,30 @@ def test_atomic_write_uses_the_usual_file_mode(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_folder_or_a_file_in_the_way_is_bad_input(tmp_path):
+    from umust_cli.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="is a folder"):
+        write_text_atomic(tmp_path, "x")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInputError, match="in the way"):
+        write_text_atomic(tmp_path / "file" / "out.txt", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_sigterm_inside_the_block_removes_the_temporary_file(tmp_path):
+    import os
+    import signal
+
+    from umust_cli.io import Terminated, signals_as_exceptions
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated) as info:
+        with signals_as_exceptions(), atomic_path(tmp_path / "out.npy") as tmp:
+            tmp.write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert info.value.signum == signal.SIGTERM and str(info.value) == "terminated by SIGTERM"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before  # the old handler is back

@@ -15,7 +15,8 @@ The bounds below say what one input may cost; the messages name them.
   movement or a whole recording to search in); ``MAX_AUDIO_SAMPLES`` bounds
   samples x channels read (800 MB as float32) for high-rate multichannel files.
 * ``MIN_AUDIO_SECONDS``: shorter clips carry no music to tokenize or search.
-* ``MAX_CODE_ELEMENTS``: the codes of a 600-dpi page or of half an hour of audio.
+* ``MAX_CODE_ELEMENTS``: the codes of a 600-dpi page or of half an hour of audio;
+  ``MAX_ARRAY_ELEMENTS`` other .npy inputs (a 7000 x 7000 distance matrix).
 * ``MAX_MIDI_BYTES`` / ``MAX_MIDI_SECONDS``, ``MAX_TEXT_BYTES`` for MIDI and
   token/LMX text files.
 
@@ -44,6 +45,7 @@ MAX_AUDIO_SAMPLES = 200_000_000       # samples x channels read at once (800 MB 
 MIN_AUDIO_SECONDS = 0.05              # shorter clips hold no music
 SILENCE_PEAK = 1e-4                   # peak below this (-80 dBFS) is silence
 MAX_CODE_ELEMENTS = 1_000_000         # codes in one .npy (4 x 250,000)
+MAX_ARRAY_ELEMENTS = 50_000_000       # other .npy inputs: distance matrices, embeddings (400 MB as float64)
 MAX_MIDI_BYTES = 16 * 2**20           # a MIDI file larger than 16 MiB is not a piano performance
 MAX_MIDI_SECONDS = 3 * 3600.0         # notes later than 3 h are a broken file
 MAX_TEXT_BYTES = 16 * 2**20           # token and LMX text files
@@ -271,32 +273,42 @@ def load_midi(path: str | Path, require_notes: bool = False):
 # ------------------------------------------------------------------ codes
 def load_codes(path: str | Path, ndim: tuple[int, ...] = (1, 2, 3), high: int | None = None,
                max_elements: int = MAX_CODE_ELEMENTS) -> np.ndarray:
-    """An integer .npy code array (int64); shape, dtype and length are checked from the
-    header before the data is read.
+    """An integer .npy code array (int64), checked like :func:`load_array`.
 
     ``ndim``: the accepted numbers of dimensions; ``high``: codes must lie in [0, high).
     """
-    p = require_input_file(path, "code file")
-    shape, dtype = _npy_header(p)
-    if dtype.kind not in "iu":
-        raise BadInputError(f"{p} holds {dtype} values; codes are integers")
+    codes = load_array(path, "code file", "iu", ndim, max_elements).astype(np.int64)
+    if high is not None and (codes.min() < 0 or codes.max() >= high):
+        raise BadInputError(f"{path} holds codes outside [0, {high}) (min {codes.min()}, max {codes.max()})")
+    return codes
+
+
+def load_array(path: str | Path, what: str = "array file", kinds: str = "iuf", ndim: tuple[int, ...] = (1, 2, 3),
+               max_elements: int = MAX_ARRAY_ELEMENTS) -> np.ndarray:
+    """A numeric .npy array whose header (dtype kind in ``kinds``, ``ndim``, at most ``max_elements``,
+    the data all there) is checked before the data is read; BadInputError otherwise."""
+    p = require_input_file(path, what)
+    shape, dtype, offset = _npy_header(p)
+    if dtype.kind not in kinds:
+        wanted = {"i": "integers", "u": "integers", "f": "floats"}
+        raise BadInputError(f"{p} holds {dtype} values; expected {' or '.join(sorted({wanted[k] for k in kinds}))}")
     if len(shape) not in ndim or 0 in shape:
         raise BadInputError(f"{p} has shape {shape}; expected a non-empty array of "
                             f"{' or '.join(map(str, ndim))} dimensions")
     size = math.prod(shape)
     if size > max_elements:
-        raise BadInputError(f"{p} holds {size:,} codes (shape {shape}); the limit is {max_elements:,}")
+        raise BadInputError(f"{p} holds {size:,} values (shape {shape}); the limit is {max_elements:,}")
+    need = offset + size * dtype.itemsize
+    if p.stat().st_size < need:
+        raise BadInputError(f"{p} is truncated: its header promises {need:,} bytes, {p.stat().st_size:,} are there")
     try:
-        codes = np.load(p, allow_pickle=False).astype(np.int64)
+        return np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise BadInputError(f"{p} is not a readable .npy code array ({_one_line(e)})") from e
-    if high is not None and (codes.min() < 0 or codes.max() >= high):
-        raise BadInputError(f"{p} holds codes outside [0, {high}) (min {codes.min()}, max {codes.max()})")
-    return codes
+        raise BadInputError(f"{p} is not a readable .npy array ({_one_line(e)})") from e
 
 
-def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """(shape, dtype) of a .npy file from its header; BadInputError for other files or a short one."""
+def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, offset of the data) of a .npy file from its header; BadInputError for other files."""
     fmt = np.lib.format
     with open(p, "rb") as f:
         zipped = f.read(2) == b"PK"
@@ -307,15 +319,8 @@ def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
             shape, _, dtype = read(f, max_header_size=2**16)
         except (ValueError, EOFError, SyntaxError) as e:
             kind = "an .npz archive" if zipped else _one_line(e)
-            raise BadInputError(f"{p} is not a .npy code array ({kind})") from e
-        data_start = f.tell()
-    if dtype.hasobject:
-        raise BadInputError(f"{p} holds Python objects; codes are integers")
-    need = data_start + math.prod(shape) * dtype.itemsize
-    if p.stat().st_size < need:
-        raise BadInputError(f"{p} is truncated: its header promises {need:,} bytes, "
-                            f"{p.stat().st_size:,} are there")
-    return tuple(int(n) for n in shape), dtype
+            raise BadInputError(f"{p} is not a .npy array ({kind})") from e
+        return tuple(int(n) for n in shape), dtype, f.tell()
 
 
 def _one_line(e: BaseException) -> str:

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from umust_cli.errors import BadInputError
+from umust_cli.errors import BadInputError, InputNotFoundError
 
 TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -112,8 +112,6 @@ def write_json_atomic(dest: str | os.PathLike, obj: object) -> None:
 
 def require_file(path: str | os.PathLike) -> Path:
     """Return ``path`` as a Path, raising InputNotFoundError if it is not a file."""
-    from umust_cli.errors import InputNotFoundError
-
     p = Path(path)
     if p.is_dir():
         raise BadInputError(f"{p} is a folder, expected a file")

@@ -9,6 +9,9 @@ from typing import Any, Callable, TypeVar
 
 import typer
 
+from umust_cli.errors import BadInputError, UmustError
+from umust_cli.io import Terminated, signals_as_exceptions
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 JSON_OPTION_HELP = "Print machine-readable JSON on stdout instead of a table."
@@ -29,9 +32,6 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from umust_cli.errors import UmustError
-        from umust_cli.io import Terminated, signals_as_exceptions
-
         try:
             with signals_as_exceptions():
                 return func(*args, **kwargs)
@@ -58,8 +58,6 @@ PARTIAL_FAILURE_EXIT = 3  # a batch command that did some of its inputs and fail
 def check_distinct_outputs(plan: list[tuple[str, list[str]]]) -> None:
     """``plan``: (input, the output paths it writes) per input. BadInputError naming the
     inputs when two would write the same output (one would silently overwrite the other)."""
-    from umust_cli.errors import BadInputError
-
     by_output: dict[str, list[str]] = {}
     for src, outs in plan:
         for out in outs:

@@ -8,7 +8,7 @@ from typing import List, Optional, Tuple
 import typer
 
 from umust_cli import registry
-from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
+from umust_cli.cli._common import JSON_OPTION_HELP, fail, finish_batch, handle_errors, print_json
 from umust_cli.errors import BadInputError, RenderError
 
 app = typer.Typer(help="Build and inspect the aligned image/notation/MIDI/audio corpus.", no_args_is_help=True)
@@ -35,7 +35,12 @@ def build(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Rebuild pieces that failed before."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
-    """Engrave, perform and synthesize scores into per-system PNG/MusicXML/LMX/MIDI/WAV files."""
+    """Engrave, perform and synthesize scores into per-system PNG/MusicXML/LMX/MIDI/WAV files.
+
+    A piece that fails does not stop the build: it is recorded in errors.jsonl and listed at
+    the end. Exit status: 0 when every piece is built, 3 when some failed (the others are
+    built; like rsync's partial transfer), 2 when none could be built.
+    """
     from umust_cli.data.build import BuildConfig
     from umust_cli.data.perform import PerformanceConfig
     from umust_cli.data.sources import find_sources
@@ -56,8 +61,6 @@ def build(
 def _finish_build(summary, failures, output: Path) -> None:
     """One error line when pieces failed: exit 2 when none is built (now or earlier), else
     PARTIAL_FAILURE_EXIT (3): the corpus holds the others, errors.jsonl says why."""
-    from umust_cli.cli._common import fail, finish_batch
-
     done = summary.built + summary.skipped
     if done == 0 and not failures:
         fail(f"nothing built: all {summary.failed} piece(s) failed in an earlier run (see "

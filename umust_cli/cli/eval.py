@@ -17,7 +17,6 @@ from umust_cli import registry
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors
 from umust_cli.errors import BadInputError
 from umust_cli.eval.runner import RunLog, progress_default
-from umust_cli.io import require_file
 
 app = typer.Typer(help="Score predictions with the papers' metrics (SER, note F1, EMD, retrieval, FAD).",
                   no_args_is_help=True)
@@ -247,12 +246,9 @@ def retrieval(
 
 
 def _load_matrix(path: Path):
-    import numpy as np
+    from umust_cli.inputs import load_array
 
-    try:
-        return np.load(require_file(path), allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise BadInputError(f"cannot read a .npy matrix from {path}: {e}") from e
+    return load_array(path, "distance matrix", "iuf", (2,))
 
 
 @app.command("fad")

@@ -32,6 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
+from umust_cli import inputs
 from umust_cli.codecs.base import Codes, as_codes
 from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS, Vocabulary, codebook_names
 from umust_cli.errors import AudioError, CheckpointError
@@ -76,9 +77,7 @@ def _array_to_mono(a: np.ndarray) -> np.ndarray:
 
 def _read_file(path: Path) -> tuple[np.ndarray, int]:
     """The one validated audio loader (umust_cli.inputs): mono samples at the file's rate."""
-    from umust_cli.inputs import load_audio as read_audio
-
-    return read_audio(path)
+    return inputs.load_audio(path)
 
 
 def resample(x: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:

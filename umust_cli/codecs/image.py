@@ -34,6 +34,7 @@ import numpy as np
 
 from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS, SEP, Vocabulary, codebook_names
 from umust_cli.errors import CheckpointError, ImageError
+from umust_cli.inputs import load_image
 
 PATCH = 16               # pixels per patch side (the RQ-VAE's compression)
 WHITE = 255
@@ -49,8 +50,6 @@ MODEL_KIND = "umust-rqvae-image"
 def load_gray(source: str | Path | bytes | np.ndarray) -> np.ndarray:
     """A PNG (path or bytes) or an array -> (H, W) uint8, transparency over white.
     Files and bytes go through the one validated image loader (umust_cli.inputs)."""
-    from umust_cli.inputs import load_image
-
     if isinstance(source, np.ndarray):
         return _array_to_gray(source)
     return load_image(source)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from umust_cli.errors import AudioError, CheckpointError, NotAvailableError
+from umust_cli.inputs import load_array
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
@@ -56,7 +57,7 @@ def load_npy_set(folder: Path) -> np.ndarray:
     files = list_clips(folder, (".npy",))
     if not files:
         raise AudioError(f"no .npy embeddings in {folder}")
-    arrays = [np.atleast_2d(np.load(f, allow_pickle=False)) for f in files]
+    arrays = [np.atleast_2d(load_array(f, "embedding file", "iuf", (1, 2))) for f in files]
     dims = {a.shape[1] for a in arrays}
     if len(dims) != 1:
         raise AudioError(f"embeddings in {folder} differ in dimension: {sorted(dims)}")

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from umust_cli.errors import BadInputError, InputNotFoundError, MidiError, NotationError
+from umust_cli.errors import BadInputError, InputNotFoundError, NotationError
 from umust_cli.eval.metrics import Notes
+from umust_cli.inputs import load_midi
 from umust_cli.io import require_file, write_json_atomic, write_text_atomic
 
 TABLE_MAX_ROWS = 50  # longer per-example tables are left to --csv / --out
@@ -129,15 +130,7 @@ def read_lmx_tokens(path: Path) -> list[str]:
 
 def read_midi_notes(path: Path):
     """The notes of a MIDI file as metrics.Notes."""
-    import pretty_midi
-
-    try:
-        pm = pretty_midi.PrettyMIDI(str(require_file(path)))
-    except InputNotFoundError:
-        raise
-    except Exception as e:  # mido/pretty_midi raise many kinds
-        raise MidiError(f"cannot read MIDI file {path}: {e}") from e
-    return Notes.from_pretty_midi(pm)
+    return Notes.from_pretty_midi(load_midi(path))
 
 
 # ----------------------------------------------------------------------------

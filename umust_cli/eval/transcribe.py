@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from umust_cli import inputs
 from umust_cli.errors import AudioError, CheckpointError
 
 
@@ -30,9 +31,7 @@ class TranscriberConfig:
 def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 samples (n, channels) and its sample rate, through the one
     validated audio loader (umust_cli.inputs: AudioError for truncated, NaN, silent, ... files)."""
-    from umust_cli.inputs import load_audio as read_audio
-
-    return read_audio(path, keep_channels=True)
+    return inputs.load_audio(path, keep_channels=True)
 
 
 class Transcriber:

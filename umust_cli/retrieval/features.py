@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from umust_cli import inputs
 from umust_cli.errors import AudioError, BadInputError, ImageError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -74,9 +75,7 @@ def load_audio(path: str | Path, sample_rate: int, start: float = 0.0, end: floa
     NaN, silent). Resampled with librosa's soxr_mq, as the shipped models were trained."""
     import librosa
 
-    from umust_cli.inputs import load_audio as read_audio
-
-    mono, sr = read_audio(path, None, start, end)
+    mono, sr = inputs.load_audio(path, None, start, end)
     if sr != sample_rate:
         mono = librosa.resample(mono, orig_sr=sr, target_sr=sample_rate, res_type="soxr_mq")
     return mono.astype(np.float32)
@@ -101,9 +100,7 @@ def audio_snippets(spec: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 # ------------------------------------------------------------------ sheet
 def load_sheet(path: str | Path, cfg: FeatureConfig) -> np.ndarray:
     """uint8 (sheet_height, width) ink image of a system (255 = ink); ImageError if unusable or blank."""
-    from umust_cli.inputs import load_image
-
-    return sheet_strip(load_image(path), cfg, name=str(path))
+    return sheet_strip(inputs.load_image(path), cfg, name=str(path))
 
 
 def sheet_strip(gray: np.ndarray, cfg: FeatureConfig, name: str = "image") -> np.ndarray:
