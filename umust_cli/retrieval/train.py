@@ -28,7 +28,7 @@ from umust_cli.model.retrieval import PRESETS, RetrievalModel, RetrievalModelCon
 from umust_cli.retrieval.data import PassageFeatures, batch_tensors, corpus_rows, load_features, passage_groups
 from umust_cli.retrieval.embed import KIND, model_config
 from umust_cli.retrieval.features import FeatureConfig, stretch_frames
-from umust_cli.train.engine import RunOptions, TrainResult, check_resumable, fit
+from umust_cli.train.engine import ModelAndOptimizerState, RunOptions, TrainResult, check_resumable, fit
 
 
 STAGES = ("passage", "snippet")
@@ -202,7 +202,7 @@ def train_step(model: RetrievalModel, optimizer: torch.optim.Optimizer, batch, m
     return float(loss.detach())
 
 
-class RetrievalTask:
+class RetrievalTask(ModelAndOptimizerState):
     """The passage (or snippet-stage) retrieval model as a :class:`umust_cli.train.engine.Task`."""
 
     name = "train retrieval"
@@ -220,14 +220,14 @@ class RetrievalTask:
             for p in self.model.cnn_parameters():
                 p.requires_grad_(False)
         self.model.to(self.device)
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.opt = torch.optim.Adam(params, lr=cfg.lr)
 
     def batches(self, start: int) -> Iterator:
         data = StepBatches(self.feats, self.groups, self.cfg, self.fcfg)
         return batches_from(data, start, self.workers, self.device.type == "cuda")
 
     def train_step(self, batch, step: int) -> dict:
-        return {"loss": train_step(self.model, self.optimizer, batch, self.cfg.margin, self.device,
+        return {"loss": train_step(self.model, self.opt, batch, self.cfg.margin, self.device,
                                    self.cfg.freeze_cnn, self.cfg.stage == "snippet")}
 
     def evaluate(self) -> dict | None:
@@ -235,13 +235,6 @@ class RetrievalTask:
 
     def score(self, scores: dict) -> float | None:
         return val_score(scores)
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict, ckpt_dir: Path) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
         config = {"kind": KIND, "model": asdict(self.model.cfg), "features": asdict(self.fcfg),

@@ -118,6 +118,23 @@ class Task(Protocol):
         """Load ``init``'s weights into a fresh run; the log row that records it."""
 
 
+class ModelAndOptimizerState:
+    """``state_dict``/``load_state_dict`` of a task whose resume state is one module ``model`` and
+    one optimizer ``opt``; a ``vocab`` (if not None) is checked against the saved run's first."""
+
+    model: Any
+    opt: Any
+    vocab: Any = None
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict, ckpt_dir: Path) -> None:
+        ckpt_io.check_vocabulary(ckpt_dir, self.vocab)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+
+
 def fit(task: Task, ckpt_dir: str | Path, config: TrainConfigLike, run: RunOptions,
         init: str | Path | None = None, on_step: Callable[[int, dict], None] | None = None,
         main_process: bool = True) -> TrainResult:
@@ -145,7 +162,7 @@ class _Loop:
     def train(self, stop: "StopOnSignal", bar, log, on_step) -> str:
         """Steps until a stop reason; returns it."""
         run, batches, t0 = self.run, self.task.batches(self.start), time.monotonic()
-        while not (reason := _why_stop(run, self.step, self.start, t0, stop)):
+        while not (reason := self._agreed(_why_stop(run, self.step, self.start, t0, stop))):
             terms = self.task.train_step(next(batches), self.step)
             self.step += 1
             row = {"step": self.step, **terms, "time_s": round(time.monotonic() - t0, 3)}
@@ -161,6 +178,12 @@ class _Loop:
             if self.step % run.save_every == 0:
                 self._save(self.ckpt_dir)
         return reason
+
+    def _agreed(self, reason: str) -> str:
+        """The stop reason every process acts on: a data-parallel task's ``agree_stop(reason)``
+        (processes whose clocks or signals differ must stop at the same step), else ``reason``."""
+        agree = getattr(self.task, "agree_stop", None)
+        return agree(reason) if agree is not None else reason
 
     def finish(self, log) -> None:
         """The final evaluation (unless the last step was just scored) and save."""

@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from umust_cli import checkpoint as ckpt_io
-from umust_cli.codecs.image import MODEL_KIND, WHITE, load_gray, pad_to_multiple, threshold_white, to_ink
+from umust_cli.codecs.image import MODEL_KIND, WHITE, from_ink, load_gray, pad_to_multiple, threshold_white, to_ink
 from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, ImageError
 from umust_cli.eval.image_metrics import foreground_f1, psnr
 from umust_cli.model.rqvae import PRESETS, RQVAE, RQVAEConfig
 from umust_cli.train.corpus_files import split_files
-from umust_cli.train.engine import RunOptions, TrainResult, fit
+from umust_cli.train.engine import ModelAndOptimizerState, RunOptions, TrainResult, fit
 
 
 @dataclass(frozen=True)
@@ -252,8 +252,6 @@ def _line_terms(cfg: TrainConfig, recon: torch.Tensor, x: torch.Tensor) -> torch
 @torch.no_grad()
 def evaluate(model: RQVAE, items: list[ImageItem], limit: int, max_width: int = 1024) -> dict | None:
     """Mean PSNR (dB) and ink F1 of full-height reconstructions of up to ``limit`` images."""
-    from umust_cli.codecs.image import from_ink
-
     if not items or limit <= 0:
         return None
     device = next(model.parameters()).device
@@ -278,7 +276,7 @@ def _model_config(cfg: TrainConfig, step: int) -> dict:
     return {"kind": MODEL_KIND, "format": 1, "step": step, "model": train.pop("model"), "train": train}
 
 
-class ImageCodecTask:
+class ImageCodecTask(ModelAndOptimizerState):
     """The image RQ-VAE as a :class:`umust_cli.train.engine.Task`."""
 
     name = "rqvae"
@@ -304,14 +302,6 @@ class ImageCodecTask:
 
     def score(self, scores: dict) -> float | None:
         return None  # no keep-best for the codecs
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict, ckpt_dir: Path) -> None:
-        ckpt_io.check_vocabulary(ckpt_dir, self.vocab)
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
 
     def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
         ckpt_io.save_model(ckpt_dir, self.model.state_dict(), {**_model_config(self.cfg, step), **extra},
