@@ -114,14 +114,15 @@ class DecodingOptions:
     top_k: int = 0                # > 0: sample among the k most likely ids
     top_p: float = 1.0            # < 1: sample from the smallest set with this probability
     max_steps: int | None = None  # None: the model's limit for the target modality
+    min_steps: int = 0            # no [EOS] before this many steps (benchmarks: fixed lengths)
     use_cache: bool = True        # False: recompute the decoder over the prefix (slow; checks)
     seed: int | None = None       # the sampling generator's seed
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
             raise BadInputError("decoding needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise BadInputError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.max_steps is not None and self.max_steps < 1 or self.min_steps < 0:
+            raise BadInputError("decoding needs max_steps >= 1 and min_steps >= 0")
 
 
 @torch.no_grad()
@@ -153,7 +154,7 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
             state = model.decode(steps[:, -1:], pos[:, -1:], tgt_modality, kv, valid, caches)
         else:
             state = model.decode(steps, pos, tgt_modality, kv, valid)
-        codes = _next_step(model, state[:, -1], tgt_modality, options, gen)  # (B, 4)
+        codes = _next_step(model, state[:, -1], tgt_modality, options, gen, t)  # (B, 4)
         codes[done] = PAD
         out.append(codes)
         done |= codes[:, 0] == eos
@@ -177,27 +178,30 @@ def _limit(cfg: TranslatorConfig, modality: str, options: DecodingOptions,
 
 
 def _next_step(model: Translator, state: torch.Tensor, modality: str, options: DecodingOptions,
-               gen: torch.Generator | None) -> torch.Tensor:
-    """Main-decoder states (B, d) -> the next step's ids (B, 4), [PAD] after an [EOS]."""
+               gen: torch.Generator | None, t: int) -> torch.Tensor:
+    """Main-decoder states (B, d) -> step t + 1's ids (B, 4), [PAD] after an [EOS]."""
     cfg = model.cfg
     codes = torch.full((state.shape[0], SLOTS), PAD, dtype=torch.long, device=state.device)
+    no_eos = t < options.min_steps
     if CODES_PER_STEP[modality] == 1:
         codes[:, 0] = _pick(model.logits(state, modality, 0), allowed_ids(cfg, modality, 0),
-                            options, gen)
+                            options, gen, no_eos)
         return codes
     cache = KVCache(SLOTS) if options.use_cache else None
     for k in range(SLOTS):
         prev = F.pad(codes[:, :k], (1, 0), value=PAD)                   # (B, k+1): [PAD], q0..
         sub = model.sub_decode(state, prev[:, -1:] if cache is not None else prev, cache)
         codes[:, k] = _pick(model.logits(sub[:, -1], modality, k), allowed_ids(cfg, modality, k),
-                            options, gen)
+                            options, gen, no_eos)
     codes[codes[:, 0] == cfg.eos[cfg.index(modality)], 1:] = PAD
     return codes
 
 
 def _pick(logits: torch.Tensor, allowed: tuple[int, int, int | None], options: DecodingOptions,
-          gen: torch.Generator | None) -> torch.Tensor:
+          gen: torch.Generator | None, no_eos: bool = False) -> torch.Tensor:
     """Logits over the allowed ids (B, n) -> chosen global ids (B,)."""
+    if no_eos and allowed[2] is not None:                               # [EOS] is the last class
+        logits = torch.cat([logits[:, :-1], torch.full_like(logits[:, -1:], float("-inf"))], -1)
     if options.temperature <= 0:
         return classes_to_ids(logits.argmax(-1), allowed)
     logits = logits.float() / options.temperature

@@ -73,7 +73,7 @@ PRESETS = {
     # 7.7M in all, 14.7 MiB in fp16; audio up to 1,800 frames (20.9 s).
     "small": Preset(192, 4, 4, 4, 768, 4, 0.1, (1024, 1800, 1024, 1024), max_columns=160,
                     max_rows=28, row_dim=16),
-    "tiny": Preset(64, 2, 2, 2, 128, 2, 0.0, (64, 64, 64, 64), max_columns=16, max_rows=8,
+    "tiny": Preset(32, 2, 2, 2, 64, 2, 0.0, (64, 64, 64, 64), max_columns=16, max_rows=8,
                    row_dim=8),
 }
 

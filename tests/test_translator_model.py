@@ -1,0 +1,282 @@
+"""The translator model (umust_cli/model/translator.py, generate.py) on the tiny preset, CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from umust_cli.codecs.base import MODALITIES as CODEC_MODALITIES
+from umust_cli.codecs.vocab import Vocabulary, default_vocabulary
+from umust_cli.errors import BadInputError, CheckpointError
+from umust_cli.model.generate import (DecodingOptions, batch_steps, from_steps, generate,
+                                      step_positions, to_steps)
+from umust_cli.model.translator import (MODALITIES, PRESETS, Translator, TranslatorConfig,
+                                        count_parameters, init_from_codebooks, make_config,
+                                        read_codec_codebooks)
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "umust_cli" / "weights"
+VOCAB = Vocabulary(notation=tuple(f"n{i}" for i in range(40)), midi=tuple(f"m{i}" for i in range(60)))
+HEIGHT = 2          # image targets: patches per column
+SRC_HEIGHT = 3      # image sources
+# (source, target) directions of the overfitting test
+DIRECTIONS = [("image", "notation"), ("audio", "midi"), ("notation", "image"), ("midi", "audio")]
+
+
+def _local(modality: str, n_steps: int, gen: torch.Generator) -> list[int]:
+    """Random local ids of ``n_steps`` steps (4 codes each for image/audio)."""
+    if modality in ("image", "audio"):
+        codes = torch.randint(0, 1024, (n_steps, 4), generator=gen) + torch.arange(4) * 1024
+        return codes.reshape(-1).tolist()
+    return torch.randint(0, len(VOCAB.names(modality)), (n_steps,), generator=gen).tolist()
+
+
+def _pairs(src: str, tgt: str, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Three (source, target) global id sequences of different lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(3):
+        n_src = SRC_HEIGHT * (2 + i) if src == "image" else 5 + 2 * i
+        n_tgt = HEIGHT * (3 - i) if tgt == "image" else 7 - i
+        out.append((VOCAB.wrap(src, _local(src, n_src, gen)), VOCAB.wrap(tgt, _local(tgt, n_tgt, gen))))
+    return out
+
+
+def _batch(cfg, ids: list[list[int]], modality: str, height: int):
+    steps = batch_steps([to_steps(s, modality, cfg) for s in ids])
+    return steps, step_positions(steps, modality, height)
+
+
+def _train(model: Translator, data: dict, iters: int) -> dict:
+    """Overfit ``model`` on every direction of ``data``; returns the last loss of each."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(iters):
+        losses = {}
+        for (src, tgt), (s, sp, t, tp) in data.items():
+            losses[(src, tgt)] = model(s, sp, t, tp, src, tgt)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    model.eval()
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
+def _tensors(cfg, pairs, src: str, tgt: str):
+    s, sp = _batch(cfg, [p[0] for p in pairs], src, SRC_HEIGHT)
+    t, tp = _batch(cfg, [p[1] for p in pairs], tgt, HEIGHT)
+    return s, sp, t, tp
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: a second thread only spins on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread):
+    torch.manual_seed(0)
+    cfg = make_config("tiny", VOCAB)
+    model = Translator(cfg)
+    pairs = {d: _pairs(*d, seed=i) for i, d in enumerate(DIRECTIONS)}
+    data = {d: _tensors(cfg, pairs[d], *d) for d in DIRECTIONS}
+    losses = _train(model, data, iters=90)
+    return model, pairs, data, losses
+
+
+def _content(ids: list[int]) -> list[int]:
+    return ids[1:-1]   # without [SOS] / [EOS]
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+def test_modalities_follow_the_codecs_order():
+    assert MODALITIES == CODEC_MODALITIES
+
+
+def test_config_round_trips_through_json_and_rejects_missing_fields():
+    cfg = make_config("tiny", VOCAB, "column")
+    assert TranslatorConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    broken = cfg.to_dict()
+    del broken["d_model"]
+    with pytest.raises(CheckpointError, match="d_model"):
+        TranslatorConfig.from_dict(broken)
+    with pytest.raises(BadInputError, match="layout"):
+        make_config("tiny", VOCAB, "rows")
+    with pytest.raises(BadInputError, match="preset"):
+        make_config("huge", VOCAB)
+
+
+def test_presets_sizes():
+    paper = PRESETS["paper"]
+    assert (paper.n_encoder_layers, paper.n_decoder_layers, paper.d_model, paper.d_ff,
+            paper.n_heads, paper.sub_heads) == (12, 12, 1024, 4096, 16, 8)
+    vocab = default_vocabulary()
+    for layout in ("grid", "column"):
+        n = count_parameters(Translator(make_config("small", vocab, layout)))
+        assert n * 2 <= 16 * 2**20, f"small ({layout}) is {n * 2 / 2**20:.1f} MiB in fp16"
+
+
+# ---------------------------------------------------------------------------
+# Steps, positions, shapes
+# ---------------------------------------------------------------------------
+
+def test_steps_round_trip_and_image_positions():
+    cfg = make_config("tiny", VOCAB)
+    ids = VOCAB.wrap("image", _local("image", 6, torch.Generator().manual_seed(1)))
+    steps = to_steps(ids, "image", cfg)
+    assert steps.shape == (8, 4) and from_steps(steps) == ids
+    pos = step_positions(steps[None], "image", 3)[0].tolist()
+    assert pos == [[0, 0], [0, 1], [0, 2], [0, 3], [1, 1], [1, 2], [1, 3], [2, 0]]
+    with pytest.raises(BadInputError, match="codebook order"):
+        to_steps([ids[0], ids[2], ids[1], *ids[3:]], "image", cfg)
+    notation = VOCAB.wrap("notation", [3, 4, 5])
+    assert to_steps(notation, "notation", cfg)[:, 1:].eq(0).all()
+    assert step_positions(to_steps(notation, "notation", cfg)[None], "notation")[0, :, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("layout", ["grid", "column"])
+def test_shapes(layout):
+    cfg = make_config("tiny", VOCAB, layout)
+    model = Translator(cfg)
+    s, sp, t, tp = _tensors(cfg, _pairs("image", "audio", 3), "image", "audio")
+    memory, valid = model.encode(s, sp, "image", "audio")
+    n_src = sp[..., 0].max() + 1 if layout == "column" else s.shape[1]
+    assert memory.shape == (3, n_src, cfg.d_model) and valid.shape == (3, n_src)
+    assert valid.sum(1).tolist() == ([3, 4, 5] if layout == "column" else [8, 11, 14])
+    h = model.decode(t[:, :-1], tp[:, :-1], "audio", model.memory(memory), valid)
+    assert h.shape == (3, t.shape[1] - 1, cfg.d_model)
+    assert model.logits(h, "audio", 0).shape[-1] == 1025 and model.logits(h, "audio", 1).shape[-1] == 1024
+    assert model.logits(h, "midi").shape[-1] == 61
+    loss = model(s, sp, t, tp, "image", "audio")
+    assert loss.shape == () and torch.isfinite(loss)
+    loss.backward()
+    assert model.tok.weight.grad.abs().sum() > 0
+
+
+def test_too_long_source_is_a_bad_input():
+    cfg = make_config("tiny", VOCAB)
+    long = to_steps(VOCAB.wrap("midi", [1] * 80), "midi", cfg)[None]
+    with pytest.raises(BadInputError, match="at most"):
+        Translator(cfg).encode(long, step_positions(long, "midi"), "midi", "notation")
+    with pytest.raises(BadInputError):
+        DecodingOptions(top_p=0)
+
+
+# ---------------------------------------------------------------------------
+# Overfitting and generation
+# ---------------------------------------------------------------------------
+
+def test_loss_falls_to_near_zero(trained):
+    _, _, _, losses = trained
+    assert all(v < 0.05 for v in losses.values()), losses
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_greedy_generation_reproduces_targets(trained, direction):
+    model, pairs, _, _ = trained
+    src, tgt = direction
+    for source, target in pairs[direction]:
+        s, sp = _batch(model.cfg, [source], src, SRC_HEIGHT)
+        assert generate(model, s, sp, src, tgt, height=HEIGHT) == [_content(target)]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_batched_generation_equals_one_by_one_and_cache_changes_nothing(trained, direction):
+    model, pairs, data, _ = trained
+    src, tgt = direction
+    s, sp, _, _ = data[direction]
+    assert len({int((x[:, 0] != 0).sum()) for x in s}) == 3          # different lengths
+    batched = generate(model, s, sp, src, tgt, height=HEIGHT)
+    assert batched == [_content(p[1]) for p in pairs[direction]]
+    assert generate(model, s, sp, src, tgt, DecodingOptions(use_cache=False), height=HEIGHT) == batched
+    random_model = Translator(model.cfg).eval()
+    options = DecodingOptions(max_steps=12)
+    cached = generate(random_model, s, sp, src, tgt, options, height=HEIGHT)
+    uncached = generate(random_model, s, sp, src, tgt, DecodingOptions(max_steps=12, use_cache=False),
+                        height=HEIGHT)
+    assert cached == uncached and all(len(x) > 0 for x in cached)
+    singles = [generate(random_model, s[i:i + 1, :int((s[i, :, 0] != 0).sum())],
+                        sp[i:i + 1, :int((s[i, :, 0] != 0).sum())], src, tgt, options, height=HEIGHT)[0]
+               for i in range(3)]
+    assert singles == cached
+
+
+@pytest.mark.parametrize("tgt", MODALITIES)
+def test_sampled_ids_stay_in_the_target_range(tgt):
+    torch.manual_seed(1)
+    cfg = make_config("tiny", VOCAB)
+    model = Translator(cfg).eval()
+    with torch.no_grad():   # make [EOS] and foreign ids attractive: the restriction must hold anyway
+        model.tok.weight[cfg.eos[cfg.index(tgt)]] *= 0
+    s, sp = _batch(cfg, [VOCAB.wrap("midi", [1, 2, 3]), VOCAB.wrap("midi", [4, 5])], "midi", 1)
+    for options in (DecodingOptions(temperature=2.0, max_steps=20, seed=0),
+                    DecodingOptions(temperature=1.0, top_k=50, top_p=0.9, max_steps=20, seed=1)):
+        out = generate(model, s, sp, "midi", tgt, options, height=HEIGHT)
+        lo = VOCAB.range(tgt).start
+        for ids in out:
+            assert ids and all(i in VOCAB.range(tgt) for i in ids)
+            if tgt in ("image", "audio"):
+                assert len(ids) % 4 == 0
+                assert [(i - lo) // 1024 for i in ids] == [0, 1, 2, 3] * (len(ids) // 4)
+    fixed = DecodingOptions(temperature=2.0, max_steps=20, min_steps=20, seed=0)
+    again = generate(model, s, sp, "midi", tgt, fixed, height=HEIGHT)
+    assert again == generate(model, s, sp, "midi", tgt, fixed, height=HEIGHT)
+    assert [len(x) for x in again] == [20 * (4 if tgt in ("image", "audio") else 1)] * 2
+
+
+def test_column_layout_overfits_and_reproduces():
+    torch.manual_seed(0)
+    cfg = make_config("tiny", VOCAB, "column")
+    model = Translator(cfg)
+    pairs = _pairs("image", "notation", seed=7)
+    data = {("image", "notation"): _tensors(cfg, pairs, "image", "notation")}
+    losses = _train(model, data, iters=90)
+    assert losses[("image", "notation")] < 0.05
+    s, sp, _, _ = data[("image", "notation")]
+    assert generate(model, s, sp, "image", "notation") == [_content(p[1]) for p in pairs]
+
+
+# ---------------------------------------------------------------------------
+# Codebook initialisation
+# ---------------------------------------------------------------------------
+
+def test_init_from_codebooks_keeps_code_geometry():
+    cfg = make_config("tiny", VOCAB)
+    model = Translator(cfg)
+    gen = torch.Generator().manual_seed(0)
+    image_books, audio_books = torch.randn(4, 1024, 16, generator=gen), torch.randn(4, 1024, 96, generator=gen)
+    before = model.tok.weight.detach().clone()
+    init_from_codebooks(model, image_books, audio_books)
+    w = model.tok.weight.detach()
+    img = w[VOCAB.range("image").start:VOCAB.range("image").stop]
+    # D_codec 16 <= d_model 64: distances between codes are kept up to one scale factor
+    ratio = torch.cdist(img[:50], img[50:100]) / torch.cdist(image_books.reshape(-1, 16)[:50],
+                                                             image_books.reshape(-1, 16)[50:100])
+    assert ratio.std() / ratio.mean() < 1e-3
+    assert abs(float(img.std()) - 0.02) < 1e-3
+    assert not torch.equal(w[VOCAB.range("audio").start:VOCAB.range("audio").stop],
+                           before[VOCAB.range("audio").start:VOCAB.range("audio").stop])
+    assert torch.equal(w[VOCAB.range("notation").start:], before[VOCAB.range("notation").start:])
+    with pytest.raises(CheckpointError, match="shape"):
+        init_from_codebooks(model, torch.zeros(2, 1024, 8), None)
+
+
+def test_codebooks_of_the_shipped_codecs():
+    image_books, audio_books = read_codec_codebooks(WEIGHTS / "image-codec", WEIGHTS / "audio-codec")
+    assert image_books.shape == (4, 1024, 64) and audio_books.shape == (4, 1024, 384)
+    assert torch.isfinite(image_books).all() and torch.isfinite(audio_books).all()
+    assert image_books.reshape(-1, 64).unique(dim=0).shape[0] > 1000   # real, distinct codes
+    model = Translator(make_config("tiny", VOCAB))
+    init_from_codebooks(model, image_books, audio_books)
+    assert torch.isfinite(model.tok.weight).all()
+    with pytest.raises(CheckpointError):
+        read_codec_codebooks(WEIGHTS / "audio-codec", WEIGHTS / "image-codec")
