@@ -7,13 +7,16 @@ from typing import List, Optional
 
 import typer
 
+from umust_cli import registry
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
+from umust_cli.errors import BadInputError, InputNotFoundError
+from umust_cli.io import require_file
 
 app = typer.Typer(help="Audio <-> sheet-music passage retrieval: build an index, search it.", no_args_is_help=True)
 
-MODEL_HELP = ("Retrieval checkpoint directory, or a shipped model: rendered (default; engraved scores), "
-              "small (about 5x faster on score images on a CPU, less accurate) or scans (a small model "
-              "fine-tuned on real scanned pages too).")
+MODEL_HELP = (f"A shipped retrieval model ({registry.describe('retrieval')}) or a checkpoint "
+              "folder. rendered: trained on engraved scores; small: about 5x faster on score images on a CPU, "
+              "less accurate; scans: a small model fine-tuned on real scanned pages too.")
 WINDOW_HELP = "Recordings are cut into passages of this many seconds."
 HOP_HELP = "Seconds between the starts of consecutive passages of a recording."
 
@@ -24,7 +27,7 @@ def index(
     inputs: List[Path] = typer.Argument(..., help="System images, score PDFs, recordings, or corpus "
                                                   "folders of 'umust dataset build'."),
     output: Path = typer.Option(..., "-o", "--output", help="Index file to write (.npz)."),
-    model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
+    model: Optional[str] = typer.Option(None, "--model", metavar="NAME|PATH", help=MODEL_HELP),
     split: List[str] = typer.Option(["test"], "--split", help="Corpus folders: split(s) to index (repeatable)."),
     modality: str = typer.Option("sheet", "--modality", help="Corpus folders: index sheet, audio or both."),
     pages: bool = typer.Option(False, "--pages", help="Images are whole score pages: index every piano "
@@ -37,8 +40,6 @@ def index(
     each recording into one index file."""
     import numpy as np
 
-    from umust_cli import registry
-    from umust_cli.errors import BadInputError, InputNotFoundError
     from umust_cli.retrieval import index as idx
     from umust_cli.retrieval.embed import load_retrieval_model, model_id
 
@@ -58,7 +59,7 @@ def index(
         embs.append(e)
         entries.extend(rows)
     name = registry.shipped_name("retrieval", model)
-    info = {"id": model_id(config), "path": f"shipped:{name}" if name else str(model.resolve()),
+    info = {"id": model_id(config), "path": f"shipped:{name}" if name else str(Path(model).resolve()),
             "step": config.get("step")}
     idx.RetrievalIndex(np.concatenate(embs), entries, info).save(output)
     counts = {k: sum(e["kind"] == k for e in entries) for k in ("sheet", "audio")}
@@ -75,20 +76,19 @@ def search(
                                            "(cut into passages: one result list each)."),
     index_path: Path = typer.Option(..., "--index", help="Index file of 'umust retrieve index'."),
     k: int = typer.Option(10, "-k", "--top", min=1, help="Matches per query passage."),
-    model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP + " Must be the index's model."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="NAME|PATH",
+                                        help=MODEL_HELP + " Must be the index's model."),
     window: float = typer.Option(8.0, "--window", min=0.5, help=WINDOW_HELP),
     hop: float = typer.Option(4.0, "--hop", min=0.1, help=HOP_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Rank the index's passages of the other modality by cosine distance to the query."""
-    from umust_cli.errors import BadInputError
-    from umust_cli.io import require_file
     from umust_cli.retrieval import index as idx
     from umust_cli.retrieval.embed import load_retrieval_model, model_id
 
     index = idx.RetrievalIndex.load(index_path)
     if model is None and index.model.get("path") not in (None, "shipped"):  # "shipped:NAME" or a folder
-        model = Path(index.model["path"])
+        model = index.model["path"]
     net, fcfg, config = load_retrieval_model(model)
     if model_id(config) != index.model.get("id"):
         raise BadInputError(f"{index_path} was built with another model (id {index.model.get('id')}); "

@@ -8,10 +8,13 @@ from typing import Sequence
 import numpy as np
 
 from umust_cli.errors import BadInputError
+from umust_cli.eval import tasks
+from umust_cli.eval.corpus import spread
 from umust_cli.model.retrieval import RetrievalModel
 from umust_cli.retrieval.data import corpus_rows, load_features
-from umust_cli.retrieval.embed import embed_passages
+from umust_cli.retrieval.embed import embed_passages, load_retrieval_model
 from umust_cli.retrieval.features import FeatureConfig
+from umust_cli.retrieval.snippets import baseline_distances
 
 
 METHODS = ("rnn", "bl")
@@ -26,8 +29,6 @@ def corpus_distances(model: RetrievalModel, fcfg: FeatureConfig, corpus: Path, s
     transpose); "bl": snippet voting with the model's CNNs (:mod:`umust_cli.retrieval.snippets`).
     ``limit``: that many systems spread evenly over the split(s) (``umust eval --limit``).
     """
-    from umust_cli.eval.corpus import spread
-
     rows = spread(corpus_rows(corpus, splits), limit)
     if len(rows) < 2:
         raise BadInputError(f"{corpus} has {len(rows)} system(s) in split(s) {', '.join(splits)}; need 2 or more")
@@ -35,8 +36,6 @@ def corpus_distances(model: RetrievalModel, fcfg: FeatureConfig, corpus: Path, s
         raise BadInputError(f"unknown retrieval method {method!r} (choose from {', '.join(METHODS)})")
     feats = load_features(rows, fcfg, cache_dir, image_key, progress)
     if method == "bl":
-        from umust_cli.retrieval.snippets import baseline_distances
-
         a2s, s2a = baseline_distances(model, feats.sheets, feats.specs, fcfg)
         return a2s, s2a, rows
     audio = embed_passages(model, "audio", feats.specs, fcfg)
@@ -49,8 +48,6 @@ def evaluate_corpus(model: RetrievalModel, fcfg: FeatureConfig, corpus: Path, sp
                     image_key: str = "png", cache_dir: Path | None = None, progress: bool = False,
                     limit: int | None = None, method: str = "rnn"):
     """An EvalResult (``umust eval`` style) with R@1/10/25, MRR and median rank in both directions."""
-    from umust_cli.eval import tasks
-
     a2s, s2a, rows = corpus_distances(model, fcfg, corpus, splits, image_key, cache_dir, progress, limit, method)
     result = tasks.retrieval(a2s, dist_s2a=s2a)
     for out, row in zip(result.rows, rows):
@@ -63,7 +60,5 @@ def evaluate_corpus(model: RetrievalModel, fcfg: FeatureConfig, corpus: Path, sp
 def evaluate_checkpoint(ckpt: Path | None, corpus: Path, splits: Sequence[str], image_key: str = "png",
                         progress: bool = False, limit: int | None = None, method: str = "rnn"):
     """:func:`evaluate_corpus` with the model of checkpoint directory ``ckpt`` (None: shipped weights)."""
-    from umust_cli.retrieval.embed import load_retrieval_model
-
     model, fcfg, _ = load_retrieval_model(ckpt)
     return evaluate_corpus(model, fcfg, corpus, splits, image_key, progress=progress, limit=limit, method=method)
