@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from umust_cli import checkpoint as ckpt_io
 from umust_cli import registry
 from umust_cli.cli.main import app
 from umust_cli.codecs import audio as audio_codec
@@ -23,7 +24,6 @@ from umust_cli.model.dac_codec import PRESETS as DAC_PRESETS
 from umust_cli.model.rqvae import PRESETS as RQ_PRESETS
 from umust_cli.model.rqvae import RQVAE
 from umust_cli.train import audio_codec as audio_train
-from umust_cli.train import image_codec as image_train
 
 from .test_image_codec import staff_image
 
@@ -64,13 +64,12 @@ def corpus(base_corpus, tmp_path) -> Path:
 def _image_ckpt(path: Path, vocab: Vocabulary, seed: int = 0) -> Path:
     """An untrained tiny RQ-VAE whose codebooks hold random vectors (so codes vary)."""
     torch.manual_seed(seed)
-    cfg = image_train.TrainConfig(model=RQ_PRESETS["tiny"])
-    model = RQVAE(cfg.model)
+    model = RQVAE(RQ_PRESETS["tiny"])
     for cb in model.quantizer.codebooks:
         cb.embed.normal_(0, 0.3)
         cb.initialized.fill_(True)
-    opt = torch.optim.AdamW(model.parameters())
-    image_train.save_checkpoint(path, model, opt, cfg, vocab, 0)
+    config = {"kind": image_codec.MODEL_KIND, "format": 1, "step": 0, "model": RQ_PRESETS["tiny"].to_dict()}
+    ckpt_io.save_model(path, model.state_dict(), config, vocab)
     return path
 
 
