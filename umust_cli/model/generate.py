@@ -125,7 +125,7 @@ class DecodingOptions:
             raise BadInputError("decoding needs max_steps >= 1 and min_steps >= 0")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_modality: str,
              tgt_modality: str, options: DecodingOptions = DecodingOptions(),
              height: torch.Tensor | int | Sequence[int] | None = None) -> list[list[int]]:
@@ -189,8 +189,10 @@ def _next_step(model: Translator, state: torch.Tensor, modality: str, options: D
         return codes
     cache = KVCache(SLOTS) if options.use_cache else None
     for k in range(SLOTS):
-        prev = F.pad(codes[:, :k], (1, 0), value=PAD)                   # (B, k+1): [PAD], q0..
-        sub = model.sub_decode(state, prev[:, -1:] if cache is not None else prev, cache)
+        if cache is not None:                                           # code k-1 only
+            sub = model.sub_decode(state, codes[:, k - 1:k] if k else codes[:, :1], cache)
+        else:                                                           # [PAD], q0 .. q(k-1)
+            sub = model.sub_decode(state, F.pad(codes[:, :k], (1, 0), value=PAD))
         codes[:, k] = _pick(model.logits(sub[:, -1], modality, k), allowed_ids(cfg, modality, k),
                             options, gen, no_eos)
     codes[codes[:, 0] == cfg.eos[cfg.index(modality)], 1:] = PAD

@@ -312,9 +312,7 @@ class Translator(nn.Module):
     def embed(self, steps: torch.Tensor, pos: torch.Tensor, modality: str) -> torch.Tensor:
         """(B, T, 4) ids + (B, T, 2) positions -> (B, T, d): summed codes + learned positions."""
         self._check_positions(pos, modality)
-        b, t, s = steps.shape
-        x = F.embedding_bag(steps.reshape(-1, s), self.tok.weight, mode="sum",
-                            padding_idx=PAD).view(b, t, -1)
+        x = self.tok(steps).sum(-2)                                      # [PAD] embeds as zeros
         if modality == "image":
             return x + self.image_col(pos[..., 0]) + self.image_row(pos[..., 1])
         return x + self.pos[modality](pos[..., 0])
@@ -331,13 +329,11 @@ class Translator(nn.Module):
 
     def _columns(self, src: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Column layout: (B, S, 4) image steps -> (B, C, d) one vector per patch column."""
-        b, _, s = src.shape
+        b = src.shape[0]
         rows, dim = self.cfg.max_rows + 1, self.cfg.row_dim
         self._check_positions(pos, "image")
         valid = src[..., 0] != PAD                                        # (B, S)
-        e = self.row_in(F.embedding_bag(src.reshape(-1, s), self.tok.weight, mode="sum",
-                                        padding_idx=PAD).view(b, -1, self.cfg.d_model))
-        e = e * valid[..., None]                                          # (B, S, row_dim)
+        e = self.row_in(self.tok(src).sum(-2)) * valid[..., None]         # (B, S, row_dim)
         col, row = pos[..., 0] * valid, pos[..., 1] * valid
         n_cols = int(col.max()) + 1
         idx = (col * rows + row)[..., None].expand(-1, -1, dim)
