@@ -10,6 +10,7 @@ from PIL import Image
 from umust_cli.codecs.image import ImageCodec
 from umust_cli.codecs.vocab import Vocabulary, default_vocabulary
 from umust_cli.errors import CheckpointError, VocabularyMismatchError
+from umust_cli.io import write_json_atomic
 from umust_cli.model.rqvae import PRESETS, RQVAE
 from umust_cli import checkpoint as ckpt_io
 from umust_cli.train.engine import RunOptions, read_log
@@ -161,3 +162,39 @@ def test_resume_after_kill_continues_the_same_loss_curve(tmp_path, corpus, vocab
     w = _weights(straight)
     for other in (killed, halves):
         assert all(torch.equal(w[k], v) for k, v in _weights(other).items())
+
+
+def test_weights_of_another_architecture_are_one_line(tmp_path, vocab):
+    from umust_cli.model.rqvae import RQVAEConfig
+
+    small = RQVAE(PRESETS["tiny"])
+    config = {"kind": "test", "model": PRESETS["tiny"].to_dict()}
+    ckpt_io.save_model(tmp_path, small.state_dict(), config, vocab)
+    wider = {**PRESETS["tiny"].to_dict(), "base_channels": 2 * PRESETS["tiny"].base_channels}
+    write_json_atomic(tmp_path / ckpt_io.CONFIG, {**config, "model": wider})
+    with pytest.raises(CheckpointError) as err:
+        ckpt_io.load_module(tmp_path, "test", lambda m: RQVAE(RQVAEConfig.from_dict(m)), vocab)
+    message = str(err.value)
+    assert "\n" not in message and "of another shape (first:" in message and len(message) < 400
+    with pytest.raises(CheckpointError, match="is not a image checkpoint"):
+        ckpt_io.load_module(tmp_path, "image", lambda m: RQVAE(RQVAEConfig.from_dict(m)), vocab)
+
+
+def test_device_names(monkeypatch):
+    from umust_cli.device import resolve_device
+    from umust_cli.errors import BadInputError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad in ("gpu", "cuda:x", "cuda0", ""):
+        with pytest.raises(BadInputError, match="unknown device"):
+            resolve_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(BadInputError, match="no CUDA device"):
+            resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(BadInputError, match="has 1 CUDA device"):
+        resolve_device("cuda:1")
