@@ -274,11 +274,13 @@ def saved_config(ckpt_dir: Path, state: dict) -> dict | None:
     return None
 
 
-def check_resumable(ckpt_dir: str | Path, config: TrainConfigLike) -> dict | None:
+def check_resumable(ckpt_dir: str | Path, config: TrainConfigLike, main_process: bool = True) -> dict | None:
     """The resume state of ``ckpt_dir`` (None for a fresh run) after checking its config; a trainer
-    may call this before it loads its data, to fail early."""
+    may call this before it loads its data, to fail early. Only the main process finishes a save
+    that a kill interrupted."""
     ckpt_dir = Path(ckpt_dir)
-    finish_interrupted_save(ckpt_dir)
+    if main_process:
+        finish_interrupted_save(ckpt_dir)
     state = ckpt_io.load_train_state(ckpt_dir)
     if state is not None and (saved := saved_config(ckpt_dir, state)) is not None:
         check_config(ckpt_dir, config, saved)
@@ -288,7 +290,7 @@ def check_resumable(ckpt_dir: str | Path, config: TrainConfigLike) -> dict | Non
 def _start(task: Task, ckpt_dir: Path, config: TrainConfigLike, init: str | Path | None,
            main_process: bool) -> tuple[int, list[dict]]:
     """(step, log rows to write first): resume ``ckpt_dir``, or start fresh (from ``init``)."""
-    state = check_resumable(ckpt_dir, config)
+    state = check_resumable(ckpt_dir, config, main_process)
     step = 0
     if state is not None:
         task.load_state_dict(state, ckpt_dir)
