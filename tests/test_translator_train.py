@@ -26,8 +26,8 @@ from umust_cli.data import pairs as pairs_io
 from umust_cli.errors import BadInputError, HeldOutRepertoireError
 from umust_cli.model.generate import DecodingOptions, generate
 from umust_cli.model.translator import MODEL_KIND, make_config
-from umust_cli.train.engine import RunOptions, read_log
-from umust_cli.train.translator import Dist, TrainConfig, init_distributed, lr_at, train_translator
+from umust_cli.train.engine import RunOptions, fit, read_log
+from umust_cli.train.translator import TrainConfig, init_distributed, lr_at, make_task, train_translator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -196,8 +196,9 @@ def test_config_round_trips():
 @pytest.mark.parametrize("direction,tasks", [("i2a", I2A), ("a2i", A2I)])
 def test_overfits_every_task_and_greedy_generation_reproduces_targets(flat_corpus, vocab, tmp_path,
                                                                       direction, tasks):
-    cfg = _cfg(direction, tasks, lr=5e-3, warmup_steps=10, accum=4, batch_tokens=1000)
-    result, task = train_translator(flat_corpus, tmp_path / "run", cfg, _run(100), vocab)
+    cfg = _cfg(direction, tasks, lr=1e-2, warmup_steps=10, accum=4, batch_tokens=1000)
+    task = make_task(flat_corpus, tmp_path / "run", cfg, _run(100), vocab)
+    result = fit(task, tmp_path / "run", cfg, _run(100))
     last = {}
     for row in read_log(tmp_path / "run"):
         last.update({k: v for k, v in row.items() if k.startswith("loss/") and "step" in row and "eval" not in row})
@@ -221,7 +222,7 @@ def test_exact_resume(corpus, vocab, tmp_path):
     train_translator(corpus, tmp_path / "straight", cfg, _run(6), vocab)
     train_translator(corpus, tmp_path / "resumed", cfg, _run(3), vocab)
     assert read_config(tmp_path / "resumed")["step"] == 3
-    result, _ = train_translator(corpus, tmp_path / "resumed", cfg, _run(6), vocab)
+    result = train_translator(corpus, tmp_path / "resumed", cfg, _run(6), vocab)
     assert result.start_step == 3 and result.step == 6
     a, b = read_weights(tmp_path / "straight" / WEIGHTS), read_weights(tmp_path / "resumed" / WEIGHTS)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -242,8 +243,7 @@ def test_other_config_in_the_folder_is_refused(corpus, vocab, tmp_path):
 
 def test_fine_tuning_from_a_checkpoint_on_one_task(corpus, vocab, tmp_path):
     train_translator(corpus, tmp_path / "base", _cfg("i2a", I2A), _run(2), vocab)
-    result, task = train_translator(corpus, tmp_path / "ft", _cfg("i2a", "omr"), _run(2), vocab,
-                                    init=tmp_path / "base")
+    train_translator(corpus, tmp_path / "ft", _cfg("i2a", "omr"), _run(2), vocab, init=tmp_path / "base")
     log = read_log(tmp_path / "ft")
     assert log[0]["init"] == str(tmp_path / "base") and log[0]["init_step"] == 2
     assert all(k in ("loss/omr",) for r in log[1:] for k in r if k.startswith("loss/"))
@@ -253,10 +253,10 @@ def test_codebook_init_uses_the_shipped_codecs(corpus, vocab, tmp_path):
     from umust_cli.model.translator import project_codebooks, read_codec_codebooks
     from umust_cli import registry
 
-    _, task = train_translator(corpus, tmp_path / "run", _cfg("i2a", "omr", codebook_init=True), _run(0), vocab)
+    task = make_task(corpus, tmp_path / "run", _cfg("i2a", "omr", codebook_init=True), _run(0), vocab)
     image, _ = read_codec_codebooks(registry.resolve("image-codec", None), registry.resolve("audio-codec", None))
     lo, hi = task.model_cfg.ranges[0]
-    assert torch.allclose(task.model.tok.weight[lo:hi].detach(), project_codebooks(image, 64, 0))
+    assert torch.allclose(task.model.tok.weight[lo:hi].detach(), project_codebooks(image, task.model_cfg.d_model, 0))
 
 
 def test_held_out_rows_are_refused(tmp_path, vocab):
@@ -284,7 +284,8 @@ def _rank_main(rank: int, port: int, corpus: str, out: str) -> None:
     dist, dev = init_distributed("cpu")
     cfg = _cfg("i2a", I2A, world_size=2, batch_tokens=40)
     run = RunOptions(max_steps=4, max_minutes=10, save_every=1000, device=str(dev), progress=False)
-    _, task = train_translator(corpus, Path(out) / "run", cfg, run, default_vocabulary(), dist=dist)
+    task = make_task(corpus, Path(out) / "run", cfg, run, default_vocabulary(), dist=dist)
+    fit(task, Path(out) / "run", cfg, run, main_process=dist.main)
     torch.save(task.model.state_dict(), Path(out) / f"rank{rank}.pt")
     import torch.distributed as tdist
 

@@ -357,14 +357,10 @@ def _init_codebooks(model: Translator, cfg: TrainConfig) -> dict:
             "audio": registry.shipped_name("audio-codec", audio) or str(audio)}
 
 
-def train_translator(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions,
-                     vocab: Vocabulary, init: str | Path | None = None, codes_dir: str | Path | None = None,
-                     compile: bool = False, on_step: Callable[[int, dict], None] | None = None,
-                     dist: Dist = Dist()) -> tuple[TrainResult, TranslatorTask]:
-    """Train (or resume) a translator in ``ckpt_dir`` on ``corpus``'s train split.
-
-    ``init``: weights to start a fresh run from (ignored when ``ckpt_dir`` holds a run).
-    """
+def make_task(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions, vocab: Vocabulary,
+              codes_dir: str | Path | None = None, compile: bool = False, dist: Dist = Dist()) -> TranslatorTask:
+    """The task of a run in ``ckpt_dir`` after the checks that need no data: held-out rows,
+    the process count, the config of a run already there."""
     corpus = Path(corpus)
     corpus_io.check_training_rows(corpus_io.rows(corpus, ("train", "valid")), corpus)
     if cfg.world_size != dist.world:
@@ -372,9 +368,19 @@ def train_translator(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig,
     if dist.main:
         check_resumable(ckpt_dir, cfg)   # fail early; finish a staged save before other ranks look
     _barrier(dist)
-    task = TranslatorTask(corpus, cfg, run, vocab, Path(codes_dir) if codes_dir else None, dist, compile)
-    result = fit(task, ckpt_dir, cfg, run, init=init, on_step=on_step, main_process=dist.main)
-    return result, task
+    return TranslatorTask(corpus, cfg, run, vocab, Path(codes_dir) if codes_dir else None, dist, compile)
+
+
+def train_translator(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions,
+                     vocab: Vocabulary, init: str | Path | None = None, codes_dir: str | Path | None = None,
+                     compile: bool = False, on_step: Callable[[int, dict], None] | None = None,
+                     dist: Dist = Dist()) -> TrainResult:
+    """Train (or resume) a translator in ``ckpt_dir`` on ``corpus``'s train split.
+
+    ``init``: weights to start a fresh run from (ignored when ``ckpt_dir`` holds a run).
+    """
+    task = make_task(corpus, ckpt_dir, cfg, run, vocab, codes_dir, compile, dist)
+    return fit(task, ckpt_dir, cfg, run, init=init, on_step=on_step, main_process=dist.main)
 
 
 def _barrier(dist: Dist) -> None:
