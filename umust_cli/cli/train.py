@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
+from umust_cli.errors import BadInputError
 
 app = typer.Typer(help="Train the image and audio codecs and the retrieval model (translators come later).", no_args_is_help=True)
 codec_app = typer.Typer(help="Train a modality codec (tokenizer).", no_args_is_help=True)
@@ -198,3 +199,80 @@ def retrieval(
     ev, what = result.eval, "snippet MRR" if stage == "snippet" else "MRR"
     _report(result, output, as_json,
             f", val {what} audio->sheet {ev['A2S_MRR']:.3f}, sheet->audio {ev['S2A_MRR']:.3f}" if ev else "")
+
+
+TASKS_HELP = ("Comma-separated tasks: omr, midi2audio, image2audio, transcription, lmx2image, audio2image, "
+              "midi2lmx, lmx2midi or SOURCE>TARGET (image, audio, notation|lmx, midi); each optionally "
+              "@START:END (its weight ramps from 0 to full between these steps) and *WEIGHT. "
+              "Default: the direction's three tasks with the paper's curriculum.")
+
+
+@app.command("translator")
+@handle_errors
+def translator(
+    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build`, tokenized by `umust dataset tokenize`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
+    direction: str = typer.Option("i2a", "--direction", help="i2a (OMR, MIDI->audio, image->audio) or a2i "
+                                  "(transcription, LMX->image, audio->image)."),
+    preset: str = typer.Option("small", "--preset", help="Model size: tiny (tests), small (CPU) or paper (GPU)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help=TASKS_HELP),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop before this much time has passed."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: each rank its GPU)."),
+    image_layout: str = typer.Option("grid", "--image-layout", help="Source images: grid (a position per patch, "
+                                     "the paper) or column (one per patch column)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start a new run from this translator's weights "
+                                        "(fine-tuning, e.g. with --tasks omr); ignored when --output holds a run."),
+    batch_tokens: int = typer.Option(4096, "--batch-tokens", min=1, help="Steps per micro-batch, padding included."),
+    accum: int = typer.Option(1, "--accum", min=1, help="Micro-batches per update (gradient accumulation)."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast, CPU and GPU) or fp32."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    lr: float = typer.Option(3e-4, "--lr", help="AdamW peak learning rate."),
+    warmup_steps: int = typer.Option(1000, "--warmup-steps", min=1, help="Linear warm-up steps."),
+    decay_steps: Optional[int] = typer.Option(None, "--decay-steps", min=1, help="Cosine decay ends here "
+                                              "(default: --max-steps, else 100000)."),
+    no_codebook_init: bool = typer.Option(False, "--no-codebook-init", help="Random code embeddings instead of "
+                                          "the shipped codecs' codebooks."),
+    best_metric: str = typer.Option("auto", "--best-metric", help="Keep-best metric: ser (OMR), loss (mean "
+                                    "valid loss) or auto (ser when OMR is trained)."),
+    codes: Optional[Path] = typer.Option(None, "--codes", help="Folder of the code files if `dataset tokenize` "
+                                         "wrote them elsewhere (default: the corpus)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the batch plan."),
+    save_every: int = typer.Option(500, "--save-every", min=1, help="Checkpoint every N steps."),
+    eval_every: int = typer.Option(0, "--eval-every", min=0, help="Validate every N steps (0: at the end)."),
+    eval_items: int = typer.Option(8, "--eval-items", min=0, help="Valid systems decoded for the OMR SER."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for torch (0: torch's default)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Train a translator on several tasks with a curriculum; rerun the same command to resume.
+
+    Several processes: torchrun --nproc-per-node N -m umust_cli train translator ..."""
+    import torch
+
+    from umust_cli.data.pairs import parse_tasks
+    from umust_cli.data.tokenize import corpus_vocabulary
+    from umust_cli.model.translator import PRESETS
+    from umust_cli.train.engine import RunOptions
+    from umust_cli.train.translator import TrainConfig, init_distributed, train_translator
+
+    if preset not in PRESETS:
+        raise BadInputError(f"unknown --preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if max_steps is None and max_minutes is None:
+        raise BadInputError("give --max-steps or --max-minutes (or both)")
+    specs = parse_tasks(tasks, direction)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    dist, dev = init_distributed(device)
+    cfg = TrainConfig(direction=direction, preset=preset, image_layout=image_layout, tasks=specs,
+                      batch_tokens=batch_tokens, accum=accum, world_size=dist.world, lr=lr,
+                      warmup_steps=warmup_steps, decay_steps=decay_steps or max_steps or 100_000,
+                      precision=precision, codebook_init=not no_codebook_init, best_metric=best_metric, seed=seed)
+    run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
+                     eval_items=eval_items, device=str(dev), progress=not quiet and not as_json)
+    result = train_translator(data, output, cfg, run, corpus_vocabulary(data), init=init, codes_dir=codes,
+                              compile=compile_model, dist=dist)
+    if dist.main:
+        ev = result.eval or {}
+        score = "".join(f", val {k} {ev[k]:.4f}" for k in ("loss", "SER") if k in ev)
+        _report(result, output, as_json, score)
