@@ -23,7 +23,7 @@ from umust_cli.errors import CheckpointError
 from umust_cli.train.engine import RunOptions, read_log
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINERS = ("image", "audio", "retrieval")
+TRAINERS = ("image", "audio", "retrieval", "translator")
 STEPS, SAVE_EVERY = 4, 2  # the kill comes after step 3: step 3 is lost and replayed
 
 
@@ -34,6 +34,10 @@ def make_data(trainer: str, root: Path) -> Path:
         from tests.test_retrieval import make_toy_corpus
 
         return make_toy_corpus(root / "corpus")
+    if trainer == "translator":
+        from tests.test_translator_train import make_corpus
+
+        return make_corpus(root / "corpus")
     rng = np.random.default_rng(0)
     for i in range(3):
         if trainer == "image":
@@ -66,6 +70,14 @@ def train(trainer: str, data: Path, out: Path, max_steps: int, on_step=None):
         tiny = PRESETS["tiny"]
         cfg = TrainConfig(model=tiny.generator, discriminator=tiny.discriminator, batch_size=2, excerpt_seconds=0.05)
         return train_audio_codec(data, out, cfg, run, default_vocabulary(), on_step=on_step, eval_seconds=0.2)
+    if trainer == "translator":
+        from umust_cli.codecs.vocab import default_vocabulary
+        from umust_cli.data.pairs import parse_tasks
+        from umust_cli.train.translator import TrainConfig, train_translator
+
+        cfg = TrainConfig(preset="tiny", tasks=parse_tasks("omr,midi2audio,image2audio@0:0", "i2a"),
+                          batch_tokens=64, accum=2, codebook_init=False)
+        return train_translator(data, out, cfg, run, default_vocabulary(), on_step=on_step)
     from umust_cli.retrieval.train import train_config, train_retrieval
 
     return train_retrieval(data, out, train_config("tiny", batch_size=4), run, on_step=on_step)
