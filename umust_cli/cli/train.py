@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
+from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError
 
 app = typer.Typer(help="Train the image and audio codecs and the retrieval model (translators come later).", no_args_is_help=True)
@@ -69,9 +70,6 @@ def _setup(config: str, presets: dict, max_steps: int | None, max_minutes: float
            device: str):
     """Check the options every training command shares, set torch's threads; the torch.device."""
     import torch
-
-    from umust_cli.device import resolve_device
-    from umust_cli.errors import BadInputError
 
     if config not in presets:
         raise BadInputError(f"unknown --config {config!r} (choose from {', '.join(presets)})")
@@ -181,7 +179,6 @@ def retrieval(
 
     With --val-data and --eval-every, the checkpoint with the best validation MRR so far
     is also kept in OUTPUT/best."""
-    from umust_cli.errors import BadInputError
     from umust_cli.model.retrieval import PRESETS
     from umust_cli.retrieval.train import train_config, train_retrieval
     from umust_cli.train.engine import RunOptions
