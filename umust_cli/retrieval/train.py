@@ -24,10 +24,14 @@ import torch
 from umust_cli import checkpoint as ckpt_io
 from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, CheckpointError
-from umust_cli.model.retrieval import PRESETS, RetrievalModel, RetrievalModelConfig, triplet_loss
+from umust_cli.eval.metrics import retrieval_both_directions
+from umust_cli.io import atomic_path
+from umust_cli.model.retrieval import PRESETS, RetrievalModel, RetrievalModelConfig, cosine_distance, triplet_loss
 from umust_cli.retrieval.data import PassageFeatures, batch_tensors, corpus_rows, load_features, passage_groups
-from umust_cli.retrieval.embed import KIND, model_config
+from umust_cli.retrieval.embed import KIND, embed_passages, load_retrieval_model, model_config
 from umust_cli.retrieval.features import FeatureConfig, stretch_frames
+from umust_cli.retrieval.snippets import (middle_points, snippet_eval, snippet_pair, snippet_tensors,
+                                          strip_alignments)
 from umust_cli.train.engine import ModelAndOptimizerState, RunOptions, TrainResult, check_resumable, fit
 
 
@@ -95,8 +99,6 @@ def sample_snippet_batch(feats: PassageFeatures, groups: list[list[int]], cfg: R
                          fcfg: FeatureConfig, step: int):
     """The mini-batch of a snippet-stage ``step``: one aligned (sheet window, 1 s audio) pair from each
     of ``batch_size`` distinct passages, centred on a random onset, audio stretched and augmented."""
-    from umust_cli.retrieval.snippets import snippet_pair, snippet_tensors
-
     rng = np.random.default_rng([cfg.seed, step])
     lo, hi = np.log(cfg.tempo_augment[0]), np.log(cfg.tempo_augment[1])
     sheets, audios = [], []
@@ -243,8 +245,6 @@ class RetrievalTask(ModelAndOptimizerState):
 
     def warm_start(self, init: Path) -> dict:
         """RNN-FT / RNN-FZ: start from (pre-)trained weights of the same architecture."""
-        from umust_cli.retrieval.embed import load_retrieval_model
-
         net, _, config = load_retrieval_model(init)
         ckpt_io.load_state(self.model, net.state_dict(), init)
         return {"step": 0, "init": str(init), "init_step": int(config.get("step", 0))}
@@ -285,8 +285,6 @@ def _train_features(corpora: list[Path], cfg: RetrievalTrainConfig, fcfg: Featur
 
 
 def _aligned(rows: list[dict], fcfg: FeatureConfig) -> tuple[list[dict], list]:
-    from umust_cli.retrieval.snippets import strip_alignments
-
     alignments = strip_alignments(rows, fcfg)
     keep = [i for i, (x, _) in enumerate(alignments) if len(x) > 0]
     return [rows[i] for i in keep], [alignments[i] for i in keep]
@@ -308,17 +306,11 @@ def validate(model: RetrievalModel, feats: PassageFeatures, fcfg: FeatureConfig)
     snippet pair per passage, the onset nearest its middle."""
     if feats.alignments is None:
         return evaluate_features(model, feats, fcfg)
-    from umust_cli.retrieval.snippets import middle_points, snippet_eval
-
     return snippet_eval(model, feats.sheets, feats.specs, middle_points(feats.alignments, feats.rows), fcfg)
 
 
 def evaluate_features(model: RetrievalModel, feats: PassageFeatures, fcfg: FeatureConfig) -> dict:
     """Both directions' R@k / MRR / median rank of the passages in ``feats`` (query i matches i)."""
-    from umust_cli.eval.metrics import retrieval_both_directions
-    from umust_cli.model.retrieval import cosine_distance
-    from umust_cli.retrieval.embed import embed_passages
-
     a = torch.from_numpy(embed_passages(model, "audio", feats.specs, fcfg))
     s = torch.from_numpy(embed_passages(model, "sheet", feats.sheets, fcfg))
     dist = cosine_distance(a, s).numpy()
@@ -328,8 +320,6 @@ def evaluate_features(model: RetrievalModel, feats: PassageFeatures, fcfg: Featu
 def _check_same_data(ckpt_dir: Path, corpora: list[Path]) -> None:
     """Refuse to resume a run on other --data folders (or the same in another order: other batches);
     a new run records its folders in data.json."""
-    from umust_cli.io import atomic_path
-
     path, now = ckpt_dir / "data.json", [str(c.resolve()) for c in corpora]
     if path.is_file() and (ckpt_dir / "config.json").is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
