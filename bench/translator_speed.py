@@ -29,13 +29,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
 def _sync(device) -> None:
-    import torch
-
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -53,66 +55,62 @@ def _timed(fn, device) -> tuple[float, float]:
 # The reference: torch.nn.Transformer of identical shapes
 # ---------------------------------------------------------------------------
 
-def build_reference(cfg):
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
+class Reference(nn.Module):
+    """Our embeddings around ``nn.Transformer``, an ``nn.TransformerEncoderLayer`` sub-decoder
+    and a full-vocabulary output layer; generation re-runs the decoder over the prefix."""
 
-    class Reference(nn.Module):
-        def __init__(self):
-            super().__init__()
-            d = cfg.d_model
-            self.tok = nn.Embedding(cfg.vocab_size, d, padding_idx=0)
-            self.pos_src = nn.Embedding(max(cfg.max_steps) + 2, d)
-            self.pos_tgt = nn.Embedding(max(cfg.max_steps) + 2, d)
-            self.tf = nn.Transformer(d, cfg.n_heads, cfg.n_encoder_layers, cfg.n_decoder_layers,
-                                     cfg.d_ff, cfg.dropout, "gelu", batch_first=True, norm_first=True)
-            self.sub = nn.TransformerEncoderLayer(d, cfg.sub_heads, cfg.d_ff, cfg.dropout, "gelu",
-                                                  batch_first=True, norm_first=True)
-            self.sub_pos = nn.Embedding(4, d)
-            self.head = nn.Linear(d, cfg.vocab_size)
+    def __init__(self, cfg):
+        super().__init__()
+        d, self.vocab_size = cfg.d_model, cfg.vocab_size
+        self.tok = nn.Embedding(cfg.vocab_size, d, padding_idx=0)
+        self.pos_src = nn.Embedding(max(cfg.max_steps) + 2, d)
+        self.pos_tgt = nn.Embedding(max(cfg.max_steps) + 2, d)
+        self.tf = nn.Transformer(d, cfg.n_heads, cfg.n_encoder_layers, cfg.n_decoder_layers,
+                                 cfg.d_ff, cfg.dropout, "gelu", batch_first=True, norm_first=True)
+        self.sub = nn.TransformerEncoderLayer(d, cfg.sub_heads, cfg.d_ff, cfg.dropout, "gelu",
+                                              batch_first=True, norm_first=True)
+        self.sub_pos = nn.Embedding(4, d)
+        self.head = nn.Linear(d, cfg.vocab_size)
 
-        def embed(self, steps, table):
-            t = torch.arange(steps.shape[1], device=steps.device)
-            return self.tok(steps).sum(2) + table(t)
+    def embed(self, steps, table):
+        return self.tok(steps).sum(2) + table(torch.arange(steps.shape[1], device=steps.device))
 
-        def encode(self, src):
-            return self.tf.encoder(self.embed(src, self.pos_src), src_key_padding_mask=src[..., 0] == 0)
+    def encode(self, src):
+        return self.tf.encoder(self.embed(src, self.pos_src), src_key_padding_mask=src[..., 0] == 0)
 
-        def decode(self, tgt, memory, src):
-            mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], device=tgt.device)
-            return self.tf.decoder(self.embed(tgt, self.pos_tgt), memory, tgt_mask=mask, tgt_is_causal=True,
-                                   memory_key_padding_mask=src[..., 0] == 0)
+    def decode(self, tgt, memory, src):
+        mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], device=tgt.device)
+        return self.tf.decoder(self.embed(tgt, self.pos_tgt), memory, tgt_mask=mask, tgt_is_causal=True,
+                               memory_key_padding_mask=src[..., 0] == 0)
 
-        def sub_states(self, h, prev):                        # (N, d), (N, K) -> (N, K, d)
-            x = h[:, None] + self.tok(prev) + self.sub_pos.weight[:prev.shape[1]]
-            mask = nn.Transformer.generate_square_subsequent_mask(prev.shape[1], device=h.device)
-            return self.sub(x, src_mask=mask, is_causal=True)
+    def sub_states(self, h, prev):                                    # (N, d), (N, K) -> (N, K, d)
+        x = h[:, None] + self.tok(prev) + self.sub_pos.weight[:prev.shape[1]]
+        mask = nn.Transformer.generate_square_subsequent_mask(prev.shape[1], device=h.device)
+        return self.sub(x, src_mask=mask, is_causal=True)
 
-        def forward(self, src, tgt, codes: int):
-            h = self.decode(tgt[:, :-1], self.encode(src), src)
-            labels = tgt[:, 1:, :codes]
-            if codes == 1:
-                return F.cross_entropy(self.head(h).flatten(0, 1), labels.reshape(-1), ignore_index=0)
-            prev = F.pad(labels[..., :3], (1, 0))
-            s = self.sub_states(h.reshape(-1, h.shape[-1]), prev.reshape(-1, 4))
-            return F.cross_entropy(self.head(s).reshape(-1, cfg.vocab_size), labels.reshape(-1), ignore_index=0)
+    def forward(self, src, tgt, codes: int):
+        h = self.decode(tgt[:, :-1], self.encode(src), src)
+        labels = tgt[:, 1:, :codes]
+        if codes == 1:
+            return F.cross_entropy(self.head(h).flatten(0, 1), labels.reshape(-1), ignore_index=0)
+        prev = F.pad(labels[..., :3], (1, 0))
+        s = self.sub_states(h.reshape(-1, h.shape[-1]), prev.reshape(-1, 4))
+        logits = self.head(s).reshape(-1, self.vocab_size)
+        return F.cross_entropy(logits, labels.reshape(-1), ignore_index=0)
 
-        @torch.no_grad()
-        def generate(self, src, steps: int, sos: int):
-            memory = self.encode(src)
-            tgt = torch.zeros(src.shape[0], 1, 4, dtype=torch.long, device=src.device)
-            tgt[:, 0, 0] = sos
-            for _ in range(steps):
-                h = self.decode(tgt, memory, src)[:, -1]
-                codes = torch.zeros(src.shape[0], 4, dtype=torch.long, device=src.device)
-                for k in range(4):
-                    prev = F.pad(codes[:, :k], (1, 0))
-                    codes[:, k] = self.head(self.sub_states(h, prev)[:, -1]).argmax(-1)
-                tgt = torch.cat([tgt, codes[:, None]], 1)
-            return tgt
-
-    return Reference()
+    @torch.no_grad()
+    def generate(self, src, steps: int, sos: int):
+        memory = self.encode(src)
+        tgt = torch.zeros(src.shape[0], 1, 4, dtype=torch.long, device=src.device)
+        tgt[:, 0, 0] = sos
+        for _ in range(steps):
+            h = self.decode(tgt, memory, src)[:, -1]
+            codes = torch.zeros(src.shape[0], 4, dtype=torch.long, device=src.device)
+            for k in range(4):
+                prev = F.pad(codes[:, :k], (1, 0))
+                codes[:, k] = self.head(self.sub_states(h, prev)[:, -1]).argmax(-1)
+            tgt = torch.cat([tgt, codes[:, None]], 1)
+        return tgt
 
 
 # ---------------------------------------------------------------------------
@@ -121,8 +119,6 @@ def build_reference(cfg):
 
 def random_steps(cfg, modality: str, batch: int, length: int, device, seed: int = 0):
     """[SOS] + ``length`` random steps + [EOS] for every example: (B, length + 2, 4)."""
-    import torch
-
     from umust_cli.model.translator import CODEBOOK_SIZE, CODES_PER_STEP
 
     gen = torch.Generator().manual_seed(seed)
@@ -140,8 +136,6 @@ def random_steps(cfg, modality: str, batch: int, length: int, device, seed: int 
 
 def train_speed(model, step_fn, tokens: int, iters: int, device, bf16: bool) -> float:
     """tokens/s of ``iters`` AdamW steps (after one warm-up step)."""
-    import torch
-
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
 
@@ -234,8 +228,6 @@ def main() -> None:
     p.add_argument("--skip-training", action="store_true")
     args = p.parse_args()
 
-    import torch
-
     from umust_cli.codecs.vocab import default_vocabulary
     from umust_cli.device import resolve_device
     from umust_cli.model.translator import Translator, count_parameters, make_config
@@ -246,7 +238,7 @@ def main() -> None:
     preset = args.preset or ("paper" if device.type == "cuda" else "small")
     cfg = make_config(preset, default_vocabulary())
     torch.manual_seed(0)
-    ours, ref = Translator(cfg).to(device), build_reference(cfg).to(device)
+    ours, ref = Translator(cfg).to(device), Reference(cfg).to(device)
     out = {"device": str(device), "preset": preset, "threads": torch.get_num_threads(),
            "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
            "params_ours": count_parameters(ours), "params_reference": count_parameters(ref),

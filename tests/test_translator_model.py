@@ -140,7 +140,8 @@ def test_steps_round_trip_and_image_positions():
         to_steps([ids[0], ids[2], ids[1], *ids[3:]], "image", cfg)
     notation = VOCAB.wrap("notation", [3, 4, 5])
     assert to_steps(notation, "notation", cfg)[:, 1:].eq(0).all()
-    assert step_positions(to_steps(notation, "notation", cfg)[None], "notation")[0, :, 0].tolist() == [0, 1, 2, 3, 4]
+    positions = step_positions(to_steps(notation, "notation", cfg)[None], "notation")
+    assert positions[0, :, 0].tolist() == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("layout", ["grid", "column"])
@@ -148,11 +149,11 @@ def test_shapes(layout):
     cfg = make_config("tiny", VOCAB, layout)
     model = Translator(cfg)
     s, sp, t, tp = _tensors(cfg, _pairs("image", "audio", 3), "image", "audio")
-    memory, valid = model.encode(s, sp, "image", "audio")
+    memory, mask = model.encode(s, sp, "image", "audio")
     n_src = sp[..., 0].max() + 1 if layout == "column" else s.shape[1]
-    assert memory.shape == (3, n_src, cfg.d_model) and valid.shape == (3, n_src)
-    assert valid.sum(1).tolist() == ([3, 4, 5] if layout == "column" else [8, 11, 14])
-    h = model.decode(t[:, :-1], tp[:, :-1], "audio", model.memory(memory), valid)
+    assert memory.shape == (3, n_src, cfg.d_model) and mask.shape == (3, 1, 1, n_src)
+    assert mask.sum((1, 2, 3)).tolist() == ([3, 4, 5] if layout == "column" else [8, 11, 14])
+    h = model.decode(t[:, :-1], tp[:, :-1], "audio", model.memory(memory), mask)
     assert h.shape == (3, t.shape[1] - 1, cfg.d_model)
     assert model.logits(h, "audio", 0).shape[-1] == 1025 and model.logits(h, "audio", 1).shape[-1] == 1024
     assert model.logits(h, "midi").shape[-1] == 61
@@ -165,7 +166,7 @@ def test_shapes(layout):
 def test_too_long_source_is_a_bad_input():
     cfg = make_config("tiny", VOCAB)
     long = to_steps(VOCAB.wrap("midi", [1] * 80), "midi", cfg)[None]
-    with pytest.raises(BadInputError, match="at most"):
+    with pytest.raises(BadInputError, match="too long: midi step 81 .* at most 65"):
         Translator(cfg).encode(long, step_positions(long, "midi"), "midi", "notation")
     with pytest.raises(BadInputError):
         DecodingOptions(top_p=0)
@@ -253,7 +254,8 @@ def test_init_from_codebooks_keeps_code_geometry():
     cfg = make_config("tiny", VOCAB)
     model = Translator(cfg)
     gen = torch.Generator().manual_seed(0)
-    image_books, audio_books = torch.randn(4, 1024, 16, generator=gen), torch.randn(4, 1024, 96, generator=gen)
+    image_books = torch.randn(4, 1024, 16, generator=gen)
+    audio_books = torch.randn(4, 1024, 96, generator=gen)
     before = model.tok.weight.detach().clone()
     init_from_codebooks(model, image_books, audio_books)
     w = model.tok.weight.detach()

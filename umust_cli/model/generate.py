@@ -139,7 +139,7 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
     cfg, b, dev = model.cfg, src.shape[0], src.device
     h = _heights(height, b, dev) if tgt_modality == "image" else None
     limit = _limit(cfg, tgt_modality, options, h)
-    memory, valid = model.encode(src, src_pos, src_modality, tgt_modality)
+    memory, mask = model.encode(src, src_pos, src_modality, tgt_modality)
     kv = model.memory(memory)
     gen = torch.Generator(device=dev).manual_seed(options.seed) if options.seed is not None else None
     eos = cfg.eos[cfg.index(tgt_modality)]
@@ -151,9 +151,9 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
     out = []
     for t in range(limit):
         if caches is not None:                                          # only the newest step
-            state = model.decode(steps[:, -1:], pos[:, -1:], tgt_modality, kv, valid, caches)
+            state = model.decode(steps[:, -1:], pos[:, -1:], tgt_modality, kv, mask, caches)
         else:
-            state = model.decode(steps, pos, tgt_modality, kv, valid)
+            state = model.decode(steps, pos, tgt_modality, kv, mask)
         codes = _next_step(model, state[:, -1], tgt_modality, options, gen, t)  # (B, 4)
         codes[done] = PAD
         out.append(codes)

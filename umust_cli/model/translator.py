@@ -196,6 +196,12 @@ class KVCache:
         return self.k[:, :, :self.n], self.v[:, :, :self.n]
 
 
+def key_mask(valid: torch.Tensor) -> torch.Tensor | None:
+    """(B, S) validity -> the (B, 1, 1, S) attention mask of SDPA, or None when nothing is
+    padded (lets SDPA take its fastest kernel)."""
+    return None if bool(valid.all()) else valid[:, None, None, :]
+
+
 def _heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     b, t, d = x.shape                                            # (B, T, d) -> (B, H, T, dh)
     return x.view(b, t, n_heads, d // n_heads).transpose(1, 2)
@@ -235,7 +241,7 @@ class CrossAttention(nn.Module):
         return _heads(k, self.n_heads), _heads(v, self.n_heads)  # (B, H, S, dh) each
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor | None) -> torch.Tensor:
         y = F.scaled_dot_product_attention(_heads(self.q(x), self.n_heads), *kv, attn_mask=mask,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(_merge(y))
@@ -273,8 +279,8 @@ class DecoderBlock(nn.Module):
         self.ln3, self.mlp = nn.LayerNorm(d), MLP(d, d_ff, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], src_mask: torch.Tensor,
-                cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
+                src_mask: torch.Tensor | None, cache: KVCache | None = None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln1(x), causal=True, cache=cache))
         x = x + self.drop(self.cross(self.ln2(x), kv, src_mask))
         return x + self.mlp(self.ln3(x))
@@ -320,12 +326,14 @@ class Translator(nn.Module):
     def _check_positions(self, pos: torch.Tensor, modality: str) -> None:
         cfg = self.cfg
         if modality == "image":
-            limits = ((pos[..., 0], cfg.max_columns, "patch columns"), (pos[..., 1], cfg.max_rows, "patch rows"))
+            limits = ((pos[..., 0], cfg.max_columns, "image patch column"),
+                      (pos[..., 1], cfg.max_rows, "image patch row"))
         else:
-            limits = ((pos[..., 0], cfg.max_steps[cfg.index(modality)] + 1, f"{modality} steps"),)
+            limits = ((pos[..., 0], cfg.max_steps[cfg.index(modality)] + 1, f"{modality} step"),)
         for p, most, what in limits:
             if p.numel() and int(p.max()) > most:
-                raise BadInputError(f"sequence has {int(p.max())} {what}; this model takes at most {most}")
+                raise BadInputError(f"sequence too long: {what} {int(p.max())} (counting from 0, "
+                                    f"with [SOS]/[EOS]); this model takes at most {most}")
 
     def _columns(self, src: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Column layout: (B, S, 4) image steps -> (B, C, d) one vector per patch column."""
@@ -345,29 +353,29 @@ class Translator(nn.Module):
     # ---- encoder / decoder --------------------------------------------
     def encode(self, src: torch.Tensor, src_pos: torch.Tensor, src_modality: str,
                tgt_modality: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> memory (B, S', d) and its validity (B, S') (S' = columns in the column layout)."""
+        """-> memory (B, S', d) and its attention mask (``key_mask``; S' = columns in the column
+        layout)."""
         if src_modality == "image" and self.cfg.image_layout == "column":
             x, valid = self._columns(src, src_pos)
         else:
             x, valid = self.embed(src, src_pos, src_modality), src[..., 0] != PAD
         x = self.drop(x + self.target.weight[self.cfg.index(tgt_modality)])
-        mask = valid[:, None, None, :]                                    # (B, 1, 1, S')
+        mask = key_mask(valid)
         for block in self.encoder:
             x = block(x, mask)
-        return self.enc_ln(x), valid
+        return self.enc_ln(x), mask
 
     def memory(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys/values of every decoder layer (once per source)."""
         return [block.cross.memory(memory) for block in self.decoder]
 
     def decode(self, tgt: torch.Tensor, tgt_pos: torch.Tensor, tgt_modality: str,
-               kv: list[tuple[torch.Tensor, torch.Tensor]], src_valid: torch.Tensor,
+               kv: list[tuple[torch.Tensor, torch.Tensor]], src_mask: torch.Tensor | None,
                caches: list[KVCache] | None = None) -> torch.Tensor:
         """(B, T, 4) target steps (new ones only with ``caches``) -> main-decoder states (B, T, d)."""
         x = self.drop(self.embed(tgt, tgt_pos, tgt_modality))
-        mask = src_valid[:, None, None, :]
         for i, block in enumerate(self.decoder):
-            x = block(x, kv[i], mask, caches[i] if caches is not None else None)
+            x = block(x, kv[i], src_mask, caches[i] if caches is not None else None)
         return self.dec_ln(x)
 
     def sub_decode(self, h: torch.Tensor, prev: torch.Tensor, cache: KVCache | None = None
@@ -398,8 +406,8 @@ class Translator(nn.Module):
         ``tgt`` is the whole target, [SOS] step .. [EOS] step (then [PAD] steps): the decoder
         reads ``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``.
         """
-        memory, valid = self.encode(src, src_pos, src_modality, tgt_modality)
-        h = self.decode(tgt[:, :-1], tgt_pos[:, :-1], tgt_modality, self.memory(memory), valid)
+        memory, mask = self.encode(src, src_pos, src_modality, tgt_modality)
+        h = self.decode(tgt[:, :-1], tgt_pos[:, :-1], tgt_modality, self.memory(memory), mask)
         labels = tgt[:, 1:]                                               # (B, T, 4)
         if CODES_PER_STEP[tgt_modality] == 1:
             cls = ids_to_classes(labels[..., 0], allowed_ids(self.cfg, tgt_modality, 0))
