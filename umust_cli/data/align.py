@@ -17,7 +17,10 @@ of the retrieval model need (``umust train retrieval --stage snippet``).
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,8 +122,6 @@ def align_piece(piece_dir: Path, rows: list[dict], engrave) -> int:
     """Write the alignment of every system in ``rows`` (one built piece) by engraving its
     score.musicxml again with the corpus's ``engrave`` config; returns the number written.
     RenderError if the layout does not reproduce the piece's PNGs (another verovio, other options)."""
-    import xml.etree.ElementTree as ET
-
     musicxml = (piece_dir / "score.musicxml").read_text(encoding="utf-8")
     engraving = render.engrave(musicxml, render.measure_count(ET.fromstring(musicxml.encode("utf-8"))), engrave)
     systems = {s.index: s for s in engraving.systems}
@@ -170,9 +171,6 @@ def align_corpus(corpus: Path, redo: bool = False, on_piece=None) -> dict:
 def _link_from_source(corpus: Path, rows: list[dict]) -> bool:
     """For a piece of a ``umust dataset resynth`` corpus (same images, other audio) whose source corpus
     is aligned: hard-link (or copy) the source's alignments; False if there are none to link."""
-    import os
-    import shutil
-
     source = rows[0].get("resynth", {}).get("source")
     pairs = [(Path(source) / alignment_path(r["png"]), corpus / alignment_path(r["png"])) for r in rows] \
         if source else []

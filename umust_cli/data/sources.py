@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,8 +209,6 @@ def _header(path: Path) -> str:
     """The first bytes of a score as text (an .mxl archive's score is unzipped)."""
     try:
         if path.suffix.lower() == ".mxl":
-            import zipfile
-
             with zipfile.ZipFile(path) as archive:
                 names = [n for n in archive.namelist() if not n.startswith("META-INF")]
                 data = archive.read(names[0])[:_HEADER_BYTES] if names else b""

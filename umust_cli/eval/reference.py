@@ -27,8 +27,9 @@ per-system values are in ``examples`` (``--out DIR``: examples.csv).
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -193,8 +194,6 @@ def reference(rows: Sequence[dict], cfg: ReferenceConfig = ReferenceConfig(), co
     ``work_dir`` keeps the other-soundfont renderings in ``work_dir/other_soundfont/<piece_id>/<NNN>.wav``
     (the prediction naming of corpus mode; default: a temporary folder).
     """
-    import tempfile
-
     log, started = log or RunLog(keep_going=True), time.monotonic()
     soundfonts = synth.available_soundfonts()
     with tempfile.TemporaryDirectory(prefix="umust-ref-") as tmp:
@@ -221,8 +220,6 @@ def reference(rows: Sequence[dict], cfg: ReferenceConfig = ReferenceConfig(), co
 
 
 def _counts(values) -> str:
-    from collections import Counter
-
     return ", ".join(f"{k} {v}" for k, v in sorted(Counter(values).items()))
 
 
