@@ -15,7 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(tokenize.app, name="tokenize")
 app.add_typer(train.app, name="train")
-app.add_typer(translate.app, name="translate")
+app.command("translate")(translate.translate)
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(retrieve.app, name="retrieve")

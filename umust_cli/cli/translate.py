@@ -1,5 +1,97 @@
-"""`umust translate`: file -> tokens -> model -> tokens -> file."""
+"""`umust translate`: file -> tokens -> model -> tokens -> file, along a named route."""
 
-from umust_cli.cli._common import not_yet
+from __future__ import annotations
 
-app = not_yet("translate", "needs the trained image/audio codecs and translators of later issues")
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from umust_cli.cli._common import JSON_OPTION_HELP, check_distinct_outputs, finish_batch, handle_errors, print_json
+from umust_cli.errors import UmustError
+from umust_cli.translate.routes import (SYNTHS, TASKS, TRANSCRIBERS, VIAS, Options, choose_route, plan_jobs,
+                                       task_name)
+
+@handle_errors
+def translate(
+    inputs: List[Path] = typer.Argument(..., help="Score images (PNG/JPG, a page or a PDF), audio "
+                                        "(WAV/FLAC/MP3/OGG), MIDI (.mid) or notation (.musicxml/.krn/.mei/.lmx)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The output file (its suffix names the task: "
+                                ".wav .png .musicxml .lmx .mid), or a folder for several inputs (with --task)."),
+    task: Optional[str] = typer.Option(None, "--task", help=f"The task, explicitly: {', '.join(TASKS)} "
+                                       "(i image, a audio, n notation, m MIDI; omr = i2n, amt = a2m)."),
+    via: str = typer.Option("auto", "--via", help=f"Route: {', '.join(VIAS)}. auto: direct when a translator "
+                            "model is installed, else the cascade or render route that exists."),
+    model: Optional[str] = typer.Option(None, "--model", metavar="NAME|PATH",
+                                        help="The direction model (translator-i2a / translator-a2i): a "
+                                        "registered name or a checkpoint folder."),
+    transcriber: str = typer.Option("transkun", "--transcriber", help=f"Transcription engine of cascades from "
+                                    f"audio: {', '.join(TRANSCRIBERS)} (umust: the a2i model's audio->MIDI task)."),
+    synth: str = typer.Option("fluidsynth", "--synth", help=f"MIDI -> audio in cascades: {', '.join(SYNTHS)} "
+                              "(neural: the i2a model's MIDI->audio task)."),
+    soundfont: Optional[str] = typer.Option(None, "--soundfont", help="FluidSynth soundfont name "
+                                            "(fluidr3, timgm6mb, musescore, ...; default fluidr3)."),
+    tempo: Optional[float] = typer.Option(None, "--tempo", min=20.0, max=400.0,
+                                          help="Quantizing MIDI into notation: the tempo in BPM (default: estimated)."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Sampling temperature; 0 = greedy."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the k most likely tokens (0: all)."),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling probability."),
+    seed: int = typer.Option(0, "--seed", help="Seed of sampling and of performance MIDI."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when there is one), cpu, cuda or cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Translate each input into the output's type along a route that is always named:
+    direct (a translator model end to end), cascade (through notation / MIDI), render
+    (symbolic sources: verovio, performance MIDI, FluidSynth) or reference (transkun).
+
+    Pages and PDFs are split into piano systems; the systems' outputs are joined in reading
+    order. Several inputs go to -o FOLDER with --task; two inputs that would write the same
+    output are refused before anything runs. A batch keeps going past bad inputs and lists
+    them at the end (exit status 2 when all failed, 3 when some did).
+    """
+    from umust_cli.translate.engines import Engines, RunConfig, has_model
+
+    options = Options(via=via, transcriber=transcriber, synth=synth)
+    jobs = plan_jobs(list(inputs), output, task)
+    check_distinct_outputs([(str(j.source), [str(j.dest)]) for j in jobs])
+    available = has_model(model)
+    routes = {j.task: choose_route(*j.task, options, available) for j in jobs}
+    config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
+                       top_p=top_p, soundfont=soundfont, tempo=tempo)
+    engines = Engines(config)
+    if not as_json:
+        for route in dict.fromkeys(routes.values()):
+            typer.secho(f"route: {route.describe()}", err=True, fg=typer.colors.CYAN)
+    done, failed = _run(jobs, routes, engines, quiet=as_json)
+    if as_json:
+        print_json({"done": done, "failed": [{k: v for k, v in f.items() if k != "exception"} for f in failed]})
+    else:
+        for row in done:
+            typer.echo(f"{row['input']} -> {row['output']} ({row['route']}; {row['summary']})")
+    if len(jobs) == 1 and failed:
+        raise failed[0]["exception"]
+    finish_batch(failed=failed, total=len(jobs), done=len(done))
+
+
+def _run(jobs, routes, engines, quiet: bool) -> tuple[list[dict], list[dict]]:
+    """Every job under a progress bar (stderr); failures are kept, not raised."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from umust_cli.translate.pipeline import run_route
+    done, failed = [], []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=quiet or len(jobs) < 2) as progress:
+        bar = progress.add_task("translating", total=len(jobs))
+        for job in jobs:
+            route = routes[job.task]
+            progress.update(bar, description=job.source.name[:32])
+            row = {"input": str(job.source), "output": str(job.dest), "task": task_name(*job.task), **route.to_json()}
+            try:
+                done.append({**row, **run_route(route, job.source, job.dest, engines)})
+            except UmustError as e:
+                failed.append({"input": str(job.source), "error": str(e), "route": route.kind, "exception": e})
+                if len(jobs) > 1 and not quiet:
+                    progress.console.print(f"[red]failed[/red] {job.source}: {e}", highlight=False)
+            progress.advance(bar)
+    return done, failed

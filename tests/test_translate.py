@@ -1,0 +1,346 @@
+"""`umust translate`: routes from file types, every file-type pair with a tiny random translator,
+the render/cascade routes with the real verovio and FluidSynth, bad inputs and batches (CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+import soundfile
+from PIL import Image
+from typer.testing import CliRunner
+
+from umust_cli.cli.main import app
+from umust_cli.errors import BadInputError, CheckpointError, TranslationError
+from umust_cli.translate.direct import measure_chunks
+from umust_cli.translate.routes import Options, choose_route, plan_jobs
+from umust_cli.translate.symbolic import estimate_tempo, read_systems
+from umust_cli.translate.values import Notation, musicxml_of
+
+from .conftest import REPO
+
+runner = CliRunner()
+FIXTURES = REPO / "tests" / "fixtures" / "notation"
+KERN = FIXTURES / "grand_staff.krn"
+SR = 44100
+TINY_AUDIO_STEPS = 64   # the tiny preset's longest audio target: 64 frames of 512 samples
+
+
+# ------------------------------------------------------------------ inputs
+def grand_staff(width: int = 240, spacing: int = 9, gap: int = 26) -> np.ndarray:
+    """A synthetic piano system at the codec's staff spacing: two 5-line staves joined by a
+    start line and bar lines, with a few noteheads; 126 x 240 px (8 x 15 patches)."""
+    top, staff = 14, 4 * spacing
+    img = np.full((top + 2 * staff + gap + 14, width), 255, np.uint8)
+    tops = [top, top + staff + gap]
+    for y0 in tops:
+        for k in range(5):
+            img[y0 + k * spacing, 4:width - 4] = 0
+    img[top:top + 2 * staff + gap + 1, 4:6] = 0
+    for x in range(60, width - 4, 60):
+        img[top:top + 2 * staff + gap + 1, x] = 0
+    for i, x in enumerate(range(20, width - 20, 20)):
+        y = tops[i % 2] + (i * 5) % staff
+        img[y - 3:y + 4, x - 4:x + 5] = 0
+    return img
+
+
+def _save_png(path: Path, img: np.ndarray) -> Path:
+    Image.fromarray(img).save(path)
+    return path
+
+
+def _midi(path: Path, seconds: float = 1.2) -> Path:
+    pm = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(0)
+    for i, pitch in enumerate((60, 64, 67, 72)):
+        start = i * seconds / 4
+        piano.notes.append(pretty_midi.Note(90, pitch, start, start + seconds / 4))
+    pm.instruments.append(piano)
+    pm.write(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from umust_cli.data.synth import available_soundfonts, synthesize
+
+    d = tmp_path_factory.mktemp("inputs")
+    page = np.concatenate([np.full((30, 240), 255, np.uint8), grand_staff(), np.full((40, 240), 255, np.uint8),
+                           grand_staff(), np.full((30, 240), 255, np.uint8)])
+    mid = _midi(d / "notes.mid")
+    audio = synthesize(pretty_midi.PrettyMIDI(str(mid)), available_soundfonts()["fluidr3"], SR)
+    soundfile.write(str(d / "notes.wav"), audio, SR)
+    return {"png": _save_png(d / "system.png", grand_staff()), "page": _save_png(d / "page.png", page),
+            "mid": mid, "wav": d / "notes.wav", "musicxml": FIXTURES / "piano_clefs.musicxml", "krn": KERN}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random tiny translator saved with the checkpoint module, for the shipped vocabulary."""
+    import torch
+
+    from umust_cli.checkpoint import save_model
+    from umust_cli.codecs.vocab import default_vocabulary
+    from umust_cli.model.translator import MODEL_KIND, Translator, make_config
+
+    torch.manual_seed(0)
+    vocab = default_vocabulary()
+    cfg = make_config("tiny", vocab)
+    ckpt = tmp_path_factory.mktemp("tiny")
+    save_model(ckpt, Translator(cfg).state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()}, vocab)
+    return ckpt
+
+
+def _run(args: list[str]):
+    return runner.invoke(app, ["translate", *map(str, args)])
+
+
+def _json(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _one_error_line(result, code: int, *words: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def _no_files(folder: Path) -> None:
+    assert not folder.exists() or not any(folder.iterdir()), sorted(folder.iterdir())
+
+
+# ------------------------------------------------------------------ routes (no model, no files)
+def _no(a: str, b: str) -> bool:
+    return False
+
+
+def _yes(a: str, b: str) -> bool:
+    return True
+
+
+@pytest.mark.parametrize("task, with_model, expected", [
+    (("image", "audio"), True, "direct (image -umust-> audio)"),
+    (("image", "midi"), True, "cascade (image -umust-> notation -perform-> midi)"),
+    (("audio", "image"), False, "cascade (audio -transkun-> midi -quantize-> notation -verovio-> image); "
+                                "no direct audio->image model is installed (give one with --model)"),
+    (("audio", "midi"), False, "reference (audio -transkun-> midi); no direct audio->midi model"),
+    (("midi", "audio"), False, "render (midi -fluidsynth-> audio); no direct midi->audio model"),
+    (("midi", "audio"), True, "direct (midi -umust-> audio)"),
+    (("notation", "audio"), True, "render (notation -perform-> midi -fluidsynth-> audio)"),
+    (("notation", "image"), True, "direct (notation -umust-> image)"),
+])
+def test_route_from_task_and_installed_models(task, with_model, expected):
+    assert choose_route(*task, Options(), _yes if with_model else _no).describe().startswith(expected)
+
+
+def test_route_options_and_missing_models():
+    via = choose_route("image", "audio", Options(via="notation", synth="neural"), _yes)
+    assert via.describe() == "cascade (image -umust-> notation -perform-> midi -umust-> audio)"
+    assert via.model_kinds() == ["translator-i2a"]
+    umust = choose_route("audio", "notation", Options(transcriber="umust"), _yes)
+    assert umust.engines == ("umust", "quantize")
+    assert choose_route("notation", "image", Options(via="render"), _yes).kind == "render"
+    with pytest.raises(CheckpointError, match="--model"):
+        choose_route("image", "notation", Options(), _no)
+    with pytest.raises(CheckpointError, match="--model"):
+        choose_route("audio", "image", Options(transcriber="umust"), _no)
+    with pytest.raises(BadInputError, match="no --via direct"):
+        choose_route("notation", "midi", Options(via="direct"), _yes)
+    with pytest.raises(BadInputError, match="--via"):
+        Options(via="fast")
+
+
+def test_plan_jobs_tasks_from_suffixes_and_folders(tmp_path):
+    (job,) = plan_jobs([Path("a.png")], tmp_path / "a.lmx", None)
+    assert job.task == ("image", "notation")
+    with pytest.raises(BadInputError, match="does not fit"):
+        plan_jobs([Path("a.png")], tmp_path / "a.wav", "omr")
+    with pytest.raises(BadInputError, match="--task"):
+        plan_jobs([Path("a.mid"), Path("b.mid")], tmp_path / "out", None)
+    jobs = plan_jobs([Path("x/a.mid"), Path("y/b.mid")], tmp_path / "out", "m2a")
+    assert [j.dest.name for j in jobs] == ["a.wav", "b.wav"] and jobs[0].task == ("midi", "audio")
+    with pytest.raises(BadInputError, match="not an audio file"):
+        plan_jobs([Path("a.mid")], tmp_path / "out", "amt")
+    with pytest.raises(BadInputError, match="suffix"):
+        plan_jobs([Path("a.txt")], tmp_path / "a.wav", None)
+
+
+def test_generated_lmx_is_decoded_leniently_or_refused_in_one_line():
+    xml = musicxml_of(Notation(lmx=("G4", "quarter", "measure", "clef:G2", "G4", "voice:1", "quarter", "staff:1")))
+    import music21
+
+    score = music21.converter.parseData(xml)
+    assert len(score.flatten().notes) == 1                         # the tokens before 'measure' dropped
+    with pytest.raises(TranslationError, match="no measure"):
+        musicxml_of(Notation(lmx=("G4", "quarter")))
+
+
+def test_measure_chunks_cut_at_measures():
+    tokens = "measure a b measure c measure d e f".split()
+    assert measure_chunks(tokens, 6) == [["measure", "a", "b", "measure", "c"], ["measure", "d", "e", "f"]]
+    with pytest.raises(BadInputError, match="longer than the model"):
+        measure_chunks(tokens, 3)
+
+
+def test_pages_are_split_into_systems(files):
+    assert len(read_systems(files["page"])) == 2
+    assert [s.shape for s in read_systems(files["png"])] == [(126, 240)]
+
+
+def test_estimated_tempo_finds_the_sixteenth_grid():
+    pm = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(0)
+    beat = 60 / 96                                                 # 96 BPM, eighths and sixteenths
+    for q in (0, 0.5, 1, 1.25, 1.5, 2, 3, 3.5, 3.75, 4, 5, 6):
+        piano.notes.append(pretty_midi.Note(80, 60, q * beat + 0.1, q * beat + 0.1 + beat / 4))
+    pm.instruments.append(piano)
+    assert estimate_tempo(pm) == pytest.approx(96, abs=1)
+
+
+# ------------------------------------------------------------------ every file-type pair, tiny model
+def _check_output(path: Path, modality: str) -> None:
+    if modality == "audio":
+        audio, sr = soundfile.read(str(path))
+        assert sr == SR and 0 < len(audio) <= 4 * TINY_AUDIO_STEPS * 512
+    elif modality == "image":
+        with Image.open(path) as im:
+            assert im.size[0] > 0 and im.size[1] > 0
+    elif modality == "midi":
+        pretty_midi.PrettyMIDI(str(path))
+    elif path.suffix == ".lmx":
+        assert path.read_text().startswith("version: 1.0\nflavor: core\n---\n")
+    else:
+        import music21
+
+        music21.converter.parse(str(path))
+
+
+@pytest.mark.parametrize("src, suffix, route, target", [
+    ("png", ".wav", "direct", "audio"),
+    ("page", ".wav", "direct", "audio"),
+    ("png", ".lmx", "direct", "notation"),
+    ("png", ".musicxml", "direct", "notation"),
+    ("png", ".mid", "cascade", "midi"),
+    ("wav", ".mid", "direct", "midi"),
+    ("wav", ".png", "direct", "image"),
+    ("musicxml", ".png", "direct", "image"),
+    ("mid", ".wav", "direct", "audio"),
+])
+def test_direct_routes_with_a_tiny_model(files, tiny, tmp_path, one_torch_thread, src, suffix, route, target):
+    out = tmp_path / "out" / f"result{suffix}"
+    result = _run([files[src], "-o", out, "--model", tiny, "--device", "cpu", "--json"])
+    if result.exit_code == 1:
+        # random weights: generated LMX may not be MusicXML; then one line, exit 1, no file
+        assert suffix in (".musicxml", ".mid")
+        _one_error_line(result, 1, "LMX")
+        _no_files(out.parent)
+        return
+    (row,) = _json(result)["done"]
+    assert row["route"] == route and row["stages"][-1] == target
+    _check_output(out, target)
+
+
+def test_cascade_from_audio_with_umusts_transcriber(files, tiny, tmp_path, one_torch_thread):
+    out = tmp_path / "score.png"
+    result = _run([files["wav"], "-o", out, "--model", tiny, "--via", "notation", "--transcriber", "umust",
+                   "--device", "cpu", "--json"])
+    if result.exit_code == 1:                                      # random weights may transcribe no note
+        _one_error_line(result, 1, "no notes")
+        return
+    (row,) = _json(result)["done"]
+    assert row["route"] == "cascade" and row["engines"] == ["umust", "quantize", "verovio"]
+    _check_output(out, "image")
+
+
+# ------------------------------------------------------------------ render and cascade routes, no model
+@pytest.mark.parametrize("src, suffix, route", [
+    ("musicxml", ".png", "render"), ("krn", ".wav", "render"), ("krn", ".mid", "render"),
+    ("mid", ".wav", "render"), ("mid", ".musicxml", "cascade"),
+])
+def test_render_routes_need_no_model(files, tmp_path, src, suffix, route):
+    out = tmp_path / f"result{suffix}"
+    (row,) = _json(_run([files[src], "-o", out, "--json"]))["done"]
+    assert row["route"] == route
+    if suffix == ".wav":
+        audio, sr = soundfile.read(str(out))
+        assert sr == SR and len(audio) / sr > 1.0
+    elif suffix == ".mid":
+        assert sum(len(i.notes) for i in pretty_midi.PrettyMIDI(str(out)).instruments) > 5
+    elif suffix == ".musicxml":
+        import music21
+
+        pitches = sorted(p.midi for n in music21.converter.parse(str(out)).flatten().notes for p in n.pitches)
+        assert pitches == [60, 64, 67, 72]
+    else:
+        with Image.open(out) as im:
+            assert im.size[0] > 100 and im.size[1] > 50
+
+
+# ------------------------------------------------------------------ bad inputs and batches
+def test_no_route_without_a_model_is_one_line(files, tmp_path):
+    _one_error_line(_run([files["png"], "-o", tmp_path / "o" / "x.wav"]), 2, "--model", "image")
+    _no_files(tmp_path / "o")
+
+
+def _bad_inputs(d: Path) -> dict[str, Path]:
+    blobs = np.full((100, 200), 255, np.uint8)                      # ink, but no staff lines
+    for x in range(10, 190, 30):
+        blobs[30:60, x:x + 15] = 0
+    soundfile.write(str(d / "silent.wav"), np.zeros(SR, np.float32), SR)
+    (d / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
+    (d / "corrupt.mid").write_bytes(b"not a midi file")
+    return {"nostaff": _save_png(d / "blobs.png", blobs), "silent": d / "silent.wav",
+            "corrupt": d / "corrupt.wav", "corruptmid": d / "corrupt.mid"}
+
+
+@pytest.mark.parametrize("bad, suffix, words", [
+    ("nostaff", ".wav", ("no staff",)), ("silent", ".mid", ("silent",)), ("corrupt", ".mid", ("corrupt.wav",)),
+    ("corruptmid", ".wav", ("MIDI",)),
+])
+def test_bad_inputs_are_one_line_and_leave_no_file(tiny, tmp_path, bad, suffix, words):
+    src = _bad_inputs(tmp_path)[bad]
+    out = tmp_path / "out" / f"x{suffix}"
+    _one_error_line(_run([src, "-o", out, "--model", tiny, "--device", "cpu"]), 2, *words)
+    _no_files(out.parent)
+
+
+def test_a_checkpoint_of_another_vocabulary_is_refused(files, tmp_path):
+    import torch
+
+    from umust_cli.checkpoint import save_model
+    from umust_cli.codecs.vocab import Vocabulary
+    from umust_cli.model.translator import MODEL_KIND, Translator, make_config
+
+    other = Vocabulary(notation=tuple(f"n{i}" for i in range(40)), midi=tuple(f"m{i}" for i in range(60)))
+    cfg = make_config("tiny", other)
+    torch.manual_seed(0)
+    save_model(tmp_path / "other", Translator(cfg).state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()}, other)
+    result = _run([files["mid"], "-o", tmp_path / "out" / "x.wav", "--model", tmp_path / "other", "--device", "cpu"])
+    _one_error_line(result, 2, "another vocabulary")
+    _no_files(tmp_path / "out")
+
+
+def test_colliding_outputs_are_refused_before_starting(files, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        _midi(tmp_path / sub / "same.mid")
+    result = _run([tmp_path / "a" / "same.mid", tmp_path / "b" / "same.mid", "-o", tmp_path / "out", "--task", "m2a"])
+    _one_error_line(result, 2, "same output")
+    _no_files(tmp_path / "out")
+
+
+def test_a_batch_keeps_going_past_a_bad_file(files, tmp_path):
+    bad = _bad_inputs(tmp_path)["corruptmid"]
+    result = _run([files["mid"], bad, "-o", tmp_path / "out", "--task", "m2a", "--json"])
+    assert result.exit_code == 3, result.output
+    report = json.loads(result.stdout)
+    assert [Path(r["output"]).name for r in report["done"]] == ["notes.wav"]
+    assert [Path(r["input"]).name for r in report["failed"]] == ["corrupt.mid"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.wav"]

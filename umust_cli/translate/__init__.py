@@ -1,0 +1,1 @@
+"""`umust translate`: routes (which translation) and the pipeline that runs them."""

@@ -1,0 +1,160 @@
+"""The translator's own tasks (route ``direct``, or a ``umust`` step of a cascade).
+
+Each step encodes its source with the modality's codec (the image codec normalizes the
+staff scale), wraps the local ids with the unified vocabulary's [SOS]/[EOS], lets the
+direction model generate the target's ids (``model.generate``; greedy unless the run
+samples) and decodes them with the target's codec. Sources longer than the model takes
+are cut and the pieces' outputs joined in order:
+
+* image systems one by one (a page was split into systems before);
+* audio in windows of at most AUDIO_WINDOW_S seconds and the model's audio steps;
+* MIDI in segments of at most MIDI_WINDOW_S seconds and the model's MIDI steps;
+* LMX at measure boundaries, at most the model's notation steps a piece.
+
+A generated image is cut to whole patch columns (the system's height is
+IMAGE_HEIGHT_PATCHES, or the model's most rows); a piece whose model output is empty
+is a TranslationError.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pretty_midi
+
+from umust_cli.codecs.audio import HOP, flatten as flatten_audio
+from umust_cli.codecs.base import Codes
+from umust_cli.codecs.midi import MidiCodec, MidiSegment
+from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
+from umust_cli.errors import BadInputError, TranslationError
+from umust_cli.model.generate import generate, step_positions, to_steps
+from umust_cli.model.translator import SLOTS
+from umust_cli.translate.engines import Engines
+from umust_cli.translate.values import Notation, lmx_tokens
+
+SAMPLE_RATE = 44100
+AUDIO_WINDOW_S = 10.0        # audio sources are translated in windows of at most this
+MIDI_WINDOW_S = 10.0         # MIDI sources in segments of at most this
+IMAGE_HEIGHT_PATCHES = 10    # height of a generated system image (160 px at the codec's scale)
+
+
+def translate_ids(engines: Engines, source: str, target: str, local_ids: Sequence[int],
+                  src_height: int | None = None, tgt_height: int | None = None, piece: int = 0) -> list[int]:
+    """Local ids of one source piece -> the local ids the direction model generates."""
+    model = engines.translator(source, target)
+    steps = to_steps(engines.vocab.wrap(source, list(local_ids)), source, model.cfg)[None].to(engines.device)
+    pos = step_positions(steps, source, src_height)
+    out = generate(model, steps, pos, source, target, engines.decoding(piece), height=tgt_height)[0]
+    return engines.vocab.to_local(target, out)
+
+
+def _limit(engines: Engines, source: str, target: str, modality: str) -> int:
+    cfg = engines.translator(source, target).cfg
+    return cfg.max_steps[cfg.index(modality)]
+
+
+def _image_height(engines: Engines, source: str) -> int:
+    return min(IMAGE_HEIGHT_PATCHES, engines.translator(source, "image").cfg.max_rows)
+
+
+# ------------------------------------------------------------------ from images
+def image_to_audio(systems: list[np.ndarray], engines: Engines) -> np.ndarray:
+    codec, pieces = engines.image_codec(), []
+    for i, gray in enumerate(systems):
+        codes = codec.encode(gray)
+        ids = translate_ids(engines, "image", "audio", codes.ids, src_height=codes.shape[0], piece=i)
+        ids = ids[: len(ids) - len(ids) % SLOTS]
+        if not ids:
+            raise TranslationError(f"system {i + 1}: the model generated no audio")
+        pieces.append(engines.audio_codec().decode(ids))
+    return np.concatenate(pieces)
+
+
+def image_to_notation(systems: list[np.ndarray], engines: Engines) -> Notation:
+    """OMR: the LMX tokens of every system, one after another (consecutive measures)."""
+    codec, names, tokens = engines.image_codec(), NotationCodec().token_names(), []
+    for i, gray in enumerate(systems):
+        codes = codec.encode(gray)
+        ids = translate_ids(engines, "image", "notation", codes.ids, src_height=codes.shape[0], piece=i)
+        tokens.extend(names[t] for t in ids)
+    return Notation(lmx=tuple(tokens))
+
+
+# ------------------------------------------------------------------ from audio
+def audio_windows(samples: np.ndarray, engines: Engines, target: str) -> list[tuple[float, float, list[int]]]:
+    """(start s, end s, local audio ids) of windows of at most AUDIO_WINDOW_S and the model's steps."""
+    frames = min(_limit(engines, "audio", target, "audio"), round(AUDIO_WINDOW_S * SAMPLE_RATE / HOP))
+    codes = engines.audio_codec().encode_codes(samples)            # (4, total frames)
+    out = []
+    for lo in range(0, codes.shape[1], frames):
+        hi = min(codes.shape[1], lo + frames)
+        out.append((lo * HOP / SAMPLE_RATE, min(hi * HOP, len(samples)) / SAMPLE_RATE, flatten_audio(codes[:, lo:hi])))
+    return out
+
+
+def audio_to_midi(samples: np.ndarray, engines: Engines) -> pretty_midi.PrettyMIDI:
+    segments = [MidiSegment(round(a, 6), round(b, 6), translate_ids(engines, "audio", "midi", ids, piece=i))
+                for i, (a, b, ids) in enumerate(audio_windows(samples, engines, "midi"))]
+    return MidiCodec().decode_segments(segments)
+
+
+def audio_to_image(samples: np.ndarray, engines: Engines) -> list[np.ndarray]:
+    h = _image_height(engines, "audio")
+    ids = [translate_ids(engines, "audio", "image", w, tgt_height=h, piece=i)
+           for i, (_, _, w) in enumerate(audio_windows(samples, engines, "image"))]
+    return _decode_systems(ids, h, engines)
+
+
+# ------------------------------------------------------------------ from MIDI and notation
+def midi_to_audio(midi: pretty_midi.PrettyMIDI, engines: Engines) -> np.ndarray:
+    """Each MIDI segment's generated audio, concatenated."""
+    most = _limit(engines, "midi", "audio", "midi")
+    segments = MidiCodec().encode_segments(midi, max_seconds=MIDI_WINDOW_S, max_tokens=most)
+    pieces = []
+    for i, seg in enumerate(segments):
+        ids = translate_ids(engines, "midi", "audio", seg.ids, piece=i)
+        ids = ids[: len(ids) - len(ids) % SLOTS]
+        if ids:
+            pieces.append(engines.audio_codec().decode(ids))
+    if not pieces:
+        raise TranslationError("the model generated no audio")
+    return np.concatenate(pieces)
+
+
+def notation_to_image(notation: Notation, engines: Engines) -> list[np.ndarray]:
+    h = _image_height(engines, "notation")
+    chunks = measure_chunks(lmx_tokens(notation), _limit(engines, "notation", "image", "notation"))
+    ids = [translate_ids(engines, "notation", "image", tokens_to_ids(c), tgt_height=h, piece=i)
+           for i, c in enumerate(chunks)]
+    return _decode_systems(ids, h, engines)
+
+
+def measure_chunks(tokens: Sequence[str], limit: int) -> list[list[str]]:
+    """LMX tokens cut before ``measure`` tokens into pieces of at most ``limit`` tokens."""
+    measures: list[list[str]] = []
+    for t in tokens:
+        if t == "measure" or not measures:
+            measures.append([])
+        measures[-1].append(t)
+    chunks: list[list[str]] = [[]]
+    for m in measures:
+        if len(m) > limit:
+            raise BadInputError(f"a measure of {len(m)} LMX tokens is longer than the model takes ({limit})")
+        if len(chunks[-1]) + len(m) > limit:
+            chunks.append([])
+        chunks[-1].extend(m)
+    return [c for c in chunks if c]
+
+
+def _decode_systems(per_piece: list[list[int]], height: int, engines: Engines) -> list[np.ndarray]:
+    """Generated image ids (whole columns of ``height`` patches kept) -> system images."""
+    column = SLOTS * height
+    systems = []
+    for ids in per_piece:
+        ids = ids[: len(ids) - len(ids) % column]
+        if ids:
+            systems.append(engines.image_codec().decode(Codes(ids, (height, len(ids) // column))))
+    if not systems:
+        raise TranslationError("the model generated no image columns")
+    return systems

@@ -1,0 +1,114 @@
+"""What a translation run loads, each thing once: translator models, codecs, soundfont.
+
+``RunConfig`` holds the run's settings (the CLI's options); ``Engines`` loads what the
+steps ask for on first use. The direction model of a task (registry kind
+``translator-i2a`` / ``translator-a2i``) is ``--model`` (a registered name or a checkpoint
+folder) or the shipped default; :func:`model_folder` says None when neither exists, which
+``routes.choose_route`` reads through :func:`has_model`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from umust_cli import registry
+from umust_cli.checkpoint import load_module
+from umust_cli.codecs.audio import AudioCodec
+from umust_cli.codecs.image import ImageCodec
+from umust_cli.codecs.vocab import default_vocabulary
+from umust_cli.data.synth import available_soundfonts
+from umust_cli.device import resolve_device
+from umust_cli.errors import BadInputError, CheckpointError, RenderError
+from umust_cli.model.generate import DecodingOptions
+from umust_cli.model.translator import MODEL_KIND as CHECKPOINT_KIND, Translator, TranslatorConfig
+from umust_cli.translate.routes import MODEL_KIND
+
+DEFAULT_SOUNDFONT = "fluidr3"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of a translation run."""
+
+    model: str | None = None            # --model NAME|PATH: the direction model
+    device: str = "cpu"                 # auto | cpu | cuda | cuda:N
+    seed: int = 0                       # torch seed, sampling seed, performance seed
+    temperature: float = 0.0            # decoding (generate.DecodingOptions); 0 = greedy
+    top_k: int = 0
+    top_p: float = 1.0
+    soundfont: str | None = None        # FluidSynth soundfont name; None: fluidr3 or the first installed
+    tempo: float | None = None          # quantization tempo in BPM; None: estimated from the MIDI
+
+
+def model_folder(kind: str, model: str | None) -> Path | None:
+    """The checkpoint folder of the direction model ``kind``: ``model`` (a registered name or a
+    folder), else the shipped default; None when nothing is installed and none was given."""
+    if model is not None:
+        if kind in registry.MODELS:
+            return registry.resolve(kind, model)
+        path = Path(model)
+        if not path.is_dir():
+            raise CheckpointError(f"--model {model!r} is not a checkpoint folder (no {kind} model ships yet)")
+        return path
+    if kind not in registry.MODELS:
+        return None
+    try:
+        return registry.resolve(kind, None)
+    except CheckpointError:
+        return None
+
+
+def has_model(model: str | None) -> Callable[[str, str], bool]:
+    """For ``routes.choose_route``: is there a translator for the task source -> target?"""
+    return lambda a, b: model_folder(MODEL_KIND[(a, b)], model) is not None
+
+
+def load_translator(folder: Path, vocab: Any) -> Translator:
+    """A translator checkpoint; one-line CheckpointError for another kind, another vocabulary
+    (VocabularyMismatchError) or weights that do not fit their config."""
+    return load_module(folder, CHECKPOINT_KIND, lambda cfg: Translator(TranslatorConfig.from_dict(cfg)), vocab)
+
+
+class Engines:
+    """Loads translators, codecs and the soundfont on first use, once per run."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.vocab = default_vocabulary()
+        self._cache: dict[str, Any] = {}
+
+    def _once(self, key: str, load: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = load()
+        return self._cache[key]
+
+    def translator(self, source: str, target: str) -> Translator:
+        kind = MODEL_KIND[(source, target)]
+        folder = model_folder(kind, self.config.model)
+        if folder is None:
+            raise CheckpointError(f"no {kind} model is installed; give a checkpoint folder with --model")
+        return self._once(kind, lambda: load_translator(folder, self.vocab).to(self.device).eval())
+
+    def image_codec(self) -> ImageCodec:
+        return self._once("image-codec", lambda: ImageCodec.load(
+            registry.resolve("image-codec", None), self.vocab, str(self.device)))
+
+    def audio_codec(self) -> AudioCodec:
+        return self._once("audio-codec", lambda: AudioCodec.load(
+            registry.resolve("audio-codec", None), self.vocab, str(self.device)))
+
+    def soundfont(self) -> Path:
+        found = available_soundfonts(extra=True)
+        name = self.config.soundfont or next((n for n in (DEFAULT_SOUNDFONT, *found) if n in found), None)
+        if name is None:
+            raise RenderError("no General MIDI soundfont is installed (scripts/setup.sh installs them)")
+        if name not in found:
+            raise BadInputError(f"unknown soundfont {name!r}; installed: {', '.join(sorted(found))}")
+        return found[name]
+
+    def decoding(self, seed_offset: int = 0) -> DecodingOptions:
+        c = self.config
+        return DecodingOptions(temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed + seed_offset)
