@@ -101,7 +101,7 @@ def make_zoo(z: Path) -> Path:
     (z / "words.lmx").write_text("hello world\n")
     (z / "nonotes.txt").write_text("@0 10\n")
     (z / "words.txt").write_text("hello world\n")
-    (z / "far.txt").write_text("@0 99999999 time:0\n")
+    (z / "far.txt").write_text("@0 99999999 tie program:0 velocity:21 pitch:60\n")  # a note held for years
     _midi(z / "good.mid")
     (z / "truncated.mid").write_bytes((z / "good.mid").read_bytes()[:40])
     _staff_png(z / "good.png")
@@ -222,6 +222,9 @@ CASES = {
     "index-truncated-wav": ["retrieve", "index", "{z}/truncated.wav", "-o", "{o}/i.npz"],
     "index-nan-wav": ["retrieve", "index", "{z}/nan.wav", "-o", "{o}/i.npz"],
     "index-bomb-png": ["retrieve", "index", "{z}/bomb.png", "-o", "{o}/i.npz"],
+    "index-12000x12000": ["retrieve", "index", "{z}/huge.png", "-o", "{o}/i.npz"],
+    "index-pages-20000x20000": ["retrieve", "index", "{z}/bomb.png", "--pages", "-o", "{o}/i.npz"],
+    "index-pages-binary": ["retrieve", "index", "{z}/binary.png", "--pages", "-o", "{o}/i.npz"],
     "index-output-is-folder": ["retrieve", "index", "{z}/good.wav", "-o", "{o}"],
     # eval
     "eval-amt-empty-midi": ["eval", "amt", "{z}/empty.mid", "--ref", "{z}/good.mid"],
@@ -240,6 +243,21 @@ CASES = {
 }
 
 
+# What the one line must say, where the reason matters (a size is refused for its size, from the header).
+SAYS = {
+    "image-same-stems": "same output", "audio-same-stems": "same output", "image-same-file-twice": "same output",
+    "image-12000x12000": "limit is 4,000,000 pixels", "index-12000x12000": "limit is 36,000,000 pixels", "image-20000x20000": "limit is 4,000,000 pixels",
+    "image-5000x1000": "limit is 4,000,000 pixels", "index-bomb-png": "too large",
+    "image-codes-4x4000x4000": "the limit is 1,000,000", "audio-codes-4x4000x4000": "has shape (4, 4000, 4000)",
+    "audio-codes-40-minutes": "the limit is 1800 s", "audio-two-hours": "the limit is 1800 s",
+    "audio-nan": "NaN", "search-nan-wav": "NaN", "index-nan-wav": "NaN", "eval-m2a-nan-wav": "NaN",
+    "audio-one-sample": "too short", "search-one-sample-wav": "too short",
+    "audio-truncated": "truncated", "search-truncated-wav": "truncated", "search-truncated-index": "truncated",
+    "lmx-unknown-version": "unknown LMX file version '9.9'", "lmx-binary": "not a UTF-8 text",
+    "tokens-empty": "empty (0 bytes)", "tokens-far-end": "the limit is 10800 s", "tokens-no-notes": "no notes", "image-codes-empty": "empty (0 bytes)",
+    "midi-max-seconds-nan": "--max-seconds", "notation-output-is-folder": "is a folder",
+    "image-output-is-file": "is a file", "dataset-build-every-piece-fails": "2 of 2 pieces failed",
+}
 CORPUS_RECORDS = {"build.json", "manifest.jsonl", "errors.jsonl", "error.json"}
 
 
@@ -272,6 +290,7 @@ def test_bad_input_exits_2_with_one_line(case, zoo, tmp_path):
     err = result.stderr.splitlines()
     assert result.exit_code == 2, f"{case}: exit {result.exit_code}\n{result.stderr}"
     assert len(err) == 1 and err[0].startswith("error: "), result.stderr
+    assert SAYS.get(case, "") in err[0]
     assert "Traceback" not in result.stdout + result.stderr
     if case.startswith("dataset-build"):  # a corpus keeps its records of what failed (re-runs resume)
         left = {k: v for k, v in left.items() if Path(k).name not in CORPUS_RECORDS}

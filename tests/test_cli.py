@@ -30,11 +30,10 @@ def test_version():
     assert result.exit_code == 0 and result.output.startswith("umust ")
 
 
-@pytest.mark.parametrize("group", ["translate"])
-def test_empty_group_says_so_and_fails(group):
-    result = runner.invoke(app, [group])
-    assert result.exit_code == 1
-    assert "no commands yet" in result.output
+def test_translate_without_inputs_says_what_is_missing():
+    result = runner.invoke(app, ["translate"])
+    assert result.exit_code == 2
+    assert "Missing argument" in result.output
 
 
 def test_cli_import_stays_light():
@@ -66,6 +65,13 @@ def test_internal_failure_exit_1():
     assert runner.invoke(_app_raising(RenderError("verovio crashed")), []).exit_code == 1
     result = runner.invoke(_app_raising(ZeroDivisionError("boom")), [])
     assert result.exit_code == 1 and "internal error: ZeroDivisionError" in result.output
+
+
+def test_a_message_with_newlines_is_still_one_line():
+    result = runner.invoke(_app_raising(RuntimeError("size mismatch for a\n\tsize mismatch for b")), [])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: internal error: RuntimeError: size mismatch for a size mismatch for b"]
 
 
 def test_man_pages_and_completions_are_current():

@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from umust_cli.data.render import content_divisions
 from umust_cli.errors import BadInputError, ImageError
+from umust_cli.inputs import load_image
 
 
 @dataclass(frozen=True)
@@ -107,17 +108,12 @@ def rasterize_pdf(path: str | Path, width_px: int) -> list[np.ndarray]:
 
 
 def load_pages(path: str | Path, width_px: int) -> list[np.ndarray]:
-    """Pages of a PDF, or the one page of an image file, as uint8 grayscale arrays."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Pages of a PDF, or the one page of an image file (through the one validated image
+    loader, umust_cli.inputs), as uint8 grayscale arrays."""
     path = Path(path)
     if path.suffix.lower() == ".pdf":
         return rasterize_pdf(path, width_px)
-    try:
-        with Image.open(path) as im:
-            return [np.asarray(im.convert("L"), dtype=np.uint8)]
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageError(f"cannot read image {path}: {e}") from e
+    return [load_image(path)]
 
 
 def ink_mask(gray: np.ndarray) -> np.ndarray:
