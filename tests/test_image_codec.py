@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -11,10 +12,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from umust_cli.cli.main import app
-from umust_cli.codecs.base import Codec
-from umust_cli.codecs.image import (ImageCodec, flatten, global_to_systems, load_gray, pad_to_multiple,
-                                    preprocess, shift_variants, systems_to_global, threshold_white,
-                                    unflatten)
+from umust_cli.codecs.base import Codec, Codes
+from umust_cli.codecs.image import (STAFF_SPACING_PX, ImageCodec, flatten, global_to_systems, load_gray,
+                                    measure_staff, normalize_scale, pad_to_multiple, preprocess, resize,
+                                    scaled_size, shift_variants, staff_scale, systems_to_global,
+                                    threshold_white, unflatten)
 from umust_cli.codecs.vocab import SEP, default_vocabulary
 from umust_cli.errors import ImageError
 from umust_cli.eval.image_metrics import foreground_f1, psnr
@@ -167,15 +169,60 @@ def test_encode_decode_shapes_and_ranges(tmp_path):
     Image.fromarray(staff_image(0, h=70, w=100)).save(path)  # pads to 80 x 112 -> 5 x 7 patches
     grid = codec.encode_grid(path)
     assert grid.shape == (4, 5, 7)
-    ids = codec.encode(path)
-    assert len(ids) == 4 * 5 * 7
-    assert all(k * 1024 <= i < k * 1024 + 32 for n, i in enumerate(ids) for k in [n % 4])
-    img = codec.decode(ids, height_patches=5)
-    assert img.shape == (80, 112) and img.dtype == np.uint8
-    with pytest.raises(ImageError, match="height"):
-        codec.decode(ids)
+    codes = codec.encode(path, rescale=False)
+    assert isinstance(codes, Codes) and codes.shape == (5, 7) and codes.size == (70, 100)
+    assert codes.scale == 1.0 and list(codes) == flatten(grid) and len(codes) == 4 * 5 * 7
+    assert all(k * 1024 <= i < k * 1024 + 32 for n, i in enumerate(codes) for k in [n % 4])
+    img = codec.decode(codes)
+    assert img.shape == (70, 100) and img.dtype == np.uint8          # the input's size
+    assert codec.decode(Codes(codes.ids, (5, 7))).shape == (80, 112)  # no size: the codec's own
+    with pytest.raises(ImageError, match="patch grid"):
+        codec.decode(list(codes))                                     # bare ids carry no height
     with pytest.raises(ImageError, match="whole columns"):
-        codec.decode(ids, height_patches=3)
+        codec.decode(Codes(codes.ids, (3, 7)))
+    with pytest.raises(ImageError, match=r"are \(5, 7\) patches, not \(5, 8\)"):
+        codec.decode(Codes(codes.ids, (5, 8)))
+
+
+def test_staff_spacing_by_run_lengths():
+    thickness, spacing = measure_staff(staff_image(0))          # 1-px lines 8 px apart
+    assert thickness == 1.0 and spacing == pytest.approx(8.0, abs=0.05)
+    big = resize(staff_image(0), 144, 384)                     # 1.5x: lines 12 px apart
+    assert measure_staff(big)[1] == pytest.approx(12.0, rel=0.03)
+    assert staff_scale(big) == pytest.approx(STAFF_SPACING_PX / 12.0, rel=0.03)
+    near = resize(staff_image(0), 105, 280)                    # 8 x 1.09 = 8.75: within 4% of 9
+    assert staff_scale(near) == 1.0
+    scaled, scale = normalize_scale(big)
+    assert scaled.shape == scaled_size(big.shape, scale)
+    assert measure_staff(scaled)[1] == pytest.approx(STAFF_SPACING_PX, rel=0.04)
+
+
+def test_image_without_staff_is_refused_unless_asked():
+    rng = np.random.default_rng(3)
+    blobs = np.full((96, 256), 255, np.uint8)
+    for y, x in rng.integers(4, 90, (40, 2)):
+        blobs[y:y + 5, 3 * x % 250:3 * x % 250 + 6] = 0     # noteheads, no lines
+    for image in (blobs, np.full((64, 64), 255, np.uint8)):
+        with pytest.raises(ImageError, match="no staff found"):
+            measure_staff(image)
+    codec = ImageCodec(RQVAE(PRESETS["tiny"]))
+    with pytest.raises(ImageError, match="no staff found"):
+        codec.encode(blobs)
+    assert codec.encode(blobs, rescale=False).shape == (6, 16)
+
+
+def test_rescaled_codes_decode_to_the_input_size():
+    torch.manual_seed(0)
+    codec = ImageCodec(RQVAE(PRESETS["tiny"]))
+    big = resize(staff_image(1), 150, 403)                      # lines 12.5 px apart, odd width
+    codes = codec.encode(big)
+    assert codes.scale == pytest.approx(9 / 12.5, rel=0.03) and codes.size == (150, 403)
+    h, w = scaled_size(big.shape, codes.scale)
+    assert codes.shape == (-(-h // 16), -(-w // 16))
+    assert codec.decode(codes).shape == (150, 403)
+    variants = codec.encode_variants(big, shifts=True)
+    assert len(variants) == 32 and variants[0] == codes
+    assert {v.scale for v in variants} == {codes.scale}
 
 
 @pytest.fixture(scope="module")
@@ -248,18 +295,27 @@ def test_tokenize_image_cli_round_trip_and_bad_files(tmp_path, trained_tiny):
                                  "--codec", str(trained_tiny), "--json"])
     assert result.exit_code == 3, result.output  # one bad file: reported, the good one still done
     assert "1 of 2 files failed" in result.output and "bad.png" in result.output
-    grid = np.load(out / "good.npy")
-    assert grid.shape == (4, 6, 8) and grid.dtype == np.int16
+    grid = np.load(out / "good.npy")                  # lines 8 px apart -> x 1.125 -> 101 x 135
+    assert grid.shape == (4, 7, 9) and grid.dtype == np.int16
+    assert json.loads((out / "good.json").read_text()) == {"scale": 1.125, "size": [90, 120]}
     codec = ImageCodec.load(trained_tiny)
-    assert np.array_equal(grid, codec.encode_grid(good))
+    codes = codec.encode(good)
+    assert np.array_equal(grid, unflatten(codes.ids, 7))
     result = runner.invoke(app, ["tokenize", "image", str(out / "good.npy"), "-o", str(tmp_path / "png"),
                                  "--codec", str(trained_tiny), "--decode"])
     assert result.exit_code == 0, result.output
     png = np.asarray(Image.open(tmp_path / "png" / "good.png"))
-    assert np.array_equal(png, codec.decode_grid(grid))
+    assert png.shape == (90, 120) and np.array_equal(png, codec.decode(codes))
+    (out / "good.json").unlink()                        # a bare grid decodes at the codec's scale
+    result = runner.invoke(app, ["tokenize", "image", str(out / "good.npy"), "-o", str(tmp_path / "png"),
+                                 "--codec", str(trained_tiny), "--decode"])
+    assert np.asarray(Image.open(tmp_path / "png" / "good.png")).shape == (112, 144)
     result = runner.invoke(app, ["tokenize", "image", str(good), "-o", str(tmp_path / "shifts"),
                                  "--codec", str(trained_tiny), "--shifts"])
     assert result.exit_code == 0 and len(list((tmp_path / "shifts").glob("good.s*.npy"))) == 32
+    result = runner.invoke(app, ["tokenize", "image", str(good), "-o", str(tmp_path / "raw"),
+                                 "--codec", str(trained_tiny), "--no-rescale"])
+    assert result.exit_code == 0 and np.load(tmp_path / "raw" / "good.npy").shape == (4, 6, 8)
 
 
 def test_line_terms_known_values():

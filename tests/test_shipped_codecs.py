@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from umust_cli import registry
 from umust_cli.cli.main import app
-from umust_cli.codecs.image import load_gray, preprocess
+from umust_cli.codecs.image import load_gray, preprocess, threshold_white
 from umust_cli.errors import CheckpointError
 from umust_cli.eval.image_metrics import foreground_f1, psnr
 
@@ -59,10 +59,14 @@ def test_shipped_image_codec_round_trip_through_the_cli(example, tmp_path):
     assert codes.shape == (4, ref.shape[0] // 16, ref.shape[1] // 16)
     assert codes.min() >= 0 and codes.max() < 1024
     assert len(np.unique(codes[0])) > 20  # the codes carry the picture, not one blank code
+    # a system rendered like the training images is encoded at its own scale
+    assert json.loads((tmp_path / "codes" / f"{png.stem}.json").read_text()) == \
+        {"scale": 1.0, "size": list(load_gray(png).shape)}
     result = runner.invoke(app, ["tokenize", "image", str(tmp_path / "codes" / f"{png.stem}.npy"),
                                  "--decode", "-o", str(tmp_path / "back"), "--codec", str(codec_dir)])
     assert result.exit_code == 0, result.output
     out = load_gray(tmp_path / "back" / f"{png.stem}.png")
+    ref = threshold_white(load_gray(png))   # decoding returns to the input's size (no padding)
     assert out.shape == ref.shape
     # measured on 64 held-out systems: PSNR 21.1 dB, ink F1 0.90 (worst 18.3 dB / 0.75)
     assert psnr(ref, out) > 17.0 and foreground_f1(ref, out) > 0.75
@@ -89,3 +93,32 @@ def test_shipped_audio_codec_round_trip_through_the_cli(example, tmp_path):
     silence = np.zeros(n, np.float32)
     # measured on 16 held-out clips: mel distance 1.95; silence scores far worse
     assert mel_distance(ref[:n], out[:n]) < 2.6 < mel_distance(ref[:n], silence + 1e-4)
+
+
+def test_one_protocol_for_all_four_codecs(example):
+    """Generic code: encode -> Codes -> decode, the same two calls for every modality."""
+    import pretty_midi
+
+    from umust_cli.codecs.audio import HOP, AudioCodec
+    from umust_cli.codecs.base import Codec, Codes
+    from umust_cli.codecs.image import ImageCodec
+    from umust_cli.codecs.midi import MidiCodec
+    from umust_cli.codecs.notation import NotationCodec
+
+    corpus, row = example
+    codecs = {"notation": (NotationCodec(), corpus / row["musicxml"]), "midi": (MidiCodec(), corpus / row["mid"]),
+              "image": (ImageCodec.load(shipped("image")), corpus / row["png"]),
+              "audio": (AudioCodec.load(shipped("audio")), corpus / row["wav"])}
+    decoded = {}
+    for name, (codec, source) in codecs.items():
+        assert isinstance(codec, Codec) and codec.modality == name
+        codes = codec.encode(source)
+        assert isinstance(codes, Codes) and len(codes) > 0
+        assert all(0 <= i < codec.vocab_size for i in codes)
+        decoded[name] = (codes, codec.decode(codes))
+    assert decoded["notation"][1].lstrip().startswith("<?xml")
+    assert isinstance(decoded["midi"][1], pretty_midi.PrettyMIDI) and decoded["midi"][1].instruments
+    image_codes, image = decoded["image"]
+    assert image.shape == load_gray(corpus / row["png"]).shape == image_codes.size
+    audio_codes, audio = decoded["audio"]
+    assert audio.shape == (audio_codes.shape[0] * HOP,) and len(audio_codes) == 4 * audio_codes.shape[0]

@@ -222,6 +222,7 @@ def _image_encode(codec, src: Path, outs: list[Path], rescale: bool) -> dict:
 
     gray = load_image(src, max_pixels=MAX_SYSTEM_PIXELS)
     variants = codec.encode_variants(gray, shifts=len(outs) > 1, rescale=rescale)
+    variants = variants[:1] + variants if len(outs) > 1 else variants  # STEM.npy, then s00 (= it) .. s31
     for dest, codes in zip(outs, variants):
         _save_codes(dest, grid_of(codes))
     main = variants[0]

@@ -33,10 +33,11 @@ from typing import Sequence
 import numpy as np
 
 from umust_cli import inputs
+from umust_cli.checkpoint import load_module
 from umust_cli.codecs.base import Codes, as_codes
-from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS, Vocabulary, codebook_names
+from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS, Vocabulary, codebook_names, default_vocabulary
 from umust_cli.errors import AudioError, CheckpointError
-from umust_cli.model.dac_codec import MODEL_KIND, SAMPLE_RATE
+from umust_cli.model.dac_codec import MODEL_KIND, SAMPLE_RATE, DACConfig, build_generator
 
 HOP = 512                                 # samples per frame
 SHIFTS = tuple(range(-20, 21, 5))         # shift augmentation offsets in samples
@@ -176,10 +177,6 @@ class AudioCodec:
              device: str = "cpu") -> "AudioCodec":
         """Weights + config from ``ckpt_dir``; its vocabulary must match ``vocab``
         (default: the shipped vocabulary), else VocabularyMismatchError."""
-        from umust_cli.codecs.vocab import default_vocabulary
-        from umust_cli.model.dac_codec import DACConfig, build_generator
-        from umust_cli.checkpoint import load_module
-
         model = load_module(ckpt_dir, MODEL_KIND, lambda cfg: build_generator(DACConfig.from_dict(cfg)),
                             vocab or default_vocabulary())
         return cls(model, device)

@@ -3,6 +3,8 @@
 Pipeline (U-MusT section III-A-1)::
 
     PNG / uint8 array --load_gray--> (H, W) uint8, 255 = white paper
+        --normalize_scale--> resized so that its staff lines are STAFF_SPACING_PX
+                        apart, like the training renders (factor ``scale``)
         --preprocess--> pixels brighter than (median - 20) set to 255,
                         height and width padded with white to multiples of 16
         --to_ink--> (1, 1, H, W) float ink in [0, 1] (0 = paper, 1 = black)
@@ -15,10 +17,21 @@ codebook k with code c giving local id ``k * 1024 + c`` (the layout of the
 image range in ``vocab.py``). A system of Hp x Wp patches therefore yields
 ``4 * Hp * Wp`` ids, and every run of ``4 * Hp`` ids is one column.
 
-The height in patches is *not* in the sequence: ``unflatten`` and ``decode``
-take it as an argument. The ``.npy`` files of ``umust tokenize image`` store
-the code grid itself (so the height travels with it); a translator that
-generates image tokens must be told the height of the systems it writes.
+Scale: real inputs (scans, photos, PDFs at any DPI, other engravers) never
+arrive at the training scale, and the codec reconstructs only what it was
+trained on. ``encode`` measures the input's staff-line spacing by the
+run-length method (:func:`measure_staff`: the most common vertical black run
+is the line thickness, the most common line-to-line distance of thin runs the
+spacing) and resizes the image by ``scale = STAFF_SPACING_PX / spacing``
+(left at 1 when within SCALE_TOLERANCE). An image without staff lines is an
+ImageError ("no staff found") unless the caller passes ``rescale=False``.
+
+The height in patches is *not* in the id sequence: :class:`Codes` carries it
+(``shape`` = (Hp, Wp)) with the ``scale`` and the input's ``size``, so
+``decode(codes)`` returns an image of the input's size. ``umust tokenize image``
+writes the code grid as ``STEM.npy`` and the scale and size beside it in
+``STEM.json``; a translator that generates image tokens wraps them as
+``Codes(ids, shape=(Hp, Wp))`` and gets an image at the codec's scale.
 
 Several systems of one page are encoded one by one (``encode_systems``); the
 caller joins the per-system lists with the unified vocabulary's [SEP]
@@ -32,8 +45,12 @@ from typing import Sequence
 
 import numpy as np
 
-from umust_cli.codecs.vocab import CODEBOOK_SIZE, NUM_CODEBOOKS, SEP, Vocabulary, codebook_names
+from umust_cli.checkpoint import load_module
+from umust_cli.codecs.base import Codes
+from umust_cli.codecs.vocab import (CODEBOOK_SIZE, NUM_CODEBOOKS, SEP, Vocabulary, codebook_names,
+                                    default_vocabulary)
 from umust_cli.errors import CheckpointError, ImageError
+from umust_cli.model.rqvae import RQVAE, RQVAEConfig
 from umust_cli.inputs import load_image
 
 PATCH = 16               # pixels per patch side (the RQ-VAE's compression)
@@ -41,6 +58,10 @@ WHITE = 255
 MEDIAN_OFFSET = 20       # pixels > median - 20 become white
 SHIFTS_X, SHIFTS_Y = 8, 4  # shift augmentation: 8 x 4 = 32 variants
 MODEL_KIND = "umust-rqvae-image"
+STAFF_SPACING_PX = 9.0   # line-to-line distance of the training renders (verovio scale 50)
+SCALE_TOLERANCE = 0.04   # a measured spacing within 4% of it is not resampled
+MIN_STAFF_COLUMNS = 0.1  # a staff: >= this fraction of the columns cross 5 evenly spaced lines
+STAFF_INK_CUT = 224      # staff measurement: pixels darker than this (after threshold_white) are ink
 
 
 # ---------------------------------------------------------------------------
@@ -121,6 +142,83 @@ def shift_variants(gray: np.ndarray, n_x: int = SHIFTS_X, n_y: int = SHIFTS_Y) -
             dx, dy = ix * PATCH // n_x, iy * PATCH // n_y
             out.append(np.pad(gray, ((dy, 0), (dx, 0)), constant_values=WHITE) if dx or dy else gray)
     return out
+
+
+# ---------------------------------------------------------------------------
+# Staff scale
+# ---------------------------------------------------------------------------
+
+def staff_ink(gray: np.ndarray, cut: int = STAFF_INK_CUT) -> np.ndarray:
+    """bool (H, W) ink for staff measurement: darker than ``cut`` after the paper is whitened
+    (thin antialiased staff lines of small renders are light gray, ~170)."""
+    return threshold_white(gray) < cut
+
+
+def _vertical_runs(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every vertical black run as (column, top row, length), column by column, top to bottom."""
+    edges = np.diff(np.pad(ink, ((1, 1), (0, 0))).astype(np.int8), axis=0).T  # (W, H + 1)
+    col, top = np.nonzero(edges == 1)
+    _, bottom = np.nonzero(edges == -1)
+    return col, top, bottom - top
+
+
+def measure_staff(gray: np.ndarray) -> tuple[float, float]:
+    """(line thickness, line-to-line spacing) in pixels by the run-length method.
+
+    The most common vertical black run is the staff-line thickness; the
+    spacing is the most common distance between the centres of consecutive
+    thin runs (at most thickness + 1) of a column, refined to sub-pixel by the
+    mean of the distances within one pixel of it. ImageError "no staff found" when
+    fewer than MIN_STAFF_COLUMNS of the columns cross five such lines.
+    """
+    col, top, length = _vertical_runs(staff_ink(gray))
+    if length.size < 5:
+        raise ImageError("no staff found (no staff lines in the image)")
+    thickness = int(np.bincount(length).argmax())
+    thin = length <= thickness + 1
+    col, centre = col[thin], top[thin] + (length[thin] - 1) / 2
+    same = col[1:] == col[:-1]
+    dist = (centre[1:] - centre[:-1])[same]
+    if dist.size == 0:
+        raise ImageError("no staff found (no staff lines in the image)")
+    mode = int(np.bincount(np.rint(dist).astype(np.int64)).argmax())
+    near = np.abs(dist - mode) <= 1
+    stave = np.zeros(same.shape, bool)
+    stave[same] = near
+    four = np.convolve(stave, np.ones(4, int), mode="valid") == 4  # 4 gaps = 5 lines
+    columns = np.unique(col[:-1][:four.size][four]).size
+    if mode < 2 or columns < MIN_STAFF_COLUMNS * gray.shape[1]:
+        raise ImageError(f"no staff found (5 evenly spaced lines cross {columns} of "
+                         f"{gray.shape[1]} columns)")
+    return float(thickness), float(dist[near].mean())
+
+
+def resize(gray: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (H, W) -> (height, width), antialiased (PIL Lanczos)."""
+    from PIL import Image
+
+    if gray.shape == (height, width):
+        return gray
+    out = Image.fromarray(gray).resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def staff_scale(gray: np.ndarray, spacing: float = STAFF_SPACING_PX,
+                tolerance: float = SCALE_TOLERANCE) -> float:
+    """The factor that brings the image's staff spacing to ``spacing`` (1.0 within ``tolerance``)."""
+    factor = spacing / measure_staff(gray)[1]
+    return 1.0 if abs(factor - 1.0) <= tolerance else factor
+
+
+def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
+    """(H, W) of an image of ``size`` resized by ``scale`` (at least 1 x 1)."""
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def normalize_scale(gray: np.ndarray, spacing: float = STAFF_SPACING_PX) -> tuple[np.ndarray, float]:
+    """The image resized to the codec's staff spacing, and the factor used."""
+    scale = staff_scale(gray, spacing)
+    return resize(gray, *scaled_size(gray.shape, scale)), scale
 
 
 # ---------------------------------------------------------------------------
@@ -212,10 +310,6 @@ class ImageCodec:
              device: str = "cpu") -> "ImageCodec":
         """Weights + config from ``ckpt_dir``; its vocabulary must match ``vocab``
         (default: the shipped vocabulary), else VocabularyMismatchError."""
-        from umust_cli.codecs.vocab import default_vocabulary
-        from umust_cli.model.rqvae import RQVAE, RQVAEConfig
-        from umust_cli.checkpoint import load_module
-
         model = load_module(ckpt_dir, MODEL_KIND, lambda cfg: RQVAE(RQVAEConfig.from_dict(cfg)),
                             vocab or default_vocabulary())
         return cls(model, device)
@@ -251,26 +345,67 @@ class ImageCodec:
         return from_ink(ink[0, 0].float().cpu().numpy())
 
     # ---- the Codec protocol ---------------------------------------------------
-    def encode(self, source: str | Path | bytes | np.ndarray) -> list[int]:
-        """One system image -> local ids in reading order (see module docstring)."""
-        return flatten(self.encode_grid(source))
+    def encode(self, source: str | Path | bytes | np.ndarray, rescale: bool = True) -> Codes:
+        """One system image -> Codes: ids in reading order (module docstring), shape (Hp, Wp),
+        the factor it was resized by to the training staff spacing, and its (H, W).
+        ``rescale=False`` encodes the pixels as they are (scale 1, no staff needed)."""
+        return self.encode_variants(source, rescale=rescale)[0]
 
-    def decode(self, ids: Sequence[int], height_patches: int | None = None) -> np.ndarray:
-        """Local ids of one system -> uint8 image; the height in patches must be given."""
-        if height_patches is None:
-            raise ImageError("decoding image tokens needs the system height in patches")
-        try:
-            grid = unflatten(ids, height_patches)
-        except ValueError as e:
-            raise ImageError(f"cannot decode image tokens: {e}") from e
-        return self.decode_grid(grid)
+    def decode(self, codes: Codes) -> np.ndarray:
+        """Codes of one system -> uint8 image of the encoded input's size (``codes.size``;
+        without it, the codec's (16 Hp, 16 Wp) at the training scale)."""
+        if not isinstance(codes, Codes):
+            raise ImageError("decoding image tokens needs their patch grid: "
+                             "pass Codes(ids, shape=(Hp, Wp))")
+        return restore_size(self.decode_grid(grid_of(codes)), codes.scale, codes.size)
 
-    def encode_systems(self, sources: Sequence) -> list[list[int]]:
-        """Several system images (top to bottom on the page) -> one id list each."""
+    def encode_variants(self, source: str | Path | bytes | np.ndarray, shifts: bool = False,
+                        rescale: bool = True) -> list[Codes]:
+        """``encode(source)``, then (``shifts``) the 32 shift variants of the rescaled image."""
+        gray = load_gray(source)
+        scaled, scale = normalize_scale(gray) if rescale else (gray, 1.0)
+        out = []
+        for n, img in enumerate(shift_variants(scaled) if shifts else [scaled]):
+            size = gray.shape if n == 0 else (round(img.shape[0] / scale), round(img.shape[1] / scale))
+            out.append(codes_of(self.encode_grid(img), scale, size))
+        return out
+
+    def encode_systems(self, sources: Sequence) -> list[Codes]:
+        """Several system images (top to bottom on the page) -> one Codes each."""
         return [self.encode(s) for s in sources]
 
-    def decode_systems(self, per_system: Sequence[Sequence[int]],
-                       heights: Sequence[int]) -> list[np.ndarray]:
-        if len(per_system) != len(heights):
-            raise ImageError(f"{len(per_system)} systems but {len(heights)} heights")
-        return [self.decode(ids, h) for ids, h in zip(per_system, heights)]
+    def decode_systems(self, per_system: Sequence[Codes]) -> list[np.ndarray]:
+        return [self.decode(codes) for codes in per_system]
+
+
+def restore_size(image: np.ndarray, scale: float, size: Sequence[int] | None) -> np.ndarray:
+    """A decoded (padded, rescaled) image back to the input's ``size``: crop the padding of
+    the rescaled input, then resize by 1 / ``scale``. ``size`` None: the image as it is."""
+    if size is None:
+        return image
+    h, w = scaled_size(size, scale)
+    canvas = np.full((h, w), WHITE, np.uint8)
+    hh, ww = min(h, image.shape[0]), min(w, image.shape[1])
+    canvas[:hh, :ww] = image[:hh, :ww]
+    return resize(canvas, int(size[0]), int(size[1]))
+
+
+def grid_of(codes: Codes) -> np.ndarray:
+    """The (4, Hp, Wp) code grid of image Codes (ImageError when they are not one)."""
+    if len(codes.shape) != 2:
+        raise ImageError(f"image codes need a (Hp, Wp) patch shape, got {codes.shape}")
+    try:
+        grid = unflatten(codes.ids, codes.shape[0])
+    except ValueError as e:
+        raise ImageError(f"cannot decode image tokens: {e}") from e
+    if grid.shape[1:] != codes.shape:
+        raise ImageError(f"{len(codes)} image ids are {grid.shape[1:]} patches, not {codes.shape}")
+    return grid
+
+
+def codes_of(grid: np.ndarray, scale: float = 1.0, size: Sequence[int] | None = None) -> Codes:
+    """A (4, Hp, Wp) code grid (and how its image was scaled) as Codes."""
+    try:
+        return Codes(flatten(grid), np.shape(grid)[1:], scale, size)
+    except ValueError as e:
+        raise ImageError(f"not an image code grid: {e}") from e
