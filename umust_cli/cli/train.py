@@ -251,7 +251,7 @@ def translator(
     from umust_cli.data.tokenize import corpus_vocabulary
     from umust_cli.model.translator import PRESETS
     from umust_cli.train.engine import RunOptions
-    from umust_cli.train.translator import TrainConfig, init_distributed, train_translator
+    from umust_cli.train.translator import TrainConfig, finish_distributed, init_distributed, train_translator
 
     if preset not in PRESETS:
         raise BadInputError(f"unknown --preset {preset!r} (choose from {', '.join(PRESETS)})")
@@ -267,8 +267,11 @@ def translator(
                       precision=precision, codebook_init=not no_codebook_init, best_metric=best_metric, seed=seed)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
                      eval_items=eval_items, device=str(dev), progress=not quiet and not as_json)
-    result = train_translator(data, output, cfg, run, corpus_vocabulary(data), init=init, codes_dir=codes,
-                              compile=compile_model, dist=dist)
+    try:
+        result = train_translator(data, output, cfg, run, corpus_vocabulary(data), init=init, codes_dir=codes,
+                                  compile=compile_model, dist=dist)
+    finally:
+        finish_distributed(dist)
     if dist.main:
         ev = result.eval or {}
         score = "".join(f", val {k} {ev[k]:.4f}" for k in ("loss", "SER") if k in ev)

@@ -249,11 +249,11 @@ def _special(i: int) -> torch.Tensor:
 
 
 class SequenceStore:
-    """Step tensors of the systems' sequences; code files are opened once (memory-mapped)."""
+    """Step tensors of the systems' sequences. A code file is memory-mapped for the one variant
+    read and let go (a corpus has more code files than a process may keep open)."""
 
     def __init__(self, systems: list[System], cfg: TranslatorConfig):
         self.systems, self.cfg = systems, cfg
-        self._arrays: dict[Path, np.ndarray] = {}
 
     def steps(self, i: int, modality: str, variant: int = 0) -> tuple[torch.Tensor, int]:
         """(T, 4) steps of system ``i``'s ``modality`` (shift variant ``variant``) and its
@@ -261,10 +261,7 @@ class SequenceStore:
         sys_ = self.systems[i]
         if modality in sys_.tokens:
             return token_steps(sys_.tokens[modality], modality, self.cfg), 1
-        path = sys_.codes[modality]
-        if path not in self._arrays:
-            self._arrays[path] = np.load(path, mmap_mode="r", allow_pickle=False)
-        codes = variant_of(self._arrays[path], variant)
+        codes = variant_of(np.load(sys_.codes[modality], mmap_mode="r", allow_pickle=False), variant)
         return code_steps(codes, modality, self.cfg), codes.shape[1] if modality == "image" else 1
 
 

@@ -40,7 +40,7 @@ from umust_cli.eval.metrics import pooled_ser, ser_counts
 from umust_cli.model.generate import DecodingOptions, generate
 from umust_cli.model.translator import (MODEL_KIND, Translator, TranslatorConfig, init_from_codebooks,
                                         make_config, read_codec_codebooks)
-from umust_cli.train.engine import RunOptions, TrainResult, check_resumable, fit
+from umust_cli.train.engine import ModelAndOptimizerState, RunOptions, TrainResult, check_resumable, fit
 
 PRECISIONS = ("bf16", "fp32")
 METRICS = ("auto", "loss", "ser")
@@ -163,8 +163,8 @@ def load_data(corpus: Path, split: str, cfg: TrainConfig, model_cfg: TranslatorC
                 [n for _, n in found])
 
 
-class TranslatorTask:
-    """A translator as a :class:`umust_cli.train.engine.Task`."""
+class TranslatorTask(ModelAndOptimizerState):
+    """A translator as a :class:`umust_cli.train.engine.Task` (resume state: model + optimizer)."""
 
     name = "translator"
 
@@ -315,15 +315,7 @@ class TranslatorTask:
         value = scores.get(metric)
         return None if value is None or math.isnan(value) else -float(value)
 
-    # ---- state --------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict, ckpt_dir: Path) -> None:
-        ckpt_io.check_vocabulary(ckpt_dir, self.vocab)
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-
+    # ---- files --------------------------------------------------------
     def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
         config = {"kind": MODEL_KIND, "format": 1, "step": step, "direction": self.cfg.direction,
                   "tasks": [t.name for t in self.cfg.tasks], "model": self.model_cfg.to_dict(),
@@ -381,6 +373,15 @@ def train_translator(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig,
     """
     task = make_task(corpus, ckpt_dir, cfg, run, vocab, codes_dir, compile, dist)
     return fit(task, ckpt_dir, cfg, run, init=init, on_step=on_step, main_process=dist.main)
+
+
+def finish_distributed(dist: Dist) -> None:
+    """Leave the process group (after training under torchrun)."""
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
 
 
 def _barrier(dist: Dist) -> None:
