@@ -157,6 +157,22 @@ def test_route_options_and_missing_models():
         Options(via="fast")
 
 
+def test_a_checkpoint_counts_for_the_tasks_it_was_trained_for(tiny, tmp_path):
+    import shutil
+
+    from umust_cli.translate.engines import has_model
+
+    partial = tmp_path / "omr-only"
+    shutil.copytree(tiny, partial)
+    config = json.loads((partial / "config.json").read_text())
+    (partial / "config.json").write_text(json.dumps({**config, "tasks": ["omr", "midi2audio"]}))
+    route = choose_route("image", "audio", Options(), has_model(str(partial)))
+    assert route.describe() == ("cascade (image -umust-> notation -perform-> midi -fluidsynth-> audio); "
+                                "no direct image->audio model is installed (give one with --model)")
+    assert choose_route("image", "audio", Options(), has_model(str(tiny))).kind == "direct"
+    assert plan_jobs([Path("a.wav")], tmp_path / "a.mid", "transcription")[0].task == ("audio", "midi")
+
+
 def test_plan_jobs_tasks_from_suffixes_and_folders(tmp_path):
     (job,) = plan_jobs([Path("a.png")], tmp_path / "a.lmx", None)
     assert job.task == ("image", "notation")

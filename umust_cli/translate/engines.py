@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from umust_cli import registry
-from umust_cli.checkpoint import load_module
+from umust_cli.checkpoint import load_module, read_config
 from umust_cli.codecs.audio import AudioCodec
 from umust_cli.codecs.image import ImageCodec
 from umust_cli.codecs.vocab import default_vocabulary
+from umust_cli.data.pairs import ALIASES, TASKS
 from umust_cli.data.synth import available_soundfonts
 from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, CheckpointError, RenderError
@@ -61,8 +62,31 @@ def model_folder(kind: str, model: str | None) -> Path | None:
 
 
 def has_model(model: str | None) -> Callable[[str, str], bool]:
-    """For ``routes.choose_route``: is there a translator for the task source -> target?"""
-    return lambda a, b: model_folder(MODEL_KIND[(a, b)], model) is not None
+    """For ``routes.choose_route``: is there a translator for the task source -> target? A
+    checkpoint whose config lists its ``tasks`` (the trainer's names, ``data.pairs.TASKS``, or
+    ``source>target``) counts for those tasks only."""
+    def check(a: str, b: str) -> bool:
+        folder = model_folder(MODEL_KIND[(a, b)], model)
+        if folder is None:
+            return False
+        trained = trained_tasks(folder)
+        return trained is None or (a, b) in trained
+    return check
+
+
+def trained_tasks(folder: Path) -> set[tuple[str, str]] | None:
+    """The (source, target) tasks a checkpoint's config says it was trained for; None when it
+    does not say (every task of the architecture is tried)."""
+    names = read_config(folder).get("tasks")
+    if not isinstance(names, list):
+        return None
+    out = set()
+    for name in map(str, names):
+        src, sep, tgt = name.partition(">")
+        pair = (ALIASES.get(src, src), ALIASES.get(tgt, tgt)) if sep else TASKS.get(name)
+        if pair is not None:
+            out.add(pair)
+    return out
 
 
 def load_translator(folder: Path, vocab: Any) -> Translator:

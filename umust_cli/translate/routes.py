@@ -42,7 +42,9 @@ SUFFIXES = {
 OUTPUT_SUFFIXES = {"image": (".png",), "audio": (".wav",), "notation": (".musicxml", ".xml", ".lmx"),
                    "midi": (".mid", ".midi")}
 DEFAULT_SUFFIX = {"image": ".png", "audio": ".wav", "notation": ".musicxml", "midi": ".mid"}
-ALIASES = {"omr": "i2n", "amt": "a2m"}
+ALIASES = {"omr": "i2n", "amt": "a2m",   # and the trainer's task names (data.pairs.TASKS)
+           "transcription": "a2m", "image2audio": "i2a", "midi2audio": "m2a", "lmx2image": "n2i",
+           "audio2image": "a2i", "midi2lmx": "m2n", "lmx2midi": "n2m"}
 VIAS = ("auto", "direct", "notation", "render")
 TRANSCRIBERS = ("transkun", "umust")
 SYNTHS = ("fluidsynth", "neural")
@@ -123,7 +125,7 @@ def parse_task(name: str) -> tuple[str, str]:
     code = ALIASES.get(name.lower(), name.lower())
     if code not in TASKS:
         raise BadInputError(f"unknown task {name!r}; choose one of {', '.join(TASKS)} "
-                            f"(omr = i2n, amt = a2m)")
+                            f"(or a name: {', '.join(ALIASES)})")
     by_letter = {v: k for k, v in LETTER.items()}
     return by_letter[code[0]], by_letter[code[2]]
 
