@@ -25,11 +25,12 @@ declare -gA _umust_subs=(
   ["umust tokenize image"]=""
   ["umust tokenize midi"]=""
   ["umust tokenize notation"]=""
-  ["umust train"]="codec retrieval"
+  ["umust train"]="codec retrieval translator"
   ["umust train codec"]="audio image"
   ["umust train codec audio"]=""
   ["umust train codec image"]=""
   ["umust train retrieval"]=""
+  ["umust train translator"]=""
   ["umust translate"]=""
 )
 declare -gA _umust_opts=(
@@ -55,7 +56,7 @@ declare -gA _umust_opts=(
   ["umust retrieve search"]="--index -k --top --model --window --hop --json -h --help"
   ["umust tokenize"]="-h --help"
   ["umust tokenize audio"]="-o --output --codec --decode --shifts --device --json -h --help"
-  ["umust tokenize image"]="-o --output --codec --decode --shifts --device --json -h --help"
+  ["umust tokenize image"]="-o --output --codec --decode --shifts --no-rescale --rescale --device --json -h --help"
   ["umust tokenize midi"]="-o --output --decode --max-seconds --max-tokens --json -h --help"
   ["umust tokenize notation"]="-o --output --decode --flavor --json -h --help"
   ["umust train"]="-h --help"
@@ -63,7 +64,8 @@ declare -gA _umust_opts=(
   ["umust train codec audio"]="--data -o --output --config --max-minutes --max-steps --device --batch-size --excerpt-seconds --lr --init --seed --save-every --eval-every --export --threads --quiet --json -h --help"
   ["umust train codec image"]="--data -o --output --config --max-minutes --max-steps --device --batch-scale --lr --ink-weight --blur-weight --init --seed --save-every --eval-every --export --threads --quiet --json -h --help"
   ["umust train retrieval"]="--data -o --output --val-data --config --max-minutes --max-steps --batch-size --lr --margin --soundfont --stage --init --freeze-cnn --no-tempo-augment --eq-augment-db --eq-knots --reverb-augment --seed --save-every --eval-every --device --threads --workers --quiet --json -h --help"
-  ["umust translate"]="-h --help"
+  ["umust train translator"]="--data -o --output --direction --preset --tasks --max-minutes --max-steps --device --image-layout --init --batch-tokens --accum --precision --compile --lr --warmup-steps --decay-steps --no-codebook-init --best-metric --codes --seed --save-every --eval-every --eval-items --threads --quiet --json -h --help"
+  ["umust translate"]="-o --output --task --via --model --transcriber --synth --soundfont --tempo --temperature --top-k --top-p --seed --device --json -h --help"
 )
 _umust() {
   local cur="${COMP_WORDS[COMP_CWORD]}" cmdpath="umust" w i
