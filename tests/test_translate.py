@@ -205,8 +205,11 @@ def test_measure_chunks_cut_at_measures():
         measure_chunks(tokens, 3)
 
 
-def test_pages_are_split_into_systems(files):
+def test_pages_are_split_into_systems(files, tmp_path):
     assert len(read_systems(files["page"])) == 2
+    with Image.open(files["page"]) as im:
+        im.convert("RGB").save(tmp_path / "page.pdf")               # rasterized again at 2000 px wide
+    assert len(read_systems(tmp_path / "page.pdf")) == 2
     assert [s.shape for s in read_systems(files["png"])] == [(126, 240)]
 
 
