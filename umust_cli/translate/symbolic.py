@@ -9,7 +9,7 @@ by the reference transcriber, and quantizing MIDI into notation.
 * ``quantize``: MIDI -> notation (``quantize_midi``): the notes split into two hands at
   middle C, written at the tempo (given, or estimated: ``estimate_tempo``) so that a beat
   is a quarter, and read back by music21 with its quantization
-  (sixteenths and eighth triplets); the notation codec then merges the hands into one
+  (sixteenths); the notation codec then merges the hands into one
   piano part.
 """
 
@@ -27,7 +27,7 @@ from umust_cli.codecs.notation import NotationCodec, score_to_musicxml
 from umust_cli.data import render, scans
 from umust_cli.data.perform import PerformanceConfig, perform
 from umust_cli.data.synth import synthesize
-from umust_cli.errors import ImageError, TranslationError
+from umust_cli.errors import ImageError, NotationError, TranslationError
 from umust_cli.eval.transcribe import TranscriberConfig, transcribe
 from umust_cli.inputs import (MAX_SYSTEM_PIXELS, check_pixels, load_audio, load_image, load_lmx, load_midi,
                               require_input_file)
@@ -37,7 +37,8 @@ from umust_cli.translate.values import Notation, musicxml_of
 SAMPLE_RATE = 44100
 SPLIT_PITCH = 60                       # quantize: notes from middle C up go to the upper staff
 TEMPO_RANGE = (60.0, 160.0)            # estimate_tempo searches this (BPM, steps of 0.25)
-QUARTER_DIVISORS = (4, 3)              # music21 quantization grid: sixteenths and eighth triplets
+QUARTER_DIVISORS = (4,)                # music21 quantization grid: sixteenths (triplet grids gave music21
+                                       # tuplets such as 12:7 that LMX cannot hold)
 TEMPO_SLACK = 0.08                     # estimate_tempo: fits this close to the best (sixteenths) count as equal
 ENGRAVE = render.EngraveConfig()
 
@@ -111,21 +112,25 @@ def transcribe_audio(samples: np.ndarray, engines: Engines) -> pretty_midi.Prett
 
 # ------------------------------------------------------------------ MIDI -> notation
 def estimate_tempo(midi: pretty_midi.PrettyMIDI) -> float:
-    """The tempo (BPM, in TEMPO_RANGE) whose sixteenth grid, started at the first onset, the
-    onsets fit: the mean distance to the grid in sixteenths; 120 with fewer than 4 onsets.
+    """The tempo (BPM, in TEMPO_RANGE) at which the onsets read most simply; 120 with fewer
+    than 4 onsets.
 
-    A tempo and its half fit a piece without sixteenths alike, and the slower one fits onset
-    jitter better (it is smaller in the slower grid's units), so the fastest tempo within
-    TEMPO_SLACK of the best fit wins (on 87 corpus systems at 92-157 BPM: within 3% of the
-    true tempo for 95%; slow pieces come out at double tempo, eighths written as quarters).
+    Candidates are the tempos whose sixteenth grid, started at the first onset, the onsets
+    fit within TEMPO_SLACK (mean distance in sixteenths) of the best fit. A tempo, its half
+    and 3/2 of it often fit alike (eighths become sixteenths, quarters dotted quarters), so
+    among the candidates the one whose inter-onset intervals are most often plain note
+    values (1, 2, 4, 8 or 16 sixteenths, not dotted ones) wins, the fastest on a tie.
     """
-    onsets = np.unique(np.round([n.start for i in midi.instruments for n in i.notes], 3))
+    onsets = np.unique(np.round([n.start for i in midi.instruments for n in i.notes], 2))
     if onsets.size < 4:
         return 120.0
     bpms = np.arange(TEMPO_RANGE[0], TEMPO_RANGE[1] + 0.25, 0.25)
     sixteenths = (onsets - onsets[0])[None, :] * bpms[:, None] / 60.0 * 4   # (tempos, onsets)
-    err = np.abs(sixteenths - np.round(sixteenths)).mean(axis=1)
-    return float(bpms[np.flatnonzero(err <= err.min() + TEMPO_SLACK)[-1]])
+    grid = np.round(sixteenths)
+    fit = np.abs(sixteenths - grid).mean(axis=1)
+    plain = np.isin(np.diff(grid, axis=1), (1, 2, 4, 8, 16)).mean(axis=1)
+    plain = np.where(fit <= fit.min() + TEMPO_SLACK, plain, -1.0)
+    return float(bpms[np.flatnonzero(plain >= plain.max() - 1e-9)[-1]])
 
 
 def quantize_midi(midi: pretty_midi.PrettyMIDI, engines: Engines) -> Notation:
@@ -149,4 +154,7 @@ def quantize_midi(midi: pretty_midi.PrettyMIDI, engines: Engines) -> Notation:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             score = music21.converter.parse(str(path), quantizePost=True, quarterLengthDivisors=QUARTER_DIVISORS)
-    return Notation(musicxml=score_to_musicxml(score))
+    try:
+        return Notation(musicxml=score_to_musicxml(score))
+    except NotationError as e:
+        raise TranslationError(f"the quantized score is not writable as LMX-ready MusicXML: {e}") from e
