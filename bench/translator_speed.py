@@ -27,6 +27,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -134,8 +135,9 @@ def random_steps(cfg, modality: str, batch: int, length: int, device, seed: int 
     return steps.to(device)
 
 
-def train_speed(model, step_fn, tokens: int, iters: int, device, bf16: bool) -> float:
-    """tokens/s of ``iters`` AdamW steps (after one warm-up step)."""
+def train_speed(model, step_fn, tokens: int, iters: int, device, bf16: bool) -> tuple[float, float]:
+    """tokens per wall second and per CPU second of this process, over ``iters`` AdamW steps
+    (after one warm-up step)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
 
@@ -147,8 +149,8 @@ def train_speed(model, step_fn, tokens: int, iters: int, device, bf16: bool) -> 
         opt.step()
 
     one()
-    seconds, _ = _timed(lambda: [one() for _ in range(iters)], device)
-    return tokens * iters / seconds
+    seconds, cpu = _timed(lambda: [one() for _ in range(iters)], device)
+    return tokens * iters / seconds, tokens * iters / cpu
 
 
 def training_rows(cfg, ours, ref, args, device) -> list[dict]:
@@ -163,10 +165,10 @@ def training_rows(cfg, ours, ref, args, device) -> list[dict]:
         codes = 4 if tgt_m == "audio" else 1
         for bf16 in (False, True):
             row = {"task": f"{src_m}->{tgt_m}", "dtype": "bf16-autocast" if bf16 else "fp32"}
-            row["ours_tokens_s"] = round(train_speed(
-                ours, lambda: ours(src, sp, tgt, tp, src_m, tgt_m), tokens, args.train_iters, device, bf16))
-            row["reference_tokens_s"] = round(train_speed(
-                ref, lambda: ref(src, tgt, codes), tokens, args.train_iters, device, bf16))
+            for name, model, fn in (("ours", ours, lambda: ours(src, sp, tgt, tp, src_m, tgt_m)),
+                                    ("reference", ref, lambda: ref(src, tgt, codes))):
+                wall, cpu = train_speed(model, fn, tokens, args.train_iters, device, bf16)
+                row[f"{name}_tokens_s"], row[f"{name}_tokens_cpu_s"] = round(wall), round(cpu)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
@@ -227,6 +229,7 @@ def main() -> None:
     p.add_argument("--audio-steps", type=int, default=1723)
     p.add_argument("--skip-training", action="store_true")
     args = p.parse_args()
+    warnings.filterwarnings("ignore", message="enable_nested_tensor")
 
     from umust_cli.codecs.vocab import default_vocabulary
     from umust_cli.device import resolve_device

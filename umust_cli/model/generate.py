@@ -92,16 +92,16 @@ def _heights(height: torch.Tensor | int | Sequence[int] | None, b: int,
     return h.expand(b)
 
 
-def _position(t: int, b: int, modality: str, h: torch.Tensor | None,
-              device: torch.device) -> torch.Tensor:
-    """Position (B, 1, 2) of target step t (0 = [SOS]), as ``step_positions`` gives it."""
-    pos = torch.zeros(b, 1, 2, dtype=torch.long, device=device)
+def _positions(n: int, b: int, modality: str, h: torch.Tensor | None,
+               device: torch.device) -> torch.Tensor:
+    """Positions (B, n, 2) of target steps 0 ([SOS]) .. n-1, as ``step_positions`` gives them."""
+    t = torch.arange(n, device=device).expand(b, n)
     if modality != "image":
-        pos[:, 0, 0] = t
-    elif t > 0:
-        pos[:, 0, 0] = (t - 1) // h
-        pos[:, 0, 1] = 1 + (t - 1) % h
-    return pos
+        return torch.stack([t, torch.zeros_like(t)], -1)
+    j = (t - 1).clamp_min(0)                                            # content steps before
+    col = torch.div(j, h[:, None], rounding_mode="floor")
+    row = torch.where(t > 0, 1 + j % h[:, None], torch.zeros_like(t))
+    return torch.stack([col, row], -1)
 
 
 # ---------------------------------------------------------------------------
@@ -133,8 +133,8 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
 
     Returns per example the generated global ids without [SOS]/[EOS], the codes of each step
     in codebook order (what ``Vocabulary.to_local`` and the codecs read). A sequence ends at
-    the target's [EOS] or after ``max_steps`` steps (then without [EOS]). Image targets need ``height``, the
-    system's height in patches (one number or one per example).
+    the target's [EOS] or after ``max_steps`` steps (then without [EOS]). Image targets need
+    ``height``, the system's height in patches (one number or one per example).
     """
     cfg, b, dev = model.cfg, src.shape[0], src.device
     h = _heights(height, b, dev) if tgt_modality == "image" else None
@@ -145,24 +145,23 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
     eos = cfg.eos[cfg.index(tgt_modality)]
     steps = torch.full((b, 1, SLOTS), PAD, dtype=torch.long, device=dev)
     steps[:, 0, 0] = cfg.sos[cfg.index(tgt_modality)]
-    pos = _position(0, b, tgt_modality, h, dev)
-    caches = [KVCache(limit + 1) for _ in model.decoder] if options.use_cache else None
+    pos = _positions(limit, b, tgt_modality, h, dev)                   # (B, limit, 2)
+    model.check_positions(pos, tgt_modality)
+    caches = [KVCache(limit) for _ in model.decoder] if options.use_cache else None
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     out = []
     for t in range(limit):
         if caches is not None:                                          # only the newest step
-            state = model.decode(steps[:, -1:], pos[:, -1:], tgt_modality, kv, mask, caches)
+            state = model.decode(steps, pos[:, t:t + 1], tgt_modality, kv, mask, caches)
         else:
-            state = model.decode(steps, pos, tgt_modality, kv, mask)
+            state = model.decode(steps, pos[:, :t + 1], tgt_modality, kv, mask)
         codes = _next_step(model, state[:, -1], tgt_modality, options, gen, t)  # (B, 4)
-        codes[done] = PAD
+        codes.masked_fill_(done[:, None], PAD)
         out.append(codes)
         done |= codes[:, 0] == eos
         if bool(done.all()):
             break
-        new_pos = _position(t + 1, b, tgt_modality, h, dev)
         steps = codes[:, None] if caches is not None else torch.cat([steps, codes[:, None]], 1)
-        pos = new_pos if caches is not None else torch.cat([pos, new_pos], 1)
     return _collect(torch.stack(out, 1), eos)
 
 
