@@ -2,18 +2,18 @@
 
 Sequences are *steps* of up to 4 global ids, a LongTensor ``(B, T, 4)`` with [PAD] (0) in
 unused slots. An image step is one 16x16 patch and an audio step one codec frame: 4 codes,
-one per codebook, whose embeddings are summed (eq. 10). A notation (LMX) or MIDI step is
+one per codebook, whose embeddings are summed. A notation (LMX) or MIDI step is
 one token in slot 0. [SOS]_X / [EOS]_X are one-id steps of the sequence they frame.
 
 Positions, ``(B, T, 2)``, are learned per modality: images get (column, row) with row 0 for
-the special steps, the others (t, 0) (``generate.step_positions``). A target-modality embedding is
-added to every encoder input. Source images have two layouts (``image_layout``): ``grid``
+the special steps, the others (t, 0) (``generate.step_positions``). A target-modality
+embedding is added to every encoder input. Source images have two layouts (``image_layout``): ``grid``
 (the paper: one encoder position per patch) and ``column`` (one per patch column: each
 row is squeezed to ``row_dim`` and the rows concatenated, then projected to the model width).
 
 The main decoder is autoregressive over steps. For image and audio targets a one-layer
 sub-decoder turns each main-decoder state into the 4 codes of the step (input at sub-step k:
-the state plus the embedding of code k-1, eq. 12). Output embeddings are tied to the input
+the state plus the embedding of code k-1). Output embeddings are tied to the input
 embeddings and the softmax only ever sees the target's ids (codebook k at sub-step k) plus
 [EOS] at the step's first code. Building steps and batches, and generation, are in
 ``generate.py``.
