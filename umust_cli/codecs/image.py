@@ -173,14 +173,14 @@ def measure_staff(gray: np.ndarray) -> tuple[float, float]:
     """
     col, top, length = _vertical_runs(staff_ink(gray))
     if length.size < 5:
-        raise ImageError("no staff found (no staff lines in the image)")
+        raise _no_staff("no staff lines in the image")
     thickness = int(np.bincount(length).argmax())
     thin = length <= thickness + 1
     col, centre = col[thin], top[thin] + (length[thin] - 1) / 2
     same = col[1:] == col[:-1]
     dist = (centre[1:] - centre[:-1])[same]
     if dist.size == 0:
-        raise ImageError("no staff found (no staff lines in the image)")
+        raise _no_staff("no staff lines in the image")
     mode = int(np.bincount(np.rint(dist).astype(np.int64)).argmax())
     near = np.abs(dist - mode) <= 1
     stave = np.zeros(same.shape, bool)
@@ -188,9 +188,13 @@ def measure_staff(gray: np.ndarray) -> tuple[float, float]:
     four = np.convolve(stave, np.ones(4, int), mode="valid") == 4  # 4 gaps = 5 lines
     columns = np.unique(col[:-1][:four.size][four]).size
     if mode < 2 or columns < MIN_STAFF_COLUMNS * gray.shape[1]:
-        raise ImageError(f"no staff found (5 evenly spaced lines cross {columns} of "
-                         f"{gray.shape[1]} columns)")
+        raise _no_staff(f"5 evenly spaced lines cross {columns} of {gray.shape[1]} columns")
     return float(thickness), float(dist[near].mean())
+
+
+def _no_staff(detail: str) -> ImageError:
+    return ImageError(f"no staff found ({detail}); encode with rescale=False (umust tokenize image "
+                      f"--no-rescale) to take the pixels as they are")
 
 
 def resize(gray: np.ndarray, height: int, width: int) -> np.ndarray:
