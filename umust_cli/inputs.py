@@ -54,40 +54,43 @@ LMX_FLAVORS = ("core", "extended")
 
 
 # ------------------------------------------------------------------ files
-def require_input_file(path: str | Path, what: str = "file") -> Path:
-    """``path`` as a Path if it is a non-empty regular file; InputNotFoundError / BadInputError if not."""
+def require_input_file(path: str | Path, what: str = "file",
+                       error: type[BadInputError] = BadInputError) -> Path:
+    """``path`` as a Path if it is a non-empty regular file; InputNotFoundError if it is missing,
+    ``error`` (the modality's BadInputError subclass) for a folder or an empty file."""
     p = Path(path)
     if p.is_dir():
-        raise BadInputError(f"{p} is a folder, expected a {what}")
+        raise error(f"{p} is a folder, expected a {what}")
     if not p.is_file():
         raise InputNotFoundError(f"no such {what}: {p}")
     if p.stat().st_size == 0:
-        raise BadInputError(f"{what} {p} is empty (0 bytes)")
+        raise error(f"{what} {p} is empty (0 bytes)")
     return p
 
 
-def load_text(path: str | Path, what: str = "text file", max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """A UTF-8 text file with something in it; binary, huge or blank files are refused."""
-    p = require_input_file(path, what)
+def load_text(path: str | Path, what: str = "text file", max_bytes: int = MAX_TEXT_BYTES,
+              error: type[BadInputError] = BadInputError) -> str:
+    """A UTF-8 text file with something in it; binary, huge or blank files are ``error``."""
+    p = require_input_file(path, what, error)
     size = p.stat().st_size
     if size > max_bytes:
-        raise BadInputError(f"{what} {p} is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+        raise error(f"{what} {p} is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
     data = p.read_bytes()
     try:
         if b"\0" in data:
             raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1, "NUL byte")
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BadInputError(f"{p} is not a UTF-8 text {what} (binary data at byte {e.start})") from e
+        raise error(f"{p} is not a UTF-8 text {what} (binary data at byte {e.start})") from e
     if not text.strip():
-        raise BadInputError(f"{what} {p} holds only white space")
+        raise error(f"{what} {p} holds only white space")
     return text
 
 
 def load_lmx(path: str | Path) -> str:
     """The text of an LMX file: bare tokens, or the ``.lmx`` layout whose header is checked
     (``version`` in LMX_VERSIONS, ``flavor`` in LMX_FLAVORS, ``key: value`` lines before ``---``)."""
-    text = load_text(path, "LMX file")
+    text = load_text(path, "LMX file", error=NotationError)
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     if "---" not in lines:
         return text
@@ -120,7 +123,7 @@ def load_audio(path: str | Path, sample_rate: int | None = None, start: float = 
     """
     import soundfile as sf
 
-    p = require_input_file(path, "audio file")
+    p = require_input_file(path, "audio file", AudioError)
     if p.suffix.lower() in (".wav", ".wave"):
         _check_wav_complete(p)
     try:
@@ -209,7 +212,7 @@ def load_image(source: str | Path | bytes, max_pixels: int = MAX_IMAGE_PIXELS) -
     from PIL import Image, UnidentifiedImageError
 
     what = "image bytes" if isinstance(source, bytes) else str(source)
-    opener = io.BytesIO(source) if isinstance(source, bytes) else require_input_file(source, "image")
+    opener = io.BytesIO(source) if isinstance(source, bytes) else require_input_file(source, "image", ImageError)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -249,13 +252,13 @@ def load_midi(path: str | Path, require_notes: bool = False):
     (with ``require_notes``) without notes. Size and header are checked before parsing."""
     import pretty_midi
 
-    p = require_input_file(path, "MIDI file")
+    p = require_input_file(path, "MIDI file", MidiError)
     size = p.stat().st_size
     if size > MAX_MIDI_BYTES:
         raise MidiError(f"MIDI file {p} is {size / 2**20:.1f} MiB; the limit is {MAX_MIDI_BYTES / 2**20:.0f} MiB")
     with open(p, "rb") as f:
         if f.read(4) != b"MThd":
-            raise MidiError(f"{p} is not a standard MIDI file (no MThd header)")
+            raise MidiError(f"cannot read MIDI file {p}: not a standard MIDI file (no MThd header)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pretty_midi warns about odd meta events

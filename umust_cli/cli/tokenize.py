@@ -93,7 +93,7 @@ def _midi_decode(codec, src: Path, output: Path) -> None:
     from umust_cli.codecs.midi import text_to_segments
     from umust_cli.inputs import MAX_MIDI_SECONDS, load_text
 
-    segments = text_to_segments(codec, load_text(src, "token file"))
+    segments = text_to_segments(codec, load_text(src, "token file", error=MidiError))
     end = max((s.end for s in segments), default=0.0)
     if end > MAX_MIDI_SECONDS:
         raise MidiError(f"{src}: segments reach {end:.0f} s; the limit is {MAX_MIDI_SECONDS:.0f} s")
