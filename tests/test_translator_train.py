@@ -335,3 +335,6 @@ def test_cli_bad_task_name_is_one_line_exit_2(corpus, tmp_path):
                                  "--preset", "tiny", "--max-steps", "1", "--tasks", "omr,karaoke"])
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and "karaoke" in result.output
+    result = runner.invoke(app, ["train", "translator", "--data", str(corpus), "-o", str(tmp_path / "r"),
+                                 "--preset", "tiny", "--max-steps", "1", "--device", "cpu", "--compile"])
+    assert result.exit_code == 2 and "CUDA" in result.output

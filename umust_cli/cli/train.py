@@ -223,7 +223,7 @@ def translator(
     batch_tokens: int = typer.Option(4096, "--batch-tokens", min=1, help="Steps per micro-batch, padding included."),
     accum: int = typer.Option(1, "--accum", min=1, help="Micro-batches per update (gradient accumulation)."),
     precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast, CPU and GPU) or fp32."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA only)."),
     lr: float = typer.Option(3e-4, "--lr", help="AdamW peak learning rate."),
     warmup_steps: int = typer.Option(1000, "--warmup-steps", min=1, help="Linear warm-up steps."),
     decay_steps: Optional[int] = typer.Option(None, "--decay-steps", min=1, help="Cosine decay ends here "

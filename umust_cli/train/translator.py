@@ -172,6 +172,9 @@ class TranslatorTask(ModelAndOptimizerState):
                  codes_dir: Path | None = None, dist: Dist = Dist(), compile: bool = False):
         self.cfg, self.vocab, self.dist, self.run = cfg, vocab, dist, run
         self.device = resolve_device(run.device)
+        if compile and self.device.type != "cuda":
+            raise BadInputError("--compile needs a CUDA device (torch.compile's CPU backend builds C++ "
+                                "for minutes and is not supported here)")
         self.model_cfg = make_config(cfg.preset, vocab, cfg.image_layout)
         self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir)
         self.valid_data = load_data(corpus, "valid", cfg, self.model_cfg, vocab, codes_dir)
