@@ -17,7 +17,9 @@ Generation: notation -> audio (4 codes a step) at a fixed length (``min_steps`` 
 [EOS] out): ours KV-cached at batch 1 and ``--gen-batch``, the uncached reference at batch 1
 and ``--gen-batch`` (``--ref-steps`` / ``--ref-batch-steps``: its cost grows with the square
 of the length, so a short run may stop it earlier; compare per-run times at equal lengths
-only), and ours at ``--audio-steps`` frames (1,723 = 20 s of audio). Prints one JSON object.
+only), and ours at ``--audio-steps`` frames (1,723 = 20 s of audio). Prints one JSON object
+(progress rows on stderr). Every figure comes with the CPU seconds of this process beside
+the wall time: on a shared CPU the wall time also counts other people's work.
 """
 
 from __future__ import annotations
