@@ -93,6 +93,9 @@ def make_zoo(z: Path) -> Path:
     score = (FIXTURES / "piano_clefs.musicxml").read_bytes()
     (z / "truncated.musicxml").write_bytes(score[: len(score) // 2])
     (z / "score.png").write_bytes(score)  # a score with an image's name
+    with open(z / "huge.musicxml", "wb") as f:  # 100 MB (sparse): over the score bound
+        f.write(score)
+    os.truncate(z / "huge.musicxml", 100 * 2**20)
     (z / "dir").mkdir(exist_ok=True)
     (z / "outfile").write_text("a file where a folder is expected\n")
     lmx = "measure key:fifths:0 time beats:4 beat-type:4 clef:G2 note pitch:C4 quarter"
@@ -146,6 +149,7 @@ CASES = {
     "notation-empty": TN + ["{z}/empty.musicxml"],
     "notation-binary": TN + ["{z}/binary.musicxml"],
     "notation-truncated": TN + ["{z}/truncated.musicxml"],
+    "notation-100-mb": TN + ["{z}/huge.musicxml"],
     "notation-image-named-score": TN + ["{z}/good.png"],
     "notation-output-is-folder": TN + [str(FIXTURES / "piano_clefs.musicxml"), "-o", "{o}"],
     "notation-bad-flavor": TN + [str(FIXTURES / "piano_clefs.musicxml"), "--flavor", "fancy"],
@@ -254,7 +258,7 @@ SAYS = {
     "audio-one-sample": "too short", "search-one-sample-wav": "too short",
     "audio-truncated": "truncated", "search-truncated-wav": "truncated", "search-truncated-index": "truncated",
     "lmx-unknown-version": "unknown LMX file version '9.9'", "lmx-binary": "not a UTF-8 text",
-    "tokens-empty": "empty (0 bytes)", "tokens-far-end": "the limit is 10800 s", "tokens-no-notes": "no notes", "image-codes-empty": "empty (0 bytes)",
+    "notation-100-mb": "the limit is 64 MiB", "tokens-empty": "empty (0 bytes)", "tokens-far-end": "the limit is 10800 s", "tokens-no-notes": "no notes", "image-codes-empty": "empty (0 bytes)",
     "midi-max-seconds-nan": "--max-seconds", "notation-output-is-folder": "is a folder",
     "image-output-is-file": "is a file", "dataset-build-every-piece-fails": "2 of 2 pieces failed",
 }

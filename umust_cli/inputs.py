@@ -17,8 +17,8 @@ The bounds below say what one input may cost; the messages name them.
 * ``MIN_AUDIO_SECONDS``: shorter clips carry no music to tokenize or search.
 * ``MAX_CODE_ELEMENTS``: the codes of a 600-dpi page or of half an hour of audio;
   ``MAX_ARRAY_ELEMENTS`` other .npy inputs (a 7000 x 7000 distance matrix).
-* ``MAX_MIDI_BYTES`` / ``MAX_MIDI_SECONDS``, ``MAX_TEXT_BYTES`` for MIDI and
-  token/LMX text files.
+* ``MAX_MIDI_BYTES`` / ``MAX_MIDI_SECONDS``, ``MAX_TEXT_BYTES``, ``MAX_SCORE_BYTES`` for
+  MIDI, token/LMX text and score files.
 
 Layer: imports only ``errors``, ``io`` and third-party packages (numpy at the
 top; soundfile, PIL, pretty_midi inside the functions).
@@ -49,6 +49,7 @@ MAX_ARRAY_ELEMENTS = 50_000_000       # other .npy inputs: distance matrices, em
 MAX_MIDI_BYTES = 16 * 2**20           # a MIDI file larger than 16 MiB is not a piano performance
 MAX_MIDI_SECONDS = 3 * 3600.0         # notes later than 3 h are a broken file
 MAX_TEXT_BYTES = 16 * 2**20           # token and LMX text files
+MAX_SCORE_BYTES = 64 * 2**20          # a MusicXML/kern/MEI score (a long piano sonata is a few MB)
 LMX_VERSIONS = ("1.0",)               # .lmx file layout versions this umust reads
 LMX_FLAVORS = ("core", "extended")
 
@@ -85,6 +86,16 @@ def load_text(path: str | Path, what: str = "text file", max_bytes: int = MAX_TE
     if not text.strip():
         raise error(f"{what} {p} holds only white space")
     return text
+
+
+def require_score(path: str | Path) -> Path:
+    """A score file (MusicXML, .mxl, kern, MEI) that exists, is not empty and is at most
+    MAX_SCORE_BYTES; its contents are parsed by the notation codec."""
+    p = require_input_file(path, "score file", NotationError)
+    size = p.stat().st_size
+    if size > MAX_SCORE_BYTES:
+        raise NotationError(f"score file {p} is {size / 2**20:.1f} MiB; the limit is {MAX_SCORE_BYTES / 2**20:.0f} MiB")
+    return p
 
 
 def load_lmx(path: str | Path) -> str:

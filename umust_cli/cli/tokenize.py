@@ -29,7 +29,7 @@ def notation(
 ) -> None:
     """Print a score's LMX tokens, or (--decode) turn LMX back into MusicXML."""
     from umust_cli.codecs.notation import NotationCodec, lmx_file_text
-    from umust_cli.inputs import load_lmx, require_input_file
+    from umust_cli.inputs import load_lmx, require_score
 
     codec = NotationCodec(flavor=flavor)
     if decode:
@@ -38,7 +38,7 @@ def notation(
         write_text_atomic(output, codec.from_lmx(load_lmx(file)))
         _report(as_json, {"input": str(file), "output": str(output)}, f"wrote {output}")
         return
-    src = require_input_file(file, "score file")
+    src = require_score(file)
     lmx = codec.to_lmx(src)
     if output is not None:
         write_text_atomic(output, lmx_file_text(lmx, flavor))
