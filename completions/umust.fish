@@ -308,7 +308,7 @@ complete -c umust -n '__umust_path_is \'train translator\'' -l init -r -d 'Start
 complete -c umust -n '__umust_path_is \'train translator\'' -l batch-tokens -r -d 'Steps per micro-batch, padding included.'
 complete -c umust -n '__umust_path_is \'train translator\'' -l accum -r -d 'Micro-batches per update (gradient accumulation).'
 complete -c umust -n '__umust_path_is \'train translator\'' -l precision -r -d 'bf16 (autocast, CPU and GPU) or fp32.'
-complete -c umust -n '__umust_path_is \'train translator\'' -l compile -d 'torch.compile the model.'
+complete -c umust -n '__umust_path_is \'train translator\'' -l compile -d 'torch.compile the model (CUDA only).'
 complete -c umust -n '__umust_path_is \'train translator\'' -l lr -r -d 'AdamW peak learning rate.'
 complete -c umust -n '__umust_path_is \'train translator\'' -l warmup-steps -r -d 'Linear warm-up steps.'
 complete -c umust -n '__umust_path_is \'train translator\'' -l decay-steps -r -d 'Cosine decay ends here (default: --max-steps, else 100000).'
