@@ -79,6 +79,7 @@ def _run(jobs, routes, engines, quiet: bool) -> tuple[list[dict], list[dict]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from umust_cli.translate.pipeline import run_route
+
     done, failed = [], []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), disable=quiet or len(jobs) < 2) as progress:
