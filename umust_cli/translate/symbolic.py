@@ -10,7 +10,11 @@ by the reference transcriber, and quantizing MIDI into notation.
   middle C, written at the tempo (given, or estimated: ``estimate_tempo``) so that a beat
   is a quarter, and read back by music21 with its quantization
   (sixteenths); the notation codec then merges the hands into one
-  piano part.
+  piano part. On corpus systems (their performance MIDI against their MusicXML, first
+  onsets aligned; 2026-11-29): minuet + 4 Joplin rags (86 systems, 6,628 notes) keep the
+  onset of 83.6% of the notes and onset and duration of 70.8% with the estimated tempo
+  (82.5% / 69.9% with the true one); 2 Chopin mazurkas (37 systems) 70.5% / 62.7%
+  (80.6% / 72.7% with the true tempo, ``--tempo``).
 """
 
 from __future__ import annotations
