@@ -74,7 +74,11 @@ def files(tmp_path_factory):
     mid = _midi(d / "notes.mid")
     audio = synthesize(pretty_midi.PrettyMIDI(str(mid)), available_soundfonts()["fluidr3"], SR)
     soundfile.write(str(d / "notes.wav"), audio, SR)
+    from umust_cli.codecs.notation import NotationCodec, lmx_file_text
+
+    (d / "score.lmx").write_text(lmx_file_text(NotationCodec().to_lmx(KERN)))
     return {"png": _save_png(d / "system.png", grand_staff()), "page": _save_png(d / "page.png", page),
+            "lmx": d / "score.lmx",
             "mid": mid, "wav": d / "notes.wav", "musicxml": FIXTURES / "piano_clefs.musicxml", "krn": KERN}
 
 
@@ -280,7 +284,7 @@ def test_cascade_from_audio_with_umusts_transcriber(files, tiny, tmp_path, one_t
 
 # ------------------------------------------------------------------ render and cascade routes, no model
 @pytest.mark.parametrize("src, suffix, route", [
-    ("musicxml", ".png", "render"), ("krn", ".wav", "render"), ("krn", ".mid", "render"),
+    ("musicxml", ".png", "render"), ("lmx", ".png", "render"), ("krn", ".wav", "render"), ("krn", ".mid", "render"),
     ("mid", ".wav", "render"), ("mid", ".musicxml", "cascade"),
 ])
 def test_render_routes_need_no_model(files, tmp_path, src, suffix, route):
