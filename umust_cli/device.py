@@ -30,3 +30,21 @@ def resolve_device(name: str) -> "torch.device":
     if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
         raise BadInputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(name)
+
+
+def fast_bf16(device: "torch.device") -> bool:
+    """Whether bf16 autocast speeds ``device`` up: a CUDA device that supports bf16, or a CPU
+    with bf16 instructions (AVX512-BF16 or AMX). Elsewhere (e.g. an AVX2-only CPU) bf16 is
+    emulated and several times slower than fp32, so ``--precision auto`` picks fp32 there."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})

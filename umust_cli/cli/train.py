@@ -222,12 +222,13 @@ def translator(
                                         "(fine-tuning, e.g. with --tasks omr); ignored when --output holds a run."),
     batch_tokens: int = typer.Option(4096, "--batch-tokens", min=1, help="Steps per micro-batch, padding included."),
     accum: int = typer.Option(1, "--accum", min=1, help="Micro-batches per update (gradient accumulation)."),
-    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast, CPU and GPU) or fp32."),
+    precision: str = typer.Option("auto", "--precision",
+                                   help="auto (bf16 where the device has native bf16, else fp32), bf16 or fp32."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA only)."),
     lr: float = typer.Option(3e-4, "--lr", help="AdamW peak learning rate."),
     warmup_steps: int = typer.Option(1000, "--warmup-steps", min=1, help="Linear warm-up steps."),
-    decay_steps: Optional[int] = typer.Option(None, "--decay-steps", min=1, help="Cosine decay ends here "
-                                              "(default: --max-steps, else 100000)."),
+    decay_steps: int = typer.Option(100_000, "--decay-steps", min=1, help="Cosine decay ends here (fixed, so "
+                                    "that a run resumed with a larger --max-steps keeps its schedule)."),
     no_codebook_init: bool = typer.Option(False, "--no-codebook-init", help="Random code embeddings instead of "
                                           "the shipped codecs' codebooks."),
     best_metric: str = typer.Option("auto", "--best-metric", help="Keep-best metric: ser (OMR), loss (mean "
@@ -263,7 +264,7 @@ def translator(
     dist, dev = init_distributed(device)
     cfg = TrainConfig(direction=direction, preset=preset, image_layout=image_layout, tasks=specs,
                       batch_tokens=batch_tokens, accum=accum, world_size=dist.world, lr=lr,
-                      warmup_steps=warmup_steps, decay_steps=decay_steps or max_steps or 100_000,
+                      warmup_steps=warmup_steps, decay_steps=decay_steps,
                       precision=precision, codebook_init=not no_codebook_init, best_metric=best_metric, seed=seed)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
                      eval_items=eval_items, device=str(dev), progress=not quiet and not as_json)

@@ -5,7 +5,8 @@ LMX->image, audio->image), or any tasks given with ``--tasks``; the data side (p
 curriculum, token-budget batch plan) is :mod:`umust_cli.data.pairs`. A step is ``accum``
 micro-batches per process, each one task, their gradients summed before one AdamW update
 (linear warm-up, then cosine decay to ``min_lr_ratio`` of the rate at ``decay_steps``).
-Precision: bf16 autocast (CPU and GPU) or fp32. A fresh run's image/audio code
+Precision: bf16 autocast or fp32; ``auto`` (the default) takes bf16 only where the device
+computes it natively (``device.fast_bf16``: an AVX2-only CPU emulates it, several times slower). A fresh run's image/audio code
 embeddings start from the shipped codecs' codebooks (``init_from_codebooks``).
 
 Several processes (``torchrun --nproc-per-node N``): DistributedDataParallel over gloo
@@ -34,7 +35,7 @@ from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.pairs import Batch, Caps, TaskSpec
-from umust_cli.device import resolve_device
+from umust_cli.device import fast_bf16, resolve_device
 from umust_cli.errors import BadInputError
 from umust_cli.eval.metrics import pooled_ser, ser_counts
 from umust_cli.model.generate import DecodingOptions, generate
@@ -42,7 +43,7 @@ from umust_cli.model.translator import (MODEL_KIND, Translator, TranslatorConfig
                                         make_config, read_codec_codebooks)
 from umust_cli.train.engine import ModelAndOptimizerState, RunOptions, TrainResult, check_resumable, fit
 
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")   # auto: bf16 where the device computes it natively
 METRICS = ("auto", "loss", "ser")
 EVAL_PAIRS = 64          # valid pairs per task scored for the teacher-forced loss
 
@@ -66,7 +67,7 @@ class TrainConfig:
     decay_steps: int = 100_000
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
-    precision: str = "bf16"
+    precision: str = "auto"
     codebook_init: bool = True
     best_metric: str = "auto"                 # auto: SER when OMR is trained, else loss
     seed: int = 0
@@ -220,8 +221,8 @@ class TranslatorTask(ModelAndOptimizerState):
 
     # ---- training -----------------------------------------------------
     def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                              enabled=self.cfg.precision == "bf16")
+        bf16 = self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and fast_bf16(self.device))
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def _loss(self, net: torch.nn.Module, b: Batch) -> torch.Tensor:
         spec = self.cfg.tasks[b.task]
