@@ -147,6 +147,20 @@ def test_codes_shapes_variants_and_equal_to_direct_encoding(corpus, codecs, voca
     assert len(set(np.unique(np.load(out / "pieces/alpha/systems/000.image.npy")))) > 4  # codes vary
 
 
+def test_no_shift_variants_and_single_modality_rows(corpus, codecs, tmp_path):
+    """--no-shift-variants: one variant on the train split too; a row without an image (an imported
+    audio-only data set) gets no image job instead of a KeyError."""
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    del rows[0]["png"]
+    (corpus / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = tokenize(corpus, codecs[0], codecs[1], "--no-shift-variants", "-o", str(tmp_path / "codes"))
+    assert result.exit_code == 0, result.output
+    summary = _summary(result)
+    assert summary["variants"]["image"]["train"] == 1 and summary["files"] == 2 * len(rows) - 1
+    shapes = [np.load(p).shape[0] for p in (tmp_path / "codes").rglob("*.npy")]
+    assert len(shapes) == 2 * len(rows) - 1 and set(shapes) == {1}
+
+
 def test_rerun_skips_done_files_and_redoes_missing_ones(corpus, codecs):
     image_ckpt, audio_ckpt = codecs
     assert tokenize(corpus, image_ckpt, audio_ckpt).exit_code == 0

@@ -261,6 +261,8 @@ def tokenize(
     device: str = typer.Option("auto", "--device", help="auto (cuda when there is one), cpu or cuda."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N systems (manifest order)."),
     scans: bool = typer.Option(False, "--scans", help="Also the scanned-look copies (NNN.scanK.image.npy)."),
+    no_shift_variants: bool = typer.Option(False, "--no-shift-variants", help="One variant (the file itself) on "
+                                           "the train split too: 32x fewer image encodings, 9x fewer audio."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Re-encode files that already have codes "
                                    "(needed after changing a codec)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
@@ -280,6 +282,7 @@ def tokenize(
     image_codec, audio_codec = resolve_codec_paths(image_codec, audio_codec)
     config = TokenizeConfig(image_codec=image_codec, audio_codec=audio_codec, splits=tuple(split),
                             batch_size=batch_size, device=device, limit=limit, scans=scans,
+                            shift_variants=not no_shift_variants,
                             overwrite=overwrite)
     plan = prepare(corpus, config, output)
     summary = _tokenize_with_progress(plan, quiet=as_json)

@@ -77,6 +77,7 @@ class TokenizeConfig:
     limit: int | None = None          # only the first N selected systems, in manifest order
     scans: bool = False               # also the scanned-look copies NNN.scanK.png
     overwrite: bool = False           # re-encode files that already have codes
+    shift_variants: bool = True       # False: one variant (the file itself) on the train split too
 
     def codec_path(self, modality: str) -> Path | None:
         return self.image_codec if modality == "image" else self.audio_codec
@@ -207,14 +208,17 @@ def load_codec(modality: str, ckpt: Path, vocab: Vocabulary, device: str):
     return cls.load(ckpt, vocab, device=device)
 
 
-def plan_jobs(rows: list[dict], corpus: Path, out: Path, modalities: Sequence[str], scans: bool) -> list[Job]:
-    """Jobs in manifest order: for each system its image (and scans), then its audio."""
+def plan_jobs(rows: list[dict], corpus: Path, out: Path, modalities: Sequence[str], scans: bool,
+              shift_variants: bool = True) -> list[Job]:
+    """Jobs in manifest order: for each system its image (and scans), then its audio. A row
+    without a modality's file (an imported image-only or audio-only data set) has no job for it."""
     jobs = []
     for row in rows:
-        images = [row["png"], *(row.get("scans") or [])] if scans else [row["png"]]
-        sources = {"image": images, "audio": [row["wav"]]}
+        images = [row["png"], *(row.get("scans") or [])] if scans and row.get("png") else []
+        sources = {"image": images or ([row["png"]] if row.get("png") else []),
+                   "audio": [row["wav"]] if row.get("wav") else []}
         for m in modalities:
-            variants = TRAIN_VARIANTS[m] if row["split"] == "train" else 1
+            variants = TRAIN_VARIANTS[m] if row["split"] == "train" and shift_variants else 1
             for rel in sources[m]:
                 jobs.append(Job(m, row["split"], row["piece_id"], int(row["system"]), corpus / rel,
                                 code_path(out, rel, m), variants))
@@ -251,7 +255,7 @@ def prepare(corpus: str | Path, cfg: TokenizeConfig, out: str | Path | None = No
     vocab, device = corpus_vocabulary(corpus), str(resolve_device(cfg.device))
     codecs = {m: load_codec(m, Path(p), vocab, device) for m, p in paths.items()}
     info = check_previous_codecs(out, {m: codec_info(Path(p)) for m, p in paths.items()}, cfg.overwrite)
-    jobs = plan_jobs(rows, corpus, out, list(paths), cfg.scans)
+    jobs = plan_jobs(rows, corpus, out, list(paths), cfg.scans, cfg.shift_variants)
     pending = [j for j in jobs if cfg.overwrite or not is_complete(j.dest, j.variants)]
     return Plan(corpus, out, cfg, device, codecs, info, vocab.fingerprint(), jobs, pending, len(rows))
 
@@ -365,7 +369,8 @@ def _summary(plan: Plan, results: list[JobResult], seconds: dict, elapsed: float
         "layout": "pieces/<id>/systems/NNN.{image,audio}.npy: int16 (V, 4, Hp, Wp) / (V, 4, frames), "
                   "V shift variants (train) or 1, -1 = padding",
         "vocabulary": plan.vocabulary, "codecs": plan.codec_info,
-        "variants": {m: {"train": TRAIN_VARIANTS[m], "valid": 1, "test": 1} for m in MODALITIES},
+        "variants": {m: {"train": TRAIN_VARIANTS[m] if plan.config.shift_variants else 1, "valid": 1, "test": 1}
+                     for m in MODALITIES},
         "splits": list(plan.config.splits) or list(SPLITS), "systems": plan.systems,
         "files": len(plan.jobs), "counts": counts,
         "failed": sum(r.status == "failed" for r in results), "errors_file": str(plan.out / ERRORS),
