@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from umust_cli import registry
 from umust_cli.cli.main import app
 from umust_cli.codecs.base import Codec, Codes
 from umust_cli.codecs.image import (STAFF_SPACING_PX, ImageCodec, flatten, global_to_systems, load_gray,
@@ -362,3 +363,20 @@ def test_train_cli_init_from_a_shipped_codec(tmp_path):
     wrong = runner.invoke(app, ["train", "codec", "image", "--data", str(data), "--config", "small",
                                 "-o", str(tmp_path / "c"), "--max-steps", "1", "--init", str(tmp_path / "ship")])
     assert wrong.exit_code == 2 and "another architecture" in wrong.output
+
+
+def test_train_cli_init_takes_a_shipped_name(tmp_path):
+    """--init NAME means the registry's shipped model, as --model/--codec do elsewhere."""
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(staff_image(0)).save(data / "0.png")
+    result = runner.invoke(app, ["train", "codec", "image", "--data", str(data), "--config", "small",
+                                 "--threads", "1", "--json", "-o", str(tmp_path / "run"), "--max-steps", "0",
+                                 "--init", "small"])
+    assert result.exit_code == 0, result.output
+    gray = pad_to_multiple(staff_image(5))
+    shipped, started = ImageCodec.load(registry.resolve("image-codec", None)), ImageCodec.load(tmp_path / "run")
+    assert np.array_equal(shipped.encode_grid(gray), started.encode_grid(gray))
+    wrong = runner.invoke(app, ["train", "codec", "image", "--data", str(data), "--config", "small",
+                                "-o", str(tmp_path / "x"), "--max-steps", "0", "--init", "nonesuch"])
+    assert wrong.exit_code == 2 and "nonesuch" in wrong.output and "small" in wrong.output

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from umust_cli import registry
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
 from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError
@@ -15,8 +16,8 @@ app = typer.Typer(help="Train the image and audio codecs and the retrieval model
 codec_app = typer.Typer(help="Train a modality codec (tokenizer).", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 
-INIT_HELP = ("Start a new run from this checkpoint's weights (e.g. the shipped codec); "
-             "ignored when --output already holds a run.")
+INIT_HELP = ("Start a new run from these weights: a shipped model's name (e.g. small) or a checkpoint "
+             "folder; ignored when --output already holds a run.")
 IMAGE_CONFIG_HELP = "Model size: tiny (tests), small (shipped default, ~8 MB fp16) or paper (GPU)."
 
 
@@ -36,7 +37,7 @@ def image(
                                      help="Extra L1 weight on the target's ink pixels (thin lines)."),
     blur_weight: float = typer.Option(0.0, "--blur-weight", min=0.0,
                                       help="Weight of an L2 term between Gaussian-blurred output and target."),
-    init: Optional[Path] = typer.Option(None, "--init", help=INIT_HELP),
+    init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the data order."),
     save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
     eval_every: int = typer.Option(0, "--eval-every", help="Evaluate on validation images every N steps."),
@@ -59,11 +60,16 @@ def image(
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
                      eval_every=eval_every, device=str(dev), progress=not quiet and not as_json)
     vocab = default_vocabulary()
-    result = train_image_codec(data, output, cfg, run, vocab, init=init)
+    result = train_image_codec(data, output, cfg, run, vocab, init=_init("image-codec", init))
     exported = str(export_fp16(output, export, vocab)) if export is not None else None
     ev = result.eval
     _report(result, output, as_json, f", val PSNR {ev['psnr']:.2f} dB, ink F1 {ev['f1']:.3f}" if ev else "",
             {"exported": exported})
+
+
+def _init(kind: str, init: str | None) -> Path | None:
+    """--init NAME|PATH: a shipped model of ``kind`` by name, or a checkpoint folder (registry.resolve)."""
+    return registry.resolve(kind, init) if init is not None else None
 
 
 def _setup(config: str, presets: dict, max_steps: int | None, max_minutes: float | None, threads: int,
@@ -106,7 +112,7 @@ def audio(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Excerpts per step (default: 72 on cuda as DAC, 2 on cpu)."),
     excerpt_seconds: float = typer.Option(0.38, "--excerpt-seconds", help="Length of each training excerpt."),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate of both networks."),
-    init: Optional[Path] = typer.Option(None, "--init", help=INIT_HELP),
+    init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the data order."),
     save_every: int = typer.Option(1000, "--save-every", help="Checkpoint every N steps."),
     eval_every: int = typer.Option(0, "--eval-every", help="Evaluate on validation audio every N steps."),
@@ -128,7 +134,7 @@ def audio(
                       excerpt_seconds=excerpt_seconds, lr=lr, seed=seed)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
                      eval_every=eval_every, device=str(dev), progress=not quiet and not as_json)
-    result = train_audio_codec(data, output, cfg, run, vocab, init=init)
+    result = train_audio_codec(data, output, cfg, run, vocab, init=_init("audio-codec", init))
     exported = str(export_codec(output, export, vocab)) if export is not None else None
     ev = result.eval
     _report(result, output, as_json,
@@ -156,7 +162,9 @@ def retrieval(
     stage: str = typer.Option("passage", "--stage", help="passage (the RNN model), or snippet: pre-train the "
                               "CNNs alone on aligned snippet pairs (needs 'umust dataset align'); --init from "
                               "it then gives RNN-FT, or RNN-FZ with --freeze-cnn."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tune: RNN-FT)."),
+    init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH",
+                                       help="Start from this checkpoint, a shipped model's name or a folder "
+                                       "(fine-tune: RNN-FT)."),
     freeze_cnn: bool = typer.Option(False, "--freeze-cnn", help="With --init: keep the snippet CNNs fixed (RNN-FZ)."),
     no_tempo_augment: bool = typer.Option(False, "--no-tempo-augment", help="No random spectrogram stretching."),
     eq_db: float = typer.Option(12.0, "--eq-augment-db", min=0.0, help="Random spectral EQ range in dB "
@@ -192,7 +200,7 @@ def retrieval(
                        eq_knots=eq_knots, reverb_augment_s=reverb_s, stage=stage)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
                      log_every=10, device=str(dev), progress=not quiet and not as_json, workers=workers)
-    result = train_retrieval(data, output, cfg, run, val_data, init)
+    result = train_retrieval(data, output, cfg, run, val_data, _init("retrieval", init))
     ev, what = result.eval, "snippet MRR" if stage == "snippet" else "MRR"
     _report(result, output, as_json,
             f", val {what} audio->sheet {ev['A2S_MRR']:.3f}, sheet->audio {ev['S2A_MRR']:.3f}" if ev else "")
