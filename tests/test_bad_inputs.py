@@ -244,6 +244,13 @@ CASES = {
     # dataset
     "dataset-build-every-piece-fails": ["dataset", "build", "{z}/binary.krn", "{z}/broken.krn", "-o", "{o}/c"],
     "dataset-build-missing": ["dataset", "build", "{z}/nope", "-o", "{o}/c"],
+    # usage errors found by the parser itself (one line for every command, not Click's box)
+    "usage-missing-argument": ["translate"],
+    "usage-below-min": ["dataset", "build", "{z}/broken.krn", "-o", "{o}/c", "--workers", "0"],
+    "usage-not-a-number": ["retrieve", "search", "{z}/good.wav", "--index", "{z}/index.npz", "-k", "many"],
+    "usage-unknown-option": ["tokenize", "midi", "{z}/good.mid", "--nope"],
+    "usage-unknown-command": ["tokenize", "pdf", "{z}/good.png"],
+    "usage-unknown-group": ["transcribe", "{z}/good.wav"],
 }
 
 
@@ -261,6 +268,12 @@ SAYS = {
     "notation-100-mb": "the limit is 64 MiB", "tokens-empty": "empty (0 bytes)", "tokens-far-end": "the limit is 10800 s", "tokens-no-notes": "no notes", "image-codes-empty": "empty (0 bytes)",
     "midi-max-seconds-nan": "--max-seconds", "notation-output-is-folder": "is a folder",
     "image-output-is-file": "is a file", "dataset-build-every-piece-fails": "2 of 2 pieces failed",
+    "usage-missing-argument": "Missing argument 'inputs'. (see 'umust translate --help')",
+    "usage-below-min": "greater than or equal to 1 (see 'umust dataset build --help')",
+    "usage-not-a-number": "Input should be a valid integer",
+    "usage-unknown-option": "No such option: --nope (see 'umust tokenize midi --help')",
+    "usage-unknown-command": "No such command 'pdf'. (see 'umust tokenize --help')",
+    "usage-unknown-group": "No such command 'transcribe'. Did you mean 'translate'? (see 'umust --help')",
 }
 CORPUS_RECORDS = {"build.json", "manifest.jsonl", "errors.jsonl", "error.json"}
 
@@ -378,6 +391,24 @@ def test_sigterm_leaves_no_temporary_file(zoo, tmp_path, args):
     err = stderr.splitlines()
     assert len(err) == 1 and err[0] == "error: terminated by SIGTERM", stderr
     assert list(out.iterdir()) == []
+
+
+def test_usage_errors_are_one_line_from_python_dash_m_too():
+    """``python -m umust_cli`` is the same command: a usage error is one line naming 'umust',
+    and a bare group (or no arguments) still prints its help, exit 2."""
+    def umust(*args):
+        return subprocess.run([sys.executable, "-m", "umust_cli", *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+
+    out = umust("dataset", "build", "x.krn", "-o", "c", "--workers", "0")
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert out.stderr.splitlines() == ["error: Invalid value for '--workers' / '-j': Input should be greater than or equal to 1 "
+                                       "(see 'umust dataset build --help')"]
+    for args in ((), ("tokenize",)):
+        out = umust(*args)
+        assert out.returncode == 2 and "Usage: umust" in out.stdout + out.stderr and "error:" not in out.stderr
+    out = umust("--version")
+    assert out.returncode == 0 and out.stdout.startswith("umust ")
 
 
 # ------------------------------------------------------------------ the loaders accept good input

@@ -1,4 +1,4 @@
-from umust_cli.cli.main import run
+from umust_cli.cli.main import app
 
 if __name__ == "__main__":
-    run()
+    app(prog_name="umust")  # the same command, named as installed (its usage errors say 'umust ...')

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import typer
+from typer._click.exceptions import UsageError
+from typer.core import TyperGroup
 
 from umust_cli.errors import BadInputError, UmustError
 from umust_cli.io import Terminated, signals_as_exceptions
@@ -45,6 +48,31 @@ def handle_errors(func: F) -> F:
             fail(_one_line(f"internal error: {type(e).__name__}: {e}"), 1)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _usage_error_as_one_line() -> Iterator[None]:
+    try:
+        yield
+    except UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as before
+            raise
+        where = e.ctx.command_path if e.ctx is not None else "umust"
+        fail(_one_line(f"{e.format_message()} (see '{where} --help')"), e.exit_code)
+
+
+class OneLineUsageErrors(TyperGroup):
+    """The root group: a usage error of any command (a missing argument, an option out of its
+    range, an unknown option, a bad choice) is one red line and exit 2 instead of Click's box.
+    Parsing of the root happens in ``make_context``, that of every subcommand in ``invoke``."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _usage_error_as_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_error_as_one_line():
+            return super().invoke(ctx)
 
 
 def _one_line(message: str) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import typer
 
 from umust_cli import __version__
+from umust_cli.cli._common import OneLineUsageErrors
 from umust_cli.cli import dataset, eval as eval_cmd, retrieve, tokenize, train, translate
 
 app = typer.Typer(
     name="umust",
+    cls=OneLineUsageErrors,
     help="Translate music between score images, notation (LMX), performance MIDI and audio.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
