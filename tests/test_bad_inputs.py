@@ -8,6 +8,7 @@ wrongly named files; ``CASES`` are command lines over it. ``{z}`` is the zoo fol
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
@@ -136,6 +137,12 @@ def make_zoo(z: Path) -> Path:
     np.savez(z / "index.npz", embeddings=np.zeros((2, 4), np.float32), meta=np.array('{"format": "x"}'))
     (z / "truncated.npz").write_bytes((z / "index.npz").read_bytes()[:300])
     (z / "broken.krn").write_text("**kern\n*M4/4\n=1\n4cc\n4zz\n*-\n")
+    (z / "corpus").mkdir(exist_ok=True)  # a manifest whose pieces' files are all gone
+    with open(z / "corpus" / "manifest.jsonl", "w") as f:
+        for piece in ("p1", "p2"):
+            files = {k: f"pieces/{piece}/systems/000.{k}" for k in ("png", "musicxml", "lmx", "mid", "wav")}
+            f.write(json.dumps({"piece_id": piece, "system": 0, "split": "train", **files, "start": 0.0,
+                                "duration": 1.0}) + "\n")
     return z
 
 
@@ -244,6 +251,9 @@ CASES = {
     # dataset
     "dataset-build-every-piece-fails": ["dataset", "build", "{z}/binary.krn", "{z}/broken.krn", "-o", "{o}/c"],
     "dataset-build-missing": ["dataset", "build", "{z}/nope", "-o", "{o}/c"],
+    "dataset-resynth-every-piece-fails": ["dataset", "resynth", "{z}/corpus", "-o", "{o}/r", "--soundfont",
+                                          "timgm6mb"],
+    "dataset-align-every-piece-fails": ["dataset", "align", "{z}/corpus"],
     # usage errors found by the parser itself (one line for every command, not Click's box)
     "usage-missing-argument": ["translate"],
     "usage-below-min": ["dataset", "build", "{z}/broken.krn", "-o", "{o}/c", "--workers", "0"],
@@ -268,6 +278,7 @@ SAYS = {
     "notation-100-mb": "the limit is 64 MiB", "tokens-empty": "empty (0 bytes)", "tokens-far-end": "the limit is 10800 s", "tokens-no-notes": "no notes", "image-codes-empty": "empty (0 bytes)",
     "midi-max-seconds-nan": "--max-seconds", "notation-output-is-folder": "is a folder",
     "image-output-is-file": "is a file", "dataset-build-every-piece-fails": "2 of 2 pieces failed",
+    "dataset-resynth-every-piece-fails": "2 of 2 pieces failed: p1: ", "dataset-align-every-piece-fails": "2 of 2 pieces failed: p1: ",
     "usage-missing-argument": "Missing argument 'inputs'. (see 'umust translate --help')",
     "usage-below-min": "greater than or equal to 1 (see 'umust dataset build --help')",
     "usage-not-a-number": "Input should be a valid integer",
@@ -309,7 +320,7 @@ def test_bad_input_exits_2_with_one_line(case, zoo, tmp_path):
     assert len(err) == 1 and err[0].startswith("error: "), result.stderr
     assert SAYS.get(case, "") in err[0]
     assert "Traceback" not in result.stdout + result.stderr
-    if case.startswith("dataset-build"):  # a corpus keeps its records of what failed (re-runs resume)
+    if case.startswith(("dataset-build", "dataset-resynth")):  # a corpus keeps its records of what failed (re-runs resume)
         left = {k: v for k, v in left.items() if Path(k).name not in CORPUS_RECORDS}
     assert left == {} and not zoo_changed, f"{case} left {left}"
 

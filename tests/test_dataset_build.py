@@ -169,7 +169,25 @@ def test_dataset_align_writes_the_same_alignment_again(corpus, tmp_path):
     assert {png: path.read_bytes() for png, path in saved.items()} == before
     (copy / rows[0]["png"]).write_bytes(b"not a png")  # a piece that fails is reported, the rest aligned
     result = runner.invoke(app, ["dataset", "align", str(copy), "--redo", "--json"])
-    assert result.exit_code != 0 and rows[0]["piece_id"] in result.output
+    assert result.exit_code == 3, result.output  # some failed, the others are aligned (as dataset build)
+    err = result.stderr.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: 1 of 2 pieces failed: ") and rows[0]["piece_id"] in err[0]
+    assert rows[0]["piece_id"] in json.loads(result.stdout)["failed"]
+
+
+def test_resynth_keeps_going_past_a_failed_piece_and_exits_3(corpus, tmp_path):
+    copy = tmp_path / "c"
+    shutil.copytree(corpus, copy)
+    broken = manifest(copy)[0]["piece_id"]
+    (copy / "pieces" / broken / "performance.mid").write_bytes(b"not a midi file")
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["dataset", "resynth", str(copy), "-o", str(out), "--soundfont", "timgm6mb",
+                                 "--split", "train", "--split", "valid", "--split", "test"])
+    assert result.exit_code == 3, result.output
+    assert f"failed {broken}: " in result.stdout and "1 built, 0 already done, 1 failed" in result.stdout
+    err = result.stderr.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: 1 of 2 pieces failed: {broken}: "), result.stderr
+    assert {r["piece_id"] for r in manifest(out)} == {r["piece_id"] for r in manifest(copy)} - {broken}
 
 
 def test_dataset_align_links_a_resynth_corpus_to_its_source(corpus, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -9,7 +10,7 @@ import typer
 
 from umust_cli import registry
 from umust_cli.cli._common import JSON_OPTION_HELP, fail, finish_batch, handle_errors, print_json
-from umust_cli.errors import BadInputError, RenderError
+from umust_cli.errors import BadInputError
 
 app = typer.Typer(help="Build and inspect the aligned image/notation/MIDI/audio corpus.", no_args_is_help=True)
 
@@ -193,30 +194,36 @@ def resynth(
     split: List[str] = typer.Option(["train"], "--split", help="Only this split (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
-    """Render a corpus's performances again with another soundfont or tempo: same systems, new sound."""
+    """Render a corpus's performances again with another soundfont or tempo: same systems, new sound.
+
+    A piece that fails does not stop the others; the failures are listed at the end. Exit status:
+    0 when every piece is rendered, 3 when some failed (the others are rendered), 2 when none could be.
+    """
     from tqdm import tqdm
 
     from umust_cli.data.resynth import ResynthConfig, resynth_corpus
 
     config = ResynthConfig(soundfont=soundfont, program=program, splits=tuple(split), tempo=tempo)
-    with tqdm(desc=f"resynth {config.name}", unit="piece", disable=as_json) as bar:
+    quiet = as_json or not sys.stderr.isatty()  # a log or a script gets the list at the end only
+    with tqdm(desc=f"resynth {config.name}", unit="piece", disable=quiet) as bar:
         summary = resynth_corpus(corpus, output, config, on_piece=lambda _: bar.update(1))
     if as_json:
         print_json(summary)
     else:
         typer.echo(f"{summary['built']} built, {summary['skipped']} already done, {len(summary['failed'])} "
                    f"failed; {output}: {summary['systems']} systems, {summary['hours']:.3f} h ({config.name})")
-    _fail_on_failed_pieces(summary["failed"], listed=not as_json)
+    _finish_pieces(summary["failed"], summary["pieces"], listed=not as_json)
 
 
-def _fail_on_failed_pieces(failed: dict, listed: bool) -> None:
-    """With ``listed``, print each failed piece on stderr (the --json output lists them itself); then,
-    if any failed, exit with one error line."""
+def _finish_pieces(failed: dict, total: int, listed: bool) -> None:
+    """With ``listed``, print each failed piece on stdout (the --json output lists them itself); then,
+    if any failed, one error line: exit 2 when all ``total`` pieces failed, PARTIAL_FAILURE_EXIT (3)
+    when some did (as 'dataset build' and 'tokenize')."""
     if listed:
         for piece_id, error in failed.items():
-            typer.echo(f"failed {piece_id}: {error}", err=True)
-    if failed:
-        raise RenderError(f"{len(failed)} piece(s) failed (listed above)")
+            typer.echo(f"failed {piece_id}: {error}")
+    rows = [{"input": piece_id, "error": error} for piece_id, error in failed.items()]
+    finish_batch(rows, total, total - len(failed), "pieces")
 
 
 @app.command("align")
@@ -226,19 +233,30 @@ def align(
     redo: bool = typer.Option(False, "--redo", help="Align pieces again that already have alignments."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
-    """Add sub-system alignment (notehead x <-> onset time, systems/NNN.align.json) to an older corpus."""
+    """Add sub-system alignment (notehead x <-> onset time, systems/NNN.align.json) to an older corpus.
+
+    A piece that fails does not stop the others; the failures are listed at the end. Exit status:
+    0 when every piece is aligned, 3 when some failed (the others are aligned), 2 when none could be.
+    """
     from tqdm import tqdm
 
     from umust_cli.data.align import align_corpus
 
-    with tqdm(desc="align", unit="piece", disable=as_json) as bar:
-        summary = align_corpus(corpus, redo, on_piece=lambda _: bar.update(1))
+    pieces: list[str] = []
+
+    def on_piece(piece_id: str) -> None:
+        pieces.append(piece_id)
+        bar.update(1)
+
+    quiet = as_json or not sys.stderr.isatty()  # a log or a script gets the list at the end only
+    with tqdm(desc="align", unit="piece", disable=quiet) as bar:
+        summary = align_corpus(corpus, redo, on_piece=on_piece)
     if as_json:
         print_json(summary)
     else:
         typer.echo(f"{summary['aligned']} systems aligned, {summary['skipped']} already done, "
                    f"{len(summary['failed'])} piece(s) failed")
-    _fail_on_failed_pieces(summary["failed"], listed=not as_json)
+    _finish_pieces(summary["failed"], len(pieces), listed=not as_json)
 
 
 @app.command("tokenize")
