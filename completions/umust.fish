@@ -72,7 +72,7 @@ complete -c umust -f -n '__umust_path_is \'eval\'' -a emd -d 'Earth Mover\'s Dis
 complete -c umust -f -n '__umust_path_is \'eval\'' -a fad -d 'Fréchet Audio Distance between two folders of clips (or generated clips and a corpus split).'
 complete -c umust -f -n '__umust_path_is \'eval\'' -a i2a -d 'Image/score-to-audio: onset F1 between transcriptions of generated and reference audio.'
 complete -c umust -f -n '__umust_path_is \'eval\'' -a m2a -d 'MIDI-to-audio: transcribe the audio (Transkun) and score it against the MIDI.'
-complete -c umust -f -n '__umust_path_is \'eval\'' -a omr -d 'Symbol Error Rate of LMX predictions, with and without tuplet tokens.'
+complete -c umust -f -n '__umust_path_is \'eval\'' -a omr -d 'Symbol Error Rate of LMX predictions, with and without tuplet tokens'
 complete -c umust -f -n '__umust_path_is \'eval\'' -a reference -d 'Reference rows of the papers\' tables on a corpus split (FluidSynth, other soundfont, DAC, EMD, FAD).'
 complete -c umust -f -n '__umust_path_is \'eval\'' -a retrieval -d 'Recall@1/10/25, MRR and median rank in both directions (query i matches candidate i).'
 complete -c umust -n '__umust_path_is \'eval\'' -s h -l help -d 'Show the help and exit.'

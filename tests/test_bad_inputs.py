@@ -102,6 +102,8 @@ def make_zoo(z: Path) -> Path:
     lmx = "measure key:fifths:0 time beats:4 beat-type:4 clef:G2 note pitch:C4 quarter"
     (z / "v9.lmx").write_text(f"version: 9.9\nflavor: core\n---\n{lmx}\n")
     (z / "flavor.lmx").write_text(f"version: 1.0\nflavor: fancy\n---\n{lmx}\n")
+    (z / "good.lmx").write_text(f"version: 1.0\nflavor: core\n---\n{lmx}\n")
+    (z / "header_only.lmx").write_text("version: 1.0\nflavor: core\n---\n")
     (z / "words.lmx").write_text("hello world\n")
     (z / "nonotes.txt").write_text("@0 10\n")
     (z / "words.txt").write_text("hello world\n")
@@ -244,6 +246,10 @@ CASES = {
     "eval-m2a-nan-wav": ["eval", "m2a", "{z}/nan.wav", "--ref", "{z}/good.mid"],
     "eval-m2a-truncated-wav": ["eval", "m2a", "{z}/truncated.wav", "--ref", "{z}/good.mid"],
     "eval-m2a-silent-wav": ["eval", "m2a", "{z}/silent.wav", "--ref", "{z}/good.mid"],
+    "eval-omr-empty-lmx": ["eval", "omr", "{z}/empty.lmx", "--ref", "{z}/good.lmx"],
+    "eval-omr-header-only-lmx": ["eval", "omr", "{z}/header_only.lmx", "--ref", "{z}/good.lmx"],
+    "eval-omr-unknown-version": ["eval", "omr", "{z}/v9.lmx", "--ref", "{z}/good.lmx"],
+    "eval-omr-binary-lmx": ["eval", "omr", "{z}/binary.lmx", "--ref", "{z}/good.lmx"],
     "eval-retrieval-empty-npy": ["eval", "retrieval", "{z}/empty.npy"],
     "eval-retrieval-truncated-npy": ["eval", "retrieval", "{z}/truncated.npy"],
     "eval-retrieval-objects-npy": ["eval", "retrieval", "{z}/objects.npy"],
@@ -255,6 +261,8 @@ CASES = {
                                           "timgm6mb"],
     "dataset-align-every-piece-fails": ["dataset", "align", "{z}/corpus"],
     # usage errors found by the parser itself (one line for every command, not Click's box)
+    "eval-omr-empty-lmx": "empty (0 bytes)", "eval-omr-header-only-lmx": "prediction LMX file has no tokens",
+    "eval-omr-unknown-version": "unknown LMX file version '9.9'", "eval-omr-binary-lmx": "not a UTF-8 text",
     "usage-missing-argument": ["translate"],
     "usage-below-min": ["dataset", "build", "{z}/broken.krn", "-o", "{o}/c", "--workers", "0"],
     "usage-not-a-number": ["retrieve", "search", "{z}/good.wav", "--index", "{z}/index.npz", "-k", "many"],
@@ -423,6 +431,19 @@ def test_usage_errors_are_one_line_from_python_dash_m_too():
 
 
 # ------------------------------------------------------------------ the loaders accept good input
+def test_eval_omr_reads_the_lmx_header_as_a_header(zoo, tmp_path):
+    """The .lmx header (version, flavor, ---) is not tokens: a prediction in that layout scores
+    SER 0 against the same tokens bare."""
+    import json
+
+    bare = tmp_path / "good.txt"
+    bare.write_text((zoo / "good.lmx").read_text().split("---\n", 1)[1])
+    result = runner.invoke(app, ["eval", "omr", str(zoo / "good.lmx"), "--ref", str(bare), "--json"])
+    assert result.exit_code == 0, result.stderr
+    row = json.loads(result.stdout)["rows"][0]
+    assert row["SER"] == 0 and row["ref_tokens"] == len(bare.read_text().split())
+
+
 def test_load_audio_reads_a_span_mono_or_per_channel_and_resamples(tmp_path):
     from umust_cli.inputs import load_audio
 

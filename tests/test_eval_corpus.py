@@ -104,7 +104,7 @@ def test_omr_corpus_identical_missing_and_bad_reference(corpus, tmp_path):
     assert data["summary"]["SER"] == 0.0 and data["summary"]["files"] == 1
     assert data["summary"]["missing"] == 1 and data["missing"] == ["alpha/001"]
     assert data["summary"]["failed"] == 1 and data["failed"][0]["name"] == "beta/000"
-    assert "no tokens" in data["failed"][0]["error"]
+    assert "is empty (0 bytes)" in data["failed"][0]["error"]  # read through inputs.load_lmx
 
 
 def test_amt_and_emd_corpus_identical_predictions(corpus, tmp_path):

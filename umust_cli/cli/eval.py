@@ -82,7 +82,12 @@ def omr(
     as_csv: bool = typer.Option(False, "--csv", help=CSV_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
 ) -> None:
-    """Symbol Error Rate of LMX predictions, with and without tuplet tokens."""
+    """Symbol Error Rate of LMX predictions, with and without tuplet tokens.
+
+    Predictions and references are bare LMX tokens or the .lmx layout (its version/flavor
+    header is checked and is not counted as tokens). An empty prediction file is bad input
+    (exit 2; with --data it is listed among the failed examples).
+    """
     from umust_cli.eval import report, tasks
 
     pairs, log = _inputs(preds, ref, ref_dir, pair, data, split, limit, "lmx", LMX_SUFFIXES, LMX_SUFFIXES,

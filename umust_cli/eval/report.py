@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from umust_cli.errors import BadInputError, InputNotFoundError, NotationError
 from umust_cli.eval.metrics import Notes
-from umust_cli.inputs import load_midi
+from umust_cli.inputs import load_lmx, load_midi
 from umust_cli.io import require_file, write_json_atomic, write_text_atomic
 
 TABLE_MAX_ROWS = 50  # longer per-example tables are left to --csv / --out
@@ -121,11 +121,15 @@ def _find_in_dir(folder: Path, stem: str, suffixes: Sequence[str]) -> Path:
 
 
 def read_lmx_tokens(path: Path) -> list[str]:
-    """Whitespace-separated LMX tokens of a text file."""
-    try:
-        return Path(path).read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError) as e:
-        raise NotationError(f"cannot read LMX file {path}: {e}") from e
+    """The LMX tokens of a file: bare tokens, or the ``.lmx`` layout, whose header is checked
+    (``inputs.load_lmx``: an unknown version or flavor is a NotationError) and is not tokens;
+    ``---`` system separators and ``#`` comments are dropped. An empty, blank or binary file
+    is a NotationError."""
+    lines = [line.split("#", 1)[0] for line in load_lmx(path).splitlines()]
+    if any(line.strip() == "---" for line in lines):
+        first = next(i for i, line in enumerate(lines) if line.strip() == "---")
+        lines = [line for line in lines[first + 1:] if line.strip() != "---"]
+    return " ".join(lines).split()
 
 
 def read_midi_notes(path: Path):

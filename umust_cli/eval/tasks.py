@@ -45,6 +45,8 @@ def omr(pairs: PairSet, log: RunLog | None = None) -> EvalResult:
             pred, ref = read_lmx_tokens(pred_path), read_lmx_tokens(ref_path)
             if not ref:
                 raise BadInputError(f"reference LMX file has no tokens: {ref_path}")
+            if not pred:
+                raise BadInputError(f"prediction LMX file has no tokens: {pred_path}")
             a, b = M.ser_counts(pred, ref), M.ser_counts(pred, ref, tuplets=False)
             with_t.append(a)
             without_t.append(b)
