@@ -9,7 +9,8 @@ from typing import List, Optional, Tuple
 import typer
 
 from umust_cli import registry
-from umust_cli.cli._common import JSON_OPTION_HELP, fail, finish_batch, handle_errors, print_json
+from umust_cli.cli._common import (PARTIAL_FAILURE_EXIT, JSON_OPTION_HELP, fail, finish_batch, handle_errors,
+                                   print_json)
 from umust_cli.errors import BadInputError
 
 app = typer.Typer(help="Build and inspect the aligned image/notation/MIDI/audio corpus.", no_args_is_help=True)
@@ -145,9 +146,9 @@ def import_dataset(
                    f"{summary['pieces']} pieces, {summary['hours']:.3f} h of audio; files {files['linked']} "
                    f"linked, {files['copied']} copied, {files['kept']} kept, {files['derived']} derived; "
                    f"{output / 'manifest.jsonl'}")
-    if summary["errors"]:
-        raise BadInputError(f"{summary['errors']} missing or unreadable file(s), {summary['dropped']} sample(s) "
-                            f"dropped; listed in {output / 'errors.jsonl'}")
+    if summary["errors"]:  # exit 2 when no row was imported, 3 when some were (finish_batch's rule)
+        fail(f"{summary['errors']} missing or unreadable file(s), {summary['dropped']} sample(s) dropped; "
+             f"listed in {output / 'errors.jsonl'}", 2 if summary["rows"] == 0 else PARTIAL_FAILURE_EXIT)
 
 
 @app.command("stats")
@@ -335,5 +336,7 @@ def _tokenize_report(summary: dict, as_json: bool) -> None:
                            f"{c['failed']} failed")
         typer.echo(f"{summary['elapsed_s']:.1f} s on {summary['device']}; summary: "
                    f"{Path(summary['output']) / 'tokenize.json'}")
-    if summary["failed"]:
-        raise BadInputError(f"{summary['failed']} file(s) failed; see {summary['errors_file']}")
+    if summary["failed"]:  # exit 2 when nothing was encoded, 3 when some files were (finish_batch's rule)
+        encoded = sum(c["encoded"] for splits in summary["counts"].values() for c in splits.values())
+        code = 2 if encoded == 0 else PARTIAL_FAILURE_EXIT
+        fail(f"{summary['failed']} file(s) failed; see {summary['errors_file']}", code)
