@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -17,15 +18,24 @@ def corpora() -> Path:
     return CORPORA
 
 
-@pytest.fixture
-def one_torch_thread():
-    """One torch thread: faster on a busy 2-core box, and the same arithmetic in every run."""
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` torch threads, then restore the setting."""
     import torch
 
     old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: faster on a busy 2-core box, and the same arithmetic in every run."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import torch_threads
 
 from umust_cli.codecs.base import MODALITIES as CODEC_MODALITIES
 from umust_cli.codecs.vocab import Vocabulary, default_vocabulary
@@ -73,10 +74,8 @@ def _tensors(cfg, pairs, src: str, tgt: str):
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny tensors: a second thread only spins on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
