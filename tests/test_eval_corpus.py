@@ -107,6 +107,22 @@ def test_omr_corpus_identical_missing_and_bad_reference(corpus, tmp_path):
     assert "is empty (0 bytes)" in data["failed"][0]["error"]  # read through inputs.load_lmx
 
 
+def test_omr_corpus_empty_output_scores_all_deletions(corpus, tmp_path):
+    from umust_cli.codecs.notation import lmx_file_text
+
+    preds = predictions(corpus, tmp_path / "p", ".lmx", ["alpha/000"])
+    (preds / "alpha" / "001.lmx").write_text(lmx_file_text(""), encoding="utf-8")   # header, no tokens
+    data = json.loads(invoke("omr", str(preds), "--data", str(corpus), "--json").stdout)
+    ref_len = len((corpus / "pieces/alpha/systems/001.lmx").read_text().split())
+    rows = {r["name"]: r for r in data["rows"]}
+    assert rows["alpha/001"]["edits"] == ref_len and rows["alpha/001"]["SER"] == 1.0
+    assert data["summary"]["empty_predictions"] == 1 and data["summary"]["files"] == 2
+    assert data["summary"]["missing"] == 1                                     # beta/000
+    assert 0 < data["summary"]["SER"] < 1
+    single = invoke("omr", str(preds / "alpha" / "001.lmx"), "--ref", str(corpus / "pieces/alpha/systems/001.lmx"))
+    assert single.exit_code == 2 and "has no tokens" in single.output         # an explicit file: bad input
+
+
 def test_amt_and_emd_corpus_identical_predictions(corpus, tmp_path):
     keys = ["alpha/000", "alpha/001", "beta/000"]
     mids = predictions(corpus, tmp_path / "m", ".mid", keys)

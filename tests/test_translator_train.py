@@ -130,6 +130,31 @@ def test_variants_padding_and_missing_modalities(corpus, vocab):
     assert len(pairs) == 1 and too_long == 2   # 6 and 7 frames (+1 for shifts) are over the cap
 
 
+def test_scan_copies_are_extra_image_sources(tmp_path, vocab):
+    root = make_corpus(tmp_path / "c", variants=False)
+    rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+    rng = np.random.default_rng(7)
+    for row in rows[:2]:                                   # alpha/000 and alpha/001 have a scan copy
+        stem = row["png"][:-len(".png")]
+        row["scans"] = [f"{stem}.scan0.png", f"{stem}.scan1.png"]   # only scan0 is tokenized
+        np.save(root / f"{stem}.scan0.image.npy", rng.integers(0, 1024, (1, 4, 2, 5)).astype(np.int16))
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain, _ = pairs_io.load_systems(root, "train", vocab)
+    systems, problems = pairs_io.load_systems(root, "train", vocab, scans=True)
+    assert not problems and len(plain) == 4 and len(systems) == 6
+    copy = systems[1]
+    assert copy.key == "alpha/000/scan0" and copy.copy == "scan0" and systems[0].copy == ""
+    assert copy.shape["image"] == (1, 4, 2, 5) and copy.codes["audio"] == systems[0].codes["audio"]
+    assert copy.tokens["notation"] == systems[0].tokens["notation"]
+    cfg = make_config("tiny", vocab)
+    omr = pairs_io.TaskSpec("omr", "image", "notation")
+    l2i = pairs_io.TaskSpec("lmx2image", "notation", "image")
+    assert len(pairs_io.task_pairs(systems, omr, cfg, pairs_io.Caps())[0]) == 6
+    assert len(pairs_io.task_pairs(systems, l2i, cfg, pairs_io.Caps())[0]) == 4   # never an image target
+    steps, height = pairs_io.SequenceStore(systems, cfg).steps(1, "image")
+    assert height == 2 and steps.shape == (2 * 5 + 2, 4)
+
+
 def test_parse_tasks():
     names = [t.name for t in pairs_io.parse_tasks(None, "i2a")]
     assert names == ["omr", "midi2audio", "image2audio"]

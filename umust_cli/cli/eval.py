@@ -85,8 +85,9 @@ def omr(
     """Symbol Error Rate of LMX predictions, with and without tuplet tokens.
 
     Predictions and references are bare LMX tokens or the .lmx layout (its version/flavor
-    header is checked and is not counted as tokens). An empty prediction file is bad input
-    (exit 2; with --data it is listed among the failed examples).
+    header is checked and is not counted as tokens). A prediction without tokens is bad input
+    (exit 2); with --data it is a model's empty output and scores as all deletions (counted
+    in empty_predictions), while a missing or unreadable file is listed among the failures.
     """
     from umust_cli.eval import report, tasks
 

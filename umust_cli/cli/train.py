@@ -241,6 +241,8 @@ def translator(
                                           "the shipped codecs' codebooks."),
     best_metric: str = typer.Option("auto", "--best-metric", help="Keep-best metric: ser (OMR), loss (mean "
                                     "valid loss) or auto (ser when OMR is trained)."),
+    no_scans: bool = typer.Option(False, "--no-scans", help="Engraved images only (default: the tokenized "
+                                  "scanned-look copies are image sources too)."),
     codes: Optional[Path] = typer.Option(None, "--codes", help="Folder of the code files if `dataset tokenize` "
                                          "wrote them elsewhere (default: the corpus)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the batch plan."),
@@ -273,7 +275,8 @@ def translator(
     cfg = TrainConfig(direction=direction, preset=preset, image_layout=image_layout, tasks=specs,
                       batch_tokens=batch_tokens, accum=accum, world_size=dist.world, lr=lr,
                       warmup_steps=warmup_steps, decay_steps=decay_steps,
-                      precision=precision, codebook_init=not no_codebook_init, best_metric=best_metric, seed=seed)
+                      precision=precision, codebook_init=not no_codebook_init, best_metric=best_metric, seed=seed,
+                      scans=not no_scans)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
                      eval_items=eval_items, device=str(dev), progress=not quiet and not as_json)
     try:

@@ -8,14 +8,15 @@ from typing import List, Optional
 import typer
 
 from umust_cli.cli._common import JSON_OPTION_HELP, check_distinct_outputs, finish_batch, handle_errors, print_json
-from umust_cli.errors import UmustError
+from umust_cli.errors import BadInputError, UmustError
 from umust_cli.translate.routes import (SYNTHS, TASKS, TRANSCRIBERS, VIAS, Options, choose_route, plan_jobs,
                                        task_name)
 
 @handle_errors
 def translate(
-    inputs: List[Path] = typer.Argument(..., help="Score images (PNG/JPG, a page or a PDF), audio "
-                                        "(WAV/FLAC/MP3/OGG), MIDI (.mid) or notation (.musicxml/.krn/.mei/.lmx)."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Score images (PNG/JPG, a page or a PDF), audio "
+                                                  "(WAV/FLAC/MP3/OGG), MIDI (.mid) or notation "
+                                                  "(.musicxml/.krn/.mei/.lmx)."),
     output: Path = typer.Option(..., "-o", "--output", help="The output file (its suffix names the task: "
                                 ".wav .png .musicxml .lmx .mid), or a folder for several inputs (with --task)."),
     task: Optional[str] = typer.Option(None, "--task", help=f"The task, explicitly: {', '.join(TASKS)} "
@@ -38,6 +39,16 @@ def translate(
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling probability."),
     seed: int = typer.Option(0, "--seed", help="Seed of sampling and of performance MIDI."),
     device: str = typer.Option("auto", "--device", help="auto (cuda when there is one), cpu, cuda or cuda:N."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Instead of INPUTS: OMR of a tokenized corpus "
+                                        "split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER "
+                                        "--data CORPUS` (batched, from the codes of `umust dataset tokenize`)."),
+    split: str = typer.Option("test", "--split", help="With --data: train, valid or test."),
+    copy: str = typer.Option("engraved", "--copy", help="With --data: engraved, or scanK (the K-th "
+                             "scanned-look copy, tokenized with --scans)."),
+    codes: Optional[Path] = typer.Option(None, "--codes", help="With --data: where `dataset tokenize` wrote "
+                                         "the codes (default: the corpus)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="With --data: systems decoded together."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="With --data: the first N systems."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Translate each input into the output's type along a route that is always named:
@@ -51,13 +62,20 @@ def translate(
     """
     from umust_cli.translate.engines import Engines, RunConfig, has_model
 
+    config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
+                       top_p=top_p, soundfont=soundfont, tempo=tempo)
+    if data is not None:
+        if inputs or task not in (None, "omr", "i2n"):
+            raise BadInputError("--data translates a corpus split (OMR); give no INPUTS and no other --task")
+        _corpus_omr(data, split, copy, codes, batch_size, limit, output, Engines(config), as_json)
+        return
+    if not inputs:
+        raise BadInputError("give INPUTS to translate (or --data CORPUS for a corpus split)")
     options = Options(via=via, transcriber=transcriber, synth=synth)
     jobs = plan_jobs(list(inputs), output, task)
     check_distinct_outputs([(str(j.source), [str(j.dest)]) for j in jobs])
     available = has_model(model)
     routes = {j.task: choose_route(*j.task, options, available) for j in jobs}
-    config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
-                       top_p=top_p, soundfont=soundfont, tempo=tempo)
     engines = Engines(config)
     if not as_json:
         for route in dict.fromkeys(routes.values()):
@@ -96,3 +114,28 @@ def _run(jobs, routes, engines, quiet: bool) -> tuple[list[dict], list[dict]]:
                     progress.console.print(f"[red]failed[/red] {job.source}: {e}", highlight=False)
             progress.advance(bar)
     return done, failed
+
+
+def _corpus_omr(data: Path, split: str, copy: str, codes: Optional[Path], batch_size: int, limit: Optional[int],
+                output: Path, engines, as_json: bool) -> None:
+    """`--data`: OMR of a corpus split under a progress bar; a summary line (or JSON)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from umust_cli.translate.corpus import SplitJob, predict_omr, split_systems
+
+    job = SplitJob(corpus=data, split=split, copy=copy, codes=codes, batch_size=batch_size, limit=limit)
+    total = len(split_systems(job))
+    if not as_json:
+        cfg = engines.translator("image", "notation").cfg
+        typer.secho(f"route: direct (image -> notation, d{cfg.d_model} {cfg.image_layout} model) over {total} "
+                    f"{copy} {split} systems", err=True, fg=typer.colors.CYAN)
+    with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                  disable=as_json) as progress:
+        bar = progress.add_task("omr", total=total)
+        summary = predict_omr(job, engines, output, on_batch=lambda n: progress.advance(bar, n))
+    if as_json:
+        print_json({**summary, "route": "direct", "output": str(output)})
+    else:
+        typer.echo(f"{summary['written']} systems predicted ({summary['skipped']} already there, "
+                   f"{summary['empty']} empty) -> {output}")

@@ -11,7 +11,9 @@ direct task ramps in (image->audio between 15k and 50k, audio->image between 40k
 A system gives one sequence per modality it has: the codes of ``NNN.image.npy`` and
 ``NNN.audio.npy`` written by `umust dataset tokenize` (one shift variant per sample:
 a random one on train, variant 0 on valid), the LMX tokens of ``NNN.lmx`` and the MIDI
-tokens of ``NNN.mid`` (read through the codecs once per run). A task skips the systems
+tokens of ``NNN.mid`` (read through the codecs once per run). With ``scans``, each tokenized
+scanned-look copy of a system (``NNN.scanK.image.npy``) is one more image source with the
+system's other sequences (never an image target). A task skips the systems
 that lack one of its modalities and the pairs over the caps (:class:`Caps`: the paper's
 audio <= 20 s, MIDI <= 1,000 tokens, image <= 150 patch columns, and the model's limits).
 
@@ -155,6 +157,7 @@ class System:
     codes: dict[str, Path]          # image / audio -> code file
     tokens: dict[str, list[int]]    # notation / midi -> global ids (without [SOS]/[EOS])
     shape: dict[str, tuple]         # image / audio -> code array shape (V, 4, ...)
+    copy: str = ""                  # "": the engraving; "scanK": its K-th scanned-look copy
 
     def has(self, modality: str) -> bool:
         return modality in self.codes or modality in self.tokens
@@ -174,9 +177,14 @@ class System:
 
 
 def load_systems(corpus: Path, split: str, vocab: Vocabulary, codes_dir: Path | None = None,
-                 modalities: Sequence[str] = MODALITIES) -> tuple[list[System], list[str]]:
+                 modalities: Sequence[str] = MODALITIES, scans: bool = False
+                 ) -> tuple[list[System], list[str]]:
     """The systems of ``split`` with the files of ``modalities`` they have, and one line per
-    file that could not be read (that modality is then missing for the system)."""
+    file that could not be read (that modality is then missing for the system).
+
+    ``scans``: each scanned-look copy of a row whose codes were tokenized (``NNN.scanK.png``
+    -> ``NNN.scanK.image.npy``, `dataset tokenize --scans`) is one more system with that
+    image and the row's other sequences (``copy`` "scanK")."""
     rows = corpus_io.system_rows(corpus, (split,))
     codes_root, midi = Path(codes_dir or corpus), MidiCodec()
     systems, problems = [], []
@@ -191,11 +199,28 @@ def load_systems(corpus: Path, split: str, vocab: Vocabulary, codes_dir: Path | 
             except (UmustError, OSError, ValueError) as e:
                 problems.append(f"{sys_.key} {m}: {e}")
         systems.append(sys_)
+        if scans and "image" in modalities:
+            systems.extend(_scan_copies(sys_, row, codes_root, problems))
     return systems, problems
 
 
-def _read_modality(sys_: System, modality: str, path: Path, code_base: Path, vocab: Vocabulary,
-                   midi: MidiCodec) -> None:
+def _scan_copies(sys_: System, row: dict, codes_root: Path, problems: list[str]) -> list[System]:
+    """The row's scanned-look copies that have codes, as systems sharing its other sequences."""
+    out = []
+    for k, rel in enumerate(row.get("scans") or ()):
+        copy = System(f"{sys_.key}/scan{k}", {m: p for m, p in sys_.codes.items() if m != "image"},
+                      sys_.tokens, {m: s for m, s in sys_.shape.items() if m != "image"}, f"scan{k}")
+        try:
+            _read_modality(copy, "image", codes_root / rel, codes_root / rel, None, None)
+        except (UmustError, OSError, ValueError) as e:
+            problems.append(f"{copy.key} image: {e}")
+        if "image" in copy.codes:
+            out.append(copy)
+    return out
+
+
+def _read_modality(sys_: System, modality: str, path: Path, code_base: Path, vocab: Vocabulary | None,
+                   midi: MidiCodec | None) -> None:
     if modality in CODE_SUFFIX:
         code = code_base.with_suffix(CODE_SUFFIX[modality])
         if not code.is_file():
@@ -282,8 +307,8 @@ def task_pairs(systems: list[System], task: TaskSpec, cfg: TranslatorConfig, cap
     systems that have both modalities were left out for length."""
     pairs, too_long = [], 0
     for i, s in enumerate(systems):
-        if not (s.has(task.source) and s.has(task.target)):
-            continue
+        if not (s.has(task.source) and s.has(task.target)) or (s.copy and task.target == "image"):
+            continue                    # scanned-look copies are sources only
         if not (fits(s, task.source, cfg, caps) and fits(s, task.target, cfg, caps)):
             too_long += 1
             continue

@@ -39,14 +39,15 @@ def _prf_summary(prefix: str, counts: Sequence[M.PrfCounts]) -> dict[str, float]
 def omr(pairs: PairSet, log: RunLog | None = None) -> EvalResult:
     """SER and SER without tuplet tokens of LMX predictions."""
     log = log or RunLog()
-    rows, with_t, without_t = [], [], []
+    rows, with_t, without_t, empty = [], [], [], 0
     for name, pred_path, ref_path in log.each(pairs.items(), "omr"):
         with log.guard(name, pred_path, ref_path):
             pred, ref = read_lmx_tokens(pred_path), read_lmx_tokens(ref_path)
             if not ref:
                 raise BadInputError(f"reference LMX file has no tokens: {ref_path}")
-            if not pred:
-                raise BadInputError(f"prediction LMX file has no tokens: {pred_path}")
+            if not pred and not log.keep_going:     # corpus mode: a model's empty output scores
+                raise BadInputError(f"prediction LMX file has no tokens: {pred_path}")   # all deletions
+            empty += not pred
             a, b = M.ser_counts(pred, ref), M.ser_counts(pred, ref, tuplets=False)
             with_t.append(a)
             without_t.append(b)
@@ -56,6 +57,8 @@ def omr(pairs: PairSet, log: RunLog | None = None) -> EvalResult:
     summary = {"files": len(rows), "SER": M.pooled_ser(with_t), "SER_no_tuplets": M.pooled_ser(without_t),
                "mean_SER": _nanmean([c.ser for c in with_t]),
                "mean_SER_no_tuplets": _nanmean([c.ser for c in without_t])}
+    if log.keep_going:
+        summary["empty_predictions"] = empty
     defs = {"SER": "sum of token edit distances / sum of reference lengths (pooled)",
             "no_tuplets": "tokens NinM, tuplet:start, tuplet:stop removed from both sides", "mean": MEAN}
     cols = ["name", "ref_tokens", "edits", "SER", "SER_no_tuplets"]

@@ -69,6 +69,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: str = "auto"
     codebook_init: bool = True
+    scans: bool = True                        # scanned-look copies' codes are image sources too
     best_metric: str = "auto"                 # auto: SER when OMR is trained, else loss
     seed: int = 0
 
@@ -158,7 +159,7 @@ class Data:
 def load_data(corpus: Path, split: str, cfg: TrainConfig, model_cfg: TranslatorConfig, vocab: Vocabulary,
               codes_dir: Path | None) -> Data:
     wanted = sorted({m for t in cfg.tasks for m in (t.source, t.target)})
-    systems, _ = pairs_io.load_systems(corpus, split, vocab, codes_dir, wanted)
+    systems, _ = pairs_io.load_systems(corpus, split, vocab, codes_dir, wanted, scans=cfg.scans)
     found = [pairs_io.task_pairs(systems, t, model_cfg, cfg.caps) for t in cfg.tasks]
     return Data(systems, pairs_io.SequenceStore(systems, model_cfg), [p for p, _ in found],
                 [n for _, n in found])

@@ -1,0 +1,99 @@
+"""`umust translate --data CORPUS`: OMR of a tokenized corpus split, batched, named for `umust eval omr`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from umust_cli.checkpoint import save_model
+from umust_cli.cli.main import app
+from umust_cli.codecs.notation import NotationCodec
+from umust_cli.codecs.vocab import default_vocabulary
+from umust_cli.data import pairs as pairs_io
+from umust_cli.inputs import load_lmx
+from umust_cli.model.generate import DecodingOptions, generate, step_positions
+from umust_cli.model.translator import MODEL_KIND, Translator, make_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+runner = CliRunner()
+LMX = NotationCodec().token_names()
+# piece, system, split, image codes (rows, columns)
+SYSTEMS = [("alpha", 0, "test", (2, 3)), ("alpha", 1, "test", (3, 5)), ("beta", 0, "test", (2, 2)),
+           ("beta", 1, "test", (2, 7)), ("gamma", 0, "train", (2, 3))]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root, rng, rows = tmp_path_factory.mktemp("c"), np.random.default_rng(0), []
+    for piece, system, split, shape in SYSTEMS:
+        stem = f"pieces/{piece}/systems/{system:03d}"
+        (root / stem).parent.mkdir(parents=True, exist_ok=True)
+        np.save(root / f"{stem}.image.npy", rng.integers(0, 1024, (1, 4, *shape)).astype(np.int16))
+        np.save(root / f"{stem}.scan0.image.npy", rng.integers(0, 1024, (1, 4, *shape)).astype(np.int16))
+        (root / f"{stem}.lmx").write_text(" ".join(rng.choice(LMX, 6)) + "\n")
+        rows.append({"piece_id": piece, "system": system, "split": split, "source": "music21:bach/x",
+                     "png": f"{stem}.png", "lmx": f"{stem}.lmx", "scans": [f"{stem}.scan0.png"]})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    vocab = default_vocabulary()
+    cfg = make_config("tiny", vocab, "column")
+    ckpt = tmp_path_factory.mktemp("tiny")
+    save_model(ckpt, Translator(cfg).state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()}, vocab)
+    return ckpt
+
+
+def _tokens(path: Path) -> list[str]:
+    return load_lmx(path).split("\n---\n", 1)[-1].split()
+
+
+def _alone(model: Translator, corpus: Path, key: str, copy: str) -> list[str]:
+    """Greedy OMR of one system by itself (no batch, no padding)."""
+    vocab = default_vocabulary()
+    systems, _ = pairs_io.load_systems(corpus, "test", vocab, None, ("image",), scans=True)
+    i = next(i for i, s in enumerate(systems) if s.key == key + ("" if copy == "engraved" else f"/{copy}"))
+    steps, height = pairs_io.SequenceStore(systems, model.cfg).steps(i, "image")
+    src = steps[None]
+    ids = generate(model, src, step_positions(src, "image", height), "image", "notation", DecodingOptions())[0]
+    return [LMX[t] for t in vocab.to_local("notation", ids)]
+
+
+@pytest.mark.parametrize("copy", ["engraved", "scan0"])
+def test_batched_split_predictions_equal_one_at_a_time(corpus, tiny, tmp_path, copy):
+    from umust_cli.translate.engines import load_translator
+
+    out = tmp_path / "pred"
+    result = runner.invoke(app, ["translate", "--data", str(corpus), "--model", str(tiny), "--copy", copy,
+                                 "--batch-size", "3", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["systems"] == 4 and summary["written"] == 4 and summary["route"] == "direct"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.lmx")) == [
+        "alpha/000.lmx", "alpha/001.lmx", "beta/000.lmx", "beta/001.lmx"]     # test split only
+    model = load_translator(tiny, default_vocabulary()).eval()
+    for key in ("alpha/000", "alpha/001", "beta/000", "beta/001"):
+        assert _tokens(out / f"{key}.lmx") == _alone(model, corpus, key, copy), key
+    again = json.loads(runner.invoke(app, ["translate", "--data", str(corpus), "--model", str(tiny), "--copy",
+                                           copy, "-o", str(out), "--json"]).stdout)
+    assert again["written"] == 0 and again["skipped"] == 4                    # a rerun resumes
+    scored = runner.invoke(app, ["eval", "omr", str(out), "--data", str(corpus), "--json"])
+    assert scored.exit_code == 0 and json.loads(scored.stdout)["summary"]["files"] == 4
+
+
+def test_corpus_mode_bad_options_are_one_line(corpus, tiny, tmp_path):
+    base = ["translate", "--data", str(corpus), "--model", str(tiny), "-o", str(tmp_path / "p")]
+    for extra, words in ((["--copy", "photo"], "--copy"), (["--split", "valid"], "no engraved image codes"),
+                         (["--task", "i2a"], "--data translates")):
+        result = runner.invoke(app, base + extra)
+        assert result.exit_code == 2 and words in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "p").exists()

@@ -1,0 +1,87 @@
+"""OMR over a corpus split: the direction model reads the split's pre-tokenized image codes and
+writes one LMX file per system, named as `umust eval omr PRED_DIR --data CORPUS` reads them
+(``PRED_DIR/<piece_id>/<NNN>.lmx``).
+
+The sources are the codes `umust dataset tokenize` wrote (variant 0 of ``NNN.image.npy``, or of
+``NNN.scanK.image.npy`` for the K-th scanned-look copy): the model sees exactly what training
+and validation fed it. Systems are decoded greedily in batches of similar length
+(``model.generate`` pads and masks them), which is several times faster than one at a time on
+a CPU. A system already predicted is skipped, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from umust_cli.codecs.notation import NotationCodec, lmx_file_text
+from umust_cli.data import pairs as pairs_io
+from umust_cli.errors import BadInputError
+from umust_cli.io import write_text_atomic
+from umust_cli.model.generate import DecodingOptions, batch_steps, generate, step_positions
+from umust_cli.translate.engines import Engines
+
+
+@dataclass(frozen=True)
+class SplitJob:
+    """Which systems to predict and how."""
+
+    corpus: Path
+    split: str = "test"
+    copy: str = "engraved"          # engraved, or scanK: the K-th scanned-look copy
+    codes: Path | None = None       # where `dataset tokenize` wrote the codes (default: the corpus)
+    batch_size: int = 16
+    limit: int | None = None        # only the first N systems (manifest order)
+
+    def __post_init__(self) -> None:
+        if self.copy != "engraved" and not (self.copy.startswith("scan") and self.copy[4:].isdigit()):
+            raise BadInputError(f"--copy must be engraved or scanK (scan0, scan1, ...), not {self.copy!r}")
+        if self.batch_size < 1:
+            raise BadInputError("--batch-size must be >= 1")
+
+
+def split_systems(job: SplitJob) -> list[pairs_io.System]:
+    """The split's systems of the chosen copy that have image codes (in manifest order)."""
+    scans = job.copy != "engraved"
+    systems, _ = pairs_io.load_systems(job.corpus, job.split, None, job.codes, ("image",), scans=scans)
+    chosen = [s for s in systems if s.copy == ("" if not scans else job.copy) and s.has("image")]
+    if not chosen:
+        raise BadInputError(f"{job.corpus}: no {job.copy} image codes on the {job.split} split; run "
+                            f"`umust dataset tokenize {job.corpus} --split {job.split}"
+                            f"{' --scans' if scans else ''}` first")
+    return chosen[:job.limit] if job.limit else chosen
+
+
+def _dest(out: Path, system: pairs_io.System) -> Path:
+    piece, number = system.key.split("/")[:2]
+    return out / piece / f"{number}.lmx"
+
+
+def predict_omr(job: SplitJob, engines: Engines, out: Path,
+                on_batch: Callable[[int], None] | None = None) -> dict:
+    """Write ``out/<piece>/<NNN>.lmx`` for every chosen system; counts of what was done."""
+    model = engines.translator("image", "notation")
+    systems = split_systems(job)
+    todo = [s for s in systems if not _dest(out, s).is_file()]
+    store = pairs_io.SequenceStore(todo, model.cfg)
+    names = NotationCodec().token_names()
+    order = sorted(range(len(todo)), key=lambda i: todo[i].length("image"))
+    written, empty = 0, 0
+    for lo in range(0, len(order), job.batch_size):
+        idx = order[lo:lo + job.batch_size]
+        seqs = [store.steps(i, "image") for i in idx]
+        src = batch_steps([s for s, _ in seqs]).to(engines.device)
+        pos = step_positions(src, "image", torch.tensor([h for _, h in seqs]))
+        ids = generate(model, src, pos, "image", "notation", DecodingOptions())
+        for i, out_ids in zip(idx, ids):
+            tokens = [names[t] for t in engines.vocab.to_local("notation", out_ids)]
+            empty += not tokens
+            write_text_atomic(_dest(out, todo[i]), lmx_file_text(" ".join(tokens)))
+            written += 1
+        if on_batch:
+            on_batch(len(idx))
+    return {"systems": len(systems), "written": written, "skipped": len(systems) - written,
+            "empty": empty, "split": job.split, "copy": job.copy}
