@@ -32,8 +32,10 @@ def test_version():
 
 def test_translate_without_inputs_says_what_is_missing():
     result = runner.invoke(app, ["translate"])
-    assert result.exit_code == 2
-    assert "Missing argument" in result.output
+    assert result.exit_code == 2 and "Missing option '-o'" in result.output
+    result = runner.invoke(app, ["translate", "-o", "out.wav"])
+    assert result.exit_code == 2 and "give INPUTS" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_cli_import_stays_light():
