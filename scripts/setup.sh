@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont
-              csound-soundfont opl3-soundfont)
+              csound-soundfont opl3-soundfont ffmpeg)
 VENV=${UMUST_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
