@@ -8,7 +8,7 @@ function __umust_path_is
     end
     test "$cmdpath" = "$argv[1]"
 end
-set -g __umust_known 'dataset' 'dataset align' 'dataset build' 'dataset import' 'dataset resynth' 'dataset stats' 'dataset tokenize' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train codec' 'train codec audio' 'train codec image' 'train retrieval' 'train translator' 'translate'
+set -g __umust_known 'dataset' 'dataset align' 'dataset build' 'dataset import' 'dataset resynth' 'dataset stats' 'dataset tokenize' 'dataset ytsv' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train codec' 'train codec audio' 'train codec image' 'train retrieval' 'train translator' 'translate'
 complete -c umust -f -n '__umust_path_is \'\'' -a dataset -d 'Build and inspect the aligned image/notation/MIDI/audio corpus.'
 complete -c umust -f -n '__umust_path_is \'\'' -a eval -d 'Score predictions with the papers\' metrics (SER, note F1, EMD, retrieval, FAD).'
 complete -c umust -f -n '__umust_path_is \'\'' -a retrieve -d 'Audio <-> sheet-music passage retrieval: build an index, search it.'
@@ -23,6 +23,7 @@ complete -c umust -f -n '__umust_path_is \'dataset\'' -a import -d 'Import a pub
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a resynth -d 'Render a corpus\'s performances again with another soundfont or tempo: same systems, new sound'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a stats -d 'Systems, pieces and hours of audio per split.'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a tokenize -d 'Add image and audio codec codes to every system of a corpus (resumable, batched)'
+complete -c umust -f -n '__umust_path_is \'dataset\'' -a ytsv -d 'Cut score-following videos into system images paired with their slide\'s audio'
 complete -c umust -n '__umust_path_is \'dataset\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'dataset align\'' -l redo -d 'Align pieces again that already have alignments.'
 complete -c umust -n '__umust_path_is \'dataset align\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
@@ -67,6 +68,13 @@ complete -c umust -n '__umust_path_is \'dataset tokenize\'' -l no-shift-variants
 complete -c umust -n '__umust_path_is \'dataset tokenize\'' -l overwrite -d 'Re-encode files that already have codes (needed after changing a codec).'
 complete -c umust -n '__umust_path_is \'dataset tokenize\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'dataset tokenize\'' -s h -l help -d 'Show the help and exit.'
+complete -c umust -n '__umust_path_is \'dataset ytsv\'' -s o -l output -r -d 'Corpus folder (created; re-run to resume).'
+complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l seed -r -d 'Seed of the splits (by video).'
+complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l change-threshold -r -d 'Mean gray difference (0-255) of consecutive small frames above which a frame is changing.'
+complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l min-audio-s -r -d 'Drop slides with less audio.'
+complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l max-audio-s -r -d 'Drop slides with more audio.'
+complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
+complete -c umust -n '__umust_path_is \'dataset ytsv\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -f -n '__umust_path_is \'eval\'' -a amt -d 'Note-onset and onset+offset precision, recall and F1 (mir_eval).'
 complete -c umust -f -n '__umust_path_is \'eval\'' -a emd -d 'Earth Mover\'s Distance of pitch and duration token histograms (LMX).'
 complete -c umust -f -n '__umust_path_is \'eval\'' -a fad -d 'Fréchet Audio Distance between two folders of clips (or generated clips and a corpus split).'

@@ -340,3 +340,42 @@ def _tokenize_report(summary: dict, as_json: bool) -> None:
         encoded = sum(c["encoded"] for splits in summary["counts"].values() for c in splits.values())
         code = 2 if encoded == 0 else PARTIAL_FAILURE_EXIT
         fail(f"{summary['failed']} file(s) failed; see {summary['errors_file']}", code)
+
+
+@app.command("ytsv")
+@handle_errors
+def ytsv(
+    videos: List[Path] = typer.Argument(..., help="Score-following video files (any container ffmpeg reads)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Corpus folder (created; re-run to resume)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the splits (by video)."),
+    change_threshold: float = typer.Option(1.0, "--change-threshold", min=0.0,
+                                           help="Mean gray difference (0-255) of consecutive small frames "
+                                                "above which a frame is changing."),
+    min_audio_s: float = typer.Option(1.0, "--min-audio-s", min=0.0, help="Drop slides with less audio."),
+    max_audio_s: float = typer.Option(120.0, "--max-audio-s", min=0.0, help="Drop slides with more audio."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Cut score-following videos into system images paired with their slide's audio.
+
+    Each slide change (hard cut, cross-fade, wipe) is found from frame differences; each
+    slide's stable frame loses its letterbox, its systems are cropped by the scanned-score
+    detector at one staff spacing, and every crop gets the slide's audio span. The manifest
+    has the rows of 'dataset build' (png, wav, start, end; no notation or MIDI);
+    rejections.jsonl lists every dropped slide or crop with its reason. Exit status: 0 when
+    every video is done, 3 when some failed (errors.jsonl), 2 when none could be read.
+    """
+    import dataclasses
+
+    from umust_cli.data.ytsv import YtsvConfig, build_ytsv
+
+    config = YtsvConfig(seed=seed, change_threshold=change_threshold, min_audio_s=min_audio_s,
+                        max_audio_s=max_audio_s)
+    summary, failures = build_ytsv(list(videos), output, config)
+    if as_json:
+        print_json({**dataclasses.asdict(summary), "output": str(output), "failures": failures})
+    else:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(summary.rejections.items())) or "none"
+        typer.echo(f"{summary.videos - summary.failed} of {summary.videos} videos: {summary.slides} slides, "
+                   f"{summary.systems} systems, {summary.hours:.3f} h of slide audio; rejected: {reasons}; "
+                   f"{output / 'manifest.jsonl'}")
+    finish_batch(failures, len(videos), len(videos) - len(failures), "videos")
