@@ -179,6 +179,42 @@ def stats(
         typer.echo(f"{table['errors']} error(s) in {corpus / 'errors.jsonl'}")
 
 
+@app.command("scans")
+@handle_errors
+def scans(
+    corpus: Path = typer.Argument(..., help="A corpus folder made by 'umust dataset build' from kern scores."),
+    scores: List[Path] = typer.Option([], "--scores", help="A collection folder holding reference-edition/"
+                                      "<stem>.pdf (repeatable); default: ../reference-edition/<stem>.pdf "
+                                      "beside each piece's source kern file."),
+    redo: bool = typer.Option(False, "--redo", help="Pair pieces again that were paired (or not) before."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Add the real-scan split: scanned systems of the printed editions paired with their bars' notation.
+
+    For each piece with a scan of its printed edition, the PDF's piano systems and bar lines
+    are found; when the scan's bar count equals the piece's printed bars exactly (repeats as
+    printed), each system gets pieces/<id>/realscans/NNN.{png,musicxml,lmx} and a row in
+    realscans.jsonl with split realscan_train|realscan_valid|realscan_test (the piece's own
+    split; held-out pieces: realscan_test). Pieces not paired are listed with the reason in
+    realscans_errors.jsonl, never guessed. Re-running resumes.
+    """
+    from tqdm import tqdm
+
+    from umust_cli.data.realscans import RealScanConfig, pair_corpus
+
+    quiet = as_json or not sys.stderr.isatty()  # a log or a script gets the summary only
+    with tqdm(desc="scans", unit="piece", disable=quiet) as bar:
+        summary = pair_corpus(corpus, list(scores), RealScanConfig(redo=redo), on_piece=lambda _: bar.update(1))
+    if as_json:
+        print_json(summary)
+        return
+    for name, c in {**summary["collections"], "total": summary["total"]}.items():
+        typer.echo(f"{name}: {c['paired_systems']} of {c['scan_systems']} scanned systems paired "
+                   f"({c['paired_pieces']} of {c['scanned_pieces']} scanned pieces)")
+    typer.echo(", ".join(f"{s} {n}" for s, n in summary["splits"].items()) + f"; rows in "
+               f"{corpus / 'realscans.jsonl'}, unpaired pieces in {corpus / 'realscans_errors.jsonl'}")
+
+
 @app.command("resynth")
 @handle_errors
 def resynth(

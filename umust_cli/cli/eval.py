@@ -30,7 +30,8 @@ TOL_HELP = "Onset tolerance in ms (repeat for several)."
 DEFAULT_TOLS_MS = [50.0, 100.0, 200.0]
 DATA_HELP = ("A built corpus: references come from its manifest; the argument is then one folder "
              "of predictions named <piece_id>/<NNN>.<ext> (NNN = system number, 3 digits).")
-SPLIT_HELP = "Corpus split with --data: train, valid or test."
+SPLIT_HELP = ("Corpus split with --data: train, valid or test; realscan_train, realscan_valid or "
+              "realscan_test (real scans added by 'umust dataset scans': image and notation only).")
 LIMIT_HELP = "With --data: only N systems, spread evenly over the split (the same N each run)."
 PROGRESS_HELP = "Progress bar on stderr (default: when stderr is a terminal)."
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")

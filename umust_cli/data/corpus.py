@@ -16,7 +16,11 @@ from umust_cli.data import sources
 from umust_cli.errors import BadInputError, HeldOutRepertoireError, InputNotFoundError
 
 SPLITS = ("train", "valid", "test")
+# Real scanned systems of the printed editions (umust_cli.data.realscans), each piece on the side of
+# its corpus split; their rows live in REALSCAN_MANIFEST and are read only when one of these is asked for.
+SCAN_SPLITS = ("realscan_train", "realscan_valid", "realscan_test")
 MANIFEST = "manifest.jsonl"
+REALSCAN_MANIFEST = "realscans.jsonl"
 PIECES, DONE, PIECE_ROWS = "pieces", "done", "rows.jsonl"
 
 
@@ -63,14 +67,17 @@ def finished_rows(corpus: Path) -> list[dict]:
 
 
 def rows(corpus: Path, splits: Iterable[str] | None = None) -> list[dict]:
-    """The rows of ``corpus`` in ``splits`` (None or empty: all), in manifest order. A corpus still
-    being built (no manifest yet, but pieces/) gives the rows of its finished pieces."""
+    """The rows of ``corpus`` in ``splits`` (None or empty: all of manifest.jsonl), in manifest order. A
+    corpus still being built (no manifest yet, but pieces/) gives the rows of its finished pieces. The
+    real-scan splits (SCAN_SPLITS) come from realscans.jsonl, after the others, only when named."""
     corpus = Path(corpus)
     wanted = check_splits(splits)
     if not (corpus / MANIFEST).is_file() and (corpus / PIECES).is_dir():
         found = finished_rows(corpus)
     else:
         found = read_manifest(corpus)
+    if set(wanted) & set(SCAN_SPLITS) and (corpus / REALSCAN_MANIFEST).is_file():
+        found = found + read_jsonl(corpus / REALSCAN_MANIFEST)
     return [r for r in found if not wanted or r.get("split") in wanted]
 
 
@@ -82,11 +89,11 @@ def system_rows(corpus: Path, splits: Iterable[str] | None = None) -> list[dict]
 
 
 def check_splits(splits: Iterable[str] | None) -> tuple[str, ...]:
-    """``splits`` as a tuple; BadInputError for a name not in SPLITS."""
+    """``splits`` as a tuple; BadInputError for a name not in SPLITS or SCAN_SPLITS."""
     wanted = tuple(splits or ())
-    unknown = sorted(set(wanted) - set(SPLITS))
+    unknown = sorted(set(wanted) - set(SPLITS) - set(SCAN_SPLITS))
     if unknown:
-        raise BadInputError(f"unknown split(s) {', '.join(unknown)} (choose from {', '.join(SPLITS)})")
+        raise BadInputError(f"unknown split(s) {', '.join(unknown)} (choose from {', '.join(SPLITS + SCAN_SPLITS)})")
     return wanted
 
 

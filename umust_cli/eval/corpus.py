@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from umust_cli.data.corpus import SPLITS, system_rows
+from umust_cli.data.corpus import SCAN_SPLITS, SPLITS, system_rows
 from umust_cli.errors import BadInputError
 from umust_cli.eval.report import PairSet
 
@@ -50,8 +50,8 @@ def spread(rows: Sequence[dict], limit: int | None) -> list[dict]:
 
 def split_rows(corpus: Path, split: str, limit: int | None = None) -> list[dict]:
     """The systems of ``split`` in (piece_id, system) order, each with ``root`` = the corpus folder."""
-    if split not in SPLITS:
-        raise BadInputError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if split not in SPLITS + SCAN_SPLITS:
+        raise BadInputError(f"--split must be one of {', '.join(SPLITS + SCAN_SPLITS)}, not {split!r}")
     rows = system_rows(Path(corpus), [split])
     if not rows:
         raise BadInputError(f"{corpus} has no systems in split {split!r}")
@@ -59,7 +59,11 @@ def split_rows(corpus: Path, split: str, limit: int | None = None) -> list[dict]
 
 
 def ref_path(row: dict, key: str) -> Path:
-    """Absolute path of a row's ``key`` file (``wav``, ``mid``, ``lmx``, ...)."""
+    """Absolute path of a row's ``key`` file (``wav``, ``mid``, ``lmx``, ...); BadInputError when the row
+    has none (the real-scan splits have image and notation only)."""
+    if not row.get(key):
+        raise BadInputError(f"{row.get('piece_id')} system {row.get('system')} (split {row.get('split')}) "
+                            f"has no {key} file")
     return Path(row["root"]) / row[key]
 
 
