@@ -1,15 +1,20 @@
-"""Scanned piano scores: pages -> systems (grand staves) -> measure ranges.
+"""Score pages: pages -> systems (single staves, grand staves, larger systems) -> measure ranges.
 
-A scanned page is binarized (Otsu), deskewed (the angle whose row projection of
-ink is sharpest), and its staff lines found as rows whose ink spans a large
-part of the page. Five evenly spaced lines make a staff; two consecutive staves
-joined by a vertical line (the system's start line or a barline) make a piano
-system. A barline is a column whose ink covers the system from the top line of
-the upper staff to the bottom line of the lower staff; close lines (double
-bars, repeat signs) count as one::
+The one page detector of umust (translate, retrieve and ``dataset pages`` use it). A page is
+binarized (Otsu), deskewed (the angle whose row projection of ink is sharpest), and its
+staff lines found as rows whose ink spans a large part of the page or that hold one long
+horizontal run (the short staves of a last system of one or two bars). Five evenly spaced
+lines make a staff (extra rows in a cluster, beams or brackets, are left out). Consecutive
+staves joined by a vertical line (the system's start line, a brace's line or a barline)
+make one system, in reading order; a staff joined to none is a one-staff system when it
+has a bar line of its own (title text, vignettes and footnotes have no staves). Systems
+carry their staff count; :func:`page_systems` keeps the piano systems (2 staves) unless
+told otherwise. A barline is a column whose ink covers the system from the top line of
+the first staff to the bottom line of the last; close lines (double bars, repeat signs)
+count as one::
 
     page (H, W) uint8 -> ink (H, W) bool -> staff lines (y) -> staves (5 lines)
-         -> systems (2 staves) -> barlines (x) -> measures per system
+         -> systems (1..n staves) -> barlines (x) -> measures per system
 
 Measures per system = barlines right of the system's start line, plus one for
 a last measure that runs to the end of the staff without a closing barline.
@@ -21,6 +26,7 @@ and per-measure performance times (:func:`measure_times`) give each system its a
 
 from __future__ import annotations
 
+import itertools
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -40,6 +46,8 @@ class ScanConfig:
     max_skew_deg: float = 2.0  # deskew searches [-max, +max]
     skew_step_deg: float = 0.1
     line_frac: float = 0.4  # a staff-line row holds >= this fraction of the inkiest row's ink
+    run_frac: float = 0.1  # ... or one horizontal ink run >= this fraction of the page width
+    staff_fit: float = 0.25  # a staff's 5 lines lie within this (spaces) of 5 evenly spaced rows
     staff_gap_ratio: float = 1.4  # the 4 gaps of a staff differ by at most this ratio
     barline_cover: float = 0.9  # a barline column is ink over >= this fraction of the system height
     split_barlines: bool = False  # bar lines need only cross each staff, not the gap between them
@@ -67,19 +75,33 @@ class Staff:
         return float(np.median(np.diff(self.lines)))
 
 
+PIANO = (2,)  # staff counts of a piano system (grand staff)
+
+
 @dataclass(frozen=True)
 class ScanSystem:
-    """One grand staff of a page: staves, extent, barlines and crop box (all in page pixels)."""
+    """One system of a page: its staves, extent, barlines and crop box (all in page pixels)."""
 
     page: int
-    index: int  # 0-based system number on its page
-    upper: Staff
-    lower: Staff
+    index: int  # 0-based system number on its page (every system, whatever its staff count)
+    staves: tuple[Staff, ...]  # top to bottom
     x0: int  # staff start (system start line)
     x1: int  # staff end
     barlines: tuple[int, ...]  # x of each barline right of the start line
     measures: int
     box: tuple[int, int, int, int]  # crop (left, top, right, bottom), right/bottom exclusive
+
+    @property
+    def upper(self) -> Staff:
+        return self.staves[0]
+
+    @property
+    def lower(self) -> Staff:
+        return self.staves[-1]
+
+    @property
+    def n_staves(self) -> int:
+        return len(self.staves)
 
     @property
     def space(self) -> float:
@@ -155,12 +177,62 @@ def deskew(gray: np.ndarray, angle: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ staves
+def longest_runs(ink: np.ndarray) -> np.ndarray:
+    """(H,) length of the longest horizontal ink run of each row (gaps of a few px closed)."""
+    gap = max(1, ink.shape[1] // 800)
+    closed = ndimage.binary_closing(ink, structure=np.ones((1, 2 * gap + 1), dtype=bool))
+    edges = np.diff(np.pad(closed, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)  # row-major order: the k-th end closes the k-th start
+    out = np.zeros(ink.shape[0], dtype=np.int64)
+    np.maximum.at(out, rows, ends - starts)
+    return out
+
+
+def find_staves(ink: np.ndarray, cfg: ScanConfig) -> list[Staff]:
+    """The staves of a level page, top to bottom: those of the rows with ``line_frac`` of the
+    inkiest row's ink, then short ones (a last system of a bar or two) from rows holding one
+    run of ``run_frac`` of the width, away from the first (beams and voltas near them)."""
+    proj = ink.sum(axis=1).astype(np.float64)  # (H,) ink pixels per row
+    staves = group_staves(staff_lines(ink, cfg), cfg, proj)
+    if proj.max() <= 0:
+        return staves
+    runs = _thin_bands(proj, longest_runs(ink) >= cfg.run_frac * ink.shape[1])
+    free = [y for y in runs if all(y < s.top - 2 * s.space or y > s.bottom + 2 * s.space for s in staves)]
+    space = float(np.median([s.space for s in staves])) if staves else None
+    short = [s for s in group_staves(free, cfg, proj, space)
+             if (space is None or abs(s.space - space) <= 0.2 * space) and _line_contrast(ink, s, cfg)]
+    return sorted(staves + short, key=lambda s: s.top)
+
+
+def _line_contrast(ink: np.ndarray, staff: Staff, cfg: ScanConfig) -> bool:
+    """True if ``staff`` spans ``run_frac`` of the width and, along it, its 5 line rows are ink
+    in >= 80% of the columns and the rows halfway between them in <= 50% (not noise, not text)."""
+    x0, x1 = staff_extent(ink, staff)
+    if x1 - x0 < cfg.run_frac * ink.shape[1]:
+        return False
+    h = ink.shape[0]
+
+    def cover(y: float) -> float:
+        r = int(round(y))
+        return float(ink[max(0, r - 1): min(h, r + 2), x0: x1 + 1].any(axis=0).mean())
+
+    mids = [(a + b) / 2 for a, b in zip(staff.lines, staff.lines[1:])]
+    return min(map(cover, staff.lines)) >= 0.8 and max(map(cover, mids)) <= 0.5
+
+
 def staff_lines(ink: np.ndarray, cfg: ScanConfig) -> list[float]:
-    """y centres of the rows that hold staff lines (runs of inky rows merged), top to bottom."""
+    """y centres of the rows that hold ``line_frac`` of the inkiest row's ink (runs of inky
+    rows merged), top to bottom."""
     proj = ink.sum(axis=1).astype(np.float64)  # (H,) ink pixels per row
     if proj.max() <= 0:
         return []
-    rows = proj >= cfg.line_frac * proj.max()
+    return _thin_bands(proj, proj >= cfg.line_frac * proj.max())
+
+
+def _thin_bands(proj: np.ndarray, rows: np.ndarray) -> list[float]:
+    """Centres (ink-weighted) of the runs of True ``rows`` no thicker than 3x their median
+    (thick bands, beams over a staff or the page edge, are no lines)."""
     labels, count = ndimage.label(rows)
     if count == 0:
         return []
@@ -171,7 +243,8 @@ def staff_lines(ink: np.ndarray, cfg: ScanConfig) -> list[float]:
     return [float(c[0]) for c, ok in zip(centres, thin) if ok]
 
 
-def group_staves(lines: list[float], cfg: ScanConfig, proj: np.ndarray | None = None) -> list[Staff]:
+def group_staves(lines: list[float], cfg: ScanConfig, proj: np.ndarray | None = None,
+                 space: float | None = None) -> list[Staff]:
     """Staves from staff-line rows: clusters of lines about one staff space apart.
 
     The staff space is the median gap between lines (four of every five gaps lie
@@ -179,10 +252,10 @@ def group_staves(lines: list[float], cfg: ScanConfig, proj: np.ndarray | None = 
     lines is a staff, of more than 5 its most evenly spaced 5, of 4 a staff whose
     missing outer line is put on the side with more ink in ``proj`` (rows' ink).
     """
-    lines = _merge_close(sorted(lines))
+    lines = _merge_close(sorted(lines), proj)
     if len(lines) < 4:
         return []
-    space = float(np.median(np.diff(lines)))
+    space = space or float(np.median(np.diff(lines)))
     clusters, current = [], [lines[0]]
     for y in lines[1:]:
         if y - current[-1] <= cfg.staff_gap_ratio * space:
@@ -195,18 +268,23 @@ def group_staves(lines: list[float], cfg: ScanConfig, proj: np.ndarray | None = 
     return [s for s in staves if s is not None]
 
 
-def _merge_close(lines: list[float]) -> list[float]:
+def _merge_close(lines: list[float], proj: np.ndarray | None = None) -> list[float]:
+    """Lines closer than half the median gap to the first of their group are one line, at
+    the groups' mean weighted by ``proj`` (rows' ink) where given."""
     if not lines:
         return []
     gaps = np.diff(lines)
     limit = 0.5 * float(np.median(gaps)) if gaps.size else 0.0
     merged = [[lines[0]]]
     for y in lines[1:]:
-        if y - merged[-1][-1] < limit:
+        if y - merged[-1][0] < limit:
             merged[-1].append(y)
         else:
             merged.append([y])
-    return [float(np.mean(m)) for m in merged]
+    if proj is None:
+        return [float(np.mean(m)) for m in merged]
+    weights = [proj[np.clip(np.round(m).astype(np.int64), 0, len(proj) - 1)] + 1e-9 for m in merged]
+    return [float(np.average(m, weights=w)) for m, w in zip(merged, weights)]
 
 
 def _fit_staff(cluster: list[float], space: float, cfg: ScanConfig, proj: np.ndarray | None) -> Staff | None:
@@ -217,13 +295,27 @@ def _fit_staff(cluster: list[float], space: float, cfg: ScanConfig, proj: np.nda
         else:
             pick_up = proj is not None and 0 <= up
         cluster = [up, *cluster] if pick_up else [*cluster, down]
-    windows = [cluster[i: i + 5] for i in range(len(cluster) - 4)]
-    spread = [np.ptp(np.diff(w)) for w in windows]  # most even gaps first
-    best = windows[int(np.argmin(spread))]
-    gaps = np.diff(best)
-    if gaps.min() <= 1.5 or gaps.max() > cfg.staff_gap_ratio * gaps.min():
+    best = _even_five(np.asarray(cluster[:12], dtype=np.float64), space, cfg, proj)
+    return None if best is None else Staff(tuple(float(y) for y in best))
+
+
+def _even_five(ys: np.ndarray, space: float, cfg: ScanConfig, proj: np.ndarray | None) -> np.ndarray | None:
+    """The 5 of ``ys`` that lie within ``staff_fit`` spaces of evenly spaced rows about one
+    staff space apart; of several such, the inkiest (staff lines run the whole staff, beams
+    and brackets in the cluster do not). None if no 5 do."""
+    combos = np.asarray(list(itertools.combinations(range(len(ys)), 5)))
+    if combos.size == 0:
         return None
-    return Staff(tuple(float(y) for y in best))
+    sets = ys[combos]  # (C, 5)
+    k = np.arange(5) - 2.0
+    slope = sets @ k / 10.0  # least-squares line through (k, y)
+    resid = np.abs(sets - sets.mean(axis=1, keepdims=True) - slope[:, None] * k).max(axis=1)
+    ok = (slope > 1.5) & (slope >= 0.6 * space) & (slope <= 1.6 * space) & (resid <= cfg.staff_fit * slope)
+    if not ok.any():
+        return None
+    weight = np.zeros(len(combos)) if proj is None else \
+        proj[np.clip(np.round(sets).astype(np.int64), 0, len(proj) - 1)].sum(axis=1)
+    return sets[int(np.argmax(np.where(ok, weight - resid, -np.inf)))]
 
 
 def _column_cover(ink: np.ndarray, top: int, bottom: int, slack: int) -> np.ndarray:
@@ -318,41 +410,55 @@ def repeat_dots_right(ink: np.ndarray, staff: Staff, right: int) -> bool:
 
 # ------------------------------------------------------------------ systems
 def detect_systems(gray: np.ndarray, cfg: ScanConfig, page: int = 0, name: str = "page") -> list[ScanSystem]:
-    """The piano systems of a deskewed grayscale page, top to bottom; ImageError if it holds none."""
+    """Every system of a deskewed grayscale page in reading order (top to bottom), whatever
+    its staff count; ImageError if it holds none."""
     if gray.ndim != 2 or min(gray.shape) < 32:
         raise ImageError(f"{name} is empty or too small (shape {gray.shape})")
     ink = ink_mask(gray)
     if ink.mean() < 1e-4:
-        raise ImageError(f"{name} is blank (no ink); expected a page of piano music")
-    staves = group_staves(staff_lines(ink, cfg), cfg, ink.sum(axis=1))
-    pairs = pair_staves(ink, staves, cfg)
-    if not pairs:
-        raise ImageError(f"{name}: no piano system found ({len(staves)} staves; expected pairs of "
-                         "5-line staves joined by barlines)")
+        raise ImageError(f"{name} is blank (no ink); expected a page of music")
+    staves = find_staves(ink, cfg)
+    groups = group_systems(ink, staves, cfg)
+    if not groups:
+        raise ImageError(f"{name}: no system found ({len(staves)} staves; expected 5-line staves "
+                         "joined by bar lines, or single staves with bar lines)")
     systems = []
-    for i, (upper, lower, x0, x1) in enumerate(pairs):
+    for i, (members, x0, x1) in enumerate(groups):
+        upper, lower = members[0], members[-1]
         bars, measures = system_measures(ink, upper, lower, x0, x1, cfg)
-        above = pairs[i - 1][1].bottom if i else None
-        below = pairs[i + 1][0].top if i + 1 < len(pairs) else None
+        above = groups[i - 1][0][-1].bottom if i else None
+        below = groups[i + 1][0][0].top if i + 1 < len(groups) else None
         box = crop_box(ink, upper, lower, x0, x1, (above, below), cfg)
-        systems.append(ScanSystem(page, i, upper, lower, x0, x1, tuple(bars), measures, box))
+        systems.append(ScanSystem(page, i, tuple(members), x0, x1, tuple(bars), measures, box))
     return systems
 
 
-def pair_staves(ink: np.ndarray, staves: list[Staff], cfg: ScanConfig) -> list[tuple[Staff, Staff, int, int]]:
-    """(upper, lower, x0, x1) of consecutive staves joined by at least one spanning vertical line."""
-    pairs, k = [], 0
-    while k + 1 < len(staves):
-        upper, lower = staves[k], staves[k + 1]
-        (a0, a1), (b0, b1) = staff_extent(ink, upper), staff_extent(ink, lower)
-        x0, x1 = min(a0, b0), max(a1, b1)
-        near = lower.top - upper.bottom <= 3 * (upper.bottom - upper.top)
-        if near and x1 > x0 and _spanning_groups(ink, upper, lower, x0, x1, cfg):
-            pairs.append((upper, lower, x0, x1))
-            k += 2
+def group_systems(ink: np.ndarray, staves: list[Staff], cfg: ScanConfig) -> list[tuple[list[Staff], int, int]]:
+    """(staves, x0, x1) of each system: runs of consecutive staves each joined to the next by
+    a vertical line spanning both (start line, brace or bracket line, barline). A staff joined
+    to neither neighbour is a system alone only if it has a bar line of its own."""
+    extents = [staff_extent(ink, s) for s in staves]
+    groups: list[list[int]] = []
+    for k in range(len(staves)):
+        if groups and _joined(ink, staves[k - 1], staves[k], extents[k - 1], extents[k], cfg):
+            groups[-1].append(k)
         else:
-            k += 1  # a single staff (an ossia, a title vignette): skip it
-    return pairs
+            groups.append([k])
+    out = []
+    for members in groups:
+        x0, x1 = min(extents[k][0] for k in members), max(extents[k][1] for k in members)
+        first = staves[members[0]]
+        if x1 <= x0 or (len(members) == 1 and not barline_runs(ink, first, first, x0, x1, cfg)):
+            continue  # an ossia fragment, a vignette or a rule: no system
+        out.append(([staves[k] for k in members], x0, x1))
+    return out
+
+
+def _joined(ink: np.ndarray, upper: Staff, lower: Staff, a: tuple[int, int], b: tuple[int, int],
+            cfg: ScanConfig) -> bool:
+    x0, x1 = min(a[0], b[0]), max(a[1], b[1])
+    near = lower.top - upper.bottom <= 3 * (upper.bottom - upper.top)
+    return bool(near and x1 > x0 and _spanning_groups(ink, upper, lower, x0, x1, cfg))
 
 
 def system_measures(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, x1: int,
@@ -404,12 +510,20 @@ def crop(gray: np.ndarray, system: ScanSystem) -> np.ndarray:
     return gray[top:bottom, left:right]
 
 
-def page_systems(gray: np.ndarray, cfg: ScanConfig, page: int = 0,
-                 name: str = "page") -> tuple[np.ndarray, list[ScanSystem]]:
-    """(deskewed page, its systems): :func:`detect_systems` after :func:`deskew`."""
+def page_systems(gray: np.ndarray, cfg: ScanConfig, page: int = 0, name: str = "page",
+                 staves: tuple[int, ...] | None = PIANO) -> tuple[np.ndarray, list[ScanSystem]]:
+    """(deskewed page, its systems in reading order): :func:`detect_systems` after :func:`deskew`,
+    the one page detector. ``staves``: the staff counts kept (default: piano systems; None:
+    all); ImageError if none is left."""
     if gray.ndim == 2 and gray.size and ink_mask(gray).any():
         gray = deskew(gray, estimate_skew(ink_mask(gray), cfg))
-    return gray, detect_systems(gray, cfg, page, name)
+    found = detect_systems(gray, cfg, page, name)
+    kept = [s for s in found if staves is None or s.n_staves in staves]
+    if not kept:
+        counts = ", ".join(str(s.n_staves) for s in found)
+        raise ImageError(f"{name}: no piano system found (systems of {counts} staves; expected "
+                         "two 5-line staves joined by bar lines)")
+    return gray, kept
 
 
 # ------------------------------------------------------------------ measures and time
