@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install everything umust needs on a fresh Debian/Ubuntu machine:
-# FluidSynth + piano soundfonts (apt), then a virtual environment in .venv
+# FluidSynth + piano soundfonts, ffmpeg and LilyPond (apt), then a virtual environment in .venv
 # with umust and its test dependencies. Safe to re-run: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont
-              csound-soundfont opl3-soundfont ffmpeg)
+              csound-soundfont opl3-soundfont ffmpeg lilypond)
 VENV=${UMUST_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 

@@ -282,11 +282,11 @@ def test_build_killed_inside_a_piece_resumes(scores, tmp_path, monkeypatch):
     shutil.copy(scores / "beta.krn", src / "beta.krn")
     real, calls = build_module._build_system, []
 
-    def dies_on_second_system(ctx, system):
+    def dies_on_second_system(ctx, layout, system):
         calls.append(system.index)
         if len(calls) == 2:
             raise _Killed()
-        return real(ctx, system)
+        return real(ctx, layout, system)
 
     monkeypatch.setattr(build_module, "_build_system", dies_on_second_system)
     with pytest.raises(_Killed):

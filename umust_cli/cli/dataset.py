@@ -26,6 +26,11 @@ def build(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Pieces built in parallel (processes)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Build only the first N pieces."),
     scan_copies: int = typer.Option(0, "--scan-copies", min=0, help="Scanned-look copies of every system image."),
+    engravings: int = typer.Option(1, "--engravings", min=1, help="Engravings of every piece: the first as "
+                                   "before, each other with a seeded font, scale, spacing and page width "
+                                   "(its own system breaks and rows)."),
+    engraver: List[str] = typer.Option(["verovio"], "--engraver", help="Engraver of the extra engravings, "
+                                       "drawn per engraving (repeatable): verovio, lilypond."),
     soundfont: List[str] = typer.Option([], "--soundfont", help="Soundfont name to draw from (repeatable); "
                                                                 "default: every installed one."),
     tempo_range: Tuple[float, float] = typer.Option((0.9, 1.1), "--tempo-range", help="Global tempo factor range."),
@@ -45,6 +50,7 @@ def build(
     """
     from umust_cli.data.build import BuildConfig
     from umust_cli.data.perform import PerformanceConfig
+    from umust_cli.data.render import EngravingVariety
     from umust_cli.data.sources import find_sources
 
     pieces = find_sources(src)[:limit]
@@ -52,6 +58,7 @@ def build(
         raise BadInputError(f"no score files (.krn .musicxml .xml .mxl .mei) in {', '.join(src)}")
     config = BuildConfig(
         seed=seed, scan_copies=scan_copies, soundfonts=tuple(soundfont), allow_held_out=allow_held_out,
+        engravings=engravings, variety=EngravingVariety(engravers=tuple(engraver)),
         performance=PerformanceConfig(tempo_range=tempo_range, velocity_range=velocity_range,
                                       velocity_curve=velocity_curve, jitter_ms=jitter_ms),
     )
@@ -192,11 +199,13 @@ def scans(
     """Add the real-scan split: scanned systems of the printed editions paired with their bars' notation.
 
     For each piece with a scan of its printed edition, the PDF's piano systems and bar lines
-    are found; when the scan's bar count equals the piece's printed bars exactly (repeats as
-    printed), each system gets pieces/<id>/realscans/NNN.{png,musicxml,lmx} and a row in
-    realscans.jsonl with split realscan_train|realscan_valid|realscan_test (the piece's own
-    split; held-out pieces: realscan_test). Pieces not paired are listed with the reason in
-    realscans_errors.jsonl, never guessed. Re-running resumes.
+    are found. A system is paired when its bar count equals that of the edition's line the kern
+    records (!!LO:LB:g=original) or, without recorded lines, when the whole scan's bar count
+    equals the piece's printed bars (repeats as printed). Each paired system gets
+    pieces/<id>/realscans/NNN.{png,musicxml,lmx} and a row in realscans.jsonl with split
+    realscan_train|realscan_valid|realscan_test (the piece's own split; held-out pieces:
+    realscan_test). What is not paired is listed with the reason in realscans_errors.jsonl,
+    never guessed. Re-running resumes.
     """
     from tqdm import tqdm
 

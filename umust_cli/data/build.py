@@ -36,7 +36,7 @@ import numpy as np
 import pretty_midi
 
 from umust_cli.codecs.notation import NotationCodec
-from umust_cli.data import align, render, sources
+from umust_cli.data import align, lilypond, render, sources
 from umust_cli.data.augment import ScanLookConfig, scan_look
 from umust_cli.data.corpus import DONE, MANIFEST, PIECE_ROWS, PIECES, read_jsonl
 from umust_cli.data.perform import Performance, PerformanceConfig, perform, slice_midi
@@ -57,7 +57,9 @@ class BuildConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / valid / test, by piece
     flavor: str = "core"  # LMX flavor of the .lmx files
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
-    engrave: render.EngraveConfig = field(default_factory=render.EngraveConfig)
+    engrave: render.EngraveConfig = field(default_factory=render.EngraveConfig)  # engraving 0 of every piece
+    engravings: int = 1  # engravings per piece: 0 is ``engrave``, the others drawn from ``variety``
+    variety: render.EngravingVariety = field(default_factory=render.EngravingVariety)
     scan: ScanLookConfig = field(default_factory=ScanLookConfig)
 
 
@@ -149,7 +151,21 @@ def _resolved(config: BuildConfig) -> BuildConfig:
                             f"installed: {', '.join(sorted(installed)) or 'none'}")
     if abs(sum(config.split_fractions) - 1.0) > 1e-6 or min(config.split_fractions) < 0:
         raise BadInputError(f"split fractions must be >= 0 and sum to 1, got {config.split_fractions}")
-    return dataclasses.replace(config, soundfonts=tuple(names))
+    return dataclasses.replace(config, soundfonts=tuple(names), variety=_resolved_variety(config))
+
+
+def _resolved_variety(config: BuildConfig) -> render.EngravingVariety:
+    """``config.variety`` with its font list made explicit; BadInputError for what is not installed."""
+    variety = config.variety
+    installed = render.verovio_fonts()
+    fonts = tuple(sorted(variety.fonts or installed))
+    unknown = [f for f in fonts if f not in installed] + [e for e in variety.engravers if e not in render.ENGRAVERS]
+    if unknown or not variety.engravers:
+        raise BadInputError(f"unknown font(s) or engraver(s): {', '.join(unknown) or '(no engraver)'}; fonts: "
+                            f"{', '.join(installed)}; engravers: {', '.join(render.ENGRAVERS)}")
+    if config.engravings > 1 and "lilypond" in variety.engravers and not lilypond.available():
+        raise BadInputError("engraver lilypond: LilyPond is not installed (apt-get install lilypond)")
+    return dataclasses.replace(variety, fonts=fonts, engravers=tuple(sorted(set(variety.engravers))))
 
 
 def _check_build_json(out_dir: Path, config: BuildConfig) -> None:
@@ -159,12 +175,26 @@ def _check_build_json(out_dir: Path, config: BuildConfig) -> None:
     path = out_dir / "build.json"
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
+        # options added since a corpus was built (engravings, fonts, ...): it made what their defaults make
+        defaults = dataclasses.asdict(BuildConfig(soundfonts=config.soundfonts, variety=config.variety))
+        previous = _with_defaults(previous, json.loads(json.dumps(defaults)))
         if previous != options:
             changed = sorted(k for k in options if previous.get(k) != options[k])
             raise BadInputError(f"{out_dir} was built with other options ({', '.join(changed)}); "
                                 "use the same arguments to resume, or a new output folder")
         return
     write_json_atomic(path, options)
+
+
+def _with_defaults(previous: dict, defaults: dict) -> dict:
+    """``previous`` with the keys it lacks taken from ``defaults`` (recursively into nested dicts)."""
+    out = dict(previous)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], value)
+    return out
 
 
 def _finished_status(piece_dir: Path) -> str | None:
@@ -223,25 +253,72 @@ def _build_piece(piece: sources.PieceSource, piece_dir: Path, config: BuildConfi
         raise HeldOutRepertoireError(f"{piece.origin}: Beethoven is held-out test repertoire "
                                      f"(composer '{composer}'); use --allow-held-out for a test-only corpus")
     held_out = held_out or sources.HELD_OUT_COMPOSER in composer.lower()
-    engraving = render.engrave(musicxml, render.measure_count(root), config.engrave)
+    errors: list[dict] = []
+    layouts = _layouts(piece, musicxml, root, config, errors)
     seed = sources.stable_seed(f"perform:{config.seed}:{piece.piece_id}")
-    performance = perform(engraving.midi, config.performance, seed)
+    performance = perform(layouts[0].engraving.midi, config.performance, seed)
     soundfont = choose_soundfont(piece.piece_id, config)
     audio = synthesize(performance.midi, available_soundfonts(extra=True)[soundfont], SAMPLE_RATE)  # [samples]
     split = "test" if held_out else sources.split_of(piece.piece_id, config.seed, config.split_fractions)
     ctx = _PieceContext(piece, piece_dir, config, split, soundfont, performance, audio, root,
-                        render.overfull_measures(root), engraving.note_onsets)
-    _write_piece_files(ctx, musicxml, engraving)
-    rows, errors = [], []
-    for system in engraving.systems:
-        try:
-            rows.append(_build_system(ctx, system))
-        except (BadInputError, RenderError) as e:
-            errors.append({"piece_id": piece.piece_id, "source": piece.origin, "system": system.index,
-                           "error": type(e).__name__, "message": str(e), "traceback": None})
+                        render.overfull_measures(root))
+    _write_piece_files(ctx, musicxml, layouts)
+    rows = []
+    for layout in layouts:
+        for system in layout.engraving.systems:
+            try:
+                rows.append(_build_system(ctx, layout, system))
+            except (BadInputError, RenderError) as e:
+                errors.append({"piece_id": piece.piece_id, "source": piece.origin, "system": system.index,
+                               "error": type(e).__name__, "message": str(e), "traceback": None})
     if not rows:
         raise RenderError(f"no system of the piece could be built (first error: {errors[0]['message']})")
     return rows, errors
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One engraving of a piece: its config, systems (numbered on from the previous engraving's, so a
+    system number is unique in the piece) and, for LilyPond, its pages by system number."""
+
+    index: int  # 0 = BuildConfig.engrave; the others drawn from BuildConfig.variety
+    config: render.EngraveConfig
+    engraving: render.Engraving
+    pages: dict[int, np.ndarray | RenderError]  # LilyPond's untrimmed pages; {} for verovio
+
+    def record(self) -> dict:
+        """The row's ``engraving`` field."""
+        fields = dataclasses.asdict(self.config)
+        fields.pop("margin_px")
+        if self.config.engraver == "lilypond":  # verovio's font and layout only chose the system breaks
+            fields["font"] = lilypond.FONT
+        return {"index": self.index, **fields}
+
+
+def _layouts(piece: sources.PieceSource, musicxml: str, root: ET.Element, config: BuildConfig,
+             errors: list[dict]) -> list[_Layout]:
+    """The piece's engravings; an extra one that fails is appended to ``errors`` and skipped."""
+    layouts, offset = [], 0
+    for k in range(config.engravings):
+        cfg = config.engrave if k == 0 else render.engraving_variant(
+            config.engrave, config.variety, sources.stable_seed(f"engrave:{config.seed}:{piece.piece_id}:{k}"))
+        try:
+            engraving = render.engrave(musicxml, render.measure_count(root), cfg)
+        except RenderError as e:
+            if k == 0:
+                raise
+            errors.append({"piece_id": piece.piece_id, "source": piece.origin, "system": None, "engraving": k,
+                           "error": type(e).__name__, "message": str(e), "traceback": None})
+            continue
+        systems = [dataclasses.replace(s, index=s.index + offset) for s in engraving.systems]
+        engraving = dataclasses.replace(engraving, systems=systems)
+        pages = {}
+        if cfg.engraver == "lilypond":
+            slices = [render.slice_musicxml(root, s.first_measure, s.end_measure) for s in systems]
+            pages = dict(zip([s.index for s in systems], lilypond.engrave_slices(slices, cfg.scale)))
+        layouts.append(_Layout(k, cfg, engraving, pages))
+        offset += len(systems)
+    return layouts
 
 
 @dataclass(frozen=True)
@@ -255,29 +332,40 @@ class _PieceContext:
     audio: np.ndarray  # float32 [samples] at SAMPLE_RATE: the whole performance
     root: ET.Element  # normalized one-part MusicXML of the whole piece
     overfull: dict[int, tuple[float, float]]  # render.overfull_measures(root): systems to drop
-    onsets: dict[str, float]  # note id -> score seconds (render.Engraving.note_onsets)
 
 
-def _write_piece_files(ctx: _PieceContext, musicxml: str, engraving: render.Engraving) -> None:
+def _write_piece_files(ctx: _PieceContext, musicxml: str, layouts: list[_Layout]) -> None:
     perf = ctx.performance
     write_text_atomic(ctx.piece_dir / "score.musicxml", musicxml)
     with atomic_path(ctx.piece_dir / "performance.mid") as tmp:
         perf.midi.write(str(tmp))
     write_wav(ctx.piece_dir / "audio.wav", ctx.audio, SAMPLE_RATE)
-    spans = [{"system": s.index, "start": round(perf.perf_time(s.start_s), 6),
+    spans = [{"system": s.index, "engraving": layout.index, "start": round(perf.perf_time(s.start_s), 6),
               "end": round(perf.perf_time(s.end_s), 6), "measures": [s.first_measure + 1, s.end_measure]}
-             for s in engraving.systems]
+             for layout in layouts for s in layout.engraving.systems]
     write_json_atomic(ctx.piece_dir / "piece.json", {
         "piece_id": ctx.piece.piece_id, "source": ctx.piece.origin, "split": ctx.split,
         "audio": _rel(ctx, ctx.piece_dir / "audio.wav"), "midi": _rel(ctx, ctx.piece_dir / "performance.mid"),
         "musicxml": _rel(ctx, ctx.piece_dir / "score.musicxml"),
         "audio_seconds": round(len(ctx.audio) / SAMPLE_RATE, 6),
-        "score_seconds": engraving.duration_s, "soundfont": ctx.soundfont, "seed": perf.seed,
+        "score_seconds": layouts[0].engraving.duration_s, "soundfont": ctx.soundfont, "seed": perf.seed,
         "tempo_factor": perf.tempo_factor, "sample_rate": SAMPLE_RATE, "systems": spans,
+        "engravings": [layout.record() for layout in layouts],
     })
 
 
-def _build_system(ctx: _PieceContext, system: render.SystemLayout) -> dict:
+def _system_image(layout: _Layout, system: render.SystemLayout) -> tuple[np.ndarray, align.SystemAlignment | None]:
+    """The system's trimmed uint8 image [H, W] and its notehead alignment (None for LilyPond's)."""
+    margin = layout.config.margin_px
+    if layout.config.engraver != "lilypond":
+        return align.page_alignment(system.svg, layout.engraving.note_onsets, margin)
+    page = layout.pages[system.index]
+    if isinstance(page, RenderError):
+        raise page
+    return render.trim(page, margin), None
+
+
+def _build_system(ctx: _PieceContext, layout: _Layout, system: render.SystemLayout) -> dict:
     """Write one system's files; return its manifest row."""
     stem = ctx.piece_dir / "systems" / f"{system.index:03d}"
     perf = ctx.performance
@@ -290,11 +378,12 @@ def _build_system(ctx: _PieceContext, system: render.SystemLayout) -> dict:
         raise RenderError(f"system {system.index}: measure {i + 1} holds {content:g} quarters in a "
                           f"{bar:g}-quarter bar (mis-parsed score); system dropped")
     paths = {kind: stem.with_suffix(f".{kind}") for kind in ("png", "musicxml", "lmx", "mid", "wav")}
+    image, alignment = _system_image(layout, system)  # uint8 [H, W]
     write_text_atomic(paths["musicxml"], render.slice_musicxml(ctx.root, system.first_measure, system.end_measure))
     write_text_atomic(paths["lmx"], NotationCodec(ctx.config.flavor).to_lmx(paths["musicxml"]) + "\n")
-    image, alignment = align.page_alignment(system.svg, ctx.onsets, ctx.config.engrave.margin_px)  # uint8 [H, W]
     render.write_png(paths["png"], image)
-    align.write_alignment(align.alignment_path(paths["png"]), alignment)
+    if alignment is not None:
+        align.write_alignment(align.alignment_path(paths["png"]), alignment)
     scan_paths, scan_seeds = _write_scans(ctx, stem, image)
     with atomic_path(paths["mid"]) as tmp:
         system_midi(perf.midi, start, end, ctx.config.performance.jitter_ms).write(str(tmp))
@@ -309,6 +398,7 @@ def _build_system(ctx: _PieceContext, system: render.SystemLayout) -> dict:
         "soundfont": ctx.soundfont, "seed": perf.seed, "tempo_factor": perf.tempo_factor,
         "measures": [system.first_measure + 1, system.end_measure],  # 1-based ordinals, inclusive
         "measure_numbers": [measures[0].get("number"), measures[-1].get("number")],
+        "engraving": layout.record(),
     }
 
 

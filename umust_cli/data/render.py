@@ -46,6 +46,50 @@ class EngraveConfig:
     scale: int = 50  # verovio scale, percent: fixes the staff height (36 px at 50)
     page_width: int = 2200  # verovio page width at scale 100 (the image is page_width * scale / 100 px wide)
     margin_px: int = 8  # white border kept around the system's ink
+    font: str = "Leipzig"  # verovio's SMuFL music font (verovio_fonts() lists the installed ones)
+    spacing_linear: float = 0.25  # verovio spacingLinear (horizontal spacing, verovio's default)
+    spacing_non_linear: float = 0.6  # verovio spacingNonLinear (duration-dependent spacing)
+    engraver: str = "verovio"  # who draws the images: "verovio" or "lilypond" (verovio's system breaks)
+
+
+ENGRAVERS = ("verovio", "lilypond")
+
+
+@dataclass(frozen=True)
+class EngravingVariety:
+    """Ranges from which the extra engravings of a piece draw their font and layout (seeded)."""
+
+    fonts: tuple[str, ...] = ()  # () = every font the installed verovio ships
+    engravers: tuple[str, ...] = ("verovio",)  # drawn from for each extra engraving
+    page_width: tuple[int, int] = (1400, 3200)  # fewer or more measures per system
+    scale: tuple[int, int] = (40, 60)  # staff height 29..43 px
+    spacing_linear: tuple[float, float] = (0.15, 0.35)
+    spacing_non_linear: tuple[float, float] = (0.45, 0.75)
+
+
+def verovio_fonts() -> tuple[str, ...]:
+    """The SMuFL fonts of the installed verovio (folders of its resource path with a glyph table)."""
+    from pathlib import Path
+
+    import verovio
+
+    data = Path(verovio.toolkit(False).getResourcePath())
+    return tuple(sorted(p.stem for p in data.glob("*.xml") if (data / p.stem).is_dir()))
+
+
+def engraving_variant(base: EngraveConfig, variety: EngravingVariety, seed: int) -> EngraveConfig:
+    """An engraving config drawn from ``variety`` by ``seed`` (margin kept from ``base``)."""
+    rng = np.random.default_rng(seed)
+    fonts = sorted(variety.fonts or verovio_fonts())
+    return EngraveConfig(
+        scale=int(rng.integers(variety.scale[0], variety.scale[1] + 1)),
+        page_width=int(rng.integers(variety.page_width[0], variety.page_width[1] + 1) // 10 * 10),
+        margin_px=base.margin_px,
+        font=fonts[int(rng.integers(len(fonts)))],
+        spacing_linear=round(float(rng.uniform(*variety.spacing_linear)), 3),
+        spacing_non_linear=round(float(rng.uniform(*variety.spacing_non_linear)), 3),
+        engraver=sorted(variety.engravers)[int(rng.integers(len(variety.engravers)))],
+    )
 
 
 @dataclass(frozen=True)
@@ -66,7 +110,7 @@ class Engraving:
     note_onsets: dict[str, float]  # note id (as in the systems' SVG) -> onset, score seconds
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)
 def toolkit(config: EngraveConfig):
     """One verovio toolkit per process and config (loading resources takes ~0.1 s)."""
     import verovio
@@ -76,6 +120,9 @@ def toolkit(config: EngraveConfig):
     tk.setOptions({
         "scale": config.scale,
         "pageWidth": config.page_width,
+        "font": config.font,
+        "spacingLinear": config.spacing_linear,
+        "spacingNonLinear": config.spacing_non_linear,
         "pageHeight": 100,  # shorter than any system: one system per page
         "adjustPageHeight": True,
         "breaks": "auto",
