@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.signal import find_peaks
 
-from umust_cli.data.augment import ScanLookConfig, scan_look
+from umust_cli.data.augment import PRINT_LOOK, ScanLookConfig, scan_look
 
 LINE_ROWS = (80, 92, 104, 116, 128)  # staff lines 12 px apart, 2 px thick
 
@@ -46,7 +46,8 @@ def test_blank_page_stays_mostly_white(binarize_prob):
         assert (out > 180).mean() > 0.99
 
 
-@pytest.mark.parametrize("cfg", [ScanLookConfig(), ScanLookConfig(binarize_prob=1.0, noise_std=(12.0, 12.0))])
+@pytest.mark.parametrize("cfg", [ScanLookConfig(), ScanLookConfig(binarize_prob=1.0, noise_std=(12.0, 12.0)),
+                                 PRINT_LOOK])
 def test_staff_lines_stay_detectable(cfg):
     img = _staff_image()
     for seed in range(10):
@@ -76,3 +77,38 @@ def test_bad_input_is_rejected():
         scan_look(np.zeros((4, 4, 3), np.uint8), ScanLookConfig(), 0)
     with pytest.raises(ValueError):
         scan_look(np.zeros((4, 4), np.float32), ScanLookConfig(), 0)
+
+
+# Only the printed-page degradation under test: no rotation, warp, tones, blur, noise or JPEG loss.
+PLAIN = ScanLookConfig(blur_sigma=(0.0, 0.0), noise_std=(0.0, 0.0), max_rotation_deg=0.0, warp_strength=0.0,
+                       binarize_prob=0.0, jpeg_quality=(100, 100), paper_tone=(255, 255), ink_tone=(0, 0))
+
+
+def test_print_look_is_deterministic_and_differs_from_classic():
+    img = _staff_image()
+    a, b = scan_look(img, PRINT_LOOK, seed=4), scan_look(img, PRINT_LOOK, seed=4)
+    assert np.array_equal(a, b) and not np.array_equal(a, scan_look(img, ScanLookConfig(), seed=4))
+
+
+def test_page_curl_bends_lines_towards_one_edge():
+    out = scan_look(_staff_image(), ScanLookConfig(**{**PLAIN.__dict__, "page_curl": (8.0, 8.0)}), seed=1)
+    top = [int(np.argmax(255 - out[:, x].astype(int) > 100)) for x in (30, 400, 770)]
+    assert top[1] - LINE_ROWS[0] in (1, 2, 3) and sorted([top[0], top[2]])[1] - LINE_ROWS[0] >= 7
+
+
+def test_ink_spread_thickens_and_resolution_softens():
+    img = _staff_image()
+    spread = scan_look(img, ScanLookConfig(**{**PLAIN.__dict__, "ink_spread": (1.0, 1.0)}), seed=0)
+    assert (spread < 128).mean() > 1.3 * (img < 128).mean()
+    low = scan_look(img, ScanLookConfig(**{**PLAIN.__dict__, "resolution": (0.4, 0.4)}), seed=0)
+    assert ((low > 30) & (low < 225)).mean() > 5 * ((img > 30) & (img < 225)).mean() + 0.01  # grey edges
+
+
+def test_bleed_through_texture_and_uneven_ink_stay_faint():
+    img = _staff_image()
+    cfg = ScanLookConfig(**{**PLAIN.__dict__, "bleed_through": (0.15, 0.15), "paper_texture": (0.1, 0.1),
+                            "ink_unevenness": (0.4, 0.4)})
+    out = scan_look(img, cfg, seed=2).astype(int)
+    paper, ink = out[img == 255], out[img == 0]
+    assert 200 < paper.mean() < 252 and paper.std() > 2  # darker, textured paper, still paper
+    assert ink.mean() < 110 and ink.std() > 5  # ink still ink, of varying darkness

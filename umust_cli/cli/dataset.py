@@ -26,6 +26,9 @@ def build(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Pieces built in parallel (processes)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Build only the first N pieces."),
     scan_copies: int = typer.Option(0, "--scan-copies", min=0, help="Scanned-look copies of every system image."),
+    scan_look: str = typer.Option("classic", "--scan-look", help="Look of the scanned copies: classic (rotation, "
+                                  "warp, tones, blur, noise, JPEG) or print (also ink spread, bleed-through, "
+                                  "page curl, paper texture, uneven ink, low-resolution re-sampling)."),
     engravings: int = typer.Option(1, "--engravings", min=1, help="Engravings of every piece: the first as "
                                    "before, each other with a seeded font, scale, spacing and page width "
                                    "(its own system breaks and rows)."),
@@ -58,13 +61,21 @@ def build(
         raise BadInputError(f"no score files (.krn .musicxml .xml .mxl .mei) in {', '.join(src)}")
     config = BuildConfig(
         seed=seed, scan_copies=scan_copies, soundfonts=tuple(soundfont), allow_held_out=allow_held_out,
-        engravings=engravings, variety=EngravingVariety(engravers=tuple(engraver)),
+        engravings=engravings, variety=EngravingVariety(engravers=tuple(engraver)), scan=_scan_look(scan_look),
         performance=PerformanceConfig(tempo_range=tempo_range, velocity_range=velocity_range,
                                       velocity_curve=velocity_curve, jitter_ms=jitter_ms),
     )
     summary, failures = _run_with_progress(pieces, output, config, workers, retry_failed, quiet=as_json)
     _report(summary, failures, output, as_json)
     _finish_build(summary, failures, output)
+
+
+def _scan_look(name: str):
+    from umust_cli.data.augment import SCAN_LOOKS
+
+    if name not in SCAN_LOOKS:
+        raise BadInputError(f"unknown scan look '{name}'; choose one of: {', '.join(SCAN_LOOKS)}")
+    return SCAN_LOOKS[name]
 
 
 def _finish_build(summary, failures, output: Path) -> None:

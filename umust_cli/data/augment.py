@@ -8,6 +8,14 @@ applies, in order:
 3. paper and ink tones (white is not quite white, black not quite black),
 4. Gaussian blur, 5. Gaussian pixel noise, 6. a JPEG round trip.
 
+Printed-page degradations, each off unless its range says otherwise (``PRINT_LOOK`` turns
+them all on): ink spread (strokes thickened before anything else), bleed-through (the
+mirrored, blurred ink of a "verso" shows faintly), page curl (lines bend towards one side
+edge, which is shaded, as a page lifting from the scanner glass), paper texture (grain and
+blotches) and uneven ink (smoothly varying ink darkness) after the tones, and a
+low-resolution re-sampling (down and up again) after the blur. Their parameters come from a
+second generator, so with them off the output is the classic look's, pixel for pixel.
+
 Input and output are uint8 grayscale [H, W] with a white background.
 """
 
@@ -32,6 +40,18 @@ class ScanLookConfig:
     paper_tone: tuple[int, int] = (225, 255)  # gray level that white becomes
     ink_tone: tuple[int, int] = (0, 50)  # gray level that black becomes
     binarize_threshold: tuple[int, int] = (128, 192)  # pixels darker than this become ink
+    ink_spread: tuple[float, float] = (0.0, 0.0)  # px that strokes grow by (ink soaking into paper)
+    bleed_through: tuple[float, float] = (0.0, 0.0)  # opacity of the mirrored ink of the other side
+    page_curl: tuple[float, float] = (0.0, 0.0)  # px that lines bend by at the curled side edge
+    paper_texture: tuple[float, float] = (0.0, 0.0)  # relative darkening by paper grain and blotches
+    ink_unevenness: tuple[float, float] = (0.0, 0.0)  # fraction of ink darkness lost where it is thinnest
+    resolution: tuple[float, float] = (1.0, 1.0)  # scan resolution factor (< 1: re-sampled down and up)
+
+
+# The printed-page look: the classic distortions plus every printed-page degradation.
+PRINT_LOOK = ScanLookConfig(ink_spread=(0.0, 0.8), bleed_through=(0.0, 0.15), page_curl=(0.0, 6.0),
+                            paper_texture=(0.02, 0.10), ink_unevenness=(0.0, 0.4), resolution=(0.45, 1.0))
+SCAN_LOOKS = {"classic": ScanLookConfig(), "print": PRINT_LOOK}
 
 
 _MESH = 64  # px between the output points where the rotation + warp map is evaluated exactly
@@ -51,11 +71,21 @@ def scan_look(image: np.ndarray, config: ScanLookConfig, seed: int) -> np.ndarra
     sigma = rng.uniform(*config.blur_sigma)
     noise = rng.uniform(*config.noise_std)
     quality = int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
+    printed = _PrintDraw.draw(config, np.random.default_rng([seed, 1]))
 
-    pil = _rotate_and_warp(Image.fromarray(image), angle, warp, config.warp_cell, rng)
+    pil = _rotate_and_warp(Image.fromarray(_before_scan(image, printed)), angle, warp, config.warp_cell, rng)
+    if printed.curl > 0:
+        pil = Image.fromarray(_curl(np.asarray(pil), printed.curl, printed.curl_left))
     pil = pil.point(_tone_lut(paper, ink, threshold if binarize else None))
+    if printed.texture > 0 or printed.uneven > 0 or printed.curl > 0:
+        pil = Image.fromarray(_paper_and_ink(np.asarray(pil), paper, ink, printed))
     if sigma > 0.05:
         pil = pil.filter(ImageFilter.GaussianBlur(radius=sigma))
+    if printed.resolution < 0.99:
+        w, h = pil.size
+        small = pil.resize((max(1, round(w * printed.resolution)), max(1, round(h * printed.resolution))),
+                           Image.Resampling.BOX)
+        pil = small.resize((w, h), Image.Resampling.BILINEAR)
     img = np.asarray(pil)
     if noise > 0:
         noisy = rng.standard_normal(img.shape, dtype=np.float32)
@@ -125,3 +155,73 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     Image.fromarray(img).save(buf, format="JPEG", quality=quality)
     buf.seek(0)
     return np.array(Image.open(buf).convert("L"))
+
+
+# ------------------------------------------------------------ printed-page degradations
+@dataclass(frozen=True)
+class _PrintDraw:
+    """One draw of the printed-page degradations (0 / 1.0 = off)."""
+
+    spread: float
+    bleed: float
+    curl: float
+    curl_left: bool
+    texture: float
+    uneven: float
+    resolution: float
+    seed: int  # of the noise fields
+
+    @staticmethod
+    def draw(config: ScanLookConfig, rng: np.random.Generator) -> "_PrintDraw":
+        return _PrintDraw(spread=rng.uniform(*config.ink_spread), bleed=rng.uniform(*config.bleed_through),
+                          curl=rng.uniform(*config.page_curl), curl_left=bool(rng.random() < 0.5),
+                          texture=rng.uniform(*config.paper_texture), uneven=rng.uniform(*config.ink_unevenness),
+                          resolution=rng.uniform(*config.resolution), seed=int(rng.integers(2**31)))
+
+
+def _before_scan(image: np.ndarray, p: _PrintDraw) -> np.ndarray:
+    """Ink spread, then bleed-through: the printed page before it is scanned."""
+    img = image
+    if p.spread > 0.05:  # blur, then let any ink the blur reached count twice as dark
+        blurred = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=p.spread)), np.float32)
+        img = np.minimum(img, np.clip(255.0 - 2.0 * (255.0 - blurred), 0, 255)).astype(np.uint8)
+    if p.bleed > 0.005:  # the other side's ink, mirrored, shifted and soft, darkens the paper a little
+        rng = np.random.default_rng([p.seed, 0])
+        h, w = img.shape
+        verso = np.roll(img[:, ::-1], (int(rng.integers(-h // 4 - 1, h // 4 + 1)), int(rng.integers(w))), (0, 1))
+        verso = np.asarray(Image.fromarray(np.ascontiguousarray(verso)).filter(ImageFilter.GaussianBlur(2.0)))
+        img = (img * (1.0 - p.bleed * (255.0 - verso) / 255.0)).astype(np.uint8)
+    return img
+
+
+def _curl(img: np.ndarray, amount: float, left: bool) -> np.ndarray:
+    """Columns shifted down by ``amount`` * (distance from the flat side)^2: lines bend towards one edge."""
+    from scipy.ndimage import map_coordinates
+
+    h, w = img.shape
+    u = np.linspace(1.0, 0.0, w) if left else np.linspace(0.0, 1.0, w)  # 1 at the curled edge
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys -= (amount * u**2)[None, :].astype(np.float32)
+    return map_coordinates(img, [ys, xs], order=1, mode="constant", cval=255.0).astype(np.uint8)
+
+
+def _paper_and_ink(img: np.ndarray, paper: float, ink: float, p: _PrintDraw) -> np.ndarray:
+    """Paper grain and blotches, uneven ink and the shadow of a curled edge, on a toned image."""
+    rng = np.random.default_rng([p.seed, 1])
+    h, w = img.shape
+    out = img.astype(np.float32)
+    if p.texture > 0:
+        from scipy.ndimage import gaussian_filter
+
+        grain = gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), 0.8)
+        blotch = _smooth_field(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), h, w, 48, 1.0, rng)
+        field = 0.5 * np.abs(blotch) + 0.25 * np.clip(grain / (grain.std() + 1e-6), -2, 2)
+        out *= 1.0 - p.texture * field.astype(np.float32)
+    if p.uneven > 0:
+        inkness = np.clip((paper - img.astype(np.float32)) / max(paper - ink, 1.0), 0, 1)
+        thin = _smooth_field(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), h, w, 96, 1.0, rng)
+        out += inkness * (p.uneven * (thin + 1.0) / 2.0).astype(np.float32) * (paper - ink)
+    if p.curl > 0:
+        u = np.linspace(1.0, 0.0, w) if p.curl_left else np.linspace(0.0, 1.0, w)
+        out *= (1.0 - 0.25 * (p.curl / 6.0) * u**4)[None, :].astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8)
