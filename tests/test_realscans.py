@@ -109,8 +109,51 @@ def test_bar_count_mismatch_is_logged_not_guessed(scanned, tmp_path):
     assert summary["unpaired"] == {"coll-piece": "bar count mismatch"}
     assert corpus_io.rows(other, ["realscan_test"]) == []
     error = json.loads((other / "realscans_errors.jsonl").read_text(encoding="utf-8"))
-    assert error["unpaired"]["score_bars"] == {"printed": BARS - 1}
+    assert error["method"] == "total" and error["unpaired"]["printed_bars"] == BARS - 1
     assert error["unpaired"]["scan_bars"]["ordinary"] == BARS
+
+
+def _kern(lines: list[int]) -> str:
+    """A one-staff kern of sum(lines) whole-note bars with the edition's line breaks after each line."""
+    out, bar = ["**kern", "*M4/4"], 1
+    for k, n in enumerate(lines):
+        if k:
+            out.append("!!LO:LB:g=original")
+        for _ in range(n):
+            out += [f"={bar}", "1c"]
+            bar += 1
+    return "\n".join(out + ["==", "*-"]) + "\n"
+
+
+@pytest.mark.parametrize("kern_lines,paired", [("truth", "all"), ("shifted", "first")])
+def test_each_system_checked_against_the_editions_line(scanned, tmp_path, kern_lines, paired):
+    corpus, bars = scanned
+    source = Path(corpus_io.rows(corpus)[0]["source"])
+    lines = bars if kern_lines == "truth" else [bars[0], bars[1] - 1, bars[2] + 1]  # lines 2 and 3 disagree
+    (source.parent / "piece.krn").write_text(_kern(lines), encoding="utf-8")
+    try:
+        other = tmp_path / "corpus"
+        _one_piece_corpus(other, "coll-piece", source, _score(BARS), "train")
+        result = realscans.pair_piece(other, corpus_io.rows(other)[0], source.parents[1] / "reference-edition" /
+                                      "piece.pdf", realscans.RealScanConfig())
+    finally:
+        (source.parent / "piece.krn").unlink()
+    assert result["method"] == "lines" and result["edition_lines"] == len(bars)
+    if paired == "all":
+        assert [r["measures"] for r in result["rows"]] == [[1, bars[0]], [bars[0] + 1, bars[0] + bars[1]], [bars[0] + bars[1] + 1, BARS]] and result["unpaired"] is None
+    else:  # the first system only; the others are logged with their counts
+        assert [r["measures"] for r in result["rows"]] == [[1, bars[0]]]
+        assert set(result["unpaired"]["systems"]) == {1, 2}
+
+
+def test_edition_lines_of_a_kern_file(tmp_path):
+    kern = tmp_path / "x.krn"
+    kern.write_text("\n".join(["**kern", "4c", "=1", "1d", "!!LO:LB:g=original", "=2", "2e", "!!LO:LB:g=original",
+                               "2f", "=3", "1g", "!!LO:LB:g=z", "=4", "1a", "==", "*-"]) + "\n", encoding="utf-8")
+    lines = realscans.edition_lines(kern)  # pickup + bar 1 | bar 2 (broken) | bar 2 again, 3, 4
+    assert lines.bars == 5 and lines.broken == {2} and lines.lines == [[0, 1], [2], [2, 3, 4]]
+    kern.write_text("**kern\n=1\n1c\n=2\n1d\n==\n*-\n", encoding="utf-8")
+    assert realscans.edition_lines(kern) is None  # no original line breaks
 
 
 def test_pdf_found_through_scores_folders(scanned):
@@ -139,13 +182,15 @@ def test_held_out_piece_goes_to_the_real_scan_test_split(scanned):
 
 
 def test_printed_order_leaves_out_written_out_repeats():
-    def order(numbers):
-        measures = "".join(f'<measure number="{n}"/>' for n in numbers)
+    def order(numbers, tail=""):
+        measures = "".join(f'<measure number="{n}"><note><pitch/></note></measure>' for n in numbers) + tail
         return realscans.printed_order(ET.fromstring(f"<score-partwise><part>{measures}</part></score-partwise>"))
 
     assert order(["0", "1", "2", "1", "2", "3", "0"]) == [0, 1, 2, 5, 6]  # pickup and last partial bar kept
     assert order(["1", "2", "0", "1", "2", "0", "3"]) == [0, 1, 2, 6]  # a split bar inside the repeat goes too
     assert order(["1", "0", "0", "2"]) == [0, 1, 2, 3]  # unnumbered bars are all printed
+    rests = '<measure number="0"><note><rest/></note></measure>'  # music21's bar after the final bar line
+    assert order(["1", "2"], tail=rests) == [0, 1] and order(["1", "2", "0"]) == [0, 1, 2]
 
 
 def test_cli_reports_paired_counts(scanned):

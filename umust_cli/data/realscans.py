@@ -1,22 +1,26 @@
-"""Real scanned systems of the printed source editions, paired with the notation of their measures.
+"""Real scanned systems of the printed source editions, paired with the notation of their bars.
 
 For every piece of a built corpus whose source score has a scan of its printed edition
 (``<collection>/reference-edition/<stem>.pdf`` beside ``<collection>/kern/<stem>.krn``),
 the scan's pages are split into piano systems and their bar lines counted
-(:mod:`umust_cli.data.scans`). The print shows each bar once, so the counts are matched
-against the piece's *printed* bars (``score.musicxml`` with the bars that a written-out
-repeat plays again left out, :func:`printed_order`)::
+(:mod:`umust_cli.data.scans`). The print shows each bar once, so scans are matched against
+the piece's *printed* bars: ``score.musicxml`` without the bars that a written-out repeat
+plays again (:func:`printed_order`). Two ways, both exact, never a guess:
 
-    scan systems (bars b_1 .. b_n)  ==  printed bars 1..N   (sum b_k == N exactly)
-      -> system k = printed bars [b_1 + ... + b_{k-1} + 1, b_1 + ... + b_k]
+* **lines** -- the kern records where the edition's lines break (``!!LO:LB:g=original``;
+  :func:`edition_lines`). When the scan has as many systems as the edition has lines,
+  system k is paired with line k if its bar count is that line's (ordinary count, else one
+  that also counts bar lines broken between the staves); each other system is logged.
+* **total** -- without recorded line breaks: every system, when the scan's bar count equals
+  the piece's printed bar count exactly; consecutive systems take consecutive bars::
 
-A piece is paired only when the bar counts agree exactly, with the ordinary bar-line
-count or, failing that, one that also counts bar lines broken between the staves; any
-other piece is logged with the counts, never guessed. Per paired system the piece folder
-gets ``realscans/NNN.png`` (the deskewed crop), ``NNN.musicxml`` and ``NNN.lmx`` (exactly
-those bars); its row goes to ``realscans.jsonl`` beside ``manifest.jsonl`` with split
-``realscan_<split>``: the piece's own corpus split, so that a piece's rendered and
-scanned systems are always on the same side (held-out pieces: ``realscan_test``).
+      system k = printed bars [b_1 + ... + b_{k-1} + 1, b_1 + ... + b_k]
+
+Per paired system the piece folder gets ``realscans/NNN.png`` (the deskewed crop),
+``NNN.musicxml`` and ``NNN.lmx`` (exactly those bars); its row goes to ``realscans.jsonl``
+beside ``manifest.jsonl`` with split ``realscan_<split>``: the piece's own corpus split, so that
+a piece's rendered and scanned systems are always on the same side (held-out pieces:
+``realscan_test``). ``realscans_errors.jsonl`` lists every piece or system not paired, with why.
 """
 
 from __future__ import annotations
@@ -90,7 +94,15 @@ def printed_order(root: ET.Element) -> list[int]:
         if keep:
             kept.append(i)
         previous_kept = keep
+    if kept and _empty_tail(part.findall("measure"), kept[-1]):
+        kept.pop()  # an unnumbered bar of rests after the final bar line (music21's kern reader adds one)
     return kept
+
+
+def _empty_tail(measures: list[ET.Element], i: int) -> bool:
+    m = measures[i]
+    return i == len(measures) - 1 and i > 0 and (m.get("number") or "0") == "0" and all(
+        n.find("rest") is not None for n in m.findall("note"))
 
 
 def printed_root(root: ET.Element, ordinals: list[int]) -> ET.Element:
@@ -104,16 +116,49 @@ def printed_root(root: ET.Element, ordinals: list[int]) -> ET.Element:
     return out
 
 
-def count_targets(root: ET.Element) -> list[tuple[str, list[int]]]:
-    """(name, bar ordinals) the scan's count may match: the printed bars, and every bar of
-    the score when that differs (a repeat the print writes out too)."""
-    printed = printed_order(root)
-    every = list(range(corpus_measures(root)))
-    return [("printed", printed)] + ([("all", every)] if every != printed else [])
+# ------------------------------------------------------------------ the edition's lines
+_BREAK = re.compile(r"^!!LO:(?:LB|PB):.*\bg=original\b")
 
 
-def corpus_measures(root: ET.Element) -> int:
-    return render.measure_count(root)
+@dataclass(frozen=True)
+class EditionLines:
+    """The printed edition's systems as the kern records them (``!!LO:LB:g=original`` before a
+    line's first bar): the 0-based bar (segment) indexes each line shows, in print order."""
+
+    lines: list[list[int]]
+    broken: set[int]  # bars that a line break cuts in two (shown on two lines)
+    bars: int  # bars in the kern (segments between bar lines that hold data)
+
+
+def edition_lines(kern: Path) -> EditionLines | None:
+    """:class:`EditionLines` of a kern file with original line breaks; None without any."""
+    try:
+        text = Path(kern).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    starts, broken, line, seg, pending = [], set(), 0, None, False  # seg: the open bar's line, None if empty
+    for raw in text.splitlines():
+        if _BREAK.match(raw):
+            pending = True
+        elif raw.startswith("="):
+            if seg is not None:
+                starts.append(seg)
+            seg, line, pending = None, line + int(pending and bool(starts)), False
+        elif raw.strip() and not raw.startswith(("*", "!")):
+            if pending:  # a break inside a bar: the bar is on two lines
+                line, pending = line + int(bool(starts) or seg is not None), False
+                broken.update({len(starts)} if seg is not None else set())
+            seg = line if seg is None else seg
+    if seg is not None:
+        starts.append(seg)
+    if line == 0:
+        return None
+    lines: list[list[int]] = [[] for _ in range(line + 1)]
+    for j, k in enumerate(starts):
+        lines[k].append(j)
+        if j in broken and k + 1 < len(lines):
+            lines[k + 1].append(j)
+    return EditionLines([sorted(x) for x in lines if x], broken, len(starts))
 
 
 # ------------------------------------------------------------------ scans
@@ -122,6 +167,14 @@ class ScanPage:
     image: np.ndarray  # the deskewed page, uint8 (H, W)
     systems: list[scans.ScanSystem]
     error: str | None = None  # why no system was found on it
+
+
+@dataclass(frozen=True)
+class Paired:
+    page: ScanPage
+    system: scans.ScanSystem
+    bars: tuple[int, int]  # 1-based inclusive printed bars
+    split_barlines: bool  # counted with bar lines broken between the staves
 
 
 def scan_pages(images: list[np.ndarray], cfg: scans.ScanConfig, name: str) -> list[ScanPage]:
@@ -138,34 +191,63 @@ def scan_pages(images: list[np.ndarray], cfg: scans.ScanConfig, name: str) -> li
     return pages
 
 
-def match_counts(counts: list[int], targets: list[tuple[str, list[int]]]) -> tuple[str, list[tuple[int, int]]] | None:
-    """(target name, 1-based inclusive bar ranges of the systems) for the first target whose
-    bar count equals the scan's exactly; None when none does."""
-    for name, ordinals in targets:
-        if counts and min(counts) > 0 and sum(counts) == len(ordinals):
-            ends = np.cumsum(counts)
-            return name, [(int(e - c + 1), int(e)) for c, e in zip(counts, ends)]
-    return None
+class Counts:
+    """A PDF's pages counted the ordinary way, and (on first use) with bar lines broken between the
+    staves counted too, on the same deskewed pages."""
+
+    def __init__(self, pdf: Path, cfg: scans.ScanConfig) -> None:
+        self.pdf, self.cfg = pdf, cfg
+        self.ordinary = scan_pages(scans.load_pages(pdf, cfg.page_width_px), cfg, pdf.name)  # ImageError
+        self._split: list[ScanPage] | None = None
+
+    @property
+    def split(self) -> list[ScanPage]:
+        if self._split is None:
+            cfg = replace(self.cfg, split_barlines=True, max_skew_deg=0.0)  # pages are deskewed already
+            self._split = scan_pages([p.image for p in self.ordinary], cfg, self.pdf.name)
+        return self._split
+
+    def systems(self, split: bool) -> list[tuple[ScanPage, scans.ScanSystem]]:
+        return [(page, s) for page in (self.split if split else self.ordinary) for s in page.systems]
 
 
-def pair_scan(pdf: Path, targets: list[tuple[str, list[int]]],
-              cfg: scans.ScanConfig) -> tuple[list[ScanPage], dict, list[tuple[int, int]] | None]:
-    """(pages, how they were counted, bar ranges or None): the ordinary bar-line count first,
-    then one that also counts bar lines broken between the staves."""
-    modes = (True,) if cfg.split_barlines else (False, True)
-    tried, images = {}, scans.load_pages(pdf, cfg.page_width_px)  # ImageError for an unreadable PDF
-    for n, split in enumerate(modes):
-        pages = scan_pages(images, replace(cfg, split_barlines=split), pdf.name)
-        images = [page.image for page in pages]  # deskewed once: the second count skips the skew search
-        cfg = replace(cfg, max_skew_deg=0.0) if n == 0 else cfg
-        counts = [s.measures for page in pages for s in page.systems]
-        tried["split_barlines" if split else "ordinary"] = {"systems": len(counts), "bars": int(sum(counts)),
-                                                           "per_page": [[s.measures for s in pg.systems]
-                                                                        for pg in pages]}
-        found = match_counts(counts, targets)
-        if found is not None:
-            return pages, {"split_barlines": split, "target": found[0], "tried": tried}, found[1]
-    return pages, {"tried": tried}, None
+def pair_by_lines(counts: Counts, lines: EditionLines) -> tuple[list[Paired], dict]:
+    """Scan system k <-> the edition's line k (same number of systems), paired when its bar count
+    (ordinary, else with broken bar lines) is the line's; (pairs, what was not paired and why)."""
+    ordinary, split = counts.systems(False), None
+    if len(ordinary) != len(lines.lines):
+        return [], {"reason": "system count mismatch", "scan_systems": len(ordinary),
+                    "edition_lines": len(lines.lines)}
+    pairs, missed = [], {}
+    for k, ((page, system), bars) in enumerate(zip(ordinary, lines.lines)):
+        if lines.broken & set(bars):
+            missed[k] = "a bar of this line is broken across lines"
+            continue
+        found = (page, system) if system.measures == len(bars) else None
+        if found is None:
+            split = split if split is not None else counts.systems(True)
+            alt = split[k] if len(split) == len(ordinary) else None
+            found = alt if alt is not None and alt[1].measures == len(bars) else None
+            if found is None:
+                missed[k] = f"{system.measures} bars counted, the edition's line has {len(bars)}"
+                continue
+        pairs.append(Paired(found[0], found[1], (bars[0] + 1, bars[-1] + 1), found[0] is not page))
+    return pairs, {"reason": "bar count mismatch on some systems", "systems": missed} if missed else {}
+
+
+def pair_by_total(counts: Counts, printed: int) -> tuple[list[Paired], dict]:
+    """Without the edition's lines: every system, when the scan's bar count is the piece's printed
+    bar count exactly (ordinary, else with broken bar lines); none otherwise."""
+    tried = {}
+    for split in (False, True):
+        systems = counts.systems(split)
+        bars = [s.measures for _, s in systems]
+        tried["split_barlines" if split else "ordinary"] = int(sum(bars))
+        if systems and min(bars) > 0 and sum(bars) == printed:
+            ends = np.cumsum(bars)
+            return [Paired(page, s, (int(e - c + 1), int(e)), split)
+                    for (page, s), c, e in zip(systems, bars, ends)], {}
+    return [], {"reason": "bar count mismatch", "scan_bars": tried, "printed_bars": printed}
 
 
 # ------------------------------------------------------------------ one piece
@@ -176,47 +258,44 @@ def pair_piece(corpus: Path, row: dict, pdf: Path, cfg: RealScanConfig) -> dict:
 
     piece_dir = Path(corpus, corpus_io.PIECES, row["piece_id"])
     root = ET.parse(piece_dir / "score.musicxml").getroot()
-    targets = count_targets(root)
-    out = {"piece_id": row["piece_id"], "pdf": str(pdf), "printed_measures": len(targets[0][1]),
-           "score_measures": corpus_measures(root), "rows": [], "unpaired": None}
+    printed = printed_order(root)
+    lines = edition_lines(pdf.parent.parent / "kern" / f"{pdf.stem}.krn")
+    usable = lines is not None and lines.bars == len(printed)
+    out = {"piece_id": row["piece_id"], "pdf": str(pdf), "printed_measures": len(printed),
+           "edition_lines": len(lines.lines) if lines else None, "kern_bars": lines.bars if lines else None,
+           "method": "lines" if usable else "total", "rows": [], "unpaired": None}
     try:
-        pages, how, ranges = pair_scan(pdf, targets, cfg.scan)
+        counts = Counts(pdf, cfg.scan)
     except BadInputError as e:  # an unreadable PDF
         out.update(scan_systems=0, unpaired={"reason": f"{type(e).__name__}: {e}"})
     else:
-        out.update(scan_systems=sum(len(p.systems) for p in pages), count=how,
-                   pages_without_systems={i + 1: p.error for i, p in enumerate(pages) if p.error})
-        if ranges is None:
-            out["unpaired"] = {"reason": "bar count mismatch", "scan_bars": {k: v["bars"] for k, v in
-                                                                               how["tried"].items()},
-                               "score_bars": {name: len(o) for name, o in targets}}
-        else:
-            ordinals = dict(targets)[how["target"]]
-            out["rows"] = _write_systems(corpus, row, pdf, pages, ranges, printed_root(root, ordinals),
-                                         ordinals, how["split_barlines"], cfg)
+        pairs, unpaired = pair_by_lines(counts, lines) if usable else pair_by_total(counts, len(printed))
+        out.update(scan_systems=len(counts.systems(False)), unpaired=unpaired or None,
+                   per_page=[[s.measures for s in page.systems] for page in counts.ordinary],
+                   pages_without_systems={i + 1: p.error for i, p in enumerate(counts.ordinary) if p.error})
+        out["rows"] = _write_systems(corpus, row, pdf, pairs, printed_root(root, printed), printed, cfg)
     write_json_atomic(piece_dir / FOLDER / RESULT, out)
     return out
 
 
-def _write_systems(corpus: Path, row: dict, pdf: Path, pages: list[ScanPage], ranges: list[tuple[int, int]],
-                   printed: ET.Element, ordinals: list[int], split_barlines: bool, cfg: RealScanConfig) -> list[dict]:
+def _write_systems(corpus: Path, row: dict, pdf: Path, pairs: list[Paired], printed: ET.Element,
+                   ordinals: list[int], cfg: RealScanConfig) -> list[dict]:
     from umust_cli.codecs.notation import NotationCodec
     from umust_cli.io import write_text_atomic
 
     piece_dir = Path(corpus, corpus_io.PIECES, row["piece_id"])
     times = _measure_times(piece_dir)
     codec = NotationCodec(cfg.flavor)
-    systems = [(p, page, s) for p, page in enumerate(pages) for s in page.systems]
     out = []
-    for k, ((p, page, system), (first, last)) in enumerate(zip(systems, ranges)):
-        stem = piece_dir / FOLDER / f"{k:03d}"
-        render.write_png(stem.with_suffix(".png"), scans.crop(page.image, system))
+    for k, pair in enumerate(pairs):
+        stem, (first, last), system = piece_dir / FOLDER / f"{k:03d}", pair.bars, pair.system
+        render.write_png(stem.with_suffix(".png"), scans.crop(pair.page.image, system))
         write_text_atomic(stem.with_suffix(".musicxml"), render.slice_musicxml(printed, first - 1, last))
         write_text_atomic(stem.with_suffix(".lmx"), codec.to_lmx(stem.with_suffix(".musicxml")) + "\n")
         out.append(_row(corpus, row, k, stem, (first, last), ordinals, times)
-                   | {"scan": {"pdf": str(pdf), "page": p + 1, "system_on_page": system.index + 1,
+                   | {"scan": {"pdf": str(pdf), "page": system.page + 1, "system_on_page": system.index + 1,
                                "box": [int(v) for v in system.box], "barlines": [int(x) for x in system.barlines],
-                               "split_barlines": split_barlines}})
+                               "split_barlines": pair.split_barlines}})
     return out
 
 
