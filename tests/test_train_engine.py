@@ -150,6 +150,7 @@ def test_sigterm_saves_and_stops_then_resumes(trainer, tmp_path, one_torch_threa
     summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else pytest.fail(err[-2000:])
     assert (summary["step"], summary["stopped"]) == (3, "signal")
     assert ckpt_io.read_config(stopped)["step"] == 3  # saved at the stop, between save_every steps
+    assert not any("eval" in r for r in read_log(stopped))  # a prompt stop: no final evaluation
     resumed = train(trainer, data, stopped, STEPS)
     assert resumed.start_step == 3
     a, b = _weights(trainer, tmp_path / "straight"), _weights(trainer, stopped)

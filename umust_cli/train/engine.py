@@ -5,8 +5,8 @@ update, evaluation, its resume state, its checkpoint files); :func:`fit` owns
 everything around that:
 
 * stop reasons: ``--max-steps``, ``--max-minutes`` (stopping one step early
-  rather than late), SIGTERM/SIGINT (the first one saves and stops, a second
-  one interrupts);
+  rather than late), SIGTERM/SIGINT (the first one saves and stops at once,
+  without the final evaluation; a second one interrupts);
 * saves every ``save_every`` steps and at the end, as one set: the task's
   files and ``train_state.pt`` are written into ``.saving/``, marked complete,
   then moved into place, so a kill at any moment leaves weights, optimizer
@@ -147,7 +147,7 @@ def fit(task: Task, ckpt_dir: str | Path, config: TrainConfigLike, run: RunOptio
         for row in first_rows:
             log(row)
         reason = loop.train(stop, bar, log, on_step)
-        loop.finish(log)
+        loop.finish(log, evaluate=reason != "signal")
     return TrainResult(loop.step, start, reason, loop.last_loss, loop.eval)
 
 
@@ -185,9 +185,11 @@ class _Loop:
         agree = getattr(self.task, "agree_stop", None)
         return agree(reason) if agree is not None else reason
 
-    def finish(self, log) -> None:
-        """The final evaluation (unless the last step was just scored) and save."""
-        if self.step > self.start and self.eval is None:
+    def finish(self, log, evaluate: bool = True) -> None:
+        """The final evaluation (unless the last step was just scored, or ``evaluate`` is False:
+        a signal asks for a prompt stop, and a translator's greedy decoding can take minutes)
+        and save."""
+        if evaluate and self.step > self.start and self.eval is None:
             self._evaluate(log)
         if self.step > self.start or not (self.ckpt_dir / ckpt_io.WEIGHTS).is_file():
             self._save(self.ckpt_dir)
