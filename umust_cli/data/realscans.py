@@ -36,11 +36,12 @@ from typing import Callable
 import numpy as np
 
 from umust_cli.data import corpus as corpus_io
-from umust_cli.data import render, scans
+from umust_cli.data import render, scans, sources
 from umust_cli.errors import BadInputError, ImageError
 
 FOLDER = "realscans"  # pieces/<id>/realscans/
 RESULT = "result.json"  # pieces/<id>/realscans/result.json: the piece's rows and what was not paired
+INDEX_EVERY = 10  # pieces between rewrites of the indexes
 
 
 @dataclass(frozen=True)
@@ -325,19 +326,21 @@ def _measure_times(piece_dir: Path) -> np.ndarray | None:
 def pair_corpus(corpus: Path, scores: list[Path], cfg: RealScanConfig,
                 on_piece: Callable[[dict], None] | None = None) -> dict:
     """Pair every piece of ``corpus`` that has a scan; resumable (a piece with a result is kept
-    unless ``cfg.redo``). Rewrites realscans.jsonl and realscans_errors.jsonl; returns the summary."""
+    unless ``cfg.redo``). Pieces go in a seeded shuffled order and realscans.jsonl and
+    realscans_errors.jsonl are rewritten every ``INDEX_EVERY`` pieces, so that a run stopped early
+    leaves indexes of a sample of every collection; returns the summary."""
     corpus = Path(corpus)
-    pieces = _corpus_pieces(corpus)
+    pieces = sorted(_corpus_pieces(corpus), key=lambda r: sources.stable_unit(f"realscans:{r['piece_id']}"))
     if not pieces:
         raise BadInputError(f"{corpus} has no pieces in its manifest")
-    results = []
-    for row in pieces:
-        result = _piece_result(corpus, row, scores, cfg)
-        results.append(result)
+    results: dict[str, dict] = {}
+    for n, row in enumerate(pieces, start=1):
+        results[row["piece_id"]] = _piece_result(corpus, row, scores, cfg)
         if on_piece is not None:
-            on_piece(result)
-    write_indexes(corpus, results)
-    return summarize(results)
+            on_piece(results[row["piece_id"]])
+        if n % INDEX_EVERY == 0 or n == len(pieces):
+            write_indexes(corpus, [results[k] for k in sorted(results)])
+    return summarize([results[k] for k in sorted(results)])
 
 
 def _corpus_pieces(corpus: Path) -> list[dict]:
