@@ -78,7 +78,7 @@ complete -c umust -n '__umust_path_is \'dataset tokenize\'' -l json -d 'Print ma
 complete -c umust -n '__umust_path_is \'dataset tokenize\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'dataset ytsv\'' -s o -l output -r -d 'Corpus folder (created; re-run to resume).'
 complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l seed -r -d 'Seed of the splits (by video).'
-complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l change-threshold -r -d 'Mean gray difference (0-255) of consecutive small frames above which a frame is changing.'
+complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l change-threshold -r -d 'Mean gray difference (0-255) of a small frame to the one before (or 0.25 s before) above which it is changing.'
 complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l min-audio-s -r -d 'Drop slides with less audio.'
 complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l max-audio-s -r -d 'Drop slides with more audio.'
 complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'

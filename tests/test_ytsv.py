@@ -85,6 +85,11 @@ def test_segmentation_rule_on_a_difference_sequence():
     assert seg.transitions == [(10, 10), (25, 29)]
     assert seg.slides == [(0, 9), (11, 24), (30, 39)]
     assert ytsv.slide_spans(seg, 4.0) == [(0.0, 1.0), (1.0, 2.5), (2.5, 4.0)]
+    slow = np.zeros((40, 2))
+    slow[12:28, 0] = 0.3  # a 1.6 s fade: every step below the threshold ...
+    slow[14:30, 1] = 0.9  # ... but not the difference to 0.2 s before; it starts at its first step
+    assert ytsv.segment(slow, 10.0, cfg).transitions == [(12, 29)]
+    assert ytsv.segment(slow[:, :1], 10.0, cfg).transitions == []
 
 
 def test_video_to_manifest_matches_the_truth(video, tmp_path):

@@ -404,9 +404,9 @@ def ytsv(
     videos: List[Path] = typer.Argument(..., help="Score-following video files (any container ffmpeg reads)."),
     output: Path = typer.Option(..., "-o", "--output", help="Corpus folder (created; re-run to resume)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits (by video)."),
-    change_threshold: float = typer.Option(1.0, "--change-threshold", min=0.0,
-                                           help="Mean gray difference (0-255) of consecutive small frames "
-                                                "above which a frame is changing."),
+    change_threshold: float = typer.Option(0.7, "--change-threshold", min=0.0,
+                                           help="Mean gray difference (0-255) of a small frame to the one "
+                                                "before (or 0.25 s before) above which it is changing."),
     min_audio_s: float = typer.Option(1.0, "--min-audio-s", min=0.0, help="Drop slides with less audio."),
     max_audio_s: float = typer.Option(120.0, "--max-audio-s", min=0.0, help="Drop slides with more audio."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),

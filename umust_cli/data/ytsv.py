@@ -10,10 +10,13 @@ while the music plays, and changes slide when the music moves on. Per video::
 
 Slide segmentation is rule-based. Frames are decoded at ``analysis_width`` px wide
 (area-averaged, which also averages away compression noise); a frame *changes* when
-the mean absolute gray difference to the frame before exceeds ``change_threshold``.
-A **transition** is a run of changing frames (runs less than ``merge_gap_s`` apart are
-one: a cross-fade or wipe is one transition), and **its time is the timestamp of its
-first changing frame**, the first frame that differs from the slide before. A
+the mean absolute gray difference to the frame before, or to the frame ``slow_lag_s``
+before (so that a slow fade, each of whose steps is faint, adds up), exceeds
+``change_threshold``. A **transition** is a run of changing frames (runs less than
+``merge_gap_s`` apart are one: a cross-fade or wipe is one transition), extended back over
+the frames that still differ from their predecessor by more than ``onset_threshold``, and
+**its time is the timestamp of its first frame**, the first frame that differs from the
+slide before. A
 **slide** is the still run between two transitions (at least ``min_still_s`` long);
 its **stable frame** is the middle frame of that run and its **audio span** runs from
 the time of the transition that brought it (0 for the first slide) to the time of the
@@ -36,7 +39,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -56,7 +59,9 @@ ERRORS = "errors.jsonl"
 @dataclass(frozen=True)
 class YtsvConfig:
     analysis_width: int = 160  # px: frames for change detection are area-averaged down to this width
-    change_threshold: float = 1.0  # mean |gray difference| (0-255) above which a frame changes
+    change_threshold: float = 0.7  # mean |gray difference| (0-255) above which a frame changes
+    slow_lag_s: float = 0.25  # ... to the frame before, or to the frame this long before (slow fades)
+    onset_threshold: float = 0.2  # a transition starts at the first frame differing by more than this
     merge_gap_s: float = 0.12  # changing runs closer than this are one transition
     min_still_s: float = 0.5  # a slide is still at least this long
     letterbox_level: float = 40.0  # frame rows/columns darker than this on average are letterbox bars
@@ -72,6 +77,7 @@ class YtsvConfig:
     min_crop_spaces: float = 8.0  # a system crop is at least this many staff spaces high
     max_crop_spaces: float = 32.0  # and at most this many (more: two systems taken as one)
     min_aspect: float = 2.0  # and at least this many times wider than high
+    max_gap_spaces: float = 3.0  # crops grow sideways over ink that continues them with gaps under this
     max_overlap: float = 0.1  # of the smaller box: more overlap with another system of the slide drops it
     sample_rate: int = SAMPLE_RATE
     seed: int = 0  # decides splits (by video)
@@ -161,14 +167,20 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def frame_changes(video: Path, info: VideoInfo, cfg: YtsvConfig) -> np.ndarray:
-    """(N,) float: mean |gray difference| of each analysis frame to the one before (0 for the first)."""
+    """(N, 2) float: mean |gray difference| of each analysis frame to the one before, and to the
+    one ``slow_lag_s`` before (0 where there is none)."""
+    from collections import deque
+
     w = max(16, min(cfg.analysis_width, info.width)) // 2 * 2
     h = max(2, int(round(info.height * w / info.width)) // 2 * 2)
-    diffs, prev = [], None
+    lag = max(1, int(round(cfg.slow_lag_s * info.fps)))
+    diffs, past = [], deque(maxlen=lag)
     for rgb in _frames(video, w, h, info.fps):
         gray = _gray(rgb)
-        diffs.append(0.0 if prev is None else float(np.abs(gray - prev).mean()))
-        prev = gray
+        d1 = float(np.abs(gray - past[-1]).mean()) if past else 0.0
+        dl = float(np.abs(gray - past[0]).mean()) if len(past) == lag else 0.0
+        diffs.append((d1, dl))
+        past.append(gray)
     if not diffs:
         raise BadInputError(f"{video}: no frame could be decoded")
     return np.asarray(diffs)
@@ -202,8 +214,15 @@ def video_audio(video: Path, sample_rate: int) -> np.ndarray:
 
 # ------------------------------------------------------------------ slides
 def segment(changes: np.ndarray, fps: float, cfg: YtsvConfig) -> Segmentation:
-    """Transitions (runs of changing frames) and slides (still runs between them) of a video."""
-    changing = np.flatnonzero(changes > cfg.change_threshold)
+    """Transitions (runs of changing frames) and slides (still runs between them) of a video.
+
+    ``changes`` is (N,) or (N, 2) (see :func:`frame_changes`): a frame changes when either
+    difference exceeds ``change_threshold``; a run then starts earlier while the frames before
+    it still differ from their predecessors by more than ``onset_threshold`` (the first,
+    faint frames of a slow fade)."""
+    changes = np.asarray(changes, dtype=np.float64).reshape(len(changes), -1)
+    step = changes[:, 0]
+    changing = np.flatnonzero((changes > cfg.change_threshold).any(axis=1))
     gap = max(1, int(round(cfg.merge_gap_s * fps)))
     runs: list[list[int]] = []
     for k in changing.tolist():
@@ -211,6 +230,10 @@ def segment(changes: np.ndarray, fps: float, cfg: YtsvConfig) -> Segmentation:
             runs[-1][1] = k
         else:
             runs.append([k, k])
+    for i, run in enumerate(runs):
+        floor = runs[i - 1][1] + 2 if i else 1
+        while run[0] > floor and step[run[0] - 1] > cfg.onset_threshold:
+            run[0] -= 1
     n, min_still = len(changes), max(1, int(round(cfg.min_still_s * fps)))
     bounds = [0, *[b for r in runs for b in (r[0], r[1] + 1)], n]
     stills = [(bounds[i], bounds[i + 1] - 1) for i in range(0, len(bounds), 2)]
@@ -261,8 +284,31 @@ def find_systems(gray: np.ndarray, cfg: YtsvConfig) -> tuple[np.ndarray, list[sc
     anti-aliased staff lines of a screen render count as ink."""
     binary = np.where(gray < cfg.binarize_frac * np.percentile(gray, 90), 0, 255).astype(np.uint8)
     angle = scans.estimate_skew(scans.ink_mask(binary), cfg.scan)
-    page = scans.deskew(np.clip(gray, 0, 255).astype(np.uint8), angle)
-    return page, scans.detect_systems(scans.deskew(binary, angle), cfg.scan)
+    page, binary = scans.deskew(np.clip(gray, 0, 255).astype(np.uint8), angle), scans.deskew(binary, angle)
+    systems = scans.detect_systems(binary, cfg.scan)
+    ink = binary < 128
+    return page, [replace(s, box=widened(s.box, ink, s.space, cfg)) for s in systems]
+
+
+def widened(box: tuple[int, int, int, int], ink: np.ndarray, space: float,
+            cfg: YtsvConfig) -> tuple[int, int, int, int]:
+    """``box`` grown left and right over the ink of its rows that continues it (gaps under
+    ``max_gap_spaces`` staff spaces), plus the detector's margin: where broken staff lines of a
+    poor scan cut the detected staff extent short. Never shrinks the box."""
+    left, top, right, bottom = box
+    cols = np.flatnonzero(ink[top:bottom].sum(axis=0) >= 2)
+    gap, margin = cfg.max_gap_spaces * space, int(round(cfg.scan.margin_spaces * space))
+    lo, hi = left, right
+    for x in cols[cols < left][::-1]:
+        if lo - x > gap:
+            break
+        lo = int(x)
+    for x in cols[cols >= right]:
+        if x - hi > gap:
+            break
+        hi = int(x) + 1
+    w = ink.shape[1]
+    return (max(0, lo - margin) if lo < left else left, top, min(w, hi + margin) if hi > right else right, bottom)
 
 
 def overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -404,9 +450,9 @@ def _row(video: _Video, system: int, slide: int, png: Path, wav: Path, span: tup
 
 # ------------------------------------------------------------------ many videos
 def piece_id_of(video: Path) -> str:
-    """``ytsv-`` + the video's file name without suffix, lower-case, [a-z0-9-] only."""
-    slug = "".join(c if c.isalnum() else "-" for c in video.stem.lower()).strip("-")
-    return "ytsv-" + ("-".join(p for p in slug.split("-") if p) or "video")
+    """The video's file name without suffix, lower-case, [a-z0-9-] only, starting with ``ytsv-``."""
+    slug = "-".join(p for p in "".join(c if c.isalnum() else "-" for c in video.stem.lower()).split("-") if p)
+    return slug if slug.startswith("ytsv-") else "ytsv-" + (slug or "video")
 
 
 def build_ytsv(videos: list[Path], out_dir: Path, cfg: YtsvConfig,
