@@ -8,7 +8,7 @@ function __umust_path_is
     end
     test "$cmdpath" = "$argv[1]"
 end
-set -g __umust_known 'dataset' 'dataset align' 'dataset build' 'dataset import' 'dataset resynth' 'dataset scans' 'dataset stats' 'dataset tokenize' 'dataset ytsv' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train codec' 'train codec audio' 'train codec image' 'train retrieval' 'train translator' 'translate'
+set -g __umust_known 'dataset' 'dataset align' 'dataset build' 'dataset import' 'dataset pages' 'dataset resynth' 'dataset scans' 'dataset stats' 'dataset tokenize' 'dataset ytsv' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train codec' 'train codec audio' 'train codec image' 'train retrieval' 'train translator' 'translate'
 complete -c umust -f -n '__umust_path_is \'\'' -a dataset -d 'Build and inspect the aligned image/notation/MIDI/audio corpus.'
 complete -c umust -f -n '__umust_path_is \'\'' -a eval -d 'Score predictions with the papers\' metrics (SER, note F1, EMD, retrieval, FAD).'
 complete -c umust -f -n '__umust_path_is \'\'' -a retrieve -d 'Audio <-> sheet-music passage retrieval: build an index, search it.'
@@ -20,6 +20,7 @@ complete -c umust -n '__umust_path_is \'\'' -s h -l help -d 'Show the help and e
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a align -d 'Add sub-system alignment (notehead x <-> onset time, systems/NNN.align.json) to an older corpus'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a build -d 'Engrave, perform and synthesize scores into per-system PNG/MusicXML/LMX/MIDI/WAV files'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a import -d 'Import a public dataset into a corpus manifest, keeping its own splits (Beethoven: test only)'
+complete -c umust -f -n '__umust_path_is \'dataset\'' -a pages -d 'Split score pages and PDFs into their systems: one PNG per system, in reading order'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a resynth -d 'Render a corpus\'s performances again with another soundfont or tempo: same systems, new sound'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a scans -d 'Add the real-scan split: scanned systems of the printed editions paired with their bars\' notation'
 complete -c umust -f -n '__umust_path_is \'dataset\'' -a stats -d 'Systems, pieces and hours of audio per split.'
@@ -51,6 +52,11 @@ complete -c umust -n '__umust_path_is \'dataset import\'' -l copy -d 'Copy the d
 complete -c umust -n '__umust_path_is \'dataset import\'' -l limit -r -d 'Only the first N samples (a trial run).'
 complete -c umust -n '__umust_path_is \'dataset import\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'dataset import\'' -s h -l help -d 'Show the help and exit.'
+complete -c umust -n '__umust_path_is \'dataset pages\'' -s o -l output -r -d 'Folder of the systems and their manifest.jsonl.'
+complete -c umust -n '__umust_path_is \'dataset pages\'' -l staves -r -d 'Keep systems of this many staves (repeatable; 2: piano systems); default: every system.'
+complete -c umust -n '__umust_path_is \'dataset pages\'' -l split -r -d 'Split of the rows (held-out repertoire: test).'
+complete -c umust -n '__umust_path_is \'dataset pages\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
+complete -c umust -n '__umust_path_is \'dataset pages\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'dataset resynth\'' -s o -l output -r -d 'The variant corpus folder (created; re-run to resume).'
 complete -c umust -n '__umust_path_is \'dataset resynth\'' -l soundfont -r -d 'fluidr3, timgm6mb, musescore, or the extra csound / opl3 (Debian packages).'
 complete -c umust -n '__umust_path_is \'dataset resynth\'' -l program -r -d 'General MIDI program for every instrument (1 bright piano, 2 electric grand, 3 honky-tonk, ...); default: the MIDI\'s own.'

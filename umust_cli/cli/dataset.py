@@ -9,8 +9,8 @@ from typing import List, Optional, Tuple
 import typer
 
 from umust_cli import registry
-from umust_cli.cli._common import (PARTIAL_FAILURE_EXIT, JSON_OPTION_HELP, fail, finish_batch, handle_errors,
-                                   print_json)
+from umust_cli.cli._common import (PARTIAL_FAILURE_EXIT, JSON_OPTION_HELP, check_distinct_outputs, fail,
+                                   finish_batch, handle_errors, print_json)
 from umust_cli.errors import BadInputError
 
 app = typer.Typer(help="Build and inspect the aligned image/notation/MIDI/audio corpus.", no_args_is_help=True)
@@ -233,6 +233,39 @@ def scans(
                    f"({c['paired_pieces']} of {c['scanned_pieces']} scanned pieces)")
     typer.echo(", ".join(f"{s} {n}" for s, n in summary["splits"].items()) + f"; rows in "
                f"{corpus / 'realscans.jsonl'}, unpaired pieces in {corpus / 'realscans_errors.jsonl'}")
+
+
+@app.command("pages")
+@handle_errors
+def pages(
+    inputs: List[Path] = typer.Argument(..., help="PDFs and page images (PNG, JPEG) of scores."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder of the systems and their manifest.jsonl."),
+    staves: List[int] = typer.Option([], "--staves", min=1, help="Keep systems of this many staves "
+                                     "(repeatable; 2: piano systems); default: every system."),
+    split: str = typer.Option("test", "--split", help="Split of the rows (held-out repertoire: test)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Split score pages and PDFs into their systems: one PNG per system, in reading order.
+
+    The page detector of 'umust translate' and 'umust retrieve index' finds every system
+    (single staves, grand staves, larger systems) of every page; each is cropped to
+    DIR/pieces/<id>/systems/NNN.png (<id>: the input's name) with an image-only row in
+    DIR/manifest.jsonl (page, place on the page, staves, bar lines, crop box). Pages without
+    a system (titles, text) are skipped. Exit status: 0 when every input gave systems, 3 when
+    some did not (listed; the others are written), 2 when none did.
+    """
+    from umust_cli.data.pages import PagesConfig, piece_id, write_pages
+
+    check_distinct_outputs([(str(p), [piece_id(p)]) for p in inputs])
+    config = PagesConfig(staves=tuple(staves) or None, split=split)
+    rows, failed = write_pages(list(inputs), output, config)
+    if as_json:
+        print_json({"systems": len(rows), "inputs": len(inputs), "failed": failed,
+                    "manifest": str(output / "manifest.jsonl")})
+    else:
+        typer.echo(f"{len(rows)} systems from {len(inputs) - len(failed)} of {len(inputs)} inputs "
+                   f"in {output / 'manifest.jsonl'}")
+    finish_batch(failed, len(inputs), len(inputs) - len(failed), "inputs")
 
 
 @app.command("resynth")

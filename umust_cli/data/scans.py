@@ -56,6 +56,7 @@ class ScanConfig:
     header_spaces: float = 16.0  # clef + key + time signature fit in this (staff spaces)
     min_measure_spaces: float = 2.5  # an unclosed tail narrower than this is not a measure
     margin_spaces: float = 0.5  # white border of a crop, staff spaces
+    edge_gap_spaces: float = 3.0  # above the first / below the last system, ink ends at a gap this tall
 
 
 @dataclass(frozen=True)
@@ -178,9 +179,11 @@ def deskew(gray: np.ndarray, angle: float) -> np.ndarray:
 
 # ------------------------------------------------------------------ staves
 def longest_runs(ink: np.ndarray) -> np.ndarray:
-    """(H,) length of the longest horizontal ink run of each row (gaps of a few px closed)."""
+    """(H,) length of the longest horizontal ink run of each row, the row below counted with it
+    (a line that steps a row on a slightly tilted page) and gaps of a few px closed."""
     gap = max(1, ink.shape[1] // 800)
-    closed = ndimage.binary_closing(ink, structure=np.ones((1, 2 * gap + 1), dtype=bool))
+    pair = ink | np.vstack([ink[1:], np.zeros((1, ink.shape[1]), dtype=bool)])
+    closed = ndimage.binary_closing(pair, structure=np.ones((1, 2 * gap + 1), dtype=bool))
     edges = np.diff(np.pad(closed, ((0, 0), (1, 1))).astype(np.int8), axis=1)
     rows, starts = np.nonzero(edges == 1)
     _, ends = np.nonzero(edges == -1)  # row-major order: the k-th end closes the k-th start
@@ -490,7 +493,9 @@ def _line_start_repeat(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, gro
 
 def crop_box(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, x1: int,
              neighbours: tuple[int | None, int | None], cfg: ScanConfig) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) around the system's ink, not past halfway to its neighbours."""
+    """(left, top, right, bottom) around the system's ink, not past halfway to its neighbours.
+    Where it has no neighbour (above the first system, below the last) the ink ends at the
+    first white gap of ``edge_gap_spaces`` (a title, a footnote, a page number stay out)."""
     h, w = ink.shape
     space = (upper.space + lower.space) / 2
     reach = 12 * space  # ledger lines and dynamics stay within this of the staves
@@ -498,11 +503,26 @@ def crop_box(ink: np.ndarray, upper: Staff, lower: Staff, x0: int, x1: int,
     lo = int(max(0, upper.top - reach, (above + upper.top) / 2 if above is not None else 0))
     hi = int(min(h, lower.bottom + reach, (lower.bottom + below) / 2 if below is not None else h))
     left, right = max(0, int(x0 - 2 * space)), min(w, int(x1 + space))
-    rows = np.nonzero(ink[lo:hi, left:right].sum(axis=1) >= 2)[0] + lo
+    inky = ink[lo:hi, left:right].sum(axis=1) >= 2
+    gap = max(1, int(round(cfg.edge_gap_spaces * space)))
+    if above is None:
+        n = max(0, upper.top - lo)
+        inky[: n - _gap_edge(inky[:n][::-1], gap).size] = False
+    if below is None:
+        start = min(len(inky), lower.bottom - lo + 1)
+        inky[start + _gap_edge(inky[start:], gap).size:] = False
+    rows = np.nonzero(inky)[0] + lo
     margin = int(round(cfg.margin_spaces * space))
     top = max(0, min(int(rows[0]), upper.top) - margin) if rows.size else upper.top - margin
     bottom = min(h, max(int(rows[-1]), lower.bottom) + margin + 1) if rows.size else lower.bottom + margin
     return left, top, right, bottom
+
+
+def _gap_edge(inky: np.ndarray, gap: int) -> np.ndarray:
+    """``inky`` (rows, going away from the staves) up to the first run of ``gap`` white rows."""
+    white = np.concatenate([~inky, [True] * gap]).astype(np.int64)
+    runs = np.convolve(white, np.ones(gap, dtype=np.int64), mode="valid")  # white rows in each window
+    return inky[: int(np.argmax(runs >= gap))]
 
 
 def crop(gray: np.ndarray, system: ScanSystem) -> np.ndarray:
