@@ -125,3 +125,11 @@ def test_dataset_pages_writes_systems_in_reading_order(pages, tmp_path):
     assert all(c.shape[1] > 200 and c.shape[0] < 400 for c in crops)
     again = CliRunner().invoke(app, ["dataset", "pages", str(tmp_path / "piano.png"), "-o", str(out), "--staves", "2"])
     assert again.exit_code == 0, again.output
+
+
+def test_translate_reads_the_one_bar_last_system(pages, tmp_path):
+    from umust_cli.translate.symbolic import read_systems
+
+    Image.fromarray(pages["piano"]).save(tmp_path / "page.png")
+    systems = read_systems(tmp_path / "page.png")  # the same detector, its piano systems
+    assert len(systems) == 5 and systems[-1].shape[1] < 0.4 * systems[0].shape[1]
