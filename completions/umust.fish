@@ -87,6 +87,7 @@ complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l seed -r -d 'Seed of t
 complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l change-threshold -r -d 'Mean gray difference (0-255) of a small frame to the one before (or 0.25 s before) above which it is changing.'
 complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l min-audio-s -r -d 'Drop slides with less audio.'
 complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l max-audio-s -r -d 'Drop slides with more audio.'
+complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l staves -r -d 'Staff count of the systems kept (repeatable; default 2: piano systems).'
 complete -c umust -n '__umust_path_is \'dataset ytsv\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'dataset ytsv\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -f -n '__umust_path_is \'eval\'' -a amt -d 'Note-onset and onset+offset precision, recall and F1 (mir_eval).'

@@ -141,3 +141,8 @@ def test_short_slides_are_rejected_with_their_reason(video, tmp_path):
     cfg = ytsv.YtsvConfig(min_audio_s=2.0)
     summary, _ = ytsv.build_ytsv([video[0]], tmp_path, cfg)
     assert summary.systems == 0 and summary.rejections == {"audio length": 4}
+
+
+def test_systems_of_other_staff_counts_are_rejected(video, tmp_path):
+    summary, _ = ytsv.build_ytsv([video[0]], tmp_path, ytsv.YtsvConfig(staves=(1, 3)))
+    assert summary.systems == 0 and summary.rejections == {"staff count": 5, "poor scan": 1}

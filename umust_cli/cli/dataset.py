@@ -442,6 +442,8 @@ def ytsv(
                                                 "before (or 0.25 s before) above which it is changing."),
     min_audio_s: float = typer.Option(1.0, "--min-audio-s", min=0.0, help="Drop slides with less audio."),
     max_audio_s: float = typer.Option(120.0, "--max-audio-s", min=0.0, help="Drop slides with more audio."),
+    staves: List[int] = typer.Option([2], "--staves", min=1, help="Staff count of the systems kept "
+                                     "(repeatable; default 2: piano systems)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Cut score-following videos into system images paired with their slide's audio.
@@ -458,7 +460,7 @@ def ytsv(
     from umust_cli.data.ytsv import YtsvConfig, build_ytsv
 
     config = YtsvConfig(seed=seed, change_threshold=change_threshold, min_audio_s=min_audio_s,
-                        max_audio_s=max_audio_s)
+                        max_audio_s=max_audio_s, staves=tuple(staves))
     summary, failures = build_ytsv(list(videos), output, config)
     if as_json:
         print_json({**dataclasses.asdict(summary), "output": str(output), "failures": failures})

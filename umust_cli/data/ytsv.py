@@ -25,8 +25,9 @@ next one (the end of the video for the last).
 Filtering follows the paper's appendix; every rejection is a row of rejections.jsonl
 with its reason: slides whose page is too dark (a poor scan), too bright or inkless
 (blank), or coloured (an overlay: mean saturation of the page); slides whose audio
-span is outside [``min_audio_s``, ``max_audio_s``] or silent; systems whose crop is too
-small or not wide enough, or overlaps another system of its slide.
+span is outside [``min_audio_s``, ``max_audio_s``] or silent; systems of a staff count not in
+``staves`` (default: piano systems), whose crop is too small, too tall (two systems taken as
+one) or not wide enough, or that overlap another system of their slide.
 
 The corpus has the manifest format of ``umust dataset build``: one row per system
 (``png`` = the crop, ``wav`` = its slide's audio, ``start``/``end`` = the slide's span in
@@ -75,7 +76,8 @@ class YtsvConfig:
     max_audio_s: float = 120.0
     min_audio_rms: float = 1e-4  # a quieter span is silence
     min_crop_spaces: float = 8.0  # a system crop is at least this many staff spaces high
-    max_crop_spaces: float = 32.0  # and at most this many (more: two systems taken as one)
+    max_crop_spaces: float = 16.0  # and at most this many per staff (more: two systems taken as one)
+    staves: tuple[int, ...] | None = scans.PIANO  # staff counts of the systems kept (None: every system)
     min_aspect: float = 2.0  # and at least this many times wider than high
     max_gap_spaces: float = 3.0  # crops grow sideways over ink that continues them with gaps under this
     max_overlap: float = 0.1  # of the smaller box: more overlap with another system of the slide drops it
@@ -320,13 +322,16 @@ def overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
 
 
 def crop_problem(system: scans.ScanSystem, others: list[scans.ScanSystem], cfg: YtsvConfig) -> str | None:
-    """Why a detected system's crop is dropped (size, shape, overlap), or None."""
+    """Why a detected system's crop is dropped (staff count, size, shape, overlap), or None."""
     left, top, right, bottom = system.box
     h, w = bottom - top, right - left
+    if cfg.staves is not None and system.n_staves not in cfg.staves:
+        return f"staff count: a system of {system.n_staves} staves (kept: {', '.join(map(str, cfg.staves))})"
     if h < cfg.min_crop_spaces * system.space:
         return f"crop too small: {h} px high < {cfg.min_crop_spaces:g} staff spaces of {system.space:.1f} px"
-    if h > cfg.max_crop_spaces * system.space:
-        return f"crop too large: {h} px high > {cfg.max_crop_spaces:g} staff spaces of {system.space:.1f} px"
+    if h > cfg.max_crop_spaces * system.n_staves * system.space:
+        return (f"crop too large: {h} px high > {cfg.max_crop_spaces:g} staff spaces of {system.space:.1f} px "
+                f"for each of its {system.n_staves} staves")
     if w < cfg.min_aspect * h:
         return f"crop not a system: {w}x{h} px, narrower than {cfg.min_aspect:g}x its height"
     worst = max((overlap(system.box, o.box) for o in others if o is not system), default=0.0)
