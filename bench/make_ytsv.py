@@ -144,7 +144,10 @@ def make_video(corpus: Path, out: Path, seed: int, n: int, fps: float, size: tup
                              "transition_in": kind, "systems": [
                                  {"piece_id": r["piece_id"], "system": r["system"], "box": b}
                                  for r, b in zip(group, moved)]})
-        frames.append(frame), starts.append(t), kinds.append(kind), audio.extend(clips)
+        frames.append(frame)
+        starts.append(t)
+        kinds.append(kind)
+        audio.extend(clips)
         t += length
     path = out / f"ytsv-seed{seed}.mp4"
     duration = write_video(path, frames, starts, kinds, np.concatenate(audio), 44100, fps, fade_s)
