@@ -112,3 +112,10 @@ def test_bleed_through_texture_and_uneven_ink_stay_faint():
     paper, ink = out[img == 255], out[img == 0]
     assert 200 < paper.mean() < 252 and paper.std() > 2  # darker, textured paper, still paper
     assert ink.mean() < 110 and ink.std() > 5  # ink still ink, of varying darkness
+
+
+def test_bitonal_scan_is_ink_or_paper():
+    cfg = ScanLookConfig(**{**PLAIN.__dict__, "bitonal_prob": 1.0, "noise_std": (20.0, 20.0), "ink_tone": (10, 10)})
+    out = scan_look(_staff_image(), cfg, seed=3)
+    assert ((out > 40) & (out < 215)).mean() < 0.01 and (out > 215).mean() > 0.9  # JPEG at 100 keeps it so
+    assert abs((out < 128).mean() - (_staff_image() < 128).mean()) < 0.002  # the ink stays where it was

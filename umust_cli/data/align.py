@@ -120,19 +120,59 @@ def page_alignment(svg: str, onsets: dict[str, float], margin_px: int) -> tuple[
 
 def align_piece(piece_dir: Path, rows: list[dict], engrave) -> int:
     """Write the alignment of every system in ``rows`` (one built piece) by engraving its
-    score.musicxml again with the corpus's ``engrave`` config; returns the number written.
+    score.musicxml again with the corpus's ``engrave`` config (an extra engraving of
+    ``dataset build --engravings``: with the font and layout its rows record; LilyPond's
+    are skipped); returns the number written.
     RenderError if the layout does not reproduce the piece's PNGs (another verovio, other options)."""
     musicxml = (piece_dir / "score.musicxml").read_text(encoding="utf-8")
-    engraving = render.engrave(musicxml, render.measure_count(ET.fromstring(musicxml.encode("utf-8"))), engrave)
-    systems = {s.index: s for s in engraving.systems}
+    measures = render.measure_count(ET.fromstring(musicxml.encode("utf-8")))
+    offsets = _engraving_offsets(piece_dir)
+    written = 0
+    for index, group in _by_engraving(alignable(rows)).items():
+        config = _engrave_config(group[0], engrave)
+        engraving = render.engrave(musicxml, measures, config)
+        systems = {s.index + offsets.get(index, 0): s for s in engraving.systems}
+        for row in group:
+            png = Path(row["root"]) / row["png"]
+            image, alignment = page_alignment(systems[int(row["system"])].svg, engraving.note_onsets,
+                                              config.margin_px)
+            if image.shape != _png_shape(png):
+                raise RenderError(f"{png}: engraving again gives a {image.shape[1]}x{image.shape[0]} image, the "
+                                  f"corpus has {_png_shape(png)[1]}x{_png_shape(png)[0]} (another verovio?)")
+            write_alignment(alignment_path(png), alignment)
+            written += 1
+    return written
+
+
+def alignable(rows: list[dict]) -> list[dict]:
+    """The rows whose images verovio drew (LilyPond's carry no note ids to align)."""
+    return [r for r in rows if r.get("engraving", {}).get("engraver", "verovio") == "verovio"]
+
+
+def _by_engraving(rows: list[dict]) -> dict[int, list[dict]]:
+    groups: dict[int, list[dict]] = {}
     for row in rows:
-        png = Path(row["root"]) / row["png"]
-        image, alignment = page_alignment(systems[int(row["system"])].svg, engraving.note_onsets, engrave.margin_px)
-        if image.shape != _png_shape(png):
-            raise RenderError(f"{png}: engraving again gives a {image.shape[1]}x{image.shape[0]} image, the "
-                              f"corpus has {_png_shape(png)[1]}x{_png_shape(png)[0]} (another verovio?)")
-        write_alignment(alignment_path(png), alignment)
-    return len(rows)
+        groups.setdefault(int(row.get("engraving", {}).get("index", 0)), []).append(row)
+    return groups
+
+
+def _engrave_config(row: dict, base: render.EngraveConfig) -> render.EngraveConfig:
+    """The config of the row's engraving (engraving 0, or a row from before engravings: ``base``)."""
+    record = row.get("engraving")
+    if not record or int(record.get("index", 0)) == 0:
+        return base
+    fields = {k: v for k, v in record.items() if k in render.EngraveConfig.__dataclass_fields__}
+    return render.EngraveConfig(**{**fields, "margin_px": base.margin_px})
+
+
+def _engraving_offsets(piece_dir: Path) -> dict[int, int]:
+    """Engraving index -> the system number of its first system (piece.json's system list)."""
+    path = piece_dir / "piece.json"
+    spans = json.loads(path.read_text(encoding="utf-8")).get("systems", []) if path.is_file() else []
+    offsets: dict[int, int] = {}
+    for span in spans:
+        offsets.setdefault(int(span.get("engraving", 0)), int(span["system"]))
+    return offsets
 
 
 def _png_shape(path: Path) -> tuple[int, int]:
@@ -154,7 +194,7 @@ def align_corpus(corpus: Path, redo: bool = False, on_piece=None) -> dict:
         pieces.setdefault(row["piece_id"], []).append(dict(row, root=str(corpus)))
     summary = {"aligned": 0, "skipped": 0, "failed": {}}
     for piece_id, rows in pieces.items():
-        if not redo and all((corpus / alignment_path(r["png"])).is_file() for r in rows):
+        if not redo and all((corpus / alignment_path(r["png"])).is_file() for r in alignable(rows)):
             summary["skipped"] += len(rows)
         elif not redo and _link_from_source(corpus, rows):
             summary["aligned"] += len(rows)
@@ -172,7 +212,7 @@ def _link_from_source(corpus: Path, rows: list[dict]) -> bool:
     """For a piece of a ``umust dataset resynth`` corpus (same images, other audio) whose source corpus
     is aligned: hard-link (or copy) the source's alignments; False if there are none to link."""
     source = rows[0].get("resynth", {}).get("source")
-    pairs = [(Path(source) / alignment_path(r["png"]), corpus / alignment_path(r["png"])) for r in rows] \
+    pairs = [(Path(source) / alignment_path(r["png"]), corpus / alignment_path(r["png"])) for r in alignable(rows)] \
         if source else []
     if not pairs or not all(src.is_file() for src, _ in pairs):
         return False

@@ -12,9 +12,10 @@ Printed-page degradations, each off unless its range says otherwise (``PRINT_LOO
 them all on): ink spread (strokes thickened before anything else), bleed-through (the
 mirrored, blurred ink of a "verso" shows faintly), page curl (lines bend towards one side
 edge, which is shaded, as a page lifting from the scanner glass), paper texture (grain and
-blotches) and uneven ink (smoothly varying ink darkness) after the tones, and a
-low-resolution re-sampling (down and up again) after the blur. Their parameters come from a
-second generator, so with them off the output is the classic look's, pixel for pixel.
+blotches) and uneven ink (smoothly varying ink darkness) after the tones, then after the
+noise an optional black-and-white scan (thresholded: noise becomes specks) and a
+low-resolution re-sampling (down and up again). Their parameters come from a second
+generator, so with them off the output is the classic look's, pixel for pixel.
 
 Input and output are uint8 grayscale [H, W] with a white background.
 """
@@ -46,11 +47,16 @@ class ScanLookConfig:
     paper_texture: tuple[float, float] = (0.0, 0.0)  # relative darkening by paper grain and blotches
     ink_unevenness: tuple[float, float] = (0.0, 0.0)  # fraction of ink darkness lost where it is thinnest
     resolution: tuple[float, float] = (1.0, 1.0)  # scan resolution factor (< 1: re-sampled down and up)
+    bitonal_prob: float = 0.0  # chance of a black-and-white scan (thresholded after the noise)
+    bitonal_threshold: tuple[int, int] = (150, 200)  # gray levels darker than this become ink
 
 
-# The printed-page look: the classic distortions plus every printed-page degradation.
-PRINT_LOOK = ScanLookConfig(ink_spread=(0.0, 0.8), bleed_through=(0.0, 0.15), page_curl=(0.0, 6.0),
-                            paper_texture=(0.02, 0.10), ink_unevenness=(0.0, 0.4), resolution=(0.45, 1.0))
+# The printed-page look: the classic distortions plus every printed-page degradation, mostly (80%)
+# as black-and-white scans with dark ink and light JPEG loss, like the reference editions' scans
+# (tuned on image statistics of PDFs other than those bench/scan_look_stats.py reports on).
+PRINT_LOOK = ScanLookConfig(ink_spread=(0.3, 0.9), bleed_through=(0.0, 0.15), page_curl=(0.0, 4.0),
+                            paper_texture=(0.0, 0.04), ink_unevenness=(0.0, 0.2), resolution=(0.75, 1.0),
+                            bitonal_prob=0.8, ink_tone=(0, 25), jpeg_quality=(60, 95))
 SCAN_LOOKS = {"classic": ScanLookConfig(), "print": PRINT_LOOK}
 
 
@@ -81,18 +87,25 @@ def scan_look(image: np.ndarray, config: ScanLookConfig, seed: int) -> np.ndarra
         pil = Image.fromarray(_paper_and_ink(np.asarray(pil), paper, ink, printed))
     if sigma > 0.05:
         pil = pil.filter(ImageFilter.GaussianBlur(radius=sigma))
-    if printed.resolution < 0.99:
-        w, h = pil.size
-        small = pil.resize((max(1, round(w * printed.resolution)), max(1, round(h * printed.resolution))),
-                           Image.Resampling.BOX)
-        pil = small.resize((w, h), Image.Resampling.BILINEAR)
     img = np.asarray(pil)
     if noise > 0:
         noisy = rng.standard_normal(img.shape, dtype=np.float32)
         noisy *= noise
         noisy += img
         img = np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
+    if printed.resolution < 0.99:
+        img = _resample(img, printed.resolution)
+    if printed.bitonal is not None:  # a black-and-white scan: noise becomes specks, edges go ragged
+        img = np.where(img < printed.bitonal, np.uint8(ink), np.uint8(255))
     return _jpeg(img, quality)
+
+
+def _resample(img: np.ndarray, factor: float) -> np.ndarray:
+    """Down to ``factor`` of the size (area average) and back up (bilinear): a low-resolution scan."""
+    pil = Image.fromarray(img)
+    w, h = pil.size
+    small = pil.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BOX)
+    return np.asarray(small.resize((w, h), Image.Resampling.BILINEAR))
 
 
 def _tone_lut(paper: float, ink: float, threshold: float | None) -> list[int]:
@@ -169,6 +182,7 @@ class _PrintDraw:
     texture: float
     uneven: float
     resolution: float
+    bitonal: float | None  # threshold of a black-and-white scan
     seed: int  # of the noise fields
 
     @staticmethod
@@ -176,7 +190,10 @@ class _PrintDraw:
         return _PrintDraw(spread=rng.uniform(*config.ink_spread), bleed=rng.uniform(*config.bleed_through),
                           curl=rng.uniform(*config.page_curl), curl_left=bool(rng.random() < 0.5),
                           texture=rng.uniform(*config.paper_texture), uneven=rng.uniform(*config.ink_unevenness),
-                          resolution=rng.uniform(*config.resolution), seed=int(rng.integers(2**31)))
+                          resolution=rng.uniform(*config.resolution),
+                          bitonal=(rng.uniform(*config.bitonal_threshold)
+                                   if rng.random() < config.bitonal_prob else None),
+                          seed=int(rng.integers(2**31)))
 
 
 def _before_scan(image: np.ndarray, p: _PrintDraw) -> np.ndarray:
@@ -221,7 +238,7 @@ def _paper_and_ink(img: np.ndarray, paper: float, ink: float, p: _PrintDraw) -> 
         inkness = np.clip((paper - img.astype(np.float32)) / max(paper - ink, 1.0), 0, 1)
         thin = _smooth_field(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), h, w, 96, 1.0, rng)
         out += inkness * (p.uneven * (thin + 1.0) / 2.0).astype(np.float32) * (paper - ink)
-    if p.curl > 0:
+    if p.curl > 0 and p.bitonal is None:  # a black-and-white scan's threshold takes the shadow away
         u = np.linspace(1.0, 0.0, w) if p.curl_left else np.linspace(0.0, 1.0, w)
         out *= (1.0 - 0.25 * (p.curl / 6.0) * u**4)[None, :].astype(np.float32)
     return np.clip(out, 0, 255).astype(np.uint8)
