@@ -35,7 +35,7 @@ complete -c umust -n '__umust_path_is \'dataset build\'' -l seed -r -d 'Seed of 
 complete -c umust -n '__umust_path_is \'dataset build\'' -s j -l workers -r -d 'Pieces built in parallel (processes).'
 complete -c umust -n '__umust_path_is \'dataset build\'' -l limit -r -d 'Build only the first N pieces.'
 complete -c umust -n '__umust_path_is \'dataset build\'' -l scan-copies -r -d 'Scanned-look copies of every system image.'
-complete -c umust -n '__umust_path_is \'dataset build\'' -l scan-look -r -d 'Look of the scanned copies: classic (rotation, warp, tones, blur, noise, JPEG) or print (also ink spread, bleed-through, page curl, paper texture, uneven ink, low-resolution re-sampling).'
+complete -c umust -n '__umust_path_is \'dataset build\'' -l scan-look -r -d 'Look of the scanned copies: classic (rotation, warp, tones, blur, noise, JPEG) or print (also ink spread, bleed-through, page curl, paper texture, uneven ink, low-resolution re-sampling; mostly black-and-white, like the reference editions\' scans).'
 complete -c umust -n '__umust_path_is \'dataset build\'' -l engravings -r -d 'Engravings of every piece: the first as before, each other with a seeded font, scale, spacing and page width (its own system breaks and rows).'
 complete -c umust -n '__umust_path_is \'dataset build\'' -l engraver -r -d 'Engraver of the extra engravings, drawn per engraving (repeatable): verovio, lilypond.'
 complete -c umust -n '__umust_path_is \'dataset build\'' -l soundfont -r -d 'Soundfont name to draw from (repeatable); default: every installed one.'

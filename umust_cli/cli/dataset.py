@@ -28,7 +28,8 @@ def build(
     scan_copies: int = typer.Option(0, "--scan-copies", min=0, help="Scanned-look copies of every system image."),
     scan_look: str = typer.Option("classic", "--scan-look", help="Look of the scanned copies: classic (rotation, "
                                   "warp, tones, blur, noise, JPEG) or print (also ink spread, bleed-through, "
-                                  "page curl, paper texture, uneven ink, low-resolution re-sampling)."),
+                                  "page curl, paper texture, uneven ink, low-resolution re-sampling; "
+                                  "mostly black-and-white, like the reference editions' scans)."),
     engravings: int = typer.Option(1, "--engravings", min=1, help="Engravings of every piece: the first as "
                                    "before, each other with a seeded font, scale, spacing and page width "
                                    "(its own system breaks and rows)."),
