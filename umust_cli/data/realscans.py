@@ -35,9 +35,11 @@ from typing import Callable
 
 import numpy as np
 
+from umust_cli.codecs.notation import NotationCodec
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data import render, scans, sources
 from umust_cli.errors import BadInputError, ImageError
+from umust_cli.io import write_json_atomic, write_text_atomic
 
 FOLDER = "realscans"  # pieces/<id>/realscans/
 RESULT = "result.json"  # pieces/<id>/realscans/result.json: the piece's rows and what was not paired
@@ -255,8 +257,6 @@ def pair_by_total(counts: Counts, printed: int) -> tuple[list[Paired], dict]:
 def pair_piece(corpus: Path, row: dict, pdf: Path, cfg: RealScanConfig) -> dict:
     """Pair one piece's scan with its notation, write its files; returns (and saves as
     realscans/result.json) {"rows": [...], "unpaired": {...} | None, "scan_systems": n, ...}."""
-    from umust_cli.io import write_json_atomic
-
     piece_dir = Path(corpus, corpus_io.PIECES, row["piece_id"])
     root = ET.parse(piece_dir / "score.musicxml").getroot()
     printed = printed_order(root)
@@ -281,9 +281,6 @@ def pair_piece(corpus: Path, row: dict, pdf: Path, cfg: RealScanConfig) -> dict:
 
 def _write_systems(corpus: Path, row: dict, pdf: Path, pairs: list[Paired], printed: ET.Element,
                    ordinals: list[int], cfg: RealScanConfig) -> list[dict]:
-    from umust_cli.codecs.notation import NotationCodec
-    from umust_cli.io import write_text_atomic
-
     piece_dir = Path(corpus, corpus_io.PIECES, row["piece_id"])
     times = _measure_times(piece_dir)
     codec = NotationCodec(cfg.flavor)
@@ -364,8 +361,6 @@ def _piece_result(corpus: Path, row: dict, scores: list[Path], cfg: RealScanConf
 
 def write_indexes(corpus: Path, results: list[dict]) -> None:
     """realscans.jsonl (the rows) and realscans_errors.jsonl (every piece not paired, with why)."""
-    from umust_cli.io import write_text_atomic
-
     rows = [r for result in results for r in result["rows"]]
     errors = [{k: v for k, v in result.items() if k != "rows"} for result in results if result["unpaired"]]
     write_text_atomic(corpus / corpus_io.REALSCAN_MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
