@@ -366,6 +366,6 @@ complete -c umust -n '__umust_path_is \'translate\'' -l split -r -d 'With --data
 complete -c umust -n '__umust_path_is \'translate\'' -l copy -r -d 'With --data: engraved, or scanK (the K-th scanned-look copy, tokenized with --scans).'
 complete -c umust -n '__umust_path_is \'translate\'' -l codes -r -d 'With --data: where `dataset tokenize` wrote the codes (default: the corpus).'
 complete -c umust -n '__umust_path_is \'translate\'' -l batch-size -r -d 'With --data: systems decoded together.'
-complete -c umust -n '__umust_path_is \'translate\'' -l limit -r -d 'With --data: the first N systems.'
+complete -c umust -n '__umust_path_is \'translate\'' -l limit -r -d 'With --data: N systems spread evenly over the split (the ones `umust eval omr --limit N` scores).'
 complete -c umust -n '__umust_path_is \'translate\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'translate\'' -s h -l help -d 'Show the help and exit.'

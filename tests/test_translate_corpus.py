@@ -89,6 +89,17 @@ def test_batched_split_predictions_equal_one_at_a_time(corpus, tiny, tmp_path, c
     assert scored.exit_code == 0 and json.loads(scored.stdout)["summary"]["files"] == 4
 
 
+def test_limit_picks_the_systems_eval_limit_scores(corpus, tiny, tmp_path):
+    out = tmp_path / "pred"
+    result = runner.invoke(app, ["translate", "--data", str(corpus), "--model", str(tiny), "--limit", "2",
+                                 "-o", str(out), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["written"] == 2
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.lmx")) == ["alpha/000.lmx", "beta/001.lmx"]
+    scored = json.loads(runner.invoke(app, ["eval", "omr", str(out), "--data", str(corpus), "--limit", "2",
+                                            "--json"]).stdout)
+    assert scored["summary"]["files"] == 2 and scored["summary"]["missing"] == 0
+
+
 def test_corpus_mode_bad_options_are_one_line(corpus, tiny, tmp_path):
     base = ["translate", "--data", str(corpus), "--model", str(tiny), "-o", str(tmp_path / "p")]
     for extra, words in ((["--copy", "photo"], "--copy"), (["--split", "valid"], "no engraved image codes"),

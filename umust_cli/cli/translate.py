@@ -48,7 +48,8 @@ def translate(
     codes: Optional[Path] = typer.Option(None, "--codes", help="With --data: where `dataset tokenize` wrote "
                                          "the codes (default: the corpus)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="With --data: systems decoded together."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="With --data: the first N systems."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="With --data: N systems spread evenly over the split "
+                                        "(the ones `umust eval omr --limit N` scores)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Translate each input into the output's type along a route that is always named:

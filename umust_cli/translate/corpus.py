@@ -20,6 +20,7 @@ import torch
 from umust_cli.codecs.notation import NotationCodec, lmx_file_text
 from umust_cli.data import pairs as pairs_io
 from umust_cli.errors import BadInputError
+from umust_cli.eval.corpus import spread
 from umust_cli.io import write_text_atomic
 from umust_cli.model.generate import DecodingOptions, batch_steps, generate, step_positions
 from umust_cli.translate.engines import Engines
@@ -34,7 +35,7 @@ class SplitJob:
     copy: str = "engraved"          # engraved, or scanK: the K-th scanned-look copy
     codes: Path | None = None       # where `dataset tokenize` wrote the codes (default: the corpus)
     batch_size: int = 16
-    limit: int | None = None        # only the first N systems (manifest order)
+    limit: int | None = None        # N systems spread evenly over the split (as eval's --limit)
 
     def __post_init__(self) -> None:
         if self.copy != "engraved" and not (self.copy.startswith("scan") and self.copy[4:].isdigit()):
@@ -44,7 +45,7 @@ class SplitJob:
 
 
 def split_systems(job: SplitJob) -> list[pairs_io.System]:
-    """The split's systems of the chosen copy that have image codes (in manifest order)."""
+    """The split's systems of the chosen copy that have image codes, in (piece, system) order."""
     scans = job.copy != "engraved"
     systems, _ = pairs_io.load_systems(job.corpus, job.split, None, job.codes, ("image",), scans=scans)
     chosen = [s for s in systems if s.copy == ("" if not scans else job.copy) and s.has("image")]
@@ -52,7 +53,7 @@ def split_systems(job: SplitJob) -> list[pairs_io.System]:
         raise BadInputError(f"{job.corpus}: no {job.copy} image codes on the {job.split} split; run "
                             f"`umust dataset tokenize {job.corpus} --split {job.split}"
                             f"{' --scans' if scans else ''}` first")
-    return chosen[:job.limit] if job.limit else chosen
+    return spread(sorted(chosen, key=lambda s: s.key), job.limit)   # the systems eval --limit picks
 
 
 def _dest(out: Path, system: pairs_io.System) -> Path:
