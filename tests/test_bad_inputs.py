@@ -263,7 +263,7 @@ CASES = {
     # usage errors found by the parser itself (one line for every command, not Click's box)
     "eval-omr-empty-lmx": "empty (0 bytes)", "eval-omr-header-only-lmx": "prediction LMX file has no tokens",
     "eval-omr-unknown-version": "unknown LMX file version '9.9'", "eval-omr-binary-lmx": "not a UTF-8 text",
-    "usage-missing-argument": ["translate"],
+    "usage-missing-argument": ["eval", "omr"],
     "usage-below-min": ["dataset", "build", "{z}/broken.krn", "-o", "{o}/c", "--workers", "0"],
     "usage-not-a-number": ["retrieve", "search", "{z}/good.wav", "--index", "{z}/index.npz", "-k", "many"],
     "usage-unknown-option": ["tokenize", "midi", "{z}/good.mid", "--nope"],
@@ -287,7 +287,7 @@ SAYS = {
     "midi-max-seconds-nan": "--max-seconds", "notation-output-is-folder": "is a folder",
     "image-output-is-file": "is a file", "dataset-build-every-piece-fails": "2 of 2 pieces failed",
     "dataset-resynth-every-piece-fails": "2 of 2 pieces failed: p1: ", "dataset-align-every-piece-fails": "2 of 2 pieces failed: p1: ",
-    "usage-missing-argument": "Missing argument 'inputs'. (see 'umust translate --help')",
+    "usage-missing-argument": "Missing argument 'preds'. (see 'umust eval omr --help')",
     "usage-below-min": "greater than or equal to 1 (see 'umust dataset build --help')",
     "usage-not-a-number": "Input should be a valid integer",
     "usage-unknown-option": "No such option: --nope (see 'umust tokenize midi --help')",
