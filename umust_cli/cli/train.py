@@ -224,8 +224,9 @@ def translator(
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop before this much time has passed."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: each rank its GPU)."),
-    image_layout: str = typer.Option("grid", "--image-layout", help="Source images: grid (a position per patch, "
-                                     "the paper) or column (one per patch column)."),
+    image_layout: str = typer.Option("column", "--image-layout", help="Source images: column (one position per "
+                                     "patch column; measured ahead at equal compute, docs/results.md) or grid (a "
+                                     "position per patch, the paper's)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start a new run from this translator's weights "
                                         "(fine-tuning, e.g. with --tasks omr); ignored when --output holds a run."),
     batch_tokens: int = typer.Option(4096, "--batch-tokens", min=1, help="Steps per micro-batch, padding included."),
