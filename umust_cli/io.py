@@ -9,7 +9,7 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from umust_cli.errors import BadInputError, InputNotFoundError
 
@@ -104,6 +104,11 @@ def write_text_atomic(dest: str | os.PathLike, text: str) -> None:
 def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
+
+
+def write_jsonl_atomic(dest: str | os.PathLike, rows: Iterable[object]) -> None:
+    """One JSON object a line (keys sorted), written atomically: the manifests and logs of corpora."""
+    write_text_atomic(dest, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
 def write_json_atomic(dest: str | os.PathLike, obj: object) -> None:

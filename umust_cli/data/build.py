@@ -42,7 +42,7 @@ from umust_cli.data.corpus import DONE, MANIFEST, PIECE_ROWS, PIECES, read_jsonl
 from umust_cli.data.perform import Performance, PerformanceConfig, perform, slice_midi
 from umust_cli.data.synth import SAMPLE_RATE, available_soundfonts, cut, synthesize, write_wav
 from umust_cli.errors import BadInputError, HeldOutRepertoireError, RenderError
-from umust_cli.io import atomic_path, write_json_atomic, write_text_atomic
+from umust_cli.io import atomic_path, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 ERROR = "error.json"
 _MIDI_RESOLUTION = 960  # ticks per beat of the per-system MIDI files
@@ -225,9 +225,8 @@ def build_piece(piece: sources.PieceSource, out_dir: Path, config: BuildConfig) 
     except Exception as e:
         _write_error(piece_dir, piece, e)
         return PieceResult(piece.piece_id, piece.origin, "failed", error=f"{type(e).__name__}: {e}")
-    write_text_atomic(piece_dir / "rows.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    write_text_atomic(piece_dir / "system_errors.jsonl",
-                      "".join(json.dumps(r, sort_keys=True) + "\n" for r in system_errors))
+    write_jsonl_atomic(piece_dir / "rows.jsonl", rows)
+    write_jsonl_atomic(piece_dir / "system_errors.jsonl", system_errors)
     (piece_dir / ERROR).unlink(missing_ok=True)
     write_text_atomic(piece_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
     return PieceResult(piece.piece_id, piece.origin, "built", len(rows), sum(r["duration"] for r in rows))

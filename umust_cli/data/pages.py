@@ -18,7 +18,6 @@ the inputs given and keeps those of other inputs already in DIR.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from umust_cli.data import render, scans
 from umust_cli.data.corpus import MANIFEST, read_jsonl
 from umust_cli.data.sources import origin_held_out_reason
 from umust_cli.errors import BadInputError, ImageError
-from umust_cli.io import atomic_path
+from umust_cli.io import write_jsonl_atomic
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,5 @@ def write_pages(paths: list[Path], out: Path, cfg: PagesConfig,
     redone = {piece_id(p) for p in paths}
     kept = [r for r in read_jsonl(out / MANIFEST) if r.get("piece_id") not in redone] \
         if (out / MANIFEST).is_file() else []
-    with atomic_path(out / MANIFEST) as tmp:
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept + rows), encoding="utf-8")
+    write_jsonl_atomic(out / MANIFEST, kept + rows)
     return rows, failed

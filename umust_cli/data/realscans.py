@@ -39,7 +39,7 @@ from umust_cli.codecs.notation import NotationCodec
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data import render, scans, sources
 from umust_cli.errors import BadInputError, ImageError
-from umust_cli.io import write_json_atomic, write_text_atomic
+from umust_cli.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 FOLDER = "realscans"  # pieces/<id>/realscans/
 RESULT = "result.json"  # pieces/<id>/realscans/result.json: the piece's rows and what was not paired
@@ -363,8 +363,8 @@ def write_indexes(corpus: Path, results: list[dict]) -> None:
     """realscans.jsonl (the rows) and realscans_errors.jsonl (every piece not paired, with why)."""
     rows = [r for result in results for r in result["rows"]]
     errors = [{k: v for k, v in result.items() if k != "rows"} for result in results if result["unpaired"]]
-    write_text_atomic(corpus / corpus_io.REALSCAN_MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    write_text_atomic(corpus / "realscans_errors.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
+    write_jsonl_atomic(corpus / corpus_io.REALSCAN_MANIFEST, rows)
+    write_jsonl_atomic(corpus / "realscans_errors.jsonl", errors)
 
 
 def collection(piece_id: str) -> str:

@@ -24,7 +24,7 @@ from umust_cli.data import corpus as corpus_reader
 from umust_cli.data.build import DONE, ERROR, rebuild_indexes
 from umust_cli.data.synth import SAMPLE_RATE, available_soundfonts, cut, synthesize, write_wav
 from umust_cli.errors import BadInputError, InputNotFoundError, RenderError
-from umust_cli.io import atomic_path, write_json_atomic, write_text_atomic
+from umust_cli.io import atomic_path, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 _OWN_FILES = {"audio.wav", "piece.json", "rows.jsonl", DONE, ERROR, "system_errors.jsonl"}
 
@@ -106,7 +106,7 @@ def resynth_piece(corpus: Path, out: Path, rows: list[dict], cfg: ResynthConfig,
     systems = [dict(s, **_scaled_span(s, cfg.tempo)) for s in piece.get("systems", [])]
     write_json_atomic(dst_dir / "piece.json", dict(piece, soundfont=cfg.name, systems=systems,
                                                    audio_seconds=round(len(audio) / SAMPLE_RATE, 6)))
-    write_text_atomic(dst_dir / "rows.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in new_rows))
+    write_jsonl_atomic(dst_dir / "rows.jsonl", new_rows)
     write_text_atomic(dst_dir / DONE, "resynthesised\n")
 
 

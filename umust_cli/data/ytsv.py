@@ -51,7 +51,7 @@ from umust_cli.data.corpus import DONE, MANIFEST, PIECE_ROWS, PIECES, finished_r
 from umust_cli.data.render import write_png
 from umust_cli.data.synth import SAMPLE_RATE, cut, write_wav
 from umust_cli.errors import BadInputError, InputNotFoundError, NotAvailableError
-from umust_cli.io import write_json_atomic, write_text_atomic
+from umust_cli.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 REJECTIONS = "rejections.jsonl"
 ERRORS = "errors.jsonl"
@@ -492,8 +492,8 @@ def _one_video(path: Path, piece_id: str, out_dir: Path, cfg: YtsvConfig) -> str
         write_json_atomic(piece_dir / "error.json", {"piece_id": piece_id, "source": str(path), "error": str(e)})
         return str(e)
     write_json_atomic(piece_dir / "piece.json", piece)
-    write_text_atomic(piece_dir / REJECTIONS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejections))
-    write_text_atomic(piece_dir / PIECE_ROWS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    write_jsonl_atomic(piece_dir / REJECTIONS, rejections)
+    write_jsonl_atomic(piece_dir / PIECE_ROWS, rows)
     (piece_dir / "error.json").unlink(missing_ok=True)
     write_text_atomic(piece_dir / DONE, "")
     return None
@@ -505,9 +505,9 @@ def _write_indexes(out_dir: Path, videos: int, failures: list[dict]) -> YtsvSumm
     done = sorted(p.parent for p in Path(out_dir, PIECES).glob(f"*/{DONE}"))
     rejections = [r for d in done for r in read_jsonl(d / REJECTIONS)]
     errors = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(out_dir, PIECES).glob("*/error.json"))]
-    write_text_atomic(out_dir / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    write_text_atomic(out_dir / REJECTIONS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejections))
-    write_text_atomic(out_dir / ERRORS, "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
+    write_jsonl_atomic(out_dir / MANIFEST, rows)
+    write_jsonl_atomic(out_dir / REJECTIONS, rejections)
+    write_jsonl_atomic(out_dir / ERRORS, errors)
     slides = {(r["piece_id"], r["slide"]): r["duration"] for r in rows}
     reasons: dict[str, int] = {}
     for r in rejections:

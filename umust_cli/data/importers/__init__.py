@@ -49,7 +49,7 @@ from umust_cli.data.importers import bpsd, grandstaff, maestro, musicnet, olimpi
 from umust_cli.data.importers.base import LIST_KEYS, OPTIONAL, REQUIRED, Importer, Sample
 from umust_cli.errors import AudioError, BadInputError, ImageError, MidiError
 from umust_cli.inputs import require_input_file
-from umust_cli.io import atomic_path, write_json_atomic, write_text_atomic
+from umust_cli.io import atomic_path, write_json_atomic, write_jsonl_atomic
 
 IMPORTERS: dict[str, Importer] = {imp.name: imp for imp in (
     maestro.IMPORTER, grandstaff.IMPORTER, olimpic.IMPORTER, musicnet.MUSICNET, musicnet.MUSICNET_EM,
@@ -94,8 +94,8 @@ def import_dataset(name: str, root: Path, out_dir: Path, config: ImportConfig = 
             rows.append(row)
         if on_sample is not None:
             on_sample(done, len(samples))
-    write_text_atomic(out_dir / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    write_text_atomic(out_dir / "errors.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
+    write_jsonl_atomic(out_dir / MANIFEST, rows)
+    write_jsonl_atomic(out_dir / "errors.jsonl", errors)
     summary = _summary(importer, root, out_dir, config, len(samples), rows, errors, counts)
     summary["elapsed_s"] = round(time.perf_counter() - started, 3)
     write_json_atomic(out_dir / IMPORT_JSON, summary)
