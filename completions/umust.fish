@@ -328,6 +328,7 @@ complete -c umust -n '__umust_path_is \'train translator\'' -l max-minutes -r -d
 complete -c umust -n '__umust_path_is \'train translator\'' -l max-steps -r -d 'Stop at this total step count.'
 complete -c umust -n '__umust_path_is \'train translator\'' -l device -r -d 'auto, cpu, cuda or cuda:N (under torchrun: each rank its GPU).'
 complete -c umust -n '__umust_path_is \'train translator\'' -l image-layout -r -d 'Source images: column (one position per patch column; measured ahead at equal compute, docs/results.md) or grid (a position per patch, the paper\'s).'
+complete -c umust -n '__umust_path_is \'train translator\'' -l column-norm -l no-column-norm -d 'Column layout: LayerNorm on each mixed column before its position is added (results.md).'
 complete -c umust -n '__umust_path_is \'train translator\'' -l init -r -d 'Start a new run from this translator\'s weights (fine-tuning, e.g. with --tasks omr); ignored when --output holds a run.'
 complete -c umust -n '__umust_path_is \'train translator\'' -l batch-tokens -r -d 'Steps per micro-batch, padding included.'
 complete -c umust -n '__umust_path_is \'train translator\'' -l accum -r -d 'Micro-batches per update (gradient accumulation).'

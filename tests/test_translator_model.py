@@ -108,6 +108,12 @@ def test_config_round_trips_through_json_and_rejects_missing_fields():
     del broken["d_model"]
     with pytest.raises(CheckpointError, match="d_model"):
         TranslatorConfig.from_dict(broken)
+    old = cfg.to_dict()
+    del old["column_norm"]                      # saved before the option: no column LayerNorm
+    assert TranslatorConfig.from_dict(old).column_norm is False
+    normed = Translator(make_config("tiny", VOCAB, "column", column_norm=True))
+    assert "column_ln.weight" in normed.state_dict()
+    assert "column_ln.weight" not in Translator(cfg).state_dict()
     with pytest.raises(BadInputError, match="layout"):
         make_config("tiny", VOCAB, "rows")
     with pytest.raises(BadInputError, match="preset"):
@@ -233,9 +239,10 @@ def test_sampled_ids_stay_in_the_target_range(tgt):
     assert [len(x) for x in again] == [20 * (4 if tgt in ("image", "audio") else 1)] * 2
 
 
-def test_column_layout_overfits_and_reproduces():
+@pytest.mark.parametrize("norm", [False, True])
+def test_column_layout_overfits_and_reproduces(norm):
     torch.manual_seed(0)
-    cfg = make_config("tiny", VOCAB, "column")
+    cfg = make_config("tiny", VOCAB, "column", column_norm=norm)
     model = Translator(cfg)
     pairs = _pairs("image", "notation", seed=7)
     data = {("image", "notation"): _tensors(cfg, pairs, "image", "notation")}

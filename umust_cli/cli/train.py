@@ -227,6 +227,8 @@ def translator(
     image_layout: str = typer.Option("column", "--image-layout", help="Source images: column (one position per "
                                      "patch column; measured ahead at equal compute, docs/results.md) or grid (a "
                                      "position per patch, the paper's)."),
+    column_norm: bool = typer.Option(False, "--column-norm/--no-column-norm", help="Column layout: LayerNorm on "
+                                     "each mixed column before its position is added (results.md)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start a new run from this translator's weights "
                                         "(fine-tuning, e.g. with --tasks omr); ignored when --output holds a run."),
     batch_tokens: int = typer.Option(4096, "--batch-tokens", min=1, help="Steps per micro-batch, padding included."),
@@ -273,7 +275,8 @@ def translator(
     if threads > 0:
         torch.set_num_threads(threads)
     dist, dev = init_distributed(device)
-    cfg = TrainConfig(direction=direction, preset=preset, image_layout=image_layout, tasks=specs,
+    cfg = TrainConfig(direction=direction, preset=preset, image_layout=image_layout, column_norm=column_norm,
+                      tasks=specs,
                       batch_tokens=batch_tokens, accum=accum, world_size=dist.world, lr=lr,
                       warmup_steps=warmup_steps, decay_steps=decay_steps,
                       precision=precision, codebook_init=not no_codebook_init, best_metric=best_metric, seed=seed,

@@ -96,6 +96,7 @@ class TranslatorConfig:
     max_rows: int
     row_dim: int
     image_layout: str = "grid"
+    column_norm: bool = False              # column layout: LayerNorm on the mixed column (content)
 
     def __post_init__(self) -> None:
         if self.image_layout not in LAYOUTS:
@@ -125,8 +126,10 @@ def _tuples(v: Any) -> Any:
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
-def make_config(preset: str, vocab: Any, image_layout: str = "grid") -> TranslatorConfig:
-    """A preset's sizes with ``vocab``'s layout (a codecs.vocab.Vocabulary)."""
+def make_config(preset: str, vocab: Any, image_layout: str = "grid", column_norm: bool = False
+                ) -> TranslatorConfig:
+    """A preset's sizes with ``vocab``'s layout (a codecs.vocab.Vocabulary). The defaults of
+    ``image_layout`` and ``column_norm`` are those of checkpoints saved before the options."""
     if preset not in PRESETS:
         raise BadInputError(f"unknown translator preset {preset!r}; choose one of "
                             f"{', '.join(PRESETS)}")
@@ -136,7 +139,7 @@ def make_config(preset: str, vocab: Any, image_layout: str = "grid") -> Translat
             raise CheckpointError(f"{m} range has {hi - lo} ids, expected 4 x {CODEBOOK_SIZE}")
     return TranslatorConfig(len(vocab), ranges, tuple(vocab.sos(m) for m in MODALITIES),
                             tuple(vocab.eos(m) for m in MODALITIES),
-                            image_layout=image_layout, **asdict(PRESETS[preset]))
+                            image_layout=image_layout, column_norm=column_norm, **asdict(PRESETS[preset]))
 
 
 # ---------------------------------------------------------------------------
@@ -313,6 +316,9 @@ class Translator(nn.Module):
         if cfg.image_layout == "column":
             self.row_in = nn.Linear(d, cfg.row_dim)
             self.column_mix = nn.Linear((cfg.max_rows + 1) * cfg.row_dim, d)
+            # Without it the mixed content is ~1/4 of the positions' size after two 0.02-init maps,
+            # and a decoder learns the notation's grammar long before it reads the image.
+            self.column_ln = nn.LayerNorm(d) if cfg.column_norm else nn.Identity()
         blocks = (cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout)
         self.encoder = nn.ModuleList(EncoderBlock(*blocks) for _ in range(cfg.n_encoder_layers))
         self.decoder = nn.ModuleList(DecoderBlock(*blocks) for _ in range(cfg.n_decoder_layers))
@@ -358,7 +364,8 @@ class Translator(nn.Module):
         grid = e.new_zeros(b, n_cols * rows, dim).scatter_add_(1, idx, e)  # (B, C*R, row_dim)
         used = valid.new_zeros(b, n_cols, dtype=torch.long).scatter_add_(1, col, valid.long()) > 0
         cols = torch.arange(n_cols, device=src.device)
-        return self.column_mix(grid.view(b, n_cols, rows * dim)) + self.image_col(cols), used
+        content = self.column_ln(self.column_mix(grid.view(b, n_cols, rows * dim)))  # (B, C, d)
+        return content + self.image_col(cols), used
 
     # ---- encoder / decoder --------------------------------------------
     def encode(self, src: torch.Tensor, src_pos: torch.Tensor, src_modality: str,

@@ -55,6 +55,7 @@ class TrainConfig:
     direction: str = "i2a"
     preset: str = "small"
     image_layout: str = "column"              # measured ahead of grid at equal compute (docs/results.md)
+    column_norm: bool = False                 # column layout: LayerNorm on the column content
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
     batch_tokens: int = 4096                  # steps per micro-batch, padding included
@@ -94,6 +95,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, obj: dict) -> "TrainConfig":
         rest = {k: v for k, v in obj.items() if k not in ("tasks", "caps", "betas")}
+        rest.setdefault("column_norm", False)          # runs saved before the option
         return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
 
@@ -177,7 +179,7 @@ class TranslatorTask(ModelAndOptimizerState):
         if compile and self.device.type != "cuda":
             raise BadInputError("--compile needs a CUDA device (torch.compile's CPU backend builds C++ "
                                 "for minutes and is not supported here)")
-        self.model_cfg = make_config(cfg.preset, vocab, cfg.image_layout)
+        self.model_cfg = make_config(cfg.preset, vocab, cfg.image_layout, cfg.column_norm)
         self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir)
         self.valid_data = load_data(corpus, "valid", cfg, self.model_cfg, vocab, codes_dir)
         if not any(self.train_data.pairs):
