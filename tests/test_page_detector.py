@@ -133,3 +133,38 @@ def test_translate_reads_the_one_bar_last_system(pages, tmp_path):
     Image.fromarray(pages["piano"]).save(tmp_path / "page.png")
     systems = read_systems(tmp_path / "page.png")  # the same detector, its piano systems
     assert len(systems) == 5 and systems[-1].shape[1] < 0.4 * systems[0].shape[1]
+
+
+def beamed_grand_staff(space: int = 10, width: int = 1000) -> tuple[np.ndarray, tuple[int, int]]:
+    """A drawn piano system (bilevel, as a binarized scan) whose upper staff's lowest space is
+    dark with 16th beams: every row between its 4th and 5th line holds over 40% of the inkiest
+    row's ink, so those lines and the beams make one thick band of inky rows. (page, staff tops)."""
+    page = np.full((24 * space, width), 255, np.uint8)
+    tops = (6 * space, 14 * space)
+    for top in tops:
+        for k in range(5):
+            page[top + k * space: top + k * space + 2, 20: width - 20] = 0
+    for x in (20, 270, 520, 770, width - 22):  # start line and barlines over both staves ...
+        page[tops[0]: tops[1] + 4 * space + 2, x: x + 2] = 0
+        if x > 20:  # ... the barlines broken just above the lower staff, as binarizing breaks them
+            page[tops[1] - space + 1: tops[1] - 1, x: x + 2] = 255
+    line4 = tops[0] + 3 * space
+    for k, x in enumerate(range(30, width - 80, 56)):  # beam groups, alternately high and low in the space
+        y = line4 + 1 if k % 2 == 0 else line4 + space // 2
+        page[y: y + space // 2, x: x + 50] = 0
+        for stem in range(x, x + 50, 12):
+            page[y - 3 * space: y, stem: stem + 2] = 0
+    return page, tops
+
+
+def test_staff_lines_joined_by_beams_stay_a_grand_staff():
+    # a binarized slide of a score-following video: beams fill the upper staff's lowest space,
+    # and its 4th and 5th lines with them made one band, dropped as too thick for a line; the
+    # lower staff, its bar lines its own, was then a system of one staff with a box over the whole
+    # grand staff (dataset ytsv dropped it for its staff count)
+    page, tops = beamed_grand_staff()
+    proj = scans.ink_mask(page).sum(axis=1)
+    assert (proj[tops[0] + 3 * 10: tops[0] + 4 * 10 + 2] >= CFG.line_frac * proj.max()).all()
+    _, found = scans.page_systems(page, CFG, staves=None)
+    assert [s.n_staves for s in found] == [2]
+    assert [st.top for st in found[0].staves] == list(tops) and found[0].measures == 4

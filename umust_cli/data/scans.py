@@ -3,8 +3,9 @@
 The one page detector of umust (translate, retrieve and ``dataset pages`` use it). A page is
 binarized (Otsu), deskewed (the angle whose row projection of ink is sharpest), and its
 staff lines found as rows whose ink spans a large part of the page or that hold one long
-horizontal run (the short staves of a last system of one or two bars). Five evenly spaced
-lines make a staff (extra rows in a cluster, beams or brackets, are left out). Consecutive
+horizontal run (the short staves of a last system of one or two bars); a band of such rows
+too thick for one line (beams filling a space join two lines) is cut to its inkiest rows.
+Five evenly spaced lines make a staff (extra rows in a cluster, beams or brackets, are left out). Consecutive
 staves joined by a vertical line (the system's start line, a brace's line or a barline)
 make one system, in reading order; a staff joined to none is a one-staff system when it
 has a bar line of its own (title text, vignettes and footnotes have no staves). Systems
@@ -47,6 +48,8 @@ class ScanConfig:
     skew_step_deg: float = 0.1
     line_frac: float = 0.4  # a staff-line row holds >= this fraction of the inkiest row's ink
     run_frac: float = 0.1  # ... or one horizontal ink run >= this fraction of the page width
+    band_split: float = 0.7  # a band of line rows too thick for a line: its rows with this fraction of
+    # its inkiest row's ink are the lines (two lines joined by dense beams between them)
     staff_fit: float = 0.25  # a staff's 5 lines lie within this (spaces) of 5 evenly spaced rows
     staff_gap_ratio: float = 1.4  # the 4 gaps of a staff differ by at most this ratio
     barline_cover: float = 0.9  # a barline column is ink over >= this fraction of the system height
@@ -200,7 +203,7 @@ def find_staves(ink: np.ndarray, cfg: ScanConfig) -> list[Staff]:
     staves = group_staves(staff_lines(ink, cfg), cfg, proj)
     if proj.max() <= 0:
         return staves
-    runs = _thin_bands(proj, longest_runs(ink) >= cfg.run_frac * ink.shape[1])
+    runs = _thin_bands(proj, longest_runs(ink) >= cfg.run_frac * ink.shape[1], cfg.band_split)
     free = [y for y in runs if all(y < s.top - 2 * s.space or y > s.bottom + 2 * s.space for s in staves)]
     space = float(np.median([s.space for s in staves])) if staves else None
     short = [s for s in group_staves(free, cfg, proj, space)
@@ -230,20 +233,29 @@ def staff_lines(ink: np.ndarray, cfg: ScanConfig) -> list[float]:
     proj = ink.sum(axis=1).astype(np.float64)  # (H,) ink pixels per row
     if proj.max() <= 0:
         return []
-    return _thin_bands(proj, proj >= cfg.line_frac * proj.max())
+    return _thin_bands(proj, proj >= cfg.line_frac * proj.max(), cfg.band_split)
 
 
-def _thin_bands(proj: np.ndarray, rows: np.ndarray) -> list[float]:
-    """Centres (ink-weighted) of the runs of True ``rows`` no thicker than 3x their median
-    (thick bands, beams over a staff or the page edge, are no lines)."""
+def _thin_bands(proj: np.ndarray, rows: np.ndarray, split: float) -> list[float]:
+    """Centres (ink-weighted) of the runs of True ``rows`` no thicker than 3x their median.
+
+    A thicker run is cut to its rows holding ``split`` of its inkiest row's ink: lines of a
+    staff whose spaces are dark with beams (a binarized scan) join into one band, whose peaks
+    are the lines. What is still thick (a page edge, a solid bar) is no line."""
     labels, count = ndimage.label(rows)
     if count == 0:
         return []
     index = np.arange(1, count + 1)
+    widths = ndimage.sum(rows, labels, index)
+    limit = max(3.0, 3 * float(np.median(widths)))
+    thick = np.concatenate([[False], widths > limit])[labels]  # (H,) rows of thick runs
+    peak = np.concatenate([[0.0], ndimage.maximum(proj, labels, index)])[labels]
+    rows = rows & (~thick | (proj >= split * peak))
+    labels, count = ndimage.label(rows)
+    index = np.arange(1, count + 1)
     centres = ndimage.center_of_mass(proj * rows, labels, index)
     widths = ndimage.sum(rows, labels, index)
-    thin = widths <= max(3.0, 3 * np.median(widths))  # thick dark bands (page edges) are no lines
-    return [float(c[0]) for c, ok in zip(centres, thin) if ok]
+    return [float(c[0]) for c, w in zip(centres, widths) if w <= limit]
 
 
 def group_staves(lines: list[float], cfg: ScanConfig, proj: np.ndarray | None = None,
