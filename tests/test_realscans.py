@@ -146,6 +146,30 @@ def test_each_system_checked_against_the_editions_line(scanned, tmp_path, kern_l
         assert set(result["unpaired"]["systems"]) == {1, 2}
 
 
+@pytest.mark.parametrize("expansion,paired", [("*>[A,B,B]", False), ("*>[A,B]", True)])
+def test_total_count_not_used_for_repeated_sections(scanned, tmp_path, expansion, paired):
+    # the print of a score that repeats sections may arrange them otherwise with the same total
+    corpus, bars = scanned
+    source = Path(corpus_io.rows(corpus)[0]["source"])
+    kern = source.parent / "piece.krn"  # no recorded lines: the total rule's case
+    kern.write_text("\n".join(["**kern", expansion, "*>norep[A,B]", "*>A", "=1", "1c", "*>B", "=2", "1d", "==",
+                               "*-"]) + "\n", encoding="utf-8")
+    try:
+        assert realscans.repeat_sections(kern) is not paired
+        other = tmp_path / "corpus"
+        _one_piece_corpus(other, "coll-piece", source, _score(BARS), "train")
+        result = realscans.pair_piece(other, corpus_io.rows(other)[0], source.parents[1] / "reference-edition" /
+                                      "piece.pdf", realscans.RealScanConfig())
+    finally:
+        kern.unlink()
+    assert result["scan_systems"] == len(bars)  # the scan is still counted
+    if paired:
+        assert result["method"] == "total" and len(result["rows"]) == len(bars) and result["unpaired"] is None
+    else:
+        assert result["method"] == "none" and result["rows"] == []
+        assert result["unpaired"] == {"reason": realscans.REPEAT_SECTIONS}
+
+
 def test_edition_lines_of_a_kern_file(tmp_path):
     kern = tmp_path / "x.krn"
     kern.write_text("\n".join(["**kern", "4c", "=1", "1d", "!!LO:LB:g=original", "=2", "2e", "!!LO:LB:g=original",

@@ -212,8 +212,9 @@ def scans(
 
     For each piece with a scan of its printed edition, the PDF's piano systems and bar lines
     are found. A system is paired when its bar count equals that of the edition's line the kern
-    records (!!LO:LB:g=original) or, without recorded lines, when the whole scan's bar count
-    equals the piece's printed bars (repeats as printed). Each paired system gets
+    records (!!LO:LB:g=original) or, without recorded lines and in a score that repeats no
+    section, when the whole scan's bar count equals the piece's printed bars (repeats as
+    printed). Each paired system gets
     pieces/<id>/realscans/NNN.{png,musicxml,lmx} and a row in realscans.jsonl with split
     realscan_train|realscan_valid|realscan_test (the piece's own split; held-out pieces:
     realscan_test). What is not paired is listed with the reason in realscans_errors.jsonl,

@@ -16,6 +16,11 @@ plays again (:func:`printed_order`). Two ways, both exact, never a guess:
 
       system k = printed bars [b_1 + ... + b_{k-1} + 1, b_1 + ... + b_k]
 
+  Not for a score of repeated sections (a kern expansion list playing a section twice,
+  ``*>[A,B,B,C]``; :func:`repeat_sections`): a print may order or cut such sections otherwise
+  and still have the same total (a by-eye check found one such Chopin mazurka), and then every
+  system after the difference is shifted.
+
 Per paired system the piece folder gets ``realscans/NNN.png`` (the deskewed crop),
 ``NNN.musicxml`` and ``NNN.lmx`` (exactly those bars); its row goes to ``realscans.jsonl``
 beside ``manifest.jsonl`` with split ``realscan_<split>``: the piece's own corpus split, so that
@@ -44,6 +49,7 @@ from umust_cli.io import write_json_atomic, write_jsonl_atomic, write_text_atomi
 FOLDER = "realscans"  # pieces/<id>/realscans/
 RESULT = "result.json"  # pieces/<id>/realscans/result.json: the piece's rows and what was not paired
 INDEX_EVERY = 10  # pieces between rewrites of the indexes
+REPEAT_SECTIONS = "no recorded lines, and repeated sections: no total-count pairing"
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,23 @@ def edition_lines(kern: Path) -> EditionLines | None:
     return EditionLines([sorted(x) for x in lines if x], broken, len(starts))
 
 
+def repeat_sections(kern: Path) -> bool:
+    """True if the kern file's expansion list (``*>[A,B,B,C]``) plays a section more than once."""
+    try:
+        text = Path(kern).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    for raw in text.splitlines():
+        found = _EXPANSION.match(raw)
+        labels = found.group(1).split(",") if found else []
+        if len(labels) != len(set(labels)):
+            return True
+    return False
+
+
+_EXPANSION = re.compile(r"^\*>\[([^\]]*)\]")
+
+
 # ------------------------------------------------------------------ scans
 @dataclass(frozen=True)
 class ScanPage:
@@ -260,23 +283,35 @@ def pair_piece(corpus: Path, row: dict, pdf: Path, cfg: RealScanConfig) -> dict:
     piece_dir = Path(corpus, corpus_io.PIECES, row["piece_id"])
     root = ET.parse(piece_dir / "score.musicxml").getroot()
     printed = printed_order(root)
-    lines = edition_lines(pdf.parent.parent / "kern" / f"{pdf.stem}.krn")
+    kern = pdf.parent.parent / "kern" / f"{pdf.stem}.krn"
+    lines = edition_lines(kern)
     usable = lines is not None and lines.bars == len(printed)
+    sections = not usable and repeat_sections(kern)  # no total rule for them
     out = {"piece_id": row["piece_id"], "pdf": str(pdf), "printed_measures": len(printed),
            "edition_lines": len(lines.lines) if lines else None, "kern_bars": lines.bars if lines else None,
-           "method": "lines" if usable else "total", "rows": [], "unpaired": None}
+           "method": "lines" if usable else "none" if sections else "total", "rows": [], "unpaired": None}
     try:
         counts = Counts(pdf, cfg.scan)
     except BadInputError as e:  # an unreadable PDF
         out.update(scan_systems=0, unpaired={"reason": f"{type(e).__name__}: {e}"})
     else:
-        pairs, unpaired = pair_by_lines(counts, lines) if usable else pair_by_total(counts, len(printed))
+        pairs, unpaired = _pair(counts, lines if usable else None, sections, len(printed))
         out.update(scan_systems=len(counts.systems(False)), unpaired=unpaired or None,
                    per_page=[[s.measures for s in page.systems] for page in counts.ordinary],
                    pages_without_systems={i + 1: p.error for i, p in enumerate(counts.ordinary) if p.error})
         out["rows"] = _write_systems(corpus, row, pdf, pairs, printed_root(root, printed), printed, cfg)
     write_json_atomic(piece_dir / FOLDER / RESULT, out)
     return out
+
+
+def _pair(counts: Counts, lines: EditionLines | None, sections: bool, printed: int) -> tuple[list[Paired], dict]:
+    """By the edition's lines where the kern records them, else by the total bar count unless
+    the score repeats sections (then nothing)."""
+    if lines is not None:
+        return pair_by_lines(counts, lines)
+    if sections:
+        return [], {"reason": REPEAT_SECTIONS}
+    return pair_by_total(counts, printed)
 
 
 def _write_systems(corpus: Path, row: dict, pdf: Path, pairs: list[Paired], printed: ET.Element,
