@@ -288,3 +288,17 @@ def test_codebooks_of_the_shipped_codecs():
     assert torch.isfinite(model.tok.weight).all()
     with pytest.raises(CheckpointError):
         read_codec_codebooks(WEIGHTS / "audio-codec", WEIGHTS / "image-codec")
+
+
+def test_token_dropout_blanks_decoder_inputs_in_training_only():
+    torch.manual_seed(0)
+    cfg = make_config("tiny", VOCAB, "column")            # tiny: dropout 0, so only the blanking differs
+    model = Translator(cfg)
+    s, sp, t, tp = _tensors(cfg, _pairs("image", "notation", seed=3), "image", "notation")
+    model.train()
+    plain = model(s, sp, t, tp, "image", "notation")
+    assert torch.equal(plain, model(s, sp, t, tp, "image", "notation", token_dropout=0.0))
+    assert not torch.equal(plain, model(s, sp, t, tp, "image", "notation", token_dropout=0.5))
+    model.eval()
+    assert torch.equal(model(s, sp, t, tp, "image", "notation"),
+                       model(s, sp, t, tp, "image", "notation", token_dropout=0.5))

@@ -40,6 +40,7 @@ from umust_cli.codecs.midi import MidiCodec
 from umust_cli.codecs.notation import _lmx_tokens, tokens_to_ids
 from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.data import corpus as corpus_io
+from umust_cli.data.crops import cached_measure_columns
 from umust_cli.errors import BadInputError, UmustError
 from umust_cli.inputs import load_lmx
 from umust_cli.model.generate import batch_steps, step_positions
@@ -157,7 +158,9 @@ class System:
     codes: dict[str, Path]          # image / audio -> code file
     tokens: dict[str, list[int]]    # notation / midi -> global ids (without [SOS]/[EOS])
     shape: dict[str, tuple]         # image / audio -> code array shape (V, 4, ...)
-    copy: str = ""                  # "": the engraving; "scanK": its K-th scanned-look copy
+    copy: str = ""                  # "": the engraving; "scanK": its K-th scanned-look copy;
+                                    # "cropK": its first K measures (image columns and LMX)
+    columns: int = 0                # a crop's image code columns (0: all)
 
     def has(self, modality: str) -> bool:
         return modality in self.codes or modality in self.tokens
@@ -177,7 +180,7 @@ class System:
 
 
 def load_systems(corpus: Path, split: str, vocab: Vocabulary, codes_dir: Path | None = None,
-                 modalities: Sequence[str] = MODALITIES, scans: bool = False
+                 modalities: Sequence[str] = MODALITIES, scans: bool = False, crops: bool = False
                  ) -> tuple[list[System], list[str]]:
     """The systems of ``split`` with the files of ``modalities`` they have, and one line per
     file that could not be read (that modality is then missing for the system).
@@ -201,7 +204,26 @@ def load_systems(corpus: Path, split: str, vocab: Vocabulary, codes_dir: Path | 
         systems.append(sys_)
         if scans and "image" in modalities:
             systems.extend(_scan_copies(sys_, row, codes_root, problems))
+        if crops and "image" in sys_.codes and "notation" in sys_.tokens:
+            systems.extend(prefix_crops(sys_, corpus / row[ROW_KEYS["image"]], vocab))
     return systems, problems
+
+
+def prefix_crops(sys_: System, png: Path, vocab: Vocabulary) -> list[System]:
+    """The system's prefixes of 1 .. n-1 measures as image + notation systems ("cropK"), where
+    the page detector finds its n bar-separated measures (``data/crops.py``); else none."""
+    measure = vocab.to_global("notation", tokens_to_ids(["measure"]))[0]
+    tokens = sys_.tokens["notation"]
+    starts = [i for i, t in enumerate(tokens) if t == measure]
+    if len(starts) < 2 or starts[0] != 0:
+        return []
+    cols = cached_measure_columns(png, sys_.codes["image"], len(starts), sys_.shape["image"][3])
+    if not cols:
+        return []
+    v, k, rows, _ = sys_.shape["image"]
+    return [System(f"{sys_.key}/crop{m}", {"image": sys_.codes["image"]}, {"notation": tokens[:starts[m]]},
+                   {"image": (v, k, rows, cols[m - 1])}, f"crop{m}", cols[m - 1])
+            for m in range(1, len(starts))]
 
 
 def _scan_copies(sys_: System, row: dict, codes_root: Path, problems: list[str]) -> list[System]:
@@ -287,6 +309,8 @@ class SequenceStore:
         if modality in sys_.tokens:
             return token_steps(sys_.tokens[modality], modality, self.cfg), 1
         codes = variant_of(np.load(sys_.codes[modality], mmap_mode="r", allow_pickle=False), variant)
+        if modality == "image" and sys_.columns:
+            codes = codes[:, :, :sys_.columns]                              # a crop's first columns
         return code_steps(codes, modality, self.cfg), codes.shape[1] if modality == "image" else 1
 
 

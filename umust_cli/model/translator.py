@@ -419,15 +419,23 @@ class Translator(nn.Module):
 
     # ---- training -----------------------------------------------------
     def forward(self, src: torch.Tensor, src_pos: torch.Tensor, tgt: torch.Tensor,
-                tgt_pos: torch.Tensor, src_modality: str, tgt_modality: str) -> torch.Tensor:
+                tgt_pos: torch.Tensor, src_modality: str, tgt_modality: str,
+                token_dropout: float = 0.0) -> torch.Tensor:
         """Teacher-forced mean cross-entropy over the target's codes.
 
         ``tgt`` is the whole target, [SOS] step .. [EOS] step (then [PAD] steps): the decoder
-        reads ``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``.
+        reads ``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``. In training, ``token_dropout`` of the
+        steps the decoder reads (never [SOS]) are blanked to [PAD], so that it cannot predict
+        from the target's own history alone and has to read the source.
         """
         memory, mask = self.encode(src, src_pos, src_modality, tgt_modality)
         self.check_positions(tgt_pos, tgt_modality)
-        h = self.decode(tgt[:, :-1], tgt_pos[:, :-1], tgt_modality, self.memory(memory), mask)
+        inputs = tgt[:, :-1]
+        if self.training and token_dropout > 0:
+            blank = torch.rand(inputs.shape[:2], device=inputs.device) < token_dropout   # (B, T)
+            blank[:, 0] = False
+            inputs = inputs.masked_fill(blank[..., None], PAD)
+        h = self.decode(inputs, tgt_pos[:, :-1], tgt_modality, self.memory(memory), mask)
         labels = tgt[:, 1:]                                               # (B, T, 4)
         if CODES_PER_STEP[tgt_modality] == 1:
             cls = ids_to_classes(labels[..., 0], allowed_ids(self.cfg, tgt_modality, 0))

@@ -56,6 +56,8 @@ class TrainConfig:
     preset: str = "small"
     image_layout: str = "column"              # measured ahead of grid at equal compute (docs/results.md)
     column_norm: bool = False                 # column layout: LayerNorm on the column content
+    token_dropout: float = 0.0                # decoder inputs blanked in training (Translator.forward)
+    crops: bool = False                       # train: engraved systems' measure prefixes as OMR pairs too
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
     batch_tokens: int = 4096                  # steps per micro-batch, padding included
@@ -95,7 +97,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, obj: dict) -> "TrainConfig":
         rest = {k: v for k, v in obj.items() if k not in ("tasks", "caps", "betas")}
-        rest.setdefault("column_norm", False)          # runs saved before the option
+        rest.setdefault("column_norm", False)          # runs saved before the options
+        rest.setdefault("token_dropout", 0.0)
+        rest.setdefault("crops", False)
         return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
 
@@ -161,7 +165,8 @@ class Data:
 def load_data(corpus: Path, split: str, cfg: TrainConfig, model_cfg: TranslatorConfig, vocab: Vocabulary,
               codes_dir: Path | None) -> Data:
     wanted = sorted({m for t in cfg.tasks for m in (t.source, t.target)})
-    systems, _ = pairs_io.load_systems(corpus, split, vocab, codes_dir, wanted, scans=cfg.scans)
+    systems, _ = pairs_io.load_systems(corpus, split, vocab, codes_dir, wanted, scans=cfg.scans,
+                                       crops=cfg.crops and split == "train")
     found = [pairs_io.task_pairs(systems, t, model_cfg, cfg.caps) for t in cfg.tasks]
     return Data(systems, pairs_io.SequenceStore(systems, model_cfg), [p for p, _ in found],
                 [n for _, n in found])
@@ -231,7 +236,8 @@ class TranslatorTask(ModelAndOptimizerState):
         spec = self.cfg.tasks[b.task]
         b = b.to(self.device)
         with self._autocast():
-            return net(b.src, b.src_pos, b.tgt, b.tgt_pos, spec.source, spec.target).float()
+            return net(b.src, b.src_pos, b.tgt, b.tgt_pos, spec.source, spec.target,
+                       self.cfg.token_dropout).float()
 
     def train_step(self, batch: list[Batch], step: int) -> dict:
         lr = lr_at(self.cfg, step)
