@@ -20,6 +20,10 @@ retrieval      small      retrieval-small: RNN-FZ trained on CPU, ~5x faster on 
 retrieval      scans      retrieval-scans: older small model fine-tuned on scanned scores
 =============  =========  ===========================================================
 
+Kinds whose weights are trained here but do not ship yet are in ``PENDING`` (kind -> name ->
+folder): `umust train promote` writes a run's best checkpoint into that folder, and the commit
+that ships it moves the line into ``MODELS`` (and ``DEFAULTS``).
+
 No torch here: this module is imported by ``umust --help``.
 """
 
@@ -38,11 +42,35 @@ MODELS: dict[str, dict[str, str]] = {
     "retrieval": {"rendered": "retrieval", "small": "retrieval-small", "scans": "retrieval-scans"},
 }
 DEFAULTS: dict[str, str] = {"image-codec": "small", "audio-codec": "small", "retrieval": "rendered"}
+PENDING: dict[str, dict[str, str]] = {
+    "translator-i2a": {"small": "translator-i2a"},
+    "translator-a2i": {"small": "translator-a2i"},
+}
+
+
+def folder_name(kind: str, name: str) -> str:
+    """The folder under the weights directory of ``kind``'s model ``name``, shipped or pending."""
+    known = {**PENDING.get(kind, {}), **_table(kind)}
+    if name not in known:
+        raise CheckpointError(f"no {kind} model is called {name!r} (known: {', '.join(known) or 'none'})")
+    return known[name]
+
+
+def default_folder(kind: str, weights_dir: Path | None = None) -> Path | None:
+    """The folder of ``kind``'s default shipped model (under ``weights_dir``, default the package's),
+    or None when none ships (a pending kind) or it is missing from this install."""
+    name = DEFAULTS.get(kind)
+    if name is None or name not in _table(kind):
+        return None
+    folder = (weights_dir or WEIGHTS_DIR) / _table(kind)[name]
+    return folder if folder.is_dir() else None
 
 
 def available(kind: str) -> list[str]:
     """The registered names of ``kind``, the default first."""
     names = list(_table(kind))
+    if kind not in DEFAULTS:
+        return names
     return [DEFAULTS[kind]] + [n for n in names if n != DEFAULTS[kind]]
 
 
@@ -63,6 +91,8 @@ def resolve(kind: str, model: str | Path | None) -> Path:
     """The checkpoint folder ``model`` means for ``kind``; CheckpointError (naming the available
     names) when it is neither a registered name nor an existing folder."""
     name = _registered_name(kind, model)
+    if model is None and name is None:
+        raise CheckpointError(f"no {kind} model ships yet; pass a checkpoint folder")
     if name is not None:
         folder = WEIGHTS_DIR / _table(kind)[name]
         if not folder.is_dir():
@@ -72,6 +102,9 @@ def resolve(kind: str, model: str | Path | None) -> Path:
     path = Path(model)
     if path.is_dir():
         return path
+    if not path.exists() and str(model) in PENDING.get(kind, {}):
+        raise CheckpointError(f"the {kind} model {str(model)!r} does not ship yet (umust train promote "
+                              "makes it); pass a checkpoint folder")
     what = "is not a folder" if path.exists() else "does not exist"
     raise CheckpointError(f"{kind} model {str(model)!r} {what}: give a checkpoint folder or one of the "
                           f"shipped models: {', '.join(available(kind))}")
@@ -80,21 +113,24 @@ def resolve(kind: str, model: str | Path | None) -> Path:
 def describe(kind: str) -> str:
     """'NAME (default), NAME2, ...' for help texts."""
     names = available(kind)
+    if kind not in DEFAULTS:
+        return ", ".join(names) or "none shipped yet"
     return ", ".join([f"{names[0]} (default)", *names[1:]])
 
 
 def _registered_name(kind: str, model: str | Path | None) -> str | None:
     table = _table(kind)
     if model is None:
-        return DEFAULTS[kind]
+        return DEFAULTS.get(kind)
     text = str(model)
     if text == SHIPPED_PREFIX:
-        return DEFAULTS[kind]
+        return DEFAULTS.get(kind)
     text = text.removeprefix(SHIPPED_PREFIX + ":")
     return text if text in table else None
 
 
 def _table(kind: str) -> dict[str, str]:
-    if kind not in MODELS:
-        raise ValueError(f"unknown kind of weights {kind!r} (one of {', '.join(MODELS)})")
-    return MODELS[kind]
+    """The shipped models of ``kind`` (empty for a pending kind)."""
+    if kind not in MODELS and kind not in PENDING:
+        raise ValueError(f"unknown kind of weights {kind!r} (one of {', '.join([*MODELS, *PENDING])})")
+    return MODELS.get(kind, {})

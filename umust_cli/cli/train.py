@@ -10,9 +10,10 @@ import typer
 from umust_cli import registry
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
 from umust_cli.device import resolve_device
-from umust_cli.errors import BadInputError
+from umust_cli.errors import BadInputError, InputNotFoundError
 
-app = typer.Typer(help="Train the image and audio codecs and the retrieval model (translators come later).", no_args_is_help=True)
+app = typer.Typer(help="Train the codecs, the retrieval model and the translators; background runs, their "
+                  "status and the promotion of their weights.", no_args_is_help=True)
 codec_app = typer.Typer(help="Train a modality codec (tokenizer).", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 
@@ -215,6 +216,7 @@ TASKS_HELP = ("Comma-separated tasks: omr, midi2audio, image2audio, transcriptio
 @app.command("translator")
 @handle_errors
 def translator(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build`, tokenized by `umust dataset tokenize`."),
     output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
     direction: str = typer.Option("i2a", "--direction", help="i2a (OMR, MIDI->audio, image->audio) or a2i "
@@ -229,8 +231,10 @@ def translator(
                                      "position per patch, the paper's)."),
     column_norm: bool = typer.Option(False, "--column-norm/--no-column-norm", help="Column layout: LayerNorm on "
                                      "each mixed column before its position is added (results.md)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start a new run from this translator's weights "
-                                        "(fine-tuning, e.g. with --tasks omr); ignored when --output holds a run."),
+    init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help="Start a new run from these "
+                                       "translator weights: a shipped model's name (e.g. small, of the direction's "
+                                       "kind) or a checkpoint folder (fine-tuning, e.g. with --tasks omr); ignored "
+                                       "when --output holds a run."),
     batch_tokens: int = typer.Option(4096, "--batch-tokens", min=1, help="Steps per micro-batch, padding included."),
     accum: int = typer.Option(1, "--accum", min=1, help="Micro-batches per update (gradient accumulation)."),
     precision: str = typer.Option("auto", "--precision",
@@ -261,30 +265,21 @@ def translator(
     Several processes: torchrun --nproc-per-node N -m umust_cli train translator ..."""
     import torch
 
-    from umust_cli.data.pairs import parse_tasks
     from umust_cli.data.tokenize import corpus_vocabulary
-    from umust_cli.model.translator import PRESETS
     from umust_cli.train.engine import RunOptions
-    from umust_cli.train.translator import TrainConfig, finish_distributed, init_distributed, train_translator
+    from umust_cli.train.translator import finish_distributed, init_distributed, train_translator
 
-    if preset not in PRESETS:
-        raise BadInputError(f"unknown --preset {preset!r} (choose from {', '.join(PRESETS)})")
     if max_steps is None and max_minutes is None:
         raise BadInputError("give --max-steps or --max-minutes (or both)")
-    specs = parse_tasks(tasks, direction)
     if threads > 0:
         torch.set_num_threads(threads)
     dist, dev = init_distributed(device)
-    cfg = TrainConfig(direction=direction, preset=preset, image_layout=image_layout, column_norm=column_norm,
-                      tasks=specs,
-                      batch_tokens=batch_tokens, accum=accum, world_size=dist.world, lr=lr,
-                      warmup_steps=warmup_steps, decay_steps=decay_steps,
-                      precision=precision, codebook_init=not no_codebook_init, best_metric=best_metric, seed=seed,
-                      scans=not no_scans)
+    cfg = _translator_config(ctx.params, dist.world)
+    init_dir = _init(f"translator-{direction}", init)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
                      eval_items=eval_items, device=str(dev), progress=not quiet and not as_json)
     try:
-        result = train_translator(data, output, cfg, run, corpus_vocabulary(data), init=init, codes_dir=codes,
+        result = train_translator(data, output, cfg, run, corpus_vocabulary(data), init=init_dir, codes_dir=codes,
                                   compile=compile_model, dist=dist)
     finally:
         finish_distributed(dist)
@@ -292,3 +287,148 @@ def translator(
         ev = result.eval or {}
         score = "".join(f", val {k} {ev[k]:.4f}" for k in ("loss", "SER") if k in ev)
         _report(result, output, as_json, score)
+
+
+def _translator_config(params: dict, world: int):
+    """The TrainConfig of `train translator`'s parsed options (``params``: the command's
+    ``ctx.params``), for ``world`` processes; BadInputError for a bad preset or task list."""
+    from umust_cli.data.pairs import parse_tasks
+    from umust_cli.model.translator import PRESETS
+    from umust_cli.train.translator import TrainConfig
+
+    if params["preset"] not in PRESETS:
+        raise BadInputError(f"unknown --preset {params['preset']!r} (choose from {', '.join(PRESETS)})")
+    return TrainConfig(direction=params["direction"], preset=params["preset"], image_layout=params["image_layout"],
+                       column_norm=params["column_norm"], tasks=parse_tasks(params["tasks"], params["direction"]),
+                       batch_tokens=params["batch_tokens"], accum=params["accum"], world_size=world,
+                       lr=params["lr"], warmup_steps=params["warmup_steps"], decay_steps=params["decay_steps"],
+                       precision=params["precision"], codebook_init=not params["no_codebook_init"],
+                       best_metric=params["best_metric"], seed=params["seed"], scans=not params["no_scans"])
+
+
+background_app = typer.Typer(help="Start a detached training run that resumes where the last one stopped.",
+                             no_args_is_help=True)
+app.add_typer(background_app, name="background")
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@background_app.command("translator", context_settings=EXTRA_ARGS)
+@handle_errors
+def background_translator(
+    ctx: typer.Context,
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="Run folder: resumed if it holds a run; else a new "
+                                   "run from the direction's shipped weights, or a fresh one."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Tokenized corpus (default on resume: the last "
+                                        "start's)."),
+    codes: Optional[Path] = typer.Option(None, "--codes", help="Folder of the code files (default on resume: "
+                                         "the last start's)."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="i2a or a2i (default: the run's, else i2a)."),
+    budget_minutes: float = typer.Option(170.0, "--budget-minutes", min=1.0, help="Train this long (the run "
+                                         "saves before the budget ends); loading and the last validation come "
+                                         "on top."),
+    save_minutes: float = typer.Option(5.0, "--save-minutes", min=0.1, help="Save about this often (--save-every "
+                                       "from the run's own pace; 50 steps until it is known)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0: every core this process may use)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and print the trainer's command; start nothing."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Start `umust train translator` in the background for a wall-clock budget.
+
+    Trainer options go after `--` (e.g. `-- --tasks omr --eval-every 400`); a resumed run keeps
+    the options it was saved with, and the last start's trainer options unless new ones are given.
+    The log is RUN/background.log; stop the run with `kill $(cat RUN/background.pid)` (it saves first)."""
+    from umust_cli.train import background
+
+    req = background.BackgroundRequest(run_dir, data, codes, direction, budget_minutes, save_minutes, threads,
+                                       tuple(ctx.args))
+    plan = background.plan_translator(req)
+    _check_trainer_options(plan)
+    command = "umust " + " ".join(plan.argv)
+    if dry_run:
+        print_json({"action": plan.action, "command": list(plan.argv)}) if as_json else typer.echo(command)
+        return
+    pid = background.start(plan).pid
+    info = {"action": plan.action, "pid": pid, "log": str(run_dir / background.LOG), "command": list(plan.argv),
+            "stop": f"kill {pid}"}
+    if as_json:
+        print_json(info)
+        return
+    typer.echo(f"{plan.action}: {command}\nprocess {pid}; log {info['log']}; status: umust train status "
+               f"{run_dir}; stop (saves first): kill {pid}")
+
+
+def _check_trainer_options(plan) -> None:
+    """Parse the plan's trainer command as `train translator` would, before anything starts: bad
+    options, a config a resumed run would refuse, an --init that does not resolve."""
+    from typer._click.exceptions import ClickException
+
+    from umust_cli.train.engine import check_config
+
+    command = typer.main.get_command(app).commands["translator"]
+    try:
+        params = command.make_context("translator", list(plan.argv[2:])).params
+    except ClickException as e:
+        raise BadInputError(f"trainer options: {e.format_message()}") from e
+    if not params["data"].is_dir():
+        raise InputNotFoundError(f"--data {params['data']} is not a folder")
+    cfg = _translator_config(params, 1)
+    if plan.saved_train is not None:
+        check_config(plan.run_dir, cfg, plan.saved_train)
+    elif params["init"] is not None:
+        _init(f"translator-{params['direction']}", params["init"])
+
+
+@app.command("status")
+@handle_errors
+def status(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="Run folder of a `umust train` run."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Where a run stands: steps, wall and CPU hours, last loss, validations, best, running or not."""
+    from umust_cli.train.background import run_status
+
+    st = run_status(run_dir)
+    if as_json:
+        print_json(st)
+        return
+    state = f"running (process {st['running_pid']})" if st["running_pid"] else "not running"
+    cpu = f"{st['cpu_hours']} CPU core-hours" if st["cpu_hours"] is not None else "CPU hours not recorded"
+    typer.echo(f"{run_dir}: {state}; saved at step {st['saved_step']} (logged {st['logged_step']}); "
+               f"{st['sessions']} background start(s), {st['wall_hours']} wall hours, {cpu}; last train loss "
+               f"{st['last_loss']}")
+    for row in st["evals"]:
+        typer.echo("  valid " + ", ".join(f"{k} {v}" for k, v in row.items() if not isinstance(v, dict)))
+    if st["best"]:
+        b = st["best"]
+        typer.echo(f"  best: step {b['step']}, valid {b['metric']} {b['value']} (RUN/best)")
+
+
+@app.command("promote")
+@handle_errors
+def promote(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="Run folder (its best/ checkpoint, else its last save)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="translator-i2a or translator-a2i (default: the run's "
+                                       "direction)."),
+    name: str = typer.Option("small", "--name", help="Model name of the kind (its folder comes from "
+                             "umust_cli/registry.py)."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Weights folder to write (default: the package's folder "
+                                      "of KIND NAME)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Ship a run's best checkpoint (fp16) only if it beats the shipped model's validation metric.
+
+    Writes the weights folder and the model card's generated part; committing stays a human step."""
+    from umust_cli.checkpoint import read_config
+    from umust_cli.train.background import promote as promote_run
+
+    if kind is None:
+        kind = f"translator-{read_config(run_dir).get('direction', 'i2a')}"
+    dest = to if to is not None else registry.WEIGHTS_DIR / registry.folder_name(kind, name)
+    out = promote_run(run_dir, dest)
+    if as_json:
+        print_json(out)
+        return
+    before = f" (was {out['previous']})" if out["previous"] is not None else " (nothing there before)"
+    typer.echo(f"promoted {out['from']} step {out['step']}: valid {out['metric']} {out['value']}{before} -> "
+               f"{dest} ({out['bytes'] / 2**20:.1f} MiB). Review {dest}/MODEL_CARD.md, list it in "
+               "umust_cli/registry.py if it is new, then commit.")

@@ -1,0 +1,197 @@
+"""Background training (`umust train background translator`), `umust train status` and
+`umust train promote`: tiny preset, the tiny tokenized corpus of test_translator_train, CPU.
+Nothing is written into the package's weights folder: promotion goes to --to / a temp folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from umust_cli import checkpoint as ckpt_io
+from umust_cli import registry
+from umust_cli.cli.main import app
+from umust_cli.cli.train import _translator_config
+from umust_cli.cli.train import app as train_app
+from umust_cli.errors import BadInputError, CheckpointError
+from umust_cli.train import background
+from umust_cli.train.background import BackgroundRequest, plan_translator
+from tests.test_translator_train import make_corpus
+
+runner = CliRunner()
+TINY = ("--preset", "tiny", "--tasks", "omr", "--no-codebook-init", "--precision", "fp32", "--warmup-steps", "5",
+        "--decay-steps", "1000", "--eval-items", "1")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("bgcorpus") / "c", variants=False)
+
+
+def _parse(argv: list[str]) -> dict:
+    import typer
+
+    return typer.main.get_command(train_app).commands["translator"].make_context("translator", argv).params
+
+
+def _wait(run_dir: Path, seconds: float = 240.0) -> None:
+    deadline = time.monotonic() + seconds
+    while background.running_pid(run_dir) is not None:
+        assert time.monotonic() < deadline, (run_dir / background.LOG).read_text()
+        time.sleep(0.5)
+
+
+def test_saved_config_becomes_the_same_trainer_options():
+    from umust_cli.data.pairs import parse_tasks
+    from umust_cli.train.translator import TrainConfig
+
+    cfg = TrainConfig(direction="a2i", preset="tiny", image_layout="grid", column_norm=True,
+                      tasks=parse_tasks("transcription@10:20*0.5,midi>notation", "a2i"), batch_tokens=123,
+                      accum=3, lr=4.5e-4, warmup_steps=7, decay_steps=99, precision="fp32", codebook_init=False,
+                      scans=False, best_metric="loss", seed=5)
+    flags = background.config_flags(json.loads(json.dumps(cfg.to_dict())))
+    params = _parse(["--data", "C", "-o", "R", "--max-steps", "1", *flags])
+    assert _translator_config(params, 1) == cfg
+
+
+def test_background_run_resumes_with_its_own_options_and_is_promoted_only_when_better(corpus, tmp_path):
+    run, dest = tmp_path / "runs" / "omr", tmp_path / "weights" / "translator-i2a"
+    first = runner.invoke(app, ["train", "background", "translator", str(run), "--data", str(corpus),
+                                "--threads", "1", "--budget-minutes", "5", "--json", "--",
+                                *TINY, "--max-steps", "2", "--eval-every", "2"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["action"] == "fresh"
+    _wait(run)
+    st = background.run_status(run)
+    assert st["saved_step"] == 2 and st["sessions"] == 1 and st["running_pid"] is None
+    assert len(st["session_wall_s"]) == 1 and st["session_wall_s"][0] > 0 and st["cpu_hours"] is not None
+    assert [e["step"] for e in st["evals"]] == [2] and st["best"]["metric"] == "SER"
+
+    changed = runner.invoke(app, ["train", "background", "translator", str(run), "--", "--lr", "0.1"])
+    assert changed.exit_code == 2 and "differs in: lr" in changed.output
+    again = runner.invoke(app, ["train", "background", "translator", str(run), "--threads", "2", "--",
+                                "--max-steps", "4", "--eval-every", "2", "--eval-items", "1"])
+    assert again.exit_code == 0, again.output
+    assert "resume:" in again.output and "--tasks image>notation@0:0*1.0" in again.output
+    _wait(run)
+    st = background.run_status(run)
+    assert st["saved_step"] == 4 and st["sessions"] == 2 and len(st["evals"]) == 2
+    assert [s["start_step"] for s in background.sessions(run)] == [0, 2] and len(st["session_wall_s"]) == 2
+    one, two = st["session_wall_s"]
+    assert st["cpu_hours"] == round((one + 2 * two) / 3600, 3)
+    assert "=== " in (run / background.LOG).read_text()
+
+    shown = runner.invoke(app, ["train", "status", str(run)])
+    assert shown.exit_code == 0 and "saved at step 4" in shown.output and "best: step" in shown.output
+
+    out = runner.invoke(app, ["train", "promote", str(run), "--to", str(dest), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["previous"] is None
+    weights = ckpt_io.read_weights(dest / ckpt_io.WEIGHTS)
+    from safetensors.torch import load_file
+    assert all(t.dtype == torch.float16 for t in load_file(str(dest / ckpt_io.WEIGHTS)).values()
+               if t.is_floating_point()) and weights
+    assert (dest / ckpt_io.VOCABULARY).is_file()
+    card = (dest / background.CARD).read_text()
+    assert "## Training" in card and "## Known failure modes" in card and "Beethoven" in card
+    assert "```sh" in card and str(tmp_path) not in card
+    refused = runner.invoke(app, ["train", "promote", str(run), "--to", str(dest)])
+    assert refused.exit_code == 2 and "not better" in refused.output
+
+
+def test_sessions_are_found_in_the_log_and_set_the_save_interval(tmp_path):
+    rows = [{"step": 1, "loss": 3.0, "time_s": 2.0}, {"step": 2, "loss": 2.9, "time_s": 4.0},
+            {"step": 2, "eval": {"loss": 3.1}},
+            {"step": 3, "loss": 2.8, "time_s": 5.0}, {"step": 4, "loss": 2.7, "time_s": 6.0},  # resumed at 2
+            {"step": 5, "loss": 2.6, "time_s": 1.0}, {"step": 6, "loss": 2.5, "time_s": 2.0}]  # time restarts
+    spans = background.segments(rows, {0, 2})
+    assert [[r["step"] for r in s] for s in spans] == [[1, 2], [3, 4], [5, 6]]
+    assert len(background.segments(rows)) == 2          # without the recorded starts: only the clock
+    (tmp_path / ckpt_io.TRAIN_LOG).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert background.save_every_for(tmp_path, 5.0) == 300   # 2 steps in 2 s, for 5 minutes
+    assert background.save_every_for(tmp_path / "new", 5.0) == background.FIRST_SAVE_EVERY
+
+
+def _fake_checkpoint(folder: Path, step: int, ser: float | None, systems: int = 8) -> Path:
+    from umust_cli.data.pairs import parse_tasks
+    from umust_cli.train.translator import TrainConfig
+
+    train = TrainConfig(preset="tiny", tasks=parse_tasks("omr", "i2a"), precision="fp32").to_dict()
+    config = {"kind": "translator", "step": step, "direction": "i2a", "train": json.loads(json.dumps(train)),
+              "val": {"SER": ser, "ser_systems": systems} if ser is not None else {}}
+    ckpt_io.save_model(folder, {"w": torch.full((3,), float(step))}, config)
+    return folder
+
+
+def test_promote_compares_with_the_shipped_metric(tmp_path):
+    dest = tmp_path / "weights" / "translator-i2a"
+    worse, better = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    _fake_checkpoint(worse / "best", 10, 0.8)
+    _fake_checkpoint(better / "best", 20, 0.6)
+    background.promote(better, dest)
+    (dest / background.CARD).write_text("# card\n\nhand-written\n")
+    with pytest.raises(BadInputError, match=r"0\.8 .*not better than .*0\.6"):
+        background.promote(worse, dest)
+    assert ckpt_io.read_config(dest)["step"] == 20
+    other = _fake_checkpoint(tmp_path / "runs" / "c" / "best", 30, 0.1, systems=24).parent
+    with pytest.raises(BadInputError, match="24 valid systems"):
+        background.promote(other, dest)
+    best = _fake_checkpoint(tmp_path / "runs" / "d" / "best", 40, 0.5).parent
+    background.promote(best, dest)
+    card = (dest / background.CARD).read_text()
+    assert card.startswith("# card\n\nhand-written") and card.count(background.CARD_BEGIN) == 1
+    background.promote(_fake_checkpoint(tmp_path / "runs" / "e" / "best", 50, 0.4).parent, dest)
+    assert (dest / background.CARD).read_text().count(background.CARD_BEGIN) == 1
+    unscored = _fake_checkpoint(tmp_path / "runs" / "f", 60, None)
+    with pytest.raises(BadInputError, match="no validation SER"):
+        background.promote(unscored, dest)
+
+
+def test_a_new_run_starts_from_the_shipped_weights_of_its_kind(tmp_path, monkeypatch, corpus):
+    weights = tmp_path / "weights"
+    _fake_checkpoint(weights / "translator-i2a", 100, 0.5)
+    plan = plan_translator(BackgroundRequest(tmp_path / "run", data=corpus, threads=1), weights)
+    assert plan.action == "fresh" and "--init" not in plan.argv     # none ships yet
+    monkeypatch.setitem(registry.MODELS, "translator-i2a", {"small": "translator-i2a"})
+    monkeypatch.setitem(registry.DEFAULTS, "translator-i2a", "small")
+    plan = plan_translator(BackgroundRequest(tmp_path / "run", data=corpus, threads=1), weights)
+    assert plan.action == "init" and plan.init == weights / "translator-i2a"
+    assert plan.argv[plan.argv.index("--preset") + 1] == "tiny"
+    assert plan.argv[plan.argv.index("--save-every") + 1] == str(background.FIRST_SAVE_EVERY)
+    own = plan_translator(BackgroundRequest(tmp_path / "run", data=corpus, extras=("--init", "X")), weights)
+    assert own.action == "init" and own.init is None
+
+
+def test_init_takes_a_registry_name(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match="does not ship yet"):
+        registry.resolve("translator-i2a", "small")
+    assert registry.folder_name("translator-a2i", "small") == "translator-a2i"
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setitem(registry.MODELS, "translator-i2a", {"small": "translator-i2a"})
+    (tmp_path / "translator-i2a").mkdir()
+    assert registry.resolve("translator-i2a", "small") == tmp_path / "translator-i2a"
+
+
+def test_bad_starts_are_refused_before_anything_runs(tmp_path, corpus):
+    run = tmp_path / "run"
+    owned = runner.invoke(app, ["train", "background", "translator", str(run), "--data", str(corpus), "--",
+                                "--threads", "2"])
+    assert owned.exit_code == 2 and "--threads" in owned.output
+    no_data = runner.invoke(app, ["train", "background", "translator", str(run)])
+    assert no_data.exit_code == 2 and "--data" in no_data.output
+    typo = runner.invoke(app, ["train", "background", "translator", str(run), "--data", str(corpus), "--",
+                               "--no-such-option"])
+    assert typo.exit_code == 2 and "no-such-option" in typo.output
+    init = runner.invoke(app, ["train", "background", "translator", str(run), "--data", str(corpus), "--",
+                               "--init", "small"])
+    assert init.exit_code == 2 and "does not ship yet" in init.output
+    assert not run.exists()
+    dry = runner.invoke(app, ["train", "background", "translator", str(run), "--data", str(corpus), "--dry-run",
+                              "--", *TINY])
+    assert dry.exit_code == 0 and dry.output.startswith("umust train translator") and not run.exists()
+    status = runner.invoke(app, ["train", "status", str(tmp_path)])
+    assert status.exit_code == 2 and "no training run" in status.output

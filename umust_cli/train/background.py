@@ -1,0 +1,409 @@
+"""Background training on a CPU: one command to start (or resume) a run, its status, and the
+deliberate promotion of its best checkpoint into the package's weights.
+
+A background run is a ``umust train translator`` process started detached (its own session,
+stdin closed, output appended to ``RUN/background.log``, its id in ``RUN/background.pid``);
+each start appends a row to ``RUN/background.jsonl`` (when, what it did, the corpus, the
+trainer options, threads, budget, the step it started from), which is what later starts and
+the status read:
+
+* ``RUN`` holds a run: resume it with the options it was saved with (its ``config.json``'s
+  "train", written back as trainer flags), the last start's corpus and run options unless new
+  ones are given;
+* else, when the kind's default weights ship: a new run ``--init`` from them, with their
+  saved training options as the starting point;
+* else a fresh run.
+
+``--save-every`` comes from the run's own pace (steps per minute in its log) so that it saves
+about every ``save_minutes``; ``--max-minutes`` is the budget (the engine saves before it ends).
+Promotion exports the run's best checkpoint as fp16 into a weights folder only when its
+validation metric beats the folder's, and writes the model card's generated part; the commit
+stays a human step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from umust_cli import checkpoint as ckpt_io
+from umust_cli import registry
+from umust_cli.codecs.vocab import Vocabulary
+from umust_cli.errors import BadInputError
+from umust_cli.io import write_jsonl_atomic, write_text_atomic
+from umust_cli.train.engine import BEST, COMPLETE, STAGING, read_log
+
+SESSIONS, LOG, PID = "background.jsonl", "background.log", "background.pid"
+CARD = "MODEL_CARD.md"
+FIRST_SAVE_EVERY = 50          # steps between saves before the run's pace is known
+# Trainer options the background command sets itself (refused among the trainer options).
+OWNED = ("-o", "--output", "--data", "--codes", "--max-minutes", "--threads", "--json", "--quiet")
+# TrainConfig field -> the trainer flag that sets it (the options a resumed run must keep).
+FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--image-layout",
+         "tasks": "--tasks", "batch_tokens": "--batch-tokens", "accum": "--accum", "lr": "--lr",
+         "warmup_steps": "--warmup-steps", "decay_steps": "--decay-steps", "precision": "--precision",
+         "best_metric": "--best-metric", "seed": "--seed"}
+SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
+            "scans": (None, "--no-scans")}
+
+
+@dataclass(frozen=True)
+class BackgroundRequest:
+    """What `umust train background translator` was asked for."""
+
+    run_dir: Path
+    data: Path | None = None          # None on resume: the last start's
+    codes: Path | None = None
+    direction: str | None = None      # None: the run's own, else i2a
+    budget_minutes: float = 170.0
+    save_minutes: float = 5.0
+    threads: int = 0                  # 0: every core this process may use
+    extras: tuple[str, ...] = ()      # more trainer options (None given on resume: the last start's)
+
+
+@dataclass(frozen=True)
+class BackgroundPlan:
+    """The trainer's command line (after ``umust``) and what it will do."""
+
+    run_dir: Path
+    action: str                       # resume, init or fresh
+    init: Path | None                 # the shipped weights a new run starts from
+    argv: tuple[str, ...]
+    saved_train: dict | None          # a resumed run's saved training config
+    session: dict                     # the row this start appends to background.jsonl
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a resumable run (or a complete save a kill left staged)."""
+    return (run_dir / ckpt_io.TRAIN_STATE).is_file() or (run_dir / STAGING / COMPLETE).is_file()
+
+
+def sessions(run_dir: Path) -> list[dict]:
+    """The rows of ``RUN/background.jsonl``, oldest first."""
+    path = run_dir / SESSIONS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plan_translator(req: BackgroundRequest, weights_dir: Path | None = None) -> BackgroundPlan:
+    """Resume, --init from the shipped weights of the kind (under ``weights_dir``) or start fresh."""
+    run_dir, past = req.run_dir, sessions(req.run_dir)
+    last = past[-1] if past else {}
+    _refuse_owned(req.extras)
+    data = req.data or (Path(last["data"]) if last.get("data") else None)
+    if data is None:
+        raise BadInputError(f"give --data CORPUS ({run_dir} has no earlier background start to take it from)")
+    codes = req.codes or (Path(last["codes"]) if last.get("codes") else None)
+    extras = req.extras or tuple(last.get("extras", ()))
+    if holds_run(run_dir):
+        extras = _without(extras, "--init")   # the engine ignores it on resume; its folder may be gone
+        action, init, saved, flags = "resume", None, *_resume_flags(run_dir, req.direction)
+    else:
+        action, init, flags = _new_run(req.direction or "i2a", extras, weights_dir)
+        saved = None
+    save_every = [] if "--save-every" in _flag_names(extras) else ["--save-every", str(save_every_for(run_dir, req.save_minutes))]
+    threads = req.threads or len(os.sched_getaffinity(0))
+    argv = ["train", "translator", "--data", str(data), *(["--codes", str(codes)] if codes else []),
+            "-o", str(run_dir), *flags, *extras, *(["--init", str(init)] if init else []),
+            "--max-minutes", f"{req.budget_minutes:g}", "--threads", str(threads), *save_every, "--quiet"]
+    session = {"action": action, "init": str(init) if init else None, "data": str(data),
+               "codes": str(codes) if codes else None, "extras": list(extras), "threads": threads,
+               "budget_minutes": req.budget_minutes, "start_step": _saved_step(run_dir), "argv": argv}
+    return BackgroundPlan(run_dir, action, init, tuple(argv), saved, session)
+
+
+def _resume_flags(run_dir: Path, direction: str | None) -> tuple[dict, list[str]]:
+    """(saved training config, the flags that recreate it) of the run in ``run_dir``."""
+    saved = ckpt_io.read_config(run_dir).get("train") or {}
+    if direction is not None and direction != saved.get("direction", "i2a"):
+        raise BadInputError(f"{run_dir} holds a {saved.get('direction', 'i2a')} run; its direction cannot change")
+    return saved, config_flags(saved)
+
+
+def _new_run(direction: str, extras: tuple[str, ...], weights_dir: Path | None) -> tuple[str, Path | None, list[str]]:
+    """(action, shipped weights to start from, flags) of a new run: from the kind's default
+    shipped weights and their training options, unless none ship or the options name an --init."""
+    given = "--init" in _flag_names(extras)
+    init = None if given else registry.default_folder(f"translator-{direction}", weights_dir)
+    if init is None:
+        return ("init" if given else "fresh"), None, ["--direction", direction]
+    return "init", init, config_flags(ckpt_io.read_config(init).get("train") or {})
+
+
+def config_flags(train: dict) -> list[str]:
+    """Trainer flags that recreate a saved training config (fields it lacks keep the defaults)."""
+    out: list[str] = []
+    for field, flag in FLAGS.items():
+        if field in train:
+            out += [flag, tasks_text(train[field]) if field == "tasks" else _text(train[field])]
+    for field, (on, off) in SWITCHES.items():
+        if field in train and (on if train[field] else off):
+            out.append(on if train[field] else off)
+    return out
+
+
+def tasks_text(tasks: list[dict]) -> str:
+    """``--tasks`` text of saved task specs (SOURCE>TARGET@START:END*WEIGHT each)."""
+    return ",".join(f"{t['source']}>{t['target']}@{t['start']}:{t['end']}*{_text(t['weight'])}" for t in tasks)
+
+
+def _text(value) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _flag_names(args: tuple[str, ...] | list[str]) -> set[str]:
+    return {a.split("=", 1)[0] for a in args if a.startswith("-")}
+
+
+def _without(args: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    """``args`` without ``flag`` and its value (``FLAG VALUE`` or ``FLAG=VALUE``)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return tuple(out)
+
+
+def _refuse_owned(extras: tuple[str, ...]) -> None:
+    owned = sorted(_flag_names(extras) & set(OWNED))
+    if owned:
+        raise BadInputError(f"give {', '.join(owned)} to the background command itself, not among the "
+                            "trainer options")
+
+
+def _saved_step(run_dir: Path) -> int:
+    """The step of the run's last save (0: none)."""
+    if not (run_dir / ckpt_io.CONFIG).is_file():
+        return 0
+    return int(ckpt_io.read_config(run_dir).get("step", 0))
+
+
+def save_every_for(run_dir: Path, minutes: float) -> int:
+    """Steps that take about ``minutes`` at the run's pace (its last logged session's), or
+    FIRST_SAVE_EVERY when the run has no timed steps yet."""
+    spans = segments(read_log(run_dir), {s["start_step"] for s in sessions(run_dir)})
+    if not spans or spans[-1][-1]["time_s"] <= 0:
+        return FIRST_SAVE_EVERY
+    last = spans[-1]
+    per_minute = (last[-1]["step"] - last[0]["step"] + 1) * 60.0 / last[-1]["time_s"]
+    return max(1, round(per_minute * minutes))
+
+
+def segments(rows: list[dict], starts: set[int] = frozenset()) -> list[list[dict]]:
+    """The timed training rows of a log, one list per training session: a session begins after
+    a step in ``starts`` (the recorded start steps) or where ``time_s`` restarts."""
+    out: list[list[dict]] = []
+    for row in rows:
+        if "time_s" not in row or "eval" in row:
+            continue
+        if not out or row["step"] - 1 in starts or row["time_s"] < out[-1][-1]["time_s"] \
+                or row["step"] <= out[-1][-1]["step"]:
+            out.append([])
+        out[-1].append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Starting and watching
+# ---------------------------------------------------------------------------
+
+def running_pid(run_dir: Path) -> int | None:
+    """The id of the background process training ``run_dir`` if it is still alive."""
+    try:
+        pid = int((run_dir / PID).read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return None
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():   # Linux: not a zombie, and still the trainer (not a reused id)
+        status = (proc / "status").read_text(encoding="utf-8", errors="replace")
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        if "\nState:\tZ" in status or "umust_cli" not in cmdline:
+            return None
+    return pid
+
+
+def start(plan: BackgroundPlan) -> subprocess.Popen:
+    """Start the plan's trainer detached; record the start. The process (for tests to wait on)."""
+    run_dir = plan.run_dir
+    pid = running_pid(run_dir)
+    if pid is not None:
+        raise BadInputError(f"{run_dir} is already training (process {pid}); stop it first: kill {pid}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with open(run_dir / LOG, "a", encoding="utf-8") as log:
+        log.write(f"=== {stamp} {plan.action}: umust {' '.join(plan.argv)}\n")
+        log.flush()
+        proc = subprocess.Popen([sys.executable, "-m", "umust_cli", *plan.argv], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    write_text_atomic(run_dir / PID, f"{proc.pid}\n")
+    write_jsonl_atomic(run_dir / SESSIONS, [*sessions(run_dir), {"started": stamp, "pid": proc.pid,
+                                                                  **plan.session}])
+    return proc
+
+
+def run_status(run_dir: Path) -> dict:
+    """Where a run stands: steps, wall and core hours, last loss, validation rows, best, running."""
+    if not any((run_dir / f).is_file() for f in (ckpt_io.CONFIG, ckpt_io.TRAIN_LOG, f"{BEST}/{ckpt_io.CONFIG}")):
+        raise BadInputError(f"{run_dir} holds no training run")
+    rows, starts = read_log(run_dir), sessions(run_dir)
+    spans = segments(rows, {s["start_step"] for s in starts})
+    threads = {s["start_step"]: s["threads"] for s in starts}
+    core_s = [span[-1]["time_s"] * threads[span[0]["step"] - 1] for span in spans
+              if span[0]["step"] - 1 in threads]
+    train = [r for r in rows if "loss" in r and "eval" not in r]
+    best = None
+    if (run_dir / BEST / ckpt_io.CONFIG).is_file():
+        best = {k: v for k, v in _scored(run_dir / BEST).items() if k != "train"}
+    return {"run": str(run_dir), "running_pid": running_pid(run_dir), "saved_step": _saved_step(run_dir),
+            "logged_step": max((r.get("step", 0) for r in rows), default=0), "sessions": len(starts),
+            "wall_hours": round(sum(s[-1]["time_s"] for s in spans) / 3600, 3),
+            "cpu_hours": round(sum(core_s) / 3600, 3) if len(core_s) == len(spans) else None,
+            "session_wall_s": [s[-1]["time_s"] for s in spans],
+            "last_loss": train[-1]["loss"] if train else None,
+            "evals": [{"step": r["step"], **r["eval"]} for r in rows if "eval" in r], "best": best}
+
+
+def _scored(ckpt_dir: Path) -> dict:
+    """A checkpoint's step and validation scores, with the name of the metric its run keeps best
+    on (SER when the run trains OMR and the best metric is auto, as the trainer)."""
+    config = ckpt_io.read_config(ckpt_dir)
+    train = config.get("train") or {}
+    metric = train.get("best_metric", "auto")
+    if metric == "auto":
+        metric = "ser" if any(t.get("name") == "omr" for t in train.get("tasks", ())) else "loss"
+    key = "SER" if metric == "ser" else "loss"
+    return {"step": config.get("step"), "metric": key, "value": (config.get("val") or {}).get(key),
+            "val": config.get("val") or {}, "train": train}
+
+
+# ---------------------------------------------------------------------------
+# Promotion
+# ---------------------------------------------------------------------------
+
+CARD_BEGIN = "<!-- umust train promote: generated from here to the end marker; edit above or below -->"
+CARD_END = "<!-- umust train promote: end of the generated part -->"
+
+
+def promote(run_dir: Path, dest: Path) -> dict:
+    """Export the run's best checkpoint (``RUN/best``, else its last save) as fp16 into ``dest``
+    when its validation metric beats the one saved in ``dest`` (or ``dest`` holds no model);
+    BadInputError with both numbers otherwise. Writes the model card's generated part."""
+    source = run_dir / BEST if (run_dir / BEST / ckpt_io.CONFIG).is_file() else run_dir
+    new = _scored(source)
+    if new["value"] is None:
+        raise BadInputError(f"{source} has no validation {new['metric']}: train with --eval-every "
+                            "(the run keeps its best checkpoint in RUN/best)")
+    old = _scored(dest) if (dest / ckpt_io.CONFIG).is_file() else None
+    check_better(new, old, dest)
+    stage = dest.parent / f".{dest.name}.promoting"
+    shutil.rmtree(stage, ignore_errors=True)
+    vocab_file = source / ckpt_io.VOCABULARY
+    ckpt_io.export_fp16(source, stage, Vocabulary.load(vocab_file) if vocab_file.is_file() else None)
+    old_card = (dest / CARD).read_text(encoding="utf-8") if (dest / CARD).is_file() else None
+    write_text_atomic(stage / CARD, model_card(run_dir, dest, new, old_card))
+    _replace_folder(stage, dest)
+    return {"promoted": str(dest), "from": str(source), "metric": new["metric"], "value": new["value"],
+            "previous": old["value"] if old else None, "step": new["step"],
+            "bytes": (dest / ckpt_io.WEIGHTS).stat().st_size}
+
+
+def check_better(new: dict, old: dict | None, dest: Path) -> None:
+    """BadInputError unless ``new`` scores better (lower SER or loss) than ``old`` on the same
+    metric and the same number of scored systems."""
+    if old is None:
+        return
+    what = f"valid {new['metric']}"
+    if old["value"] is None or old["metric"] != new["metric"]:
+        raise BadInputError(f"not promoted: {dest} records no {what} to compare with (it has "
+                            f"{old['metric']} {old['value']}); score both the same way")
+    n_new, n_old = new["val"].get("ser_systems"), old["val"].get("ser_systems")
+    if new["metric"] == "SER" and n_new != n_old:
+        raise BadInputError(f"not promoted: the run's SER was scored on {n_new} valid systems, {dest}'s on "
+                            f"{n_old}; train with the same --eval-items")
+    if not new["value"] < old["value"]:
+        raise BadInputError(f"not promoted: the run's {what} {new['value']} (step {new['step']}) is not better "
+                            f"than {dest}'s {old['value']} (step {old['step']})")
+
+
+def _replace_folder(stage: Path, dest: Path) -> None:
+    """Put ``stage`` where ``dest`` is, keeping files of ``dest`` that ``stage`` lacks."""
+    if dest.is_dir():
+        for f in dest.iterdir():
+            if f.is_file() and not (stage / f.name).exists():
+                shutil.copy2(f, stage / f.name)
+        old = dest.parent / f".{dest.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+        stage.rename(dest)
+        shutil.rmtree(old)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stage.rename(dest)
+
+
+def model_card(run_dir: Path, dest: Path, scored: dict, old_card: str | None) -> str:
+    """The model card: ``old_card`` with its generated part replaced (or appended), or a new
+    skeleton whose other sections say what a person must still write."""
+    part = "\n".join([CARD_BEGIN, *_card_part(run_dir, dest, scored), CARD_END])
+    if old_card and CARD_BEGIN in old_card and CARD_END in old_card:
+        head, rest = old_card.split(CARD_BEGIN, 1)
+        return head + part + rest.split(CARD_END, 1)[1]
+    if old_card:
+        return old_card.rstrip("\n") + "\n\n" + part + "\n"
+    train = scored["train"]
+    return "\n".join([
+        f"# Model card: translator {train.get('direction', '')} (`umust_cli/weights/{dest.name}`)", "",
+        "## What it is", "", "TO WRITE: what it translates, how well, the commit that shipped it.", "",
+        "## Architecture and size", "",
+        f"The `{train.get('preset')}` preset, image layout `{train.get('image_layout')}` (config.json).", "",
+        part, "", "## Known failure modes", "", "TO WRITE.", "",
+        "## License of the training material", "",
+        "TO WRITE. Beethoven's piano sonatas are held out: never training or tuning material.", ""])
+
+
+def _card_part(run_dir: Path, dest: Path, scored: dict) -> list[str]:
+    """The generated Training and Metrics sections (placeholders for machine paths)."""
+    st, rows, starts = run_status(run_dir), read_log(run_dir), sessions(run_dir)
+    data = next((r["data"] for r in rows if "data" in r), {})
+    init = next((r["init"] for r in rows if "init" in r), None)
+    tasks = ", ".join(f"{t}: {d.get('train')} train / {d.get('valid')} valid pairs" for t, d in data.items())
+    val = scored["val"]
+    n = f" on {val['ser_systems']} valid systems" if "ser_systems" in val else ""
+    first = starts[0] if starts else {}
+    extras = first.get("extras") or []
+    command = [f"umust train background translator RUNS/{run_dir.name} --data CORPUS"
+               + (" --codes CODES" if first.get("codes") else "")
+               + "".join(f" {_placeholder(a)}" for a in (["--", *extras] if extras else [])),
+               f"umust train status RUNS/{run_dir.name}",
+               f"umust train promote RUNS/{run_dir.name} --to umust_cli/weights/{dest.name}"]
+    return ["## Training", "",
+            f"- Data: {tasks or 'see the run log'} (the corpus's train split; the valid split chooses "
+            "the checkpoint; Beethoven's piano sonatas are held out).",
+            f"- Started from: {Path(init).name if init else 'random weights (codebook-initialised embeddings)'}.",
+            f"- Compute: {st['logged_step']} steps in {st['sessions'] or 'unrecorded'} background session(s), "
+            f"{st['wall_hours']} wall hours, {st['cpu_hours'] if st['cpu_hours'] is not None else 'unrecorded'} "
+            "CPU core-hours.",
+            f"- Checkpoint: step {scored['step']}, the best valid {scored['metric']} of the run.", "",
+            "## Metrics", "", f"Valid {scored['metric']} {scored['value']}{n} (step {scored['step']}); "
+            f"every validation row: `umust train status RUNS/{run_dir.name}`.", "",
+            "```sh", *command, "```"]
+
+
+def _placeholder(arg: str) -> str:
+    """A command-line word fit for the docs: absolute paths become PATH."""
+    return "PATH" if arg.startswith("/") else arg
