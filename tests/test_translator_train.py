@@ -274,6 +274,23 @@ def test_fine_tuning_from_a_checkpoint_on_one_task(corpus, vocab, tmp_path):
     assert all(k in ("loss/omr",) for r in log[1:] for k in r if k.startswith("loss/"))
 
 
+def test_fine_tuning_from_a_checkpoint_saved_before_a_model_option(corpus, vocab, tmp_path):
+    """A checkpoint whose model config lacks a field added since (column_norm) starts a new run
+    with that field's default, and is refused for another value of it."""
+    from umust_cli.errors import CheckpointError
+
+    train_translator(corpus, tmp_path / "base", _cfg("i2a", "omr"), _run(1), vocab)
+    config = json.loads((tmp_path / "base" / "config.json").read_text())
+    del config["model"]["column_norm"]
+    (tmp_path / "base" / "config.json").write_text(json.dumps(config))
+    train_translator(corpus, tmp_path / "ft", _cfg("i2a", "omr", token_dropout=0.3, crops=True), _run(1), vocab,
+                     init=tmp_path / "base")
+    assert read_log(tmp_path / "ft")[0]["init_step"] == 1
+    with pytest.raises(CheckpointError, match="column_norm"):
+        train_translator(corpus, tmp_path / "ft2", _cfg("i2a", "omr", column_norm=True),
+                         _run(1), vocab, init=tmp_path / "base")
+
+
 def test_codebook_init_uses_the_shipped_codecs(corpus, vocab, tmp_path):
     from umust_cli.model.translator import project_codebooks, read_codec_codebooks
     from umust_cli import registry

@@ -124,17 +124,24 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: s
 
 
 def warm_start(module: torch.nn.Module, init_dir: str | Path, kind: str, model_config: dict,
-               vocab: Any = None) -> dict:
+               vocab: Any = None, normalize: Callable[[dict], dict] | None = None) -> dict:
     """Load the weights of checkpoint ``init_dir`` (e.g. a shipped fp16 model) into ``module``
     to start a new run from them; returns the training-log row that records it (step 0).
 
-    The checkpoint must be of ``kind``, for the same vocabulary and the same architecture.
+    The checkpoint must be of ``kind``, for the same vocabulary and the same architecture
+    (its saved model config passed through ``normalize`` first, e.g. the config class's
+    round trip, so that fields added since it was saved take their defaults).
     """
     state, config = load_model(init_dir, vocab)
     model_config = json.loads(json.dumps(model_config))  # tuples -> lists, as saved
     if config.get("kind") != kind:
         raise CheckpointError(f"--init {init_dir} is not a {kind} checkpoint (kind {config.get('kind')!r})")
     saved = config.get("model") or {}
+    if normalize is not None:
+        try:
+            saved = json.loads(json.dumps(normalize(saved)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"--init {init_dir}: unreadable model config ({e})") from e
     if saved != model_config:
         diff = sorted(k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k))
         raise CheckpointError(f"--init {init_dir} has another architecture (differs in: {', '.join(diff)}); "

@@ -336,7 +336,8 @@ class TranslatorTask(ModelAndOptimizerState):
         ckpt_io.save_model(ckpt_dir, self.model.state_dict(), config, self.vocab)
 
     def warm_start(self, init: Path) -> dict:
-        return ckpt_io.warm_start(self.model, init, MODEL_KIND, self.model_cfg.to_dict(), self.vocab)
+        return ckpt_io.warm_start(self.model, init, MODEL_KIND, self.model_cfg.to_dict(), self.vocab,
+                                  normalize=lambda saved: TranslatorConfig.from_dict(saved).to_dict())
 
     def summary(self) -> dict:
         """What the run trains on (in the log row of step 1): pairs per task and split,
