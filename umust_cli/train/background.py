@@ -38,19 +38,21 @@ from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.errors import BadInputError
 from umust_cli.io import write_jsonl_atomic, write_text_atomic
 from umust_cli.train.engine import BEST, COMPLETE, STAGING, read_log
+from umust_cli.train.translator import TrainConfig
 
 SESSIONS, LOG, PID = "background.jsonl", "background.log", "background.pid"
 CARD = "MODEL_CARD.md"
 FIRST_SAVE_EVERY = 50          # steps between saves before the run's pace is known
 # Trainer options the background command sets itself (refused among the trainer options).
-OWNED = ("-o", "--output", "--data", "--codes", "--max-minutes", "--threads", "--json", "--quiet")
+OWNED = ("-o", "--output", "--data", "--codes", "--direction", "--max-minutes", "--threads", "--json", "--quiet")
 # TrainConfig field -> the trainer flag that sets it (the options a resumed run must keep).
 FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--image-layout",
          "tasks": "--tasks", "batch_tokens": "--batch-tokens", "accum": "--accum", "lr": "--lr",
          "warmup_steps": "--warmup-steps", "decay_steps": "--decay-steps", "precision": "--precision",
-         "best_metric": "--best-metric", "seed": "--seed"}
+         "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout"}
 SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
-            "scans": (None, "--no-scans")}
+            "scans": (None, "--no-scans"), "crops": ("--crops", None)}
+ALWAYS = ("direction", "preset", "tasks")   # written even at their defaults (tasks' depend on the direction)
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,10 @@ def plan_translator(req: BackgroundRequest, weights_dir: Path | None = None) -> 
     run_dir, past = req.run_dir, sessions(req.run_dir)
     last = past[-1] if past else {}
     _refuse_owned(req.extras)
-    data = req.data or (Path(last["data"]) if last.get("data") else None)
+    data = req.data.resolve() if req.data else (Path(last["data"]) if last.get("data") else None)
     if data is None:
         raise BadInputError(f"give --data CORPUS ({run_dir} has no earlier background start to take it from)")
-    codes = req.codes or (Path(last["codes"]) if last.get("codes") else None)
+    codes = req.codes.resolve() if req.codes else (Path(last["codes"]) if last.get("codes") else None)
     extras = req.extras or tuple(last.get("extras", ()))
     if holds_run(run_dir):
         extras = _without(extras, "--init")   # the engine ignores it on resume; its folder may be gone
@@ -108,7 +110,8 @@ def plan_translator(req: BackgroundRequest, weights_dir: Path | None = None) -> 
     else:
         action, init, flags = _new_run(req.direction or "i2a", extras, weights_dir)
         saved = None
-    save_every = [] if "--save-every" in _flag_names(extras) else ["--save-every", str(save_every_for(run_dir, req.save_minutes))]
+    save_every = ([] if "--save-every" in _flag_names(extras)
+                  else ["--save-every", str(save_every_for(run_dir, req.save_minutes))])
     threads = req.threads or len(os.sched_getaffinity(0))
     argv = ["train", "translator", "--data", str(data), *(["--codes", str(codes)] if codes else []),
             "-o", str(run_dir), *flags, *extras, *(["--init", str(init)] if init else []),
@@ -121,7 +124,7 @@ def plan_translator(req: BackgroundRequest, weights_dir: Path | None = None) -> 
 
 def _resume_flags(run_dir: Path, direction: str | None) -> tuple[dict, list[str]]:
     """(saved training config, the flags that recreate it) of the run in ``run_dir``."""
-    saved = ckpt_io.read_config(run_dir).get("train") or {}
+    saved = _run_config(run_dir).get("train") or {}
     if direction is not None and direction != saved.get("direction", "i2a"):
         raise BadInputError(f"{run_dir} holds a {saved.get('direction', 'i2a')} run; its direction cannot change")
     return saved, config_flags(saved)
@@ -138,14 +141,17 @@ def _new_run(direction: str, extras: tuple[str, ...], weights_dir: Path | None) 
 
 
 def config_flags(train: dict) -> list[str]:
-    """Trainer flags that recreate a saved training config (fields it lacks keep the defaults)."""
+    """Trainer flags that recreate a saved training config: its direction, preset and tasks, and
+    every other field that differs from TrainConfig's default (fields it lacks keep the defaults)."""
+    defaults = json.loads(json.dumps(TrainConfig().to_dict()))
+    changed = {k: v for k, v in train.items() if k in ALWAYS or v != defaults.get(k)}
     out: list[str] = []
     for field, flag in FLAGS.items():
-        if field in train:
-            out += [flag, tasks_text(train[field]) if field == "tasks" else _text(train[field])]
+        if field in changed:
+            out += [flag, tasks_text(changed[field]) if field == "tasks" else _text(changed[field])]
     for field, (on, off) in SWITCHES.items():
-        if field in train and (on if train[field] else off):
-            out.append(on if train[field] else off)
+        if field in changed and (on if changed[field] else off):
+            out.append(on if changed[field] else off)
     return out
 
 
@@ -182,11 +188,18 @@ def _refuse_owned(extras: tuple[str, ...]) -> None:
                             "trainer options")
 
 
+def _run_config(run_dir: Path) -> dict:
+    """The config.json of the run's last save (a complete staged one first: the trainer moves it
+    into place when it starts); {} when there is none."""
+    for folder in (run_dir / STAGING, run_dir):
+        if (folder / ckpt_io.CONFIG).is_file() and (folder is run_dir or (folder / COMPLETE).is_file()):
+            return ckpt_io.read_config(folder)
+    return {}
+
+
 def _saved_step(run_dir: Path) -> int:
     """The step of the run's last save (0: none)."""
-    if not (run_dir / ckpt_io.CONFIG).is_file():
-        return 0
-    return int(ckpt_io.read_config(run_dir).get("step", 0))
+    return int(_run_config(run_dir).get("step", 0))
 
 
 def save_every_for(run_dir: Path, minutes: float) -> int:
