@@ -217,6 +217,22 @@ def test_batched_generation_equals_one_by_one_and_cache_changes_nothing(trained,
 
 
 @pytest.mark.parametrize("tgt", MODALITIES)
+def test_cached_generation_gives_the_uncached_ids_when_sampling(tgt):
+    """The generation fast path (per-step layer calls, reused sub-decoder cache, output
+    embeddings with their [EOS] row) picks what the plain path over the whole prefix picks."""
+    torch.manual_seed(2)
+    model = Translator(make_config("tiny", VOCAB)).eval()
+    s, sp = _batch(model.cfg, [VOCAB.wrap("midi", [1, 2, 3, 4]), VOCAB.wrap("midi", [5, 6])], "midi", 1)
+    for options in (DecodingOptions(temperature=1.0, top_k=20, top_p=0.95, max_steps=15, seed=3),
+                    DecodingOptions(temperature=1.5, max_steps=15, min_steps=6, seed=4)):
+        cached = generate(model, s, sp, "midi", tgt, options, height=HEIGHT)
+        plain = DecodingOptions(options.temperature, options.top_k, options.top_p, options.max_steps,
+                                options.min_steps, use_cache=False, seed=options.seed)
+        assert cached == generate(model, s, sp, "midi", tgt, plain, height=HEIGHT)
+        assert all(len(x) >= 4 for x in cached)
+
+
+@pytest.mark.parametrize("tgt", MODALITIES)
 def test_sampled_ids_stay_in_the_target_range(tgt):
     torch.manual_seed(1)
     cfg = make_config("tiny", VOCAB)
@@ -302,3 +318,33 @@ def test_token_dropout_blanks_decoder_inputs_in_training_only():
     model.eval()
     assert torch.equal(model(s, sp, t, tp, "image", "notation"),
                        model(s, sp, t, tp, "image", "notation", token_dropout=0.5))
+
+
+def test_guided_attention_loss_prefers_the_diagonal():
+    from umust_cli.model.translator import guided_attention_loss
+
+    t, s = 6, 6
+    diagonal = torch.eye(t, s)[None, None]                      # (1, 1, T, S): step t attends column t
+    anti = torch.eye(t, s).flip(-1)[None, None]
+    valid_t, valid_s = torch.ones(1, t, dtype=torch.bool), torch.ones(1, s, dtype=torch.bool)
+    on = guided_attention_loss([diagonal], valid_t, valid_s)
+    off = guided_attention_loss([anti], valid_t, valid_s)
+    assert on.item() == pytest.approx(0.0, abs=1e-6) and off.item() > 0.5
+    # padded target steps cost nothing; padded source columns shift the diagonal's scale
+    short = torch.tensor([[True, True, True, False, False, False]])
+    assert guided_attention_loss([anti], short, valid_s).item() < off.item() + 1e-6
+
+
+def test_guide_adds_to_the_training_loss_only():
+    torch.manual_seed(0)
+    cfg = make_config("tiny", VOCAB, "column")
+    model = Translator(cfg)
+    s, sp, t, tp = _tensors(cfg, _pairs("image", "notation", seed=3), "image", "notation")
+    model.train()
+    plain = model(s, sp, t, tp, "image", "notation")
+    guided = model(s, sp, t, tp, "image", "notation", guide=1.0)
+    assert guided.item() > plain.item()
+    guided.backward()
+    assert model.decoder[0].cross.q.weight.grad.abs().sum() > 0
+    model.eval()
+    assert torch.equal(model(s, sp, t, tp, "image", "notation"), model(s, sp, t, tp, "image", "notation", guide=1.0))

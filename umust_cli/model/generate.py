@@ -148,6 +148,7 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
     pos = _positions(limit, b, tgt_modality, h, dev)                   # (B, limit, 2)
     model.check_positions(pos, tgt_modality)
     caches = [KVCache(limit) for _ in model.decoder] if options.use_cache else None
+    head = _Head(model, tgt_modality, options, gen)
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     out = []
     for t in range(limit):
@@ -155,7 +156,7 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
             state = model.decode(steps, pos[:, t:t + 1], tgt_modality, kv, mask, caches)
         else:
             state = model.decode(steps, pos[:, :t + 1], tgt_modality, kv, mask)
-        codes = _next_step(model, state[:, -1], tgt_modality, options, gen, t)  # (B, 4)
+        codes = head.next_step(state[:, -1], t)                         # (B, 4)
         codes.masked_fill_(done[:, None], PAD)
         out.append(codes)
         done |= codes[:, 0] == eos
@@ -176,33 +177,49 @@ def _limit(cfg: TranslatorConfig, modality: str, options: DecodingOptions,
     return options.max_steps or most
 
 
-def _next_step(model: Translator, state: torch.Tensor, modality: str, options: DecodingOptions,
-               gen: torch.Generator | None, t: int) -> torch.Tensor:
-    """Main-decoder states (B, d) -> step t + 1's ids (B, 4), [PAD] after an [EOS]."""
-    cfg = model.cfg
-    codes = torch.full((state.shape[0], SLOTS), PAD, dtype=torch.long, device=state.device)
-    no_eos = t < options.min_steps
-    if CODES_PER_STEP[modality] == 1:
-        codes[:, 0] = _pick(model.logits(state, modality, 0), allowed_ids(cfg, modality, 0),
-                            options, gen, no_eos)
+class _Head:
+    """Main-decoder states -> the next step's ids: the logits (and, for image / audio, the
+    sub-decoder's 4 sub-steps) and the choice. Built once per ``generate`` call: the output
+    embeddings with their [EOS] row and the sub-decoder's cache are reused at every step."""
+
+    def __init__(self, model: Translator, modality: str, options: DecodingOptions,
+                 gen: torch.Generator | None):
+        self.model, self.modality, self.options, self.gen = model, modality, options, gen
+        self.allowed = [allowed_ids(model.cfg, modality, k) for k in range(CODES_PER_STEP[modality])]
+        self.weights = model.logit_weights(modality) if options.use_cache else None
+        self.cache = KVCache(SLOTS) if options.use_cache else None
+        self.eos = model.cfg.eos[model.cfg.index(modality)]
+
+    def logits(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        if self.weights is None:                                        # the plain path (checks)
+            return self.model.logits(h, self.modality, k)
+        return F.linear(h, self.weights[k])
+
+    def next_step(self, state: torch.Tensor, t: int) -> torch.Tensor:
+        """Main-decoder states (B, d) -> step t + 1's ids (B, 4), [PAD] after an [EOS]."""
+        codes = state.new_zeros(state.shape[0], SLOTS, dtype=torch.long)  # [PAD] is 0
+        no_eos = t < self.options.min_steps
+        if len(self.allowed) == 1:
+            codes[:, 0] = _pick(self.logits(state, 0), self.allowed[0], self.options, self.gen, no_eos)
+            return codes
+        if self.cache is not None:
+            self.cache.clear()
+        for k in range(SLOTS):
+            if self.cache is not None:                                  # code k-1 only
+                sub = self.model.sub_decode(state, codes[:, k - 1:k] if k else codes[:, :1], self.cache)
+            else:                                                       # [PAD], q0 .. q(k-1)
+                sub = self.model.sub_decode(state, F.pad(codes[:, :k], (1, 0), value=PAD))
+            codes[:, k] = _pick(self.logits(sub[:, -1], k), self.allowed[k], self.options, self.gen,
+                                no_eos)
+        codes[:, 1:].masked_fill_(codes[:, :1] == self.eos, PAD)       # no boolean indexing
         return codes
-    cache = KVCache(SLOTS) if options.use_cache else None
-    for k in range(SLOTS):
-        if cache is not None:                                           # code k-1 only
-            sub = model.sub_decode(state, codes[:, k - 1:k] if k else codes[:, :1], cache)
-        else:                                                           # [PAD], q0 .. q(k-1)
-            sub = model.sub_decode(state, F.pad(codes[:, :k], (1, 0), value=PAD))
-        codes[:, k] = _pick(model.logits(sub[:, -1], modality, k), allowed_ids(cfg, modality, k),
-                            options, gen, no_eos)
-    codes[codes[:, 0] == cfg.eos[cfg.index(modality)], 1:] = PAD
-    return codes
 
 
 def _pick(logits: torch.Tensor, allowed: tuple[int, int, int | None], options: DecodingOptions,
           gen: torch.Generator | None, no_eos: bool = False) -> torch.Tensor:
     """Logits over the allowed ids (B, n) -> chosen global ids (B,)."""
     if no_eos and allowed[2] is not None:                               # [EOS] is the last class
-        logits = torch.cat([logits[:, :-1], torch.full_like(logits[:, -1:], float("-inf"))], -1)
+        logits[:, -1] = float("-inf")                                   # a fresh tensor: in place
     if options.temperature <= 0:
         return classes_to_ids(logits.argmax(-1), allowed)
     logits = logits.float() / options.temperature

@@ -24,6 +24,7 @@ This module is below ``codecs`` in the package layers, so it takes the vocabular
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ CODEBOOK_SIZE = 1024
 PAD = 0
 LAYOUTS = ("grid", "column")
 MODEL_KIND = "umust-translator"
+GUIDE_SIGMA = 0.2    # width of the guided-attention diagonal (the TTS paper's g)
 
 
 # ---------------------------------------------------------------------------
@@ -198,6 +200,10 @@ class KVCache:
         self.n += t
         return self.k[:, :, :self.n], self.v[:, :, :self.n]
 
+    def clear(self) -> None:
+        """Forget the cached positions and keep the buffers (the sub-decoder's, every step)."""
+        self.n = 0
+
 
 def key_mask(valid: torch.Tensor) -> torch.Tensor | None:
     """(B, S) validity -> the (B, 1, 1, S) attention mask of SDPA, or None when nothing is
@@ -232,6 +238,14 @@ class SelfAttention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(_merge(y))
 
+    def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Generation: one new position per row (x: (B, 1, d)) after the cached ones; the same
+        kernels as ``forward`` without its module calls."""
+        b = x.shape[0]
+        q, k, v = F.linear(x, self.qkv.weight, self.qkv.bias).view(b, 3, self.n_heads, 1, -1).unbind(1)
+        k, v = cache.append(k, v)
+        return F.linear(_merge(F.scaled_dot_product_attention(q, k, v)), self.out.weight, self.out.bias)
+
 
 class CrossAttention(nn.Module):
     def __init__(self, d: int, n_heads: int, dropout: float):
@@ -240,15 +254,32 @@ class CrossAttention(nn.Module):
         self.q, self.kv, self.out = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
 
     def memory(self, xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of the encoder output, computed once per source."""
+        """Keys and values of the encoder output, computed once per source; contiguous per head
+        (every generated step reads them)."""
         k, v = self.kv(xa).chunk(2, -1)
-        return _heads(k, self.n_heads), _heads(v, self.n_heads)  # (B, H, S, dh) each
+        return _heads(k, self.n_heads).contiguous(), _heads(v, self.n_heads).contiguous()
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor | None) -> torch.Tensor:
-        y = F.scaled_dot_product_attention(_heads(self.q(x), self.n_heads), *kv, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.out(_merge(y))
+                mask: torch.Tensor | None, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """With ``weights``, the attention is computed explicitly and its (B, H, T, S)
+        probabilities are appended there (the guided-attention loss reads them)."""
+        q = _heads(self.q(x), self.n_heads)
+        p = self.dropout if self.training else 0.0
+        if weights is None:
+            return self.out(_merge(F.scaled_dot_product_attention(q, *kv, attn_mask=mask, dropout_p=p)))
+        logits = q @ kv[0].transpose(-1, -2) / math.sqrt(q.shape[-1])           # (B, H, T, S)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        probs = logits.softmax(-1)
+        weights.append(probs)
+        return self.out(_merge(F.dropout(probs, p, self.training) @ kv[1]))
+
+    def step(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
+             mask: torch.Tensor | None) -> torch.Tensor:
+        """``forward`` in inference without module calls."""
+        q = _heads(F.linear(x, self.q.weight, self.q.bias), self.n_heads)
+        y = F.scaled_dot_product_attention(q, *kv, attn_mask=mask)
+        return F.linear(_merge(y), self.out.weight, self.out.bias)
 
 
 class Dropout(nn.Dropout):
@@ -267,6 +298,14 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.proj(F.gelu(self.fc(x))))
 
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.gelu(F.linear(x, self.fc.weight, self.fc.bias)), self.proj.weight,
+                        self.proj.bias)
+
+
+def _norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
 
 class EncoderBlock(nn.Module):
     """Self-attention + MLP; also the sub-decoder's one layer (with ``causal``)."""
@@ -282,6 +321,11 @@ class EncoderBlock(nn.Module):
         x = x + self.drop(self.attn(self.ln1(x), mask, causal, cache))
         return x + self.mlp(self.ln2(x))
 
+    def step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Generation (causal, no padding): one new position per row after the cached ones."""
+        x = x + self.attn.step(_norm(x, self.ln1), cache)
+        return x + self.mlp.step(_norm(x, self.ln2))
+
 
 class DecoderBlock(nn.Module):
     def __init__(self, d: int, n_heads: int, d_ff: int, dropout: float):
@@ -292,10 +336,18 @@ class DecoderBlock(nn.Module):
         self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
-                src_mask: torch.Tensor | None, cache: KVCache | None = None) -> torch.Tensor:
+                src_mask: torch.Tensor | None, cache: KVCache | None = None,
+                weights: list[torch.Tensor] | None = None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln1(x), causal=True, cache=cache))
-        x = x + self.drop(self.cross(self.ln2(x), kv, src_mask))
+        x = x + self.drop(self.cross(self.ln2(x), kv, src_mask, weights))
         return x + self.mlp(self.ln3(x))
+
+    def step(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
+             src_mask: torch.Tensor | None, cache: KVCache) -> torch.Tensor:
+        """Generation: one new step per row (x: (B, 1, d)) after the cached ones."""
+        x = x + self.attn.step(_norm(x, self.ln1), cache)
+        x = x + self.cross.step(_norm(x, self.ln2), kv, src_mask)
+        return x + self.mlp.step(_norm(x, self.ln3))
 
 
 # ---------------------------------------------------------------------------
@@ -389,12 +441,18 @@ class Translator(nn.Module):
 
     def decode(self, tgt: torch.Tensor, tgt_pos: torch.Tensor, tgt_modality: str,
                kv: list[tuple[torch.Tensor, torch.Tensor]], src_mask: torch.Tensor | None,
-               caches: list[KVCache] | None = None) -> torch.Tensor:
+               caches: list[KVCache] | None = None, weights: list[torch.Tensor] | None = None
+               ) -> torch.Tensor:
         """(B, T, 4) target steps (new ones only with ``caches``) -> main-decoder states (B, T, d).
-        The caller checks the positions (``check_positions``)."""
+        The caller checks the positions (``check_positions``). ``weights`` collects each
+        layer's cross-attention probabilities (training)."""
         x = self.drop(self.embed(tgt, tgt_pos, tgt_modality))
+        if caches is not None and x.shape[1] == 1 and not self.training:   # generation
+            for i, block in enumerate(self.decoder):
+                x = block.step(x, kv[i], src_mask, caches[i])
+            return _norm(x, self.dec_ln)
         for i, block in enumerate(self.decoder):
-            x = block(x, kv[i], src_mask, caches[i] if caches is not None else None)
+            x = block(x, kv[i], src_mask, caches[i] if caches is not None else None, weights)
         return self.dec_ln(x)
 
     def sub_decode(self, h: torch.Tensor, prev: torch.Tensor, cache: KVCache | None = None
@@ -407,6 +465,8 @@ class Translator(nn.Module):
         start = cache.n if cache is not None else 0
         k = prev.shape[1]
         x = h[:, None, :] + self.tok(prev) + self.sub_pos.weight[start:start + k]
+        if cache is not None and k == 1 and not self.training:            # generation
+            return _norm(self.sub.step(x, cache), self.sub_ln)
         return self.sub_ln(self.sub(x, causal=True, cache=cache))
 
     def logits(self, h: torch.Tensor, tgt_modality: str, sub: int = 0) -> torch.Tensor:
@@ -417,16 +477,27 @@ class Translator(nn.Module):
             return out
         return torch.cat([out, F.linear(h, self.tok.weight[eos:eos + 1])], -1)
 
+    def logit_weights(self, tgt_modality: str) -> list[torch.Tensor]:
+        """Generation: per sub-step the output embeddings ``logits`` multiplies by, the [EOS]
+        row appended (one matrix product a sub-step). A copy: take it again after training."""
+        out = []
+        for sub in range(CODES_PER_STEP[tgt_modality]):
+            lo, hi, eos = allowed_ids(self.cfg, tgt_modality, sub)
+            rows = [self.tok.weight[lo:hi]] + ([self.tok.weight[eos:eos + 1]] if eos is not None else [])
+            out.append(torch.cat(rows).contiguous())
+        return out
+
     # ---- training -----------------------------------------------------
     def forward(self, src: torch.Tensor, src_pos: torch.Tensor, tgt: torch.Tensor,
                 tgt_pos: torch.Tensor, src_modality: str, tgt_modality: str,
-                token_dropout: float = 0.0) -> torch.Tensor:
+                token_dropout: float = 0.0, guide: float = 0.0) -> torch.Tensor:
         """Teacher-forced mean cross-entropy over the target's codes.
 
         ``tgt`` is the whole target, [SOS] step .. [EOS] step (then [PAD] steps): the decoder
         reads ``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``. In training, ``token_dropout`` of the
         steps the decoder reads (never [SOS]) are blanked to [PAD], so that it cannot predict
-        from the target's own history alone and has to read the source.
+        from the target's own history alone and has to read the source. ``guide`` > 0 adds
+        that multiple of :func:`guided_attention_loss` (training only).
         """
         memory, mask = self.encode(src, src_pos, src_modality, tgt_modality)
         self.check_positions(tgt_pos, tgt_modality)
@@ -435,8 +506,16 @@ class Translator(nn.Module):
             blank = torch.rand(inputs.shape[:2], device=inputs.device) < token_dropout   # (B, T)
             blank[:, 0] = False
             inputs = inputs.masked_fill(blank[..., None], PAD)
-        h = self.decode(inputs, tgt_pos[:, :-1], tgt_modality, self.memory(memory), mask)
-        labels = tgt[:, 1:]                                               # (B, T, 4)
+        weights = [] if self.training and guide > 0 else None
+        h = self.decode(inputs, tgt_pos[:, :-1], tgt_modality, self.memory(memory), mask, weights=weights)
+        extra = 0.0
+        if weights:
+            src_valid = mask[:, 0, 0] if mask is not None else memory.new_ones(memory.shape[:2], dtype=torch.bool)
+            extra = guide * guided_attention_loss(weights, tgt[:, :-1, 0] != PAD, src_valid)
+        return self._target_loss(h, tgt[:, 1:], tgt_modality) + extra
+
+    def _target_loss(self, h: torch.Tensor, labels: torch.Tensor, tgt_modality: str) -> torch.Tensor:
+        """Mean cross-entropy of the main-decoder states ``h`` (B, T, d) on ``labels`` (B, T, 4)."""
         if CODES_PER_STEP[tgt_modality] == 1:
             cls = ids_to_classes(labels[..., 0], allowed_ids(self.cfg, tgt_modality, 0))
             return F.cross_entropy(self.logits(h, tgt_modality).flatten(0, 1), cls.flatten())
@@ -450,6 +529,24 @@ class Translator(nn.Module):
             total = total + F.cross_entropy(logits, cls, reduction="sum")
             count = count + (cls != -100).sum()
         return total / count.clamp_min(1)
+
+
+def guided_attention_loss(weights: list[torch.Tensor], tgt_valid: torch.Tensor, src_valid: torch.Tensor,
+                          sigma: float = GUIDE_SIGMA) -> torch.Tensor:
+    """Mean cross-attention mass far from the diagonal (Tachibana et al. 2018, "guided
+    attention", for TTS): target step t of T attending source step s of S costs
+    1 - exp(-(s/S - t/T)^2 / (2 sigma^2)). Each layer's (B, H, T, S) probabilities; ``tgt_valid``
+    (B, T) and ``src_valid`` (B, S) mark the real steps. A score and its image run left to
+    right at the measure level, so a broad diagonal is a prior that holds; without it the
+    cross-attention of a small model stays uniform for thousands of steps (results.md)."""
+    t_len = tgt_valid.sum(1, keepdim=True).clamp_min(1).float()                 # (B, 1)
+    s_len = src_valid.sum(1, keepdim=True).clamp_min(1).float()
+    t = torch.arange(tgt_valid.shape[1], device=tgt_valid.device)[None] / t_len   # (B, T)
+    s = torch.arange(src_valid.shape[1], device=src_valid.device)[None] / s_len   # (B, S)
+    cost = 1 - torch.exp(-(s[:, None, :] - t[:, :, None]) ** 2 / (2 * sigma ** 2))  # (B, T, S)
+    cost = cost * tgt_valid[:, :, None]
+    total = sum((w * cost[:, None]).sum() for w in weights)
+    return total / (len(weights) * weights[0].shape[1] * tgt_valid.sum().clamp_min(1))
 
 
 def _init_weights(module: nn.Module) -> None:
