@@ -122,6 +122,11 @@ def plan(corpus: Path, codes: list[Path], seed: int) -> Plan:
     return out
 
 
+def plan_files(p: Plan) -> list[CodeFile]:
+    """Every code file of the plan, in priority order."""
+    return [f for g in p.groups for f in g]
+
+
 def _system_files(codes: list[Path], row: dict, scans: bool) -> list[CodeFile]:
     files = [code_file(codes, row[k], row["split"], kind)
              for k, kind in (("png", "image"), ("wav", "audio")) if row.get(k)]
@@ -288,6 +293,8 @@ def report(p: Plan, written: list[CodeFile], sizes: dict, ratios: dict[str, floa
     audio_s = sum(f.seconds() * f.keep for f in written if f.kind == "audio")
     codes = sizes["data_bytes"] - sizes["tokens_bytes"]
     per_s = ratios["audio"] * 4 * 2 * FRAMES_PER_S      # compressed bytes per second, one variant
+    images = [f for f in plan_files(p) if f.kind == "image"]
+    per_image = ratios["image"] * sum(f.variant_bytes() for f in images) / max(1, len(images))
     room = CARRY_LIMIT - sizes["tree_bytes"] - sizes["wheels_bytes"] - sizes["tokens_bytes"] - MARGIN
     return {
         "rows": {s: sum(r["split"] == s for r in p.rows) for s in SPLITS},
@@ -299,7 +306,8 @@ def report(p: Plan, written: list[CodeFile], sizes: dict, ratios: dict[str, floa
         "image_bits_per_code": round(ratios["image"] * 16, 3),
         "audio_bytes_per_second": round(per_s, 1),
         "fit": {"audio_hours_in_64MiB": round(CARRY_LIMIT / per_s / 3600, 2),
-                "audio_hours_beside_repo": round(room / per_s / 3600, 2)},
+                "audio_hours_beside_repo": round(room / per_s / 3600, 2),
+                "image_systems_beside_repo": int(room / max(1.0, per_image))},     # one variant each
         **sizes, "codes_bytes": codes,
     }
 
@@ -314,7 +322,7 @@ def pack(corpus: Path, codes: list[Path], out: Path, wheels: Path | None, budget
     budget = (int(budget_mib * 2**20) if budget_mib is not None
               else CARRY_LIMIT - sizes["tree_bytes"] - sizes["wheels_bytes"] - MARGIN)
     p = plan(corpus, codes, seed)
-    files = [f for g in p.groups for f in g]
+    files = plan_files(p)
     measured = {k: [f for f in files if (f.kind == "audio") == (k == "audio")] for k in ("image", "audio")}
     ratios = {k: bz2_ratio(v) for k, v in measured.items() if v}
     est = {"image": ratios.get("image", 0.6), "audio": ratios.get("audio", 0.6)}

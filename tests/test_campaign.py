@@ -61,6 +61,7 @@ def test_pack_carries_train_and_valid_only_with_every_variant(packed):
     assert rep["code_files"]["train/audio"]["variants"] == 3 * 9
     assert rep["data_bytes"] <= rep["budget_bytes"]
     assert rep["tree_bytes"] > 1_000_000                       # the repository that travels too
+    assert rep["fit"]["image_systems_beside_repo"] > 1000
     with zipfile.ZipFile(next((pack / "wheels").glob("*.whl"))) as z:   # the soundfont is dropped
         assert not any(n.endswith(".sf2") for n in z.namelist())
         assert b".sf2" not in z.read("campaigndemo-1.0.dist-info/RECORD")
