@@ -1,11 +1,11 @@
 """Does an OMR translator read its image? Valid loss per LMX token class, with each system's own
 image codes and with another system's (the batch rolled by one), side by side.
 
-    python bench/omr_image_use.py --data CORPUS --codes CODES --model RUN [--systems 64] [--json OUT]
+    python bench/omr_image_use.py --data CORPUS --codes CODES --model RUN [--systems 64] [--split valid] [--json OUT]
 
 A decoder that has learnt only the notation's grammar scores the same with either image; the
 gap (mismatched - own) per class says what it reads from the image (pitch, key, clef, ...).
-The systems are the ``--systems`` shortest of the valid split (their engraved images, variant 0),
+The systems are the ``--systems`` shortest of the split (their engraved images, variant 0),
 in batches of 8 of similar length, so a mismatched image has about the same width.
 """
 
@@ -57,13 +57,14 @@ def main() -> None:
     ap.add_argument("--codes", type=Path)
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--systems", type=int, default=64)
+    ap.add_argument("--split", default="valid", help="valid (held out) or train (does it read what it was trained on?)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(1)
     vocab = corpus_vocabulary(args.data)
     model = load_translator(args.model, vocab).eval()
     cfg = TrainConfig(tasks=pairs_io.parse_tasks("omr", "i2a"), scans=False, image_layout=model.cfg.image_layout)
-    data = load_data(args.data, "valid", cfg, model.cfg, vocab, args.codes)
+    data = load_data(args.data, args.split, cfg, model.cfg, vocab, args.codes)
     pairs, spec = data.pairs[0][:args.systems], cfg.tasks[0]
     names, off = vocab.names("notation"), vocab.offset("notation")
     sums = {k: defaultdict(lambda: [0.0, 0]) for k in ("own", "mismatched")}

@@ -231,6 +231,12 @@ def translator(
                                      "position per patch, the paper's)."),
     column_norm: bool = typer.Option(False, "--column-norm/--no-column-norm", help="Column layout: LayerNorm on "
                                      "each mixed column before its position is added (results.md)."),
+    token_dropout: float = typer.Option(0.0, "--token-dropout", min=0.0, max=0.9, help="Fraction of the decoder's "
+                                        "input steps blanked to [PAD] in training, so that it reads the source."),
+    crops: bool = typer.Option(False, "--crops", help="OMR: each engraved train system's prefixes of 1..n-1 "
+                               "measures as more pairs (bar lines by the page detector; cached as NNN.bars.json)."),
+    guide: float = typer.Option(0.0, "--guide", min=0.0, help="Weight of the guided-attention loss (cross-attention "
+                                "kept near the source/target diagonal; results.md)."),
     init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help="Start a new run from these "
                                        "translator weights: a shipped model's name (e.g. small, of the direction's "
                                        "kind) or a checkpoint folder (fine-tuning, e.g. with --tasks omr); ignored "
@@ -299,7 +305,8 @@ def _translator_config(params: dict, world: int):
     if params["preset"] not in PRESETS:
         raise BadInputError(f"unknown --preset {params['preset']!r} (choose from {', '.join(PRESETS)})")
     return TrainConfig(direction=params["direction"], preset=params["preset"], image_layout=params["image_layout"],
-                       column_norm=params["column_norm"], tasks=parse_tasks(params["tasks"], params["direction"]),
+                       column_norm=params["column_norm"], token_dropout=params["token_dropout"],
+                       crops=params["crops"], guide=params["guide"], tasks=parse_tasks(params["tasks"], params["direction"]),
                        batch_tokens=params["batch_tokens"], accum=params["accum"], world_size=world,
                        lr=params["lr"], warmup_steps=params["warmup_steps"], decay_steps=params["decay_steps"],
                        precision=params["precision"], codebook_init=not params["no_codebook_init"],

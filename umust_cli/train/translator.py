@@ -58,6 +58,7 @@ class TrainConfig:
     column_norm: bool = False                 # column layout: LayerNorm on the column content
     token_dropout: float = 0.0                # decoder inputs blanked in training (Translator.forward)
     crops: bool = False                       # train: engraved systems' measure prefixes as OMR pairs too
+    guide: float = 0.0                        # weight of the guided-attention loss (model/translator.py)
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
     batch_tokens: int = 4096                  # steps per micro-batch, padding included
@@ -100,6 +101,7 @@ class TrainConfig:
         rest.setdefault("column_norm", False)          # runs saved before the options
         rest.setdefault("token_dropout", 0.0)
         rest.setdefault("crops", False)
+        rest.setdefault("guide", 0.0)
         return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
 
@@ -237,7 +239,7 @@ class TranslatorTask(ModelAndOptimizerState):
         b = b.to(self.device)
         with self._autocast():
             return net(b.src, b.src_pos, b.tgt, b.tgt_pos, spec.source, spec.target,
-                       self.cfg.token_dropout).float()
+                       self.cfg.token_dropout, self.cfg.guide).float()
 
     def train_step(self, batch: list[Batch], step: int) -> dict:
         lr = lr_at(self.cfg, step)
