@@ -118,6 +118,23 @@ def test_sessions_are_found_in_the_log_and_set_the_save_interval(tmp_path):
     assert background.save_every_for(tmp_path / "new", 5.0) == background.FIRST_SAVE_EVERY
 
 
+def test_running_pid_is_the_live_trainer_only(tmp_path):
+    import os
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / background.PID).write_text(f"{proc.pid}\n")
+        assert background.running_pid(tmp_path) == proc.pid
+        os.utime(tmp_path / background.PID, (0, 0))     # an id written long before this process began:
+        assert background.running_pid(tmp_path) is None  # the id was reused
+    finally:
+        proc.kill()
+        proc.wait()
+    (tmp_path / background.PID).write_text(f"{proc.pid}\n")
+    assert background.running_pid(tmp_path) is None
+
+
 def _fake_checkpoint(folder: Path, step: int, ser: float | None, systems: int = 8) -> Path:
     from umust_cli.data.pairs import parse_tasks
     from umust_cli.train.translator import TrainConfig

@@ -49,7 +49,8 @@ OWNED = ("-o", "--output", "--data", "--codes", "--direction", "--max-minutes", 
 FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--image-layout",
          "tasks": "--tasks", "batch_tokens": "--batch-tokens", "accum": "--accum", "lr": "--lr",
          "warmup_steps": "--warmup-steps", "decay_steps": "--decay-steps", "precision": "--precision",
-         "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout"}
+         "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout",
+         "guide": "--guide"}
 SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
             "scans": (None, "--no-scans"), "crops": ("--crops", None)}
 ALWAYS = ("direction", "preset", "tasks")   # written even at their defaults (tasks' depend on the direction)
@@ -233,21 +234,28 @@ def segments(rows: list[dict], starts: set[int] = frozenset()) -> list[list[dict
 
 def running_pid(run_dir: Path) -> int | None:
     """The id of the background process training ``run_dir`` if it is still alive."""
+    path = run_dir / PID
     try:
-        pid = int((run_dir / PID).read_text(encoding="utf-8").split()[0])
+        pid = int(path.read_text(encoding="utf-8").split()[0])
+        os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
         return None
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return None
     proc = Path(f"/proc/{pid}")
-    if proc.is_dir():   # Linux: not a zombie, and still the trainer (not a reused id)
-        status = (proc / "status").read_text(encoding="utf-8", errors="replace")
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        if "\nState:\tZ" in status or "umust_cli" not in cmdline:
+    try:   # Linux: not a zombie, and not a process that got the id later (started after the pid file)
+        if "\nState:\tZ" in (proc / "status").read_text(encoding="utf-8", errors="replace"):
             return None
-    return pid
+        started = _boot_time() + int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf(
+            "SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return pid
+    return pid if started <= path.stat().st_mtime + 2.0 else None
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise ValueError("no btime in /proc/stat")
 
 
 def start(plan: BackgroundPlan) -> subprocess.Popen:
