@@ -372,6 +372,21 @@ def test_cli_dry_run_both_directions(corpus, tmp_path, direction):
     assert other.exit_code == 2 and len(other.output.strip().splitlines()) == 1
 
 
+def test_cli_reading_options_are_saved_with_the_run(tmp_path):
+    """--column-norm, --guide, --token-dropout and --crops reach the saved TrainConfig and the
+    model config; the fixture's LMX is random tokens (not measures), so --crops adds no pair
+    instead of failing."""
+    out, corpus = tmp_path / "r", make_corpus(tmp_path / "c", variants=False)
+    result = runner.invoke(app, ["train", "translator", "--data", str(corpus), "-o", str(out), "--preset", "tiny",
+                                 "--tasks", "omr", "--max-steps", "2", "--device", "cpu", "--json", "--column-norm",
+                                 "--guide", "0.5", "--token-dropout", "0.2", "--crops"])
+    assert result.exit_code == 0, result.output
+    config = read_config(out)
+    assert (config["train"]["guide"], config["train"]["token_dropout"], config["train"]["crops"]) == (0.5, 0.2, True)
+    assert config["model"]["column_norm"] is True and "column_ln.weight" in read_weights(out / WEIGHTS)
+    assert read_log(out)[0]["data"]["omr"]["train"] == 4          # the 4 train systems, no crops
+
+
 def test_cli_bad_task_name_is_one_line_exit_2(corpus, tmp_path):
     result = runner.invoke(app, ["train", "translator", "--data", str(corpus), "-o", str(tmp_path / "r"),
                                  "--preset", "tiny", "--max-steps", "1", "--tasks", "omr,karaoke"])
