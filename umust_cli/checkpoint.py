@@ -124,15 +124,21 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: s
 
 
 def warm_start(module: torch.nn.Module, init_dir: str | Path, kind: str, model_config: dict,
-               vocab: Any = None, normalize: Callable[[dict], dict] | None = None) -> dict:
+               vocab: Any = None, normalize: Callable[[dict], dict] | None = None,
+               fresh: tuple[str, ...] = ()) -> dict:
     """Load the weights of checkpoint ``init_dir`` (e.g. a shipped fp16 model) into ``module``
     to start a new run from them; returns the training-log row that records it (step 0).
 
     The checkpoint must be of ``kind``, for the same vocabulary and the same architecture
     (its saved model config passed through ``normalize`` first, e.g. the config class's
-    round trip, so that fields added since it was saved take their defaults).
+    round trip, so that fields added since it was saved take their defaults; ``normalize``
+    may also copy the run's value of a field that only adds a training head). Tensors whose
+    names start with a ``fresh`` prefix and that the checkpoint lacks keep their new values.
     """
     state, config = load_model(init_dir, vocab)
+    for name, value in module.state_dict().items():
+        if fresh and name.startswith(fresh) and name not in state:
+            state[name] = value
     model_config = json.loads(json.dumps(model_config))  # tuples -> lists, as saved
     if config.get("kind") != kind:
         raise CheckpointError(f"--init {init_dir} is not a {kind} checkpoint (kind {config.get('kind')!r})")

@@ -44,6 +44,8 @@ PAD = 0
 LAYOUTS = ("grid", "column")
 MODEL_KIND = "umust-translator"
 GUIDE_SIGMA = 0.2    # width of the guided-attention diagonal (the TTS paper's g)
+CTC_FRAMES = 2       # CTC head: frames per image column (a chord needs one frame per note)
+CTC_STAVES = 2       # CTC head: one target sequence per staff
 
 
 # ---------------------------------------------------------------------------
@@ -99,6 +101,7 @@ class TranslatorConfig:
     row_dim: int
     image_layout: str = "grid"
     column_norm: bool = False              # column layout: LayerNorm on the mixed column (content)
+    ctc_classes: int = 0                   # > 0: a CTC head over image columns (training aid; ctc_loss)
 
     def __post_init__(self) -> None:
         if self.image_layout not in LAYOUTS:
@@ -106,6 +109,8 @@ class TranslatorConfig:
                                 f"choose one of {', '.join(LAYOUTS)}")
         if self.d_model % self.n_heads or self.d_model % self.sub_heads:
             raise CheckpointError(f"d_model {self.d_model} is not a multiple of the heads")
+        if self.ctc_classes and self.image_layout != "column":
+            raise BadInputError("the CTC head reads image columns left to right: it needs the column layout")
 
     def index(self, modality: str) -> int:
         return MODALITIES.index(modality)
@@ -128,10 +133,11 @@ def _tuples(v: Any) -> Any:
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
-def make_config(preset: str, vocab: Any, image_layout: str = "grid", column_norm: bool = False
-                ) -> TranslatorConfig:
+def make_config(preset: str, vocab: Any, image_layout: str = "grid", column_norm: bool = False,
+                ctc_classes: int = 0) -> TranslatorConfig:
     """A preset's sizes with ``vocab``'s layout (a codecs.vocab.Vocabulary). The defaults of
-    ``image_layout`` and ``column_norm`` are those of checkpoints saved before the options."""
+    ``image_layout``, ``column_norm`` and ``ctc_classes`` are those of checkpoints saved before
+    the options."""
     if preset not in PRESETS:
         raise BadInputError(f"unknown translator preset {preset!r}; choose one of "
                             f"{', '.join(PRESETS)}")
@@ -141,7 +147,8 @@ def make_config(preset: str, vocab: Any, image_layout: str = "grid", column_norm
             raise CheckpointError(f"{m} range has {hi - lo} ids, expected 4 x {CODEBOOK_SIZE}")
     return TranslatorConfig(len(vocab), ranges, tuple(vocab.sos(m) for m in MODALITIES),
                             tuple(vocab.eos(m) for m in MODALITIES),
-                            image_layout=image_layout, column_norm=column_norm, **asdict(PRESETS[preset]))
+                            image_layout=image_layout, column_norm=column_norm, ctc_classes=ctc_classes,
+                            **asdict(PRESETS[preset]))
 
 
 # ---------------------------------------------------------------------------
@@ -371,6 +378,8 @@ class Translator(nn.Module):
             # Without it the mixed content is ~1/4 of the positions' size after two 0.02-init maps,
             # and a decoder learns the notation's grammar long before it reads the image.
             self.column_ln = nn.LayerNorm(d) if cfg.column_norm else nn.Identity()
+        if cfg.ctc_classes:   # per column: CTC_FRAMES frames of each staff, classes + blank
+            self.ctc = nn.Linear(d, CTC_STAVES * CTC_FRAMES * (cfg.ctc_classes + 1))
         blocks = (cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout)
         self.encoder = nn.ModuleList(EncoderBlock(*blocks) for _ in range(cfg.n_encoder_layers))
         self.decoder = nn.ModuleList(DecoderBlock(*blocks) for _ in range(cfg.n_decoder_layers))
@@ -490,14 +499,16 @@ class Translator(nn.Module):
     # ---- training -----------------------------------------------------
     def forward(self, src: torch.Tensor, src_pos: torch.Tensor, tgt: torch.Tensor,
                 tgt_pos: torch.Tensor, src_modality: str, tgt_modality: str,
-                token_dropout: float = 0.0, guide: float = 0.0) -> torch.Tensor:
+                token_dropout: float = 0.0, guide: float = 0.0, ctc: float = 0.0,
+                ctc_targets: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced mean cross-entropy over the target's codes.
 
         ``tgt`` is the whole target, [SOS] step .. [EOS] step (then [PAD] steps): the decoder
         reads ``tgt[:, :-1]`` and predicts ``tgt[:, 1:]``. In training, ``token_dropout`` of the
         steps the decoder reads (never [SOS]) are blanked to [PAD], so that it cannot predict
         from the target's own history alone and has to read the source. ``guide`` > 0 adds
-        that multiple of :func:`guided_attention_loss` (training only).
+        that multiple of :func:`guided_attention_loss` (training only), and ``ctc`` > 0 that
+        multiple of :meth:`ctc_loss` on ``ctc_targets`` (training only; an image source).
         """
         memory, mask = self.encode(src, src_pos, src_modality, tgt_modality)
         self.check_positions(tgt_pos, tgt_modality)
@@ -512,7 +523,30 @@ class Translator(nn.Module):
         if weights:
             src_valid = mask[:, 0, 0] if mask is not None else memory.new_ones(memory.shape[:2], dtype=torch.bool)
             extra = guide * guided_attention_loss(weights, tgt[:, :-1, 0] != PAD, src_valid)
+        if self.training and ctc > 0 and ctc_targets is not None:
+            extra = extra + ctc * self.ctc_loss(memory, mask, ctc_targets)
         return self._target_loss(h, tgt[:, 1:], tgt_modality) + extra
+
+    def ctc_loss(self, memory: torch.Tensor, mask: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """CTC of the encoder's image columns (B, C, d) against each staff's pitch classes
+        ``targets`` (B, CTC_STAVES, L; -1 pads; ``data.staff_order``), blank = the last class.
+        Each column gives CTC_FRAMES frames per staff. Mean over sequences of the loss per target
+        token; a sequence no alignment fits adds 0 (``zero_infinity``)."""
+        if not self.cfg.ctc_classes:
+            raise CheckpointError("this model has no CTC head (ctc_classes = 0)")
+        b, c, _ = memory.shape
+        n = self.cfg.ctc_classes + 1
+        frames = self.ctc(memory).float().view(b, c, CTC_STAVES, CTC_FRAMES, n)
+        frames = frames.permute(2, 1, 3, 0, 4).reshape(CTC_STAVES, c * CTC_FRAMES, b, n).log_softmax(-1)
+        cols = mask[:, 0, 0].sum(-1) if mask is not None else memory.new_full((b,), c, dtype=torch.long)
+        lengths = (cols * CTC_FRAMES).long()
+        total = memory.new_zeros((), dtype=torch.float32)
+        for k in range(CTC_STAVES):
+            tgt = targets[:, k]
+            tgt_len = (tgt >= 0).sum(-1)
+            total = total + F.ctc_loss(frames[k], tgt.clamp_min(0), lengths, tgt_len, blank=n - 1,
+                                       reduction="mean", zero_infinity=True)
+        return total / CTC_STAVES
 
     def _target_loss(self, h: torch.Tensor, labels: torch.Tensor, tgt_modality: str) -> torch.Tensor:
         """Mean cross-entropy of the main-decoder states ``h`` (B, T, d) on ``labels`` (B, T, 4)."""

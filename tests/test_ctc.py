@@ -1,0 +1,130 @@
+"""The auxiliary CTC target of OMR: each staff's pitches in reading order (data.staff_order),
+the model's CTC head over image columns, and warm starts that add the head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from umust_cli import checkpoint as ckpt_io
+from umust_cli.codecs.vocab import Vocabulary, default_vocabulary
+from umust_cli.data.staff_order import StaffTargets, pitch_names, staff_pitch_sequences
+from umust_cli.errors import BadInputError
+from umust_cli.model.generate import batch_steps, step_positions, to_steps
+from umust_cli.model.translator import CTC_FRAMES, Translator, TranslatorConfig, make_config
+
+# A grand-staff measure as LMX writes it: voice 1 (staff 1) then, after backup, voice 2 in staff 1
+# (a half note under the first beat) and voice 5 in staff 2 (a chord, a triplet, a dotted note).
+MEASURE = ("measure key:fifths:0 time beats:2 beat-type:4 clef:G2 staff:1 clef:F4 staff:2 "
+           "E5 voice:1 eighth staff:1 D5 eighth C5 quarter "
+           "backup half G4 voice:2 half staff:1 "
+           "backup half C3 voice:5 quarter staff:2 chord E3 quarter "
+           "G3 eighth 3in2 F3 eighth 3in2 E3 eighth 3in2 "
+           "measure grace D5 voice:1 eighth staff:1 C5 half backup half C3 voice:5 half dot staff:2").split()
+
+
+def test_staff_order_reads_each_staff_left_to_right():
+    upper, lower = staff_pitch_sequences(MEASURE)
+    # G4 (voice 2) sounds with E5 at beat 1: it comes before D5 although LMX writes it after C5
+    assert upper == ["E5", "G4", "D5", "C5", "D5", "C5"]
+    assert lower == ["C3", "E3", "G3", "F3", "E3", "C3"]
+    assert staff_pitch_sequences(MEASURE, staves=1) == [upper]
+
+
+def test_staff_order_onsets_follow_types_dots_and_tuplets():
+    # staff 2 holds a dotted quarter then an eighth; staff 1's triplet eighths fall between them
+    tokens = ("measure E5 voice:1 eighth 3in2 staff:1 F5 eighth 3in2 G5 eighth 3in2 A5 quarter "
+              "backup half C3 voice:5 quarter dot staff:2 D3 eighth").split()
+    upper, lower = staff_pitch_sequences(tokens)
+    assert upper == ["E5", "F5", "G5", "A5"] and lower == ["C3", "D3"]
+    # interleaving both staves by onset would give E5 C3 F5 G5 D3 A5; checked through the targets
+    names = pitch_names()
+    assert len(names) == 70 and names[0] == "C0" and "F4" in names and "F#4" not in names
+
+
+def test_staff_targets_pad_and_map_to_pitch_classes():
+    vocab = default_vocabulary()
+    local = vocab.names("notation")
+    names = {vocab.to_global("notation", [i])[0]: n for i, n in enumerate(local)}
+    whole = vocab.wrap("notation", [local.index(t) for t in MEASURE])
+    part = vocab.wrap("notation", [local.index(t) for t in MEASURE[:14]])
+    ids = torch.tensor([whole, part + [0] * (len(whole) - len(part))])          # [PAD] = 0
+    out = StaffTargets(names)(ids)
+    classes = pitch_names()
+    assert out.shape == (2, 2, 6)
+    assert [classes[i] for i in out[0, 0].tolist()] == ["E5", "G4", "D5", "C5", "D5", "C5"]
+    assert out[1, 0].tolist() == [classes.index("E5"), classes.index("D5")] + [-1] * 4
+    assert out[1, 1].tolist() == [-1] * 6
+
+
+VOCAB = Vocabulary(notation=tuple(f"n{i}" for i in range(40)), midi=tuple(f"m{i}" for i in range(60)))
+
+
+def _image_batch(cfg: TranslatorConfig, widths: list[int], height: int = 3):
+    gen = torch.Generator().manual_seed(0)
+    seqs = []
+    for w in widths:
+        codes = torch.randint(0, 1024, (w * height, 4), generator=gen) + torch.arange(4) * 1024
+        seqs.append(to_steps(VOCAB.wrap("image", codes.reshape(-1).tolist()), "image", cfg))
+    steps = batch_steps(seqs)
+    return steps, step_positions(steps, "image", height)
+
+
+def _notation(cfg: TranslatorConfig, n: int):
+    steps = batch_steps([to_steps(VOCAB.wrap("notation", list(range(1, 1 + n))), "notation", cfg)] * 2)
+    return steps, step_positions(steps, "notation", 1)
+
+
+def test_ctc_head_needs_the_column_layout():
+    with pytest.raises(BadInputError, match="column layout"):
+        make_config("tiny", VOCAB, "grid", ctc_classes=5)
+
+
+def test_ctc_loss_is_a_training_term_that_the_head_can_fit():
+    torch.manual_seed(0)
+    cfg = make_config("tiny", VOCAB, "column", ctc_classes=5)
+    model = Translator(cfg)
+    src, sp = _image_batch(cfg, [4, 6])
+    tgt, tp = _notation(cfg, 5)
+    targets = torch.tensor([[[0, 1, 1, 2], [3, -1, -1, -1]], [[4, 3, 2, 1], [0, 0, 2, -1]]])
+    model.train()
+    plain = model(src, sp, tgt, tp, "image", "notation")
+    torch.manual_seed(1)
+    with_ctc = model(src, sp, tgt, tp, "image", "notation", ctc=1.0, ctc_targets=targets)
+    torch.manual_seed(1)
+    assert with_ctc.item() > model(src, sp, tgt, tp, "image", "notation").item()
+    with_ctc.backward()
+    assert model.ctc.weight.grad.abs().sum() > 0 and model.column_mix.weight.grad.abs().sum() > 0
+    model.eval()
+    assert torch.equal(model(src, sp, tgt, tp, "image", "notation"),
+                       model(src, sp, tgt, tp, "image", "notation", ctc=1.0, ctc_targets=targets))
+    assert plain.shape == ()
+    # a lone head over fixed columns learns the targets (4 and 6 columns: 8 and 12 frames)
+    memory, mask = (t.detach() for t in model.encode(src, sp, "image", "notation"))
+    opt = torch.optim.Adam(model.ctc.parameters(), lr=0.05)
+    first = model.ctc_loss(memory, mask, targets).item()
+    for _ in range(150):
+        opt.zero_grad()
+        loss = model.ctc_loss(memory, mask, targets)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first and CTC_FRAMES == 2
+
+
+def test_warm_start_adds_a_ctc_head_to_a_checkpoint_without_one(tmp_path):
+    plain = Translator(make_config("tiny", VOCAB, "column"))
+    config = {"kind": "umust-translator", "format": 1, "step": 7, "model": plain.cfg.to_dict()}
+    ckpt_io.save_model(tmp_path / "plain", plain.state_dict(), config, VOCAB)
+    cfg = make_config("tiny", VOCAB, "column", ctc_classes=5)
+    model = Translator(cfg)
+    head = model.ctc.weight.detach().clone()
+
+    def same_head(saved: dict) -> dict:
+        return dict(TranslatorConfig.from_dict(saved).to_dict(), ctc_classes=cfg.ctc_classes)
+
+    with pytest.raises(Exception, match="missing"):
+        ckpt_io.warm_start(model, tmp_path / "plain", "umust-translator", cfg.to_dict(), VOCAB, same_head)
+    row = ckpt_io.warm_start(model, tmp_path / "plain", "umust-translator", cfg.to_dict(), VOCAB, same_head,
+                             fresh=("ctc.",))
+    assert row["init_step"] == 7 and torch.equal(model.ctc.weight, head)
+    assert torch.equal(model.column_mix.weight, plain.column_mix.weight)
