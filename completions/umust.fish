@@ -329,6 +329,7 @@ complete -c umust -n '__umust_path_is \'train retrieval\'' -l no-tempo-augment -
 complete -c umust -n '__umust_path_is \'train retrieval\'' -l eq-augment-db -r -d 'Random spectral EQ range in dB (timbre variety; 0: off).'
 complete -c umust -n '__umust_path_is \'train retrieval\'' -l eq-knots -r -d 'With --eq-augment-db: also a random EQ curve through this many points (bumps, dips, roll-offs; 0: off).'
 complete -c umust -n '__umust_path_is \'train retrieval\'' -l reverb-augment -r -d 'Random decay tail (time constant up to this many seconds) on half the training spectrograms; 0: off.'
+complete -c umust -n '__umust_path_is \'train retrieval\'' -l realscans -d 'Also train on the real scans of each --data corpus (its realscan_train rows, \'umust dataset scans\'), each with its span of the piece\'s audio; saved in the run\'s config.'
 complete -c umust -n '__umust_path_is \'train retrieval\'' -l seed -r -d 'Seed of the initial weights and the batches.'
 complete -c umust -n '__umust_path_is \'train retrieval\'' -l save-every -r -d 'Checkpoint every N steps.'
 complete -c umust -n '__umust_path_is \'train retrieval\'' -l eval-every -r -d 'Score --val-data every N steps (0: at the end).'

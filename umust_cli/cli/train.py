@@ -174,6 +174,9 @@ def retrieval(
                                  "through this many points (bumps, dips, roll-offs; 0: off)."),
     reverb_s: float = typer.Option(0.0, "--reverb-augment", min=0.0, help="Random decay tail (time constant up "
                                    "to this many seconds) on half the training spectrograms; 0: off."),
+    realscans: bool = typer.Option(False, "--realscans", help="Also train on the real scans of each --data corpus "
+                                   "(its realscan_train rows, 'umust dataset scans'), each with its span of the "
+                                   "piece's audio; saved in the run's config."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the batches."),
     save_every: int = typer.Option(200, "--save-every", min=1, help="Checkpoint every N steps."),
     eval_every: int = typer.Option(0, "--eval-every", min=0, help="Score --val-data every N steps (0: at the end)."),
@@ -198,7 +201,7 @@ def retrieval(
     tempo = (1.0, 1.0) if no_tempo_augment else (0.8, 1.25)
     cfg = train_config(config, batch_size=batch_size, lr=lr, margin=margin, seed=seed, freeze_cnn=freeze_cnn,
                        soundfonts=tuple(soundfont), eq_augment_db=eq_db, tempo_augment=tempo,
-                       eq_knots=eq_knots, reverb_augment_s=reverb_s, stage=stage)
+                       eq_knots=eq_knots, reverb_augment_s=reverb_s, stage=stage, realscans=realscans)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every, eval_every=eval_every,
                      log_every=10, device=str(dev), progress=not quiet and not as_json, workers=workers)
     result = train_retrieval(data, output, cfg, run, val_data, _init("retrieval", init))

@@ -26,7 +26,7 @@ from umust_cli.retrieval.features import (FeatureConfig, audio_snippets, load_au
 def corpus_rows(corpus: Path, splits: Sequence[str] = (), soundfonts: Sequence[str] = ()) -> list[dict]:
     """Rows of ``corpus`` in ``splits`` made with ``soundfonts`` (empty = all), each with a ``root``,
     in (piece_id, system) order (:func:`umust_cli.data.corpus.system_rows`)."""
-    return [r for r in system_rows(Path(corpus), splits) if not soundfonts or r["soundfont"] in soundfonts]
+    return [r for r in system_rows(Path(corpus), splits) if not soundfonts or r.get("soundfont") in soundfonts]
 
 
 def passage_groups(rows: list[dict]) -> list[list[int]]:
@@ -34,12 +34,17 @@ def passage_groups(rows: list[dict]) -> list[list[int]]:
 
     Corpora re-rendered with ``umust dataset resynth`` hold the same systems with other
     timbres; their rows fall into one group, so a mini-batch never pits a passage against
-    itself as a negative.
+    itself as a negative. A real-scan row (numbered on its own) is its own passage.
     """
-    groups: dict[tuple[str, int], list[int]] = {}
+    groups: dict[tuple[str, bool, int], list[int]] = {}
     for i, row in enumerate(rows):
-        groups.setdefault((row["piece_id"], int(row["system"])), []).append(i)
+        groups.setdefault((row["piece_id"], is_realscan(row), int(row["system"])), []).append(i)
     return list(groups.values())
+
+
+def is_realscan(row: dict) -> bool:
+    """Whether ``row`` is a real scanned system (a realscan_* split row of ``umust dataset scans``)."""
+    return str(row.get("split", "")).startswith("realscan_")
 
 
 @dataclass
@@ -67,10 +72,22 @@ def image_of(row: dict, image_key: str) -> str:
     return row[image_key]
 
 
+def audio_of(row: dict) -> tuple[str, float, float | None]:
+    """The row's audio as (path, start, end): its system ``wav`` whole, or, for a row without one (a real
+    scan of ``umust dataset scans``), its span ``start``..``end`` of the piece's ``piece_audio``."""
+    if row.get("wav"):
+        return row["wav"], 0.0, None
+    if row.get("piece_audio") and row.get("end") is not None:
+        return row["piece_audio"], float(row.get("start", 0.0)), float(row["end"])
+    raise BadInputError(f"{row.get('png', row.get('piece_id', '?'))}: the row has no audio (no wav, no "
+                        "piece_audio span)")
+
+
 def row_features(row: dict, cfg: FeatureConfig, image_key: str = "png") -> tuple[np.ndarray, np.ndarray]:
     root = Path(row["root"])
     strip = load_sheet(root / image_of(row, image_key), cfg)
-    spec = log_spectrogram(load_audio(root / row["wav"], cfg.sample_rate), cfg, name=row["wav"])
+    path, start, end = audio_of(row)
+    spec = log_spectrogram(load_audio(root / path, cfg.sample_rate, start, end), cfg, name=path)
     return strip, spec.astype(np.float16)
 
 
@@ -88,7 +105,9 @@ def load_features(rows: list[dict], cfg: FeatureConfig, cache_dir: Path | None =
 def cache_path(cache_dir: Path, row: dict, cfg: FeatureConfig, image_key: str = "png") -> Path:
     """The file in ``cache_dir`` that holds ``row``'s features (a function of the corpus path, the row's
     image and audio, and ``cfg``)."""
-    key = json.dumps([asdict(cfg), str(Path(row["root"]).resolve()), image_of(row, image_key), row["wav"]])
+    path, start, end = audio_of(row)
+    audio = path if end is None else [path, start, end]  # a whole system wav keeps its old key
+    key = json.dumps([asdict(cfg), str(Path(row["root"]).resolve()), image_of(row, image_key), audio])
     return Path(cache_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
 

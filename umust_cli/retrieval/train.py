@@ -53,6 +53,7 @@ class RetrievalTrainConfig:
     freeze_cnn: bool = False  # RNN-FZ: keep the snippet CNNs of --init fixed
     stage: str = "passage"  # "snippet": pre-train the CNNs alone on aligned snippet pairs (needs align.json)
     soundfonts: tuple[str, ...] = ()  # train only on rows made with these ('' = all)
+    realscans: bool = False  # also train on the realscan_train rows (real scans, their piece_audio spans)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -76,6 +77,9 @@ def train_config(preset: str, **overrides) -> RetrievalTrainConfig:
         raise BadInputError(f"unknown --config {preset!r} (choose from {', '.join(PRESETS)})")
     if overrides.get("stage", "passage") not in STAGES:
         raise BadInputError(f"unknown --stage {overrides['stage']!r} (choose from {', '.join(STAGES)})")
+    if overrides.get("realscans") and overrides.get("stage", "passage") == "snippet":
+        raise BadInputError("--realscans trains on whole real-scan systems (no onset alignment): not with "
+                            "--stage snippet")
     return RetrievalTrainConfig(preset=preset, model=PRESETS[preset], **overrides)
 
 
@@ -270,7 +274,8 @@ def val_score(ev: dict) -> float:
 def _train_features(corpora: list[Path], cfg: RetrievalTrainConfig, fcfg: FeatureConfig, ckpt_dir: Path,
                     progress: bool) -> tuple[PassageFeatures, list[list[int]]]:
     """The train split's features (with alignments for the snippet stage) and its passage groups."""
-    rows = [row for corpus in corpora for row in corpus_rows(corpus, ("train",), cfg.soundfonts)]
+    splits = ("train", "realscan_train") if cfg.realscans else ("train",)
+    rows = [row for corpus in corpora for row in corpus_rows(corpus, splits, cfg.soundfonts)]
     alignments = None
     if cfg.stage == "snippet":  # only systems with an aligned onset make snippet pairs
         rows, alignments = _aligned(rows, fcfg)
