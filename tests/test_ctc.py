@@ -128,3 +128,28 @@ def test_warm_start_adds_a_ctc_head_to_a_checkpoint_without_one(tmp_path):
                              fresh=("ctc.",))
     assert row["init_step"] == 7 and torch.equal(model.ctc.weight, head)
     assert torch.equal(model.column_mix.weight, plain.column_mix.weight)
+
+
+def test_cli_ctc_option_trains_saves_the_head_and_warm_starts_from_a_run_without_it(tmp_path):
+    """`train translator --ctc` saves the weight and a model with the head; a run without the head
+    is a valid --init (the head starts fresh); the fixture's LMX is random tokens, which the
+    staff reader must take without failing."""
+    from test_translator_train import make_corpus
+    from typer.testing import CliRunner
+
+    from umust_cli.checkpoint import WEIGHTS, read_config, read_weights
+    from umust_cli.cli.main import app
+    from umust_cli.train.engine import read_log
+
+    corpus, runner = make_corpus(tmp_path / "c", variants=False), CliRunner()
+    base = ["train", "translator", "--data", str(corpus), "--preset", "tiny", "--tasks", "omr", "--max-steps", "2",
+            "--device", "cpu", "--json", "--column-norm"]
+    plain = runner.invoke(app, base + ["-o", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    result = runner.invoke(app, base + ["-o", str(tmp_path / "ctc"), "--ctc", "0.5", "--init", str(tmp_path / "plain")])
+    assert result.exit_code == 0, result.output
+    config = read_config(tmp_path / "ctc")
+    assert config["train"]["ctc"] == 0.5 and config["model"]["ctc_classes"] == len(pitch_names())
+    assert read_weights(tmp_path / "ctc" / WEIGHTS)["ctc.weight"].shape[0] == 2 * CTC_FRAMES * 71
+    log = read_log(tmp_path / "ctc")
+    assert log[0]["init_step"] == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log if "loss" in r)

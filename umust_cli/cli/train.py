@@ -240,6 +240,9 @@ def translator(
                                "measures as more pairs (bar lines by the page detector; cached as NNN.bars.json)."),
     guide: float = typer.Option(0.0, "--guide", min=0.0, help="Weight of the guided-attention loss (cross-attention "
                                 "kept near the source/target diagonal; results.md)."),
+    ctc: float = typer.Option(0.0, "--ctc", min=0.0, help="OMR, column layout: weight of a CTC loss that reads "
+                              "each staff's pitches from the encoder's image columns, left to right (a "
+                              "training aid; results.md)."),
     init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help="Start a new run from these "
                                        "translator weights: a shipped model's name (e.g. small, of the direction's "
                                        "kind) or a checkpoint folder (fine-tuning, e.g. with --tasks omr); ignored "
@@ -309,7 +312,7 @@ def _translator_config(params: dict, world: int):
         raise BadInputError(f"unknown --preset {params['preset']!r} (choose from {', '.join(PRESETS)})")
     return TrainConfig(direction=params["direction"], preset=params["preset"], image_layout=params["image_layout"],
                        column_norm=params["column_norm"], token_dropout=params["token_dropout"],
-                       crops=params["crops"], guide=params["guide"], tasks=parse_tasks(params["tasks"], params["direction"]),
+                       crops=params["crops"], guide=params["guide"], ctc=params["ctc"], tasks=parse_tasks(params["tasks"], params["direction"]),
                        batch_tokens=params["batch_tokens"], accum=params["accum"], world_size=world,
                        lr=params["lr"], warmup_steps=params["warmup_steps"], decay_steps=params["decay_steps"],
                        precision=params["precision"], codebook_init=not params["no_codebook_init"],

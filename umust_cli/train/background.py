@@ -50,7 +50,7 @@ FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--im
          "tasks": "--tasks", "batch_tokens": "--batch-tokens", "accum": "--accum", "lr": "--lr",
          "warmup_steps": "--warmup-steps", "decay_steps": "--decay-steps", "precision": "--precision",
          "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout",
-         "guide": "--guide"}
+         "guide": "--guide", "ctc": "--ctc"}
 SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
             "scans": (None, "--no-scans"), "crops": ("--crops", None)}
 ALWAYS = ("direction", "preset", "tasks")   # written even at their defaults (tasks' depend on the direction)

@@ -35,6 +35,7 @@ from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.pairs import Batch, Caps, TaskSpec
+from umust_cli.data.staff_order import StaffTargets, pitch_names
 from umust_cli.device import fast_bf16, resolve_device
 from umust_cli.errors import BadInputError
 from umust_cli.eval.metrics import pooled_ser, ser_counts
@@ -59,6 +60,7 @@ class TrainConfig:
     token_dropout: float = 0.0                # decoder inputs blanked in training (Translator.forward)
     crops: bool = False                       # train: engraved systems' measure prefixes as OMR pairs too
     guide: float = 0.0                        # weight of the guided-attention loss (model/translator.py)
+    ctc: float = 0.0                          # OMR: weight of the CTC loss on each staff's pitches (column layout)
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
     batch_tokens: int = 4096                  # steps per micro-batch, padding included
@@ -102,6 +104,7 @@ class TrainConfig:
         rest.setdefault("token_dropout", 0.0)
         rest.setdefault("crops", False)
         rest.setdefault("guide", 0.0)
+        rest.setdefault("ctc", 0.0)
         return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
 
@@ -186,7 +189,9 @@ class TranslatorTask(ModelAndOptimizerState):
         if compile and self.device.type != "cuda":
             raise BadInputError("--compile needs a CUDA device (torch.compile's CPU backend builds C++ "
                                 "for minutes and is not supported here)")
-        self.model_cfg = make_config(cfg.preset, vocab, cfg.image_layout, cfg.column_norm)
+        self.model_cfg = make_config(cfg.preset, vocab, cfg.image_layout, cfg.column_norm,
+                                     len(pitch_names()) if cfg.ctc > 0 else 0)
+        self.staff_targets = _staff_targets(vocab) if cfg.ctc > 0 else None
         self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir)
         self.valid_data = load_data(corpus, "valid", cfg, self.model_cfg, vocab, codes_dir)
         if not any(self.train_data.pairs):
@@ -237,9 +242,12 @@ class TranslatorTask(ModelAndOptimizerState):
     def _loss(self, net: torch.nn.Module, b: Batch) -> torch.Tensor:
         spec = self.cfg.tasks[b.task]
         b = b.to(self.device)
+        targets = None
+        if self.staff_targets is not None and (spec.source, spec.target) == ("image", "notation"):
+            targets = self.staff_targets(b.tgt[..., 0]).to(self.device)
         with self._autocast():
             return net(b.src, b.src_pos, b.tgt, b.tgt_pos, spec.source, spec.target,
-                       self.cfg.token_dropout, self.cfg.guide).float()
+                       self.cfg.token_dropout, self.cfg.guide, self.cfg.ctc, targets).float()
 
     def train_step(self, batch: list[Batch], step: int) -> dict:
         lr = lr_at(self.cfg, step)
@@ -338,8 +346,11 @@ class TranslatorTask(ModelAndOptimizerState):
         ckpt_io.save_model(ckpt_dir, self.model.state_dict(), config, self.vocab)
 
     def warm_start(self, init: Path) -> dict:
+        def normalize(saved: dict) -> dict:   # a CTC head is a training aid: an init may lack it
+            return dict(TranslatorConfig.from_dict(saved).to_dict(), ctc_classes=self.model_cfg.ctc_classes)
+
         return ckpt_io.warm_start(self.model, init, MODEL_KIND, self.model_cfg.to_dict(), self.vocab,
-                                  normalize=lambda saved: TranslatorConfig.from_dict(saved).to_dict())
+                                  normalize=normalize, fresh=("ctc.",))
 
     def summary(self) -> dict:
         """What the run trains on (in the log row of step 1): pairs per task and split,
@@ -355,6 +366,12 @@ def _terms(sums: torch.Tensor, tasks: tuple[TaskSpec, ...], lr: float, grad_norm
                 for i, t in enumerate(tasks) if sums[1, i] > 0}
     loss = float(sums[0].sum() / sums[1].sum().clamp_min(1))
     return {"loss": loss, **per_task, "lr": lr, "grad_norm": round(grad_norm, 4)}
+
+
+def _staff_targets(vocab: Vocabulary) -> StaffTargets:
+    """The CTC targets of ``--ctc``: every notation id of ``vocab`` named by its LMX token."""
+    local = vocab.names("notation")
+    return StaffTargets(dict(zip(vocab.to_global("notation", range(len(local))), local)))
 
 
 def _init_codebooks(model: Translator, cfg: TrainConfig) -> dict:
