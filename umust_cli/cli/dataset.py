@@ -384,6 +384,9 @@ def tokenize(
     32 images (variant iy*8+ix shifted by 2ix px right and 4iy px down; 0 =
     unshifted) and 9 clips (variant i shifted by -20+5i samples; 4 = unshifted)
     on the train split, 1 elsewhere. Smaller variants are padded with -1.
+    The real scans (--split realscan_train etc., 'umust dataset scans') are
+    first resized to the codec's staff spacing; a scan without a measurable
+    staff fails and is listed.
     A rerun skips files already done; failures are listed at the end and in
     tokenize_errors.jsonl; tokenize.json records codecs, counts and times.
     """

@@ -13,10 +13,18 @@ Every ``.npy`` holds one int16 array whose first axis is the shift variant:
 
 * image ``(V, 4, Hp, Wp)``: V = 32 on the train split, variant ``iy * 8 + ix``
   shifted right by ``2 ix`` and down by ``4 iy`` pixels (variant 0 = the image
-  itself; ``codecs.image.shift_variants``); V = 1 on the other splits.
+  itself; ``codecs.image.shift_variants``); V = 1 on the other splits (the real-scan splits too, see below).
 * audio ``(V, 4, F)``: V = 9 on the train split, variant ``i`` shifted by
   ``-20 + 5 i`` samples (variant 4 = the clip itself; ``codecs.audio.shift_variants``);
   V = 1 on the other splits.
+
+The real-scan splits (``realscan_*``, rows of realscans.jsonl: crops of scanned printed
+editions, ``pieces/<id>/realscans/NNN.png`` -> ``NNN.image.npy``) have images only, at the
+scan's resolution: each is first resized so that its staff lines are STAFF_SPACING_PX apart
+(``codecs.image.normalize_scale``, as ``umust tokenize image`` does), and encoded as one
+variant on every split (32 shift variants of 1,570 train scans would take 32 times the
+single pass; docs/results.md). A scan whose staff spacing cannot be measured fails with that
+reason (listed in tokenize_errors.jsonl); the others go on.
 
 Row k of a variant is codebook k, values are codes in [0, 1024). A shift can
 add one patch row/column or one frame, so variants of a file may differ in
@@ -54,7 +62,7 @@ from umust_cli.codecs.midi import MidiCodec
 from umust_cli.codecs.notation import NotationCodec
 from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.data import corpus as corpus_reader
-from umust_cli.data.corpus import SPLITS
+from umust_cli.data.corpus import SCAN_SPLITS, SPLITS
 from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, CheckpointError, UmustError
 from umust_cli.io import atomic_path, write_json_atomic, write_text_atomic
@@ -94,6 +102,7 @@ class Job:
     source: Path
     dest: Path
     variants: int
+    rescale: bool = False   # resize to the codec's staff spacing first (real scans)
 
 
 @dataclass(frozen=True)
@@ -211,17 +220,19 @@ def load_codec(modality: str, ckpt: Path, vocab: Vocabulary, device: str):
 def plan_jobs(rows: list[dict], corpus: Path, out: Path, modalities: Sequence[str], scans: bool,
               shift_variants: bool = True) -> list[Job]:
     """Jobs in manifest order: for each system its image (and scans), then its audio. A row
-    without a modality's file (an imported image-only or audio-only data set) has no job for it."""
+    without a modality's file (an imported image-only or audio-only data set, a real scan) has no
+    job for it; a real scan's image is resized to the codec's staff spacing (``Job.rescale``)."""
     jobs = []
     for row in rows:
         images = [row["png"], *(row.get("scans") or [])] if scans and row.get("png") else []
         sources = {"image": images or ([row["png"]] if row.get("png") else []),
                    "audio": [row["wav"]] if row.get("wav") else []}
+        real = row["split"] in SCAN_SPLITS
         for m in modalities:
             variants = TRAIN_VARIANTS[m] if row["split"] == "train" and shift_variants else 1
             for rel in sources[m]:
                 jobs.append(Job(m, row["split"], row["piece_id"], int(row["system"]), corpus / rel,
-                                code_path(out, rel, m), variants))
+                                code_path(out, rel, m), variants, rescale=real and m == "image"))
     return jobs
 
 
@@ -264,14 +275,17 @@ def prepare(corpus: str | Path, cfg: TokenizeConfig, out: str | Path | None = No
 # Encoding
 # ---------------------------------------------------------------------------
 
-def image_inputs(path: Path, variants: int) -> list[np.ndarray]:
-    """The preprocessed (thresholded, padded) uint8 images of each shift variant."""
+def image_inputs(path: Path, variants: int, rescale: bool = False) -> list[np.ndarray]:
+    """The preprocessed (thresholded, padded) uint8 images of each shift variant; ``rescale``:
+    of the image resized to the codec's staff spacing (ImageError when it has no staff)."""
     gray = image_codec.load_gray(path)
+    if rescale:
+        gray = image_codec.normalize_scale(gray)[0]
     shifted = image_codec.shift_variants(gray) if variants > 1 else [gray]
     return [image_codec.preprocess(g) for g in shifted]
 
 
-def audio_inputs(path: Path, variants: int) -> list[np.ndarray]:
+def audio_inputs(path: Path, variants: int, rescale: bool = False) -> list[np.ndarray]:
     """Each shift variant, zero-padded to whole frames of 512 samples (as encode_codes pads)."""
     x = audio_codec.load_audio(path)
     shifted = audio_codec.shift_variants(x) if variants > 1 else [x]
@@ -288,7 +302,7 @@ def encode_window(codec, modality: str, jobs: Sequence[Job], batch_size: int) ->
     inputs, results = {}, {}
     for i, job in enumerate(jobs):
         try:
-            inputs[i] = load(job.source, job.variants)
+            inputs[i] = load(job.source, job.variants, job.rescale)
         except (UmustError, ValueError, OSError) as e:
             results[i] = JobResult(job, "failed", f"{type(e).__name__}: {e}")
     groups = defaultdict(list)                     # shape -> [(job index, variant index)]
@@ -369,8 +383,9 @@ def _summary(plan: Plan, results: list[JobResult], seconds: dict, elapsed: float
         "layout": "pieces/<id>/systems/NNN.{image,audio}.npy: int16 (V, 4, Hp, Wp) / (V, 4, frames), "
                   "V shift variants (train) or 1, -1 = padding",
         "vocabulary": plan.vocabulary, "codecs": plan.codec_info,
-        "variants": {m: {"train": TRAIN_VARIANTS[m] if plan.config.shift_variants else 1, "valid": 1, "test": 1}
-                     for m in MODALITIES},
+        "variants": {m: {"train": TRAIN_VARIANTS[m] if plan.config.shift_variants else 1, "valid": 1, "test": 1,
+                         **dict.fromkeys(SCAN_SPLITS, 1)} for m in MODALITIES},
+        "rescaled": f"images of {', '.join(SCAN_SPLITS)}: resized to {image_codec.STAFF_SPACING_PX:g} px staff spacing",
         "splits": list(plan.config.splits) or list(SPLITS), "systems": plan.systems,
         "files": len(plan.jobs), "counts": counts,
         "failed": sum(r.status == "failed" for r in results), "errors_file": str(plan.out / ERRORS),
