@@ -243,6 +243,11 @@ def translator(
     ctc: float = typer.Option(0.0, "--ctc", min=0.0, help="OMR, column layout: weight of a CTC loss that reads "
                               "each staff's pitches from the encoder's image columns, left to right (a "
                               "training aid; results.md)."),
+    realscans: bool = typer.Option(False, "--realscans", help="OMR: the corpus's realscan_train systems (real "
+                                   "scans, 'umust dataset scans', tokenized) as more pairs; realscan_valid "
+                                   "validated too (realscan/loss, realscan/SER)."),
+    realscan_codes: Optional[Path] = typer.Option(None, "--realscan-codes", help="With --realscans: folder of the "
+                                                  "real scans' code files (default: --codes, else the corpus)."),
     init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help="Start a new run from these "
                                        "translator weights: a shipped model's name (e.g. small, of the direction's "
                                        "kind) or a checkpoint folder (fine-tuning, e.g. with --tasks omr); ignored "
@@ -292,12 +297,13 @@ def translator(
                      eval_items=eval_items, device=str(dev), progress=not quiet and not as_json)
     try:
         result = train_translator(data, output, cfg, run, corpus_vocabulary(data), init=init_dir, codes_dir=codes,
-                                  compile=compile_model, dist=dist)
+                                  compile=compile_model, dist=dist, realscan_codes=realscan_codes)
     finally:
         finish_distributed(dist)
     if dist.main:
         ev = result.eval or {}
-        score = "".join(f", val {k} {ev[k]:.4f}" for k in ("loss", "SER") if k in ev)
+        keys = ("loss", "SER", "realscan/loss", "realscan/SER")
+        score = "".join(f", val {k} {ev[k]:.4f}" for k in keys if k in ev)
         _report(result, output, as_json, score)
 
 
@@ -312,7 +318,8 @@ def _translator_config(params: dict, world: int):
         raise BadInputError(f"unknown --preset {params['preset']!r} (choose from {', '.join(PRESETS)})")
     return TrainConfig(direction=params["direction"], preset=params["preset"], image_layout=params["image_layout"],
                        column_norm=params["column_norm"], token_dropout=params["token_dropout"],
-                       crops=params["crops"], guide=params["guide"], ctc=params["ctc"], tasks=parse_tasks(params["tasks"], params["direction"]),
+                       crops=params["crops"], guide=params["guide"], ctc=params["ctc"], realscans=params["realscans"],
+                       tasks=parse_tasks(params["tasks"], params["direction"]),
                        batch_tokens=params["batch_tokens"], accum=params["accum"], world_size=world,
                        lr=params["lr"], warmup_steps=params["warmup_steps"], decay_steps=params["decay_steps"],
                        precision=params["precision"], codebook_init=not params["no_codebook_init"],

@@ -42,7 +42,8 @@ def translate(
     data: Optional[Path] = typer.Option(None, "--data", help="Instead of INPUTS: OMR of a tokenized corpus "
                                         "split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER "
                                         "--data CORPUS` (batched, from the codes of `umust dataset tokenize`)."),
-    split: str = typer.Option("test", "--split", help="With --data: train, valid or test."),
+    split: str = typer.Option("test", "--split", help="With --data: train, valid or test; or realscan_train, "
+                              "realscan_valid or realscan_test (real scans, 'umust dataset scans', tokenized)."),
     copy: str = typer.Option("engraved", "--copy", help="With --data: engraved, or scanK (the K-th "
                              "scanned-look copy, tokenized with --scans)."),
     codes: Optional[Path] = typer.Option(None, "--codes", help="With --data: where `dataset tokenize` wrote "

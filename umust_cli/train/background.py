@@ -52,7 +52,7 @@ FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--im
          "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout",
          "guide": "--guide", "ctc": "--ctc"}
 SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
-            "scans": (None, "--no-scans"), "crops": ("--crops", None)}
+            "scans": (None, "--no-scans"), "crops": ("--crops", None), "realscans": ("--realscans", None)}
 ALWAYS = ("direction", "preset", "tasks")   # written even at their defaults (tasks' depend on the direction)
 
 

@@ -15,6 +15,13 @@ alone evaluates, logs and saves; the ranks agree on when to stop.
 
 Validation: each task's teacher-forced loss on the valid split and, for OMR, the greedy
 SER of a few valid systems; keep-best (``OUTPUT/best``) on ``best_metric``.
+
+Real scans (``realscans``): the systems of the corpus's ``realscan_train`` split (crops of
+scanned printed editions with the notation of their bars, `umust dataset scans`; codes from
+`umust dataset tokenize --split realscan_train`, in ``realscan_codes`` when they are not with
+the other codes) are more image -> notation pairs of the OMR tasks (never of another task),
+and ``realscan_valid`` is validated too: ``realscan/loss`` and ``realscan/SER`` beside the
+engraved figures (keep-best stays on the engraved ones).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class TrainConfig:
     crops: bool = False                       # train: engraved systems' measure prefixes as OMR pairs too
     guide: float = 0.0                        # weight of the guided-attention loss (model/translator.py)
     ctc: float = 0.0                          # OMR: weight of the CTC loss on each staff's pitches (column layout)
+    realscans: bool = False                   # OMR: realscan_train systems as pairs, realscan_valid scored
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
     batch_tokens: int = 4096                  # steps per micro-batch, padding included
@@ -105,6 +113,7 @@ class TrainConfig:
         rest.setdefault("crops", False)
         rest.setdefault("guide", 0.0)
         rest.setdefault("ctc", 0.0)
+        rest.setdefault("realscans", False)
         return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
 
@@ -157,6 +166,9 @@ def init_distributed(device: str) -> tuple[Dist, torch.device]:
 # The task
 # ---------------------------------------------------------------------------
 
+REALSCAN_TRAIN, REALSCAN_VALID = corpus_io.SCAN_SPLITS[:2]
+
+
 @dataclass
 class Data:
     """A split's systems, their sequences and each task's pairs."""
@@ -165,16 +177,46 @@ class Data:
     store: pairs_io.SequenceStore
     pairs: list[list[pairs_io.Pair]]
     too_long: list[int]
+    real_from: int            # systems[real_from:] are real scans (none when it is len(systems))
+
+    def real_pairs(self, task: int) -> int:
+        return sum(p.system >= self.real_from for p in self.pairs[task])
 
 
-def load_data(corpus: Path, split: str, cfg: TrainConfig, model_cfg: TranslatorConfig, vocab: Vocabulary,
-              codes_dir: Path | None) -> Data:
+@dataclass(frozen=True)
+class RealScans:
+    """A real-scan split to add to a Data's OMR pairs, and the folder of its codes (None: the corpus)."""
+
+    split: str
+    codes_dir: Path | None
+
+
+def is_omr(task: TaskSpec) -> bool:
+    return task.source == "image" and task.target == "notation"
+
+
+def load_data(corpus: Path, split: str | None, cfg: TrainConfig, model_cfg: TranslatorConfig, vocab: Vocabulary,
+              codes_dir: Path | None, real: RealScans | None = None) -> Data:
+    """The pairs of ``split`` (None: none) and, with ``real``, the real scans of ``real.split``
+    as more pairs of the OMR tasks only."""
     wanted = sorted({m for t in cfg.tasks for m in (t.source, t.target)})
-    systems, _ = pairs_io.load_systems(corpus, split, vocab, codes_dir, wanted, scans=cfg.scans,
-                                       crops=cfg.crops and split == "train")
-    found = [pairs_io.task_pairs(systems, t, model_cfg, cfg.caps) for t in cfg.tasks]
+    systems = [] if split is None else pairs_io.load_systems(
+        corpus, split, vocab, codes_dir, wanted, scans=cfg.scans, crops=cfg.crops and split == "train")[0]
+    base = len(systems)
+    if real is not None:
+        systems = systems + real_scan_systems(corpus, real, vocab)
+    found = [pairs_io.task_pairs(systems if is_omr(t) else systems[:base], t, model_cfg, cfg.caps)
+             for t in cfg.tasks]
     return Data(systems, pairs_io.SequenceStore(systems, model_cfg), [p for p, _ in found],
-                [n for _, n in found])
+                [n for _, n in found], base)
+
+
+def real_scan_systems(corpus: Path, real: RealScans, vocab: Vocabulary) -> list:
+    """The image + notation systems of a real-scan split (marked ``copy`` "realscan": sources only)."""
+    systems, _ = pairs_io.load_systems(corpus, real.split, vocab, real.codes_dir, ("image", "notation"))
+    for s in systems:
+        s.key, s.copy = f"{s.key}/realscan", "realscan"
+    return systems
 
 
 class TranslatorTask(ModelAndOptimizerState):
@@ -183,7 +225,8 @@ class TranslatorTask(ModelAndOptimizerState):
     name = "translator"
 
     def __init__(self, corpus: Path, cfg: TrainConfig, run: RunOptions, vocab: Vocabulary,
-                 codes_dir: Path | None = None, dist: Dist = Dist(), compile: bool = False):
+                 codes_dir: Path | None = None, dist: Dist = Dist(), compile: bool = False,
+                 realscan_codes: Path | None = None):
         self.cfg, self.vocab, self.dist, self.run = cfg, vocab, dist, run
         self.device = resolve_device(run.device)
         if compile and self.device.type != "cuda":
@@ -192,11 +235,17 @@ class TranslatorTask(ModelAndOptimizerState):
         self.model_cfg = make_config(cfg.preset, vocab, cfg.image_layout, cfg.column_norm,
                                      len(pitch_names()) if cfg.ctc > 0 else 0)
         self.staff_targets = _staff_targets(vocab) if cfg.ctc > 0 else None
-        self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir)
+        real_codes = realscan_codes or codes_dir
+        self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir,
+                                    RealScans(REALSCAN_TRAIN, real_codes) if cfg.realscans else None)
         self.valid_data = load_data(corpus, "valid", cfg, self.model_cfg, vocab, codes_dir)
+        self.real_valid = (load_data(corpus, None, cfg, self.model_cfg, vocab, codes_dir,
+                                     RealScans(REALSCAN_VALID, real_codes)) if cfg.realscans else None)
         if not any(self.train_data.pairs):
             raise BadInputError(f"{corpus}: no training pairs for {', '.join(t.name for t in cfg.tasks)}; "
                                 "tokenize the corpus first (umust dataset tokenize) and check its rows' files")
+        if cfg.realscans:
+            _check_real_pairs(corpus, cfg, self.train_data, real_codes)
         self.plan = pairs_io.BatchPlan(cfg.tasks, self.train_data.pairs, self.train_data.systems,
                                        cfg.batch_tokens, cfg.seed, cfg.accum * cfg.world_size)
         torch.manual_seed(cfg.seed)
@@ -293,43 +342,52 @@ class TranslatorTask(ModelAndOptimizerState):
     # ---- evaluation ---------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict | None:
-        if not self.dist.main or not any(self.valid_data.pairs):
+        real = self.real_valid is not None and any(self.real_valid.pairs)
+        if not self.dist.main or not (any(self.valid_data.pairs) or real):
             return None
         self.model.eval()
         try:
-            out = {f"loss/{t.name}": v for t, v in zip(self.cfg.tasks, self._valid_losses()) if v is not None}
-            if out:
-                out["loss"] = round(sum(out.values()) / len(out), 5)
-            omr = [i for i, t in enumerate(self.cfg.tasks) if t.source == "image" and t.target == "notation"]
-            if omr and self.valid_data.pairs[omr[0]] and self.run.eval_items > 0:
-                out.update(self._omr_ser(omr[0]))
+            out = self._scores(self.valid_data)
+            if out.get("loss") is None:
+                out.pop("loss", None)
+            if real:
+                out.update({f"realscan/{k}": v for k, v in self._scores(self.real_valid).items() if v is not None})
         finally:
             self.model.train()
         return out or None
 
-    def _valid_losses(self) -> list[float | None]:
+    def _scores(self, data: Data) -> dict:
+        """Per-task valid losses, their mean ("loss") and, with an OMR task, its SER on ``data``."""
+        out = {f"loss/{t.name}": v for t, v in zip(self.cfg.tasks, self._valid_losses(data)) if v is not None}
+        out["loss"] = round(sum(out.values()) / len(out), 5) if out else None
+        omr = [i for i, t in enumerate(self.cfg.tasks) if is_omr(t)]
+        if omr and data.pairs[omr[0]] and self.run.eval_items > 0:
+            out.update(self._omr_ser(omr[0], data))
+        return out
+
+    def _valid_losses(self, data: Data) -> list[float | None]:
         out = []
-        for t, (spec, pairs) in enumerate(zip(self.cfg.tasks, self.valid_data.pairs)):
+        for t, (spec, pairs) in enumerate(zip(self.cfg.tasks, data.pairs)):
             total, n = 0.0, 0
             for idx in pairs_io.fixed_batches(pairs, self.cfg.batch_tokens, EVAL_PAIRS):
                 systems = [pairs[i].system for i in idx]
-                b = pairs_io.collate(self.valid_data.store, t, spec, systems, [0] * len(idx), [0] * len(idx))
+                b = pairs_io.collate(data.store, t, spec, systems, [0] * len(idx), [0] * len(idx))
                 total, n = total + self._loss(self.model, b).item() * len(idx), n + len(idx)
             out.append(round(total / n, 5) if n else None)
         return out
 
-    def _omr_ser(self, t: int) -> dict:
-        """Greedy-decoded SER of the first ``eval_items`` valid OMR pairs (length order)."""
-        spec, pairs = self.cfg.tasks[t], self.valid_data.pairs[t][:self.run.eval_items]
+    def _omr_ser(self, t: int, data: Data) -> dict:
+        """Greedy-decoded SER of the first ``eval_items`` OMR pairs of ``data`` (length order)."""
+        spec, pairs = self.cfg.tasks[t], data.pairs[t][:self.run.eval_items]
         counts = []
         for p in pairs:
-            b = pairs_io.collate(self.valid_data.store, t, spec, [p.system], [0], [0]).to(self.device)
+            b = pairs_io.collate(data.store, t, spec, [p.system], [0], [0]).to(self.device)
             most = self.model_cfg.max_steps[self.model_cfg.index("notation")]
             with self._autocast():
                 ids = generate(self.model, b.src, b.src_pos, "image", "notation",
                                DecodingOptions(max_steps=min(most, 2 * p.tgt_len)))[0]
             names, off = self.vocab.names("notation"), self.vocab.offset("notation")
-            ref = [names[i - off] for i in self.valid_data.systems[p.system].tokens["notation"]]
+            ref = [names[i - off] for i in data.systems[p.system].tokens["notation"]]
             counts.append(ser_counts([names[i - off] for i in ids], ref))
         return {"SER": round(pooled_ser(counts), 5), "ser_systems": len(counts)}
 
@@ -353,12 +411,18 @@ class TranslatorTask(ModelAndOptimizerState):
                                   normalize=normalize, fresh=("ctc.",))
 
     def summary(self) -> dict:
-        """What the run trains on (in the log row of step 1): pairs per task and split,
+        """What the run trains on (in the log row of step 1): pairs per task and split (with
+        real scans: how many of the train pairs are real scans, and the realscan_valid pairs),
         pairs left out for length, the codecs whose codebooks initialised the embeddings."""
-        return {"data": {t.name: {"train": len(p), "valid": len(v), "too_long": n}
-                                    for t, p, v, n in zip(self.cfg.tasks, self.train_data.pairs,
-                                                          self.valid_data.pairs, self.train_data.too_long)},
-                "codebooks": self.codebooks}
+        data = {t.name: {"train": len(p), "valid": len(v), "too_long": n}
+                for t, p, v, n in zip(self.cfg.tasks, self.train_data.pairs, self.valid_data.pairs,
+                                      self.train_data.too_long)}
+        if self.real_valid is not None:
+            for i, t in enumerate(self.cfg.tasks):
+                if is_omr(t):
+                    data[t.name].update(realscan_train=self.train_data.real_pairs(i),
+                                        realscan_valid=len(self.real_valid.pairs[i]))
+        return {"data": data, "codebooks": self.codebooks}
 
 
 def _terms(sums: torch.Tensor, tasks: tuple[TaskSpec, ...], lr: float, grad_norm: float) -> dict:
@@ -366,6 +430,18 @@ def _terms(sums: torch.Tensor, tasks: tuple[TaskSpec, ...], lr: float, grad_norm
                 for i, t in enumerate(tasks) if sums[1, i] > 0}
     loss = float(sums[0].sum() / sums[1].sum().clamp_min(1))
     return {"loss": loss, **per_task, "lr": lr, "grad_norm": round(grad_norm, 4)}
+
+
+def _check_real_pairs(corpus: Path, cfg: TrainConfig, data: Data, codes_dir: Path | None) -> None:
+    """BadInputError when ``realscans`` is asked for and no real scan became an OMR pair."""
+    omr = [i for i, t in enumerate(cfg.tasks) if is_omr(t)]
+    if not omr:
+        raise BadInputError("--realscans adds image -> notation pairs: it needs an OMR task (--tasks omr,...)")
+    if not data.real_pairs(omr[0]):
+        raise BadInputError(f"--realscans: no {REALSCAN_TRAIN} system of {corpus} has image codes in "
+                            f"{codes_dir or corpus} and notation; pair the scans (umust dataset scans) and "
+                            f"tokenize them (umust dataset tokenize --split {REALSCAN_TRAIN}; "
+                            "--realscan-codes where their codes are)")
 
 
 def _staff_targets(vocab: Vocabulary) -> StaffTargets:
@@ -383,28 +459,32 @@ def _init_codebooks(model: Translator, cfg: TrainConfig) -> dict:
 
 
 def make_task(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions, vocab: Vocabulary,
-              codes_dir: str | Path | None = None, compile: bool = False, dist: Dist = Dist()) -> TranslatorTask:
+              codes_dir: str | Path | None = None, compile: bool = False, dist: Dist = Dist(),
+              realscan_codes: str | Path | None = None) -> TranslatorTask:
     """The task of a run in ``ckpt_dir`` after the checks that need no data: held-out rows,
     the process count, the config of a run already there."""
     corpus = Path(corpus)
-    corpus_io.check_training_rows(corpus_io.rows(corpus, ("train", "valid")), corpus)
+    splits = ("train", "valid", REALSCAN_TRAIN, REALSCAN_VALID) if cfg.realscans else ("train", "valid")
+    corpus_io.check_training_rows(corpus_io.rows(corpus, splits), corpus)
     if cfg.world_size != dist.world:
         raise BadInputError(f"the config says {cfg.world_size} processes, {dist.world} are running")
     if dist.main:
         check_resumable(ckpt_dir, cfg)   # fail early; finish a staged save before other ranks look
     _barrier(dist)
-    return TranslatorTask(corpus, cfg, run, vocab, Path(codes_dir) if codes_dir else None, dist, compile)
+    return TranslatorTask(corpus, cfg, run, vocab, Path(codes_dir) if codes_dir else None, dist, compile,
+                          Path(realscan_codes) if realscan_codes else None)
 
 
 def train_translator(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions,
                      vocab: Vocabulary, init: str | Path | None = None, codes_dir: str | Path | None = None,
                      compile: bool = False, on_step: Callable[[int, dict], None] | None = None,
-                     dist: Dist = Dist()) -> TrainResult:
+                     dist: Dist = Dist(), realscan_codes: str | Path | None = None) -> TrainResult:
     """Train (or resume) a translator in ``ckpt_dir`` on ``corpus``'s train split.
 
     ``init``: weights to start a fresh run from (ignored when ``ckpt_dir`` holds a run).
+    ``realscan_codes``: where the real scans' codes are (``cfg.realscans``; default ``codes_dir``).
     """
-    task = make_task(corpus, ckpt_dir, cfg, run, vocab, codes_dir, compile, dist)
+    task = make_task(corpus, ckpt_dir, cfg, run, vocab, codes_dir, compile, dist, realscan_codes)
     return fit(task, ckpt_dir, cfg, run, init=init, on_step=on_step, main_process=dist.main)
 
 
