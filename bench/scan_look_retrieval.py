@@ -159,7 +159,7 @@ def train_arm(arm: str, corpora: dict[str, Path], work: Path, args, fcfg) -> dic
     from umust_cli.retrieval.train import train_config, train_retrieval
     from umust_cli.train.engine import RunOptions
 
-    ckpt = work / f"arm-{arm}"
+    ckpt = work / (f"arm-{arm}" + (f"-seed{args.seed}" if args.seed else ""))
     data = [corpora["engraved"]] + ([corpora[arm]] if arm != "none" else [])
     done = ckpt / "seconds.json"
     info = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else {"seconds": 0.0, "cpu_seconds": 0.0}
