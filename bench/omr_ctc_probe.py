@@ -17,6 +17,8 @@ Arms differ in the input layout's width per patch row (``--row-dim``; the ``smal
 ``--init RUN`` starts from an OMR run's weights (its image side; the CTC head starts fresh) and
 ``--save DIR`` writes the whole model (the decoder as it came) as a translator checkpoint that
 ``umust train translator --ctc W --init DIR`` starts from: the encoder pre-trained to read pitches.
+``--merge PROBE --decoder-from RUN --save DIR`` joins a probe's image side (image code rows of the
+embedding, image positions, column mixing, encoder, CTC head) with an OMR run's decoder side.
 """
 
 from __future__ import annotations
@@ -42,6 +44,21 @@ from umust_cli.train.engine import RunOptions  # noqa: E402
 from umust_cli.train.translator import TrainConfig, _init_codebooks, make_task  # noqa: E402
 
 VALID_SYSTEMS = 64
+IMAGE_SIDE = ("image_col.", "image_row.", "target.", "row_in.", "column_mix.", "column_ln.", "encoder.",
+              "enc_ln.", "ctc.")
+
+
+def merge(probe: Path, run: Path, out: Path, vocab) -> None:
+    """``run``'s weights with ``probe``'s image side (module docstring), saved as ``out``."""
+    image, probe_config = ckpt_io.load_model(probe, vocab)
+    state, _ = ckpt_io.load_model(run, vocab)
+    lo, hi = probe_config["model"]["ranges"][0]                       # the image code ids
+    state = {k: v for k, v in state.items() if not k.startswith(IMAGE_SIDE)}
+    state.update({k: v for k, v in image.items() if k.startswith(IMAGE_SIDE)})
+    state["tok.weight"] = state["tok.weight"].clone()
+    state["tok.weight"][lo:hi] = image["tok.weight"][lo:hi]
+    config = dict(probe_config, merged={"image_side": str(probe), "decoder_side": str(run)})
+    ckpt_io.save_model(out, state, config, vocab)
 
 
 def greedy(model: Translator, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[int]]]:
@@ -92,7 +109,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--init", type=Path, help="an OMR run (column layout, --column-norm) to start from")
     ap.add_argument("--save", type=Path, help="write the model here as a translator checkpoint")
+    ap.add_argument("--merge", type=Path, help="a probe's saved model: join its image side with --decoder-from")
+    ap.add_argument("--decoder-from", type=Path, help="with --merge: the OMR run whose decoder side is kept")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.decoder_from, args.save, corpus_vocabulary(args.data))
+        return
     torch.set_num_threads(args.threads)
     vocab = corpus_vocabulary(args.data)
     cfg = TrainConfig(tasks=pairs_io.parse_tasks("omr", "i2a"), column_norm=True, ctc=1.0, lr=args.lr)
