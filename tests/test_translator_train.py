@@ -201,6 +201,20 @@ def test_token_budget_windows():
     assert [i for b in batches for i in b] == list(range(7))
 
 
+def test_image_size_limits_depend_on_layout_and_role(vocab):
+    """Column layout: an image source is bounded by its rows and columns only (a real scan with
+    page margins is taller than an engraved system); grid positions and image targets also by
+    their product."""
+    big = pairs_io.System("p/000", {"image": Path("x.npy")}, {}, {"image": (1, 4, 24, 60)})
+    column, grid = make_config("small", vocab, "column"), make_config("small", vocab, "grid")
+    caps = pairs_io.Caps()
+    assert 24 * 60 > column.max_steps[0]
+    assert pairs_io.fits(big, "image", column, caps, source=True)
+    assert not pairs_io.fits(big, "image", column, caps) and not pairs_io.fits(big, "image", grid, caps, source=True)
+    too_tall = pairs_io.System("p/001", {"image": Path("x.npy")}, {}, {"image": (1, 4, column.max_rows + 1, 20)})
+    assert not pairs_io.fits(too_tall, "image", column, caps, source=True)
+
+
 def test_lr_schedule():
     cfg = _cfg("i2a", None, lr=1.0, warmup_steps=10, decay_steps=110, min_lr_ratio=0.1)
     assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)

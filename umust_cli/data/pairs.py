@@ -333,7 +333,7 @@ def task_pairs(systems: list[System], task: TaskSpec, cfg: TranslatorConfig, cap
     for i, s in enumerate(systems):
         if not (s.has(task.source) and s.has(task.target)) or (s.copy and task.target == "image"):
             continue                    # scanned-look copies are sources only
-        if not (fits(s, task.source, cfg, caps) and fits(s, task.target, cfg, caps)):
+        if not (fits(s, task.source, cfg, caps, source=True) and fits(s, task.target, cfg, caps)):
             too_long += 1
             continue
         pairs.append(Pair(i, s.length(task.source) + 2, s.length(task.target) + 2))
@@ -341,14 +341,17 @@ def task_pairs(systems: list[System], task: TaskSpec, cfg: TranslatorConfig, cap
     return pairs, too_long
 
 
-def fits(s: System, modality: str, cfg: TranslatorConfig, caps: Caps) -> bool:
-    """Whether every variant of the system's ``modality`` fits the caps and the model."""
+def fits(s: System, modality: str, cfg: TranslatorConfig, caps: Caps, source: bool = False) -> bool:
+    """Whether every variant of the system's ``modality`` fits the caps and the model. An image
+    source in the column layout is one encoder position per column, so only its rows and
+    columns are bounded, not their product (the grid layout's positions, and image targets)."""
     slack = 1 if s.variants(modality) > 1 else 0       # a shift may add a row/column/frame
     if modality != "image":
         return s.length(modality) + slack <= caps.limit(modality, cfg)
     _, _, rows, cols = s.shape["image"]
-    return (rows + slack <= cfg.max_rows and cols + slack <= min(cfg.max_columns, caps.image_columns)
-            and (rows + slack) * (cols + slack) <= cfg.max_steps[cfg.index("image")])
+    steps_ok = (source and cfg.image_layout == "column") or \
+        (rows + slack) * (cols + slack) <= cfg.max_steps[cfg.index("image")]
+    return rows + slack <= cfg.max_rows and cols + slack <= min(cfg.max_columns, caps.image_columns) and steps_ok
 
 
 def window(pairs: list[Pair], anchor: int, budget: int) -> list[int]:
