@@ -230,3 +230,27 @@ def test_unreadable_audio_exits_2(tmp_path):
     midi = write_midi(tmp_path / "c.mid", SCALE)
     result = invoke("m2a", str(bad), "--ref", str(midi))
     assert result.exit_code == 2 and "cannot read audio" in result.output
+
+
+def test_i2a_wrong_system_floor_scores_each_reference_against_another(tmp_path, monkeypatch):
+    from umust_cli.eval import transcribe
+    from umust_cli.eval.tasks import wrong_system_partners
+
+    monkeypatch.setattr(transcribe, "transcribe", fake_transcribe)
+    a = [(0.2 + 0.5 * i, 0.6 + 0.5 * i, 60 + i) for i in range(8)]
+    b = [(s, e, p + 10) for s, e, p in a]  # the same rhythm, pitches a does not have: nothing matches
+    for name, notes in (("a", a), ("b", b)):
+        write_midi(tmp_path / "ref" / f"{name}.mid", notes)
+        write_midi(tmp_path / "gen" / f"{name}.mid", notes)
+        for d in ("ref", "gen"):
+            write(tmp_path / d / f"{name}.wav", "")
+    gens = [str(tmp_path / "gen" / f"{n}.wav") for n in ("a", "b")]
+    result = invoke("i2a", *gens, "--ref-dir", str(tmp_path / "ref"), "--dtw", "--floor", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    s = data["summary"]
+    assert s["dtw_onset_50ms_F1"] == 1.0 and s["floor_files"] == 2
+    assert s["floor_onset_200ms_F1"] == 0.0 and s["floor_dtw_onset_200ms_F1"] == 0.0
+    assert {r["name"]: r["floor_partner"] for r in data["rows"]} == {"a": "b", "b": "a"}
+    assert wrong_system_partners(["p/000", "p/001", "p/002", "q/000"]) == {
+        "p/000": "p/001", "p/001": "p/002", "p/002": "p/000"}  # q/000 has no other system of its piece

@@ -165,6 +165,9 @@ def i2a(
     limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
     dtw: bool = typer.Option(False, "--dtw", help="Also score after DTW alignment of the two transcriptions."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="With --dtw: write piano-roll PNGs here."),
+    floor: bool = typer.Option(False, "--floor", help="Also the wrong-system floor: each reference against "
+                               "another system's reference of the same piece (with --data; else another "
+                               "reference of the set), same judge."),
     frame_rate: float = typer.Option(50.0, "--frame-rate", help="DTW piano-roll frames per second."),
     tol_ms: List[float] = typer.Option(DEFAULT_TOLS_MS, "--tol-ms", help=TOL_HELP),
     device: str = typer.Option("cpu", "--device", help="Torch device of the transcriber."),
@@ -183,7 +186,8 @@ def i2a(
     pairs, log = _inputs(gen, ref, ref_dir, pair, data, split, limit, "wav", AUDIO_SUFFIXES, AUDIO_SUFFIXES,
                          progress)
     dtw_cfg = DtwConfig(frame_rate=frame_rate) if dtw else None
-    result = tasks.i2a(pairs, [t / 1000 for t in tol_ms], dtw_cfg, plot, TranscriberConfig(device=device), log)
+    result = tasks.i2a(pairs, [t / 1000 for t in tol_ms], dtw_cfg, plot, TranscriberConfig(device=device), log,
+                       floor=floor)
     report.emit(result, as_json, as_csv, out)
 
 

@@ -133,14 +133,17 @@ def m2a(pairs: PairSet, tolerances: Sequence[float], tcfg, log: RunLog | None = 
 
 
 def i2a(pairs: PairSet, tolerances: Sequence[float], dtw: M.DtwConfig | None,
-        plot_dir: Path | None, tcfg, log: RunLog | None = None) -> EvalResult:
-    """Transcribe generated and reference audio; onset F1 before and (``dtw``) after alignment."""
+        plot_dir: Path | None, tcfg, log: RunLog | None = None, floor: bool = False) -> EvalResult:
+    """Transcribe generated and reference audio; onset F1 before and (``dtw``) after alignment.
+    ``floor``: also the wrong-system floor, the same judge on each reference against the
+    reference of another example of the same group (``wrong_system_partners``)."""
     log = log or RunLog()
     rows, raw, aligned = [], {t: [] for t in tolerances}, {t: [] for t in tolerances}
+    refs: dict[str, M.Notes] = {}
     for name, gen_path, ref_path in log.each(pairs.items(), "i2a"):
         with log.guard(name, gen_path, ref_path):
             gen = M.Notes.from_pretty_midi(T.transcribe(gen_path, cfg=tcfg))
-            ref = M.Notes.from_pretty_midi(T.transcribe(ref_path, cfg=tcfg))
+            ref = refs[name] = M.Notes.from_pretty_midi(T.transcribe(ref_path, cfg=tcfg))
             plot = None if plot_dir is None else Path(plot_dir) / f"{name.replace('/', '-')}.png"
             row, counts, dtw_counts = i2a_pair(gen, ref, tolerances, dtw, plot, name)
             _append(raw, counts)
@@ -150,8 +153,42 @@ def i2a(pairs: PairSet, tolerances: Sequence[float], dtw: M.DtwConfig | None,
     summary = {"files": len(rows), **_tol_summary("onset_", raw)}
     if dtw is not None:
         summary.update(_tol_summary("dtw_onset_", aligned))
-    result = EvalResult("i2a", rows, summary, _i2a_defs(), _i2a_cols(tolerances, dtw is not None))
+    if floor:
+        summary.update(wrong_system_floor(rows, refs, tolerances, dtw))
+    result = EvalResult("i2a", rows, summary, _i2a_defs(floor), _i2a_cols(tolerances, dtw is not None))
     return _finish(result, pairs, log)
+
+
+def wrong_system_partners(names: Sequence[str]) -> dict[str, str]:
+    """For each example name, the next example of its group (cyclic): the group is the name's
+    folder part (``<piece_id>/<NNN>`` in corpus mode: another system of the same piece), or
+    the whole set for bare names. Examples alone in their group get no partner."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.rpartition("/")[0], []).append(name)
+    return {g[i]: g[(i + 1) % len(g)] for g in groups.values() if len(g) > 1 for i in range(len(g))}
+
+
+def wrong_system_floor(rows: list[dict], refs: dict[str, M.Notes], tolerances: Sequence[float],
+                       dtw: M.DtwConfig | None) -> dict:
+    """Summary fields of the floor; each row gets its partner's name (``floor_partner``)."""
+    raw, aligned = {t: [] for t in tolerances}, {t: [] for t in tolerances}
+    partners = wrong_system_partners([r["name"] for r in rows])
+    for row in rows:
+        other = partners.get(row["name"])
+        if other is None:
+            continue
+        row["floor_partner"] = other
+        _, counts, dtw_counts = i2a_pair(refs[other], refs[row["name"]], tolerances, dtw)
+        _append(raw, counts)
+        if dtw is not None:
+            _append(aligned, dtw_counts)
+    out: dict = {"floor_files": sum(1 for r in rows if "floor_partner" in r)}
+    if out["floor_files"]:
+        out.update(_tol_summary("floor_onset_", raw))
+        if dtw is not None:
+            out.update(_tol_summary("floor_dtw_onset_", aligned))
+    return out
 
 
 def i2a_pair(gen: M.Notes, ref: M.Notes, tolerances: Sequence[float], dtw: M.DtwConfig | None,
@@ -182,10 +219,15 @@ def _align(gen: M.Notes, ref: M.Notes, cfg: M.DtwConfig) -> M.Notes:
     return M.warp_notes(gen, path)
 
 
-def _i2a_defs() -> dict[str, str]:
-    return {"onset_Xms": "pitch + onset within X ms between the two Transkun transcriptions",
+def _i2a_defs(floor: bool = False) -> dict[str, str]:
+    defs = {"onset_Xms": "pitch + onset within X ms between the two Transkun transcriptions",
             "dtw_": "after mapping the generated notes through one DTW path over piano rolls",
             "pooled": POOLED, "mean": MEAN}
+    if floor:
+        defs["floor_"] = ("wrong-system floor: each reference scored (same judge) against the reference "
+                          "of another example of its group (another system of the same piece with "
+                          "--data; else another file of the set); floor_partner names it")
+    return defs
 
 
 def _i2a_cols(tolerances: Sequence[float], with_dtw: bool) -> list[str]:
