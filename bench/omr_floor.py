@@ -1,6 +1,7 @@
 """The constant-prediction floor of OMR: one training system's LMX predicted for every input.
 
     python bench/omr_floor.py CORPUS [--candidates 300] [--seed 0] [--json OUT.json]
+    python bench/omr_floor.py CORPUS --compare PRED [--compare PRED2 ...] [--split test] [--reuse OUT.json]
 
 LMX systems share much of their structure (measure, voice, staff, beam and duration tokens), so
 predicting one fixed training system for every held-out system already scores a set SER well
@@ -9,6 +10,13 @@ honestly: ``--candidates`` training systems (a seeded sample) are each scored on
 the best one is kept, and only that one is scored on the test split. Prints one JSON object:
 the chosen constant (piece, system, length), its valid and test SER, and the median candidate's
 valid SER.
+
+``--compare PRED`` (a folder of predictions ``PRED/<piece_id>/<NNN>.lmx``, as `umust translate
+--data` writes them) also scores the model and the constant on the same systems of ``--split``
+(those with a prediction; a missing one is listed): both set SERs and a paired bootstrap over
+systems (``--bootstrap`` resamples) of the difference model - constant, with its 95% interval
+and the share of resamples in which the model is not better. ``--reuse OUT.json`` takes the
+constant that an earlier run chose (its ``--json`` output) instead of choosing it again.
 """
 
 from __future__ import annotations
@@ -42,20 +50,37 @@ def set_ser(pred: list[str], refs: list[list[str]]) -> float:
     return pooled_ser([ser_counts(pred, ref) for ref in refs])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("corpus", type=Path)
-    parser.add_argument("--candidates", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    train = split_tokens(args.corpus, "train")
-    valid = [t for _, t in split_tokens(args.corpus, "valid")]
-    test = [t for _, t in split_tokens(args.corpus, "test")]
-    if not (train and valid and test):
-        sys.exit(f"need train, valid and test systems with LMX (got {len(train)}, {len(valid)}, {len(test)})")
-    rng = np.random.default_rng(args.seed)
-    picks = rng.choice(len(train), size=min(args.candidates, len(train)), replace=False)
+def compare(pred_dir: Path, rows: list[tuple[dict, list[str]]], constant: list[str], resamples: int,
+            seed: int) -> dict:
+    """Model vs constant on the systems of ``rows`` that have a prediction in ``pred_dir``."""
+    model, floor, missing = [], [], []
+    for row, ref in rows:
+        path = pred_dir / row["piece_id"] / f"{int(row['system']):03d}.lmx"
+        if not path.is_file():
+            missing.append(f"{row['piece_id']}/{int(row['system']):03d}")
+            continue
+        model.append(ser_counts(lmx_tokens({"root": str(path.parent), "lmx": path.name}), ref))
+        floor.append(ser_counts(constant, ref))
+    if not model:
+        return {"predictions": str(pred_dir), "systems": 0, "missing": len(missing)}
+    err_m = np.array([c.errors for c in model], dtype=float)
+    err_f = np.array([c.errors for c in floor], dtype=float)
+    length = np.array([c.ref_len for c in model], dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(model), size=(resamples, len(model)))
+    diff = (err_m[idx].sum(1) - err_f[idx].sum(1)) / length[idx].sum(1)      # (resamples,)
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return {"predictions": str(pred_dir), "systems": len(model), "missing": len(missing),
+            "missing_first": missing[:5], "model_ser": round(pooled_ser(model), 4),
+            "constant_ser": round(pooled_ser(floor), 4),
+            "difference": round(float((err_m.sum() - err_f.sum()) / length.sum()), 4),
+            "difference_95": [round(float(lo), 4), round(float(hi), 4)],
+            "p_not_better": round(float((diff >= 0).mean()), 4), "resamples": resamples}
+
+
+def choose(train: list, valid: list, test: list, candidates: int, seed: int) -> tuple[dict, list[str]]:
+    """The best of ``candidates`` seeded training systems on the valid split; its figures."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(train), size=min(candidates, len(train)), replace=False)
     scores = sorted((set_ser(train[i][1], valid), int(i)) for i in picks)
     best_valid, best = scores[0]
     row, tokens = train[best]
@@ -64,6 +89,35 @@ def main() -> None:
                                                   "tokens": len(tokens)},
            "valid_ser": round(best_valid, 4), "test_ser": round(set_ser(tokens, test), 4),
            "median_candidate_valid_ser": round(float(np.median([s for s, _ in scores])), 4)}
+    return out, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("--candidates", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--compare", type=Path, action="append", default=[],
+                        help="a folder of predictions PRED/<piece_id>/<NNN>.lmx (repeatable)")
+    parser.add_argument("--split", default="test", help="the split of --compare")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples")
+    parser.add_argument("--reuse", type=Path, default=None, help="an earlier --json output: its constant")
+    args = parser.parse_args()
+    train = split_tokens(args.corpus, "train")
+    valid = [t for _, t in split_tokens(args.corpus, "valid")]
+    test = [t for _, t in split_tokens(args.corpus, "test")]
+    if not (train and valid and test):
+        sys.exit(f"need train, valid and test systems with LMX (got {len(train)}, {len(valid)}, {len(test)})")
+    if args.reuse is not None:
+        out = json.loads(args.reuse.read_text(encoding="utf-8"))
+        want = (out["constant"]["piece_id"], out["constant"]["system"])
+        tokens = next(t for r, t in train if (r["piece_id"], r["system"]) == want)
+    else:
+        out, tokens = choose(train, valid, test, args.candidates, args.seed)
+    if args.compare:
+        rows = split_tokens(args.corpus, args.split)
+        out["compare"] = [compare(p, rows, tokens, args.bootstrap, args.seed) for p in args.compare]
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:
