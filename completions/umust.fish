@@ -390,6 +390,7 @@ complete -c umust -n '__umust_path_is \'translate\'' -l temperature -r -d 'Sampl
 complete -c umust -n '__umust_path_is \'translate\'' -l top-k -r -d 'Sample among the k most likely tokens (0: all).'
 complete -c umust -n '__umust_path_is \'translate\'' -l top-p -r -d 'Nucleus sampling probability.'
 complete -c umust -n '__umust_path_is \'translate\'' -l seed -r -d 'Seed of sampling and of performance MIDI.'
+complete -c umust -n '__umust_path_is \'translate\'' -l grammar -l no-grammar -d 'Notation outputs: decode under the LMX chord rule (no pitch twice in a chord, at most 6 notes).'
 complete -c umust -n '__umust_path_is \'translate\'' -l device -r -d 'auto (cuda when there is one), cpu, cuda or cuda:N.'
 complete -c umust -n '__umust_path_is \'translate\'' -l data -r -d 'Instead of INPUTS: OMR of a tokenized corpus split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER --data CORPUS` (batched, from the codes of `umust dataset tokenize`).'
 complete -c umust -n '__umust_path_is \'translate\'' -l split -r -d 'With --data: train, valid or test; or realscan_train, realscan_valid or realscan_test (real scans, \'umust dataset scans\', tokenized).'

@@ -398,3 +398,32 @@ def test_mei_keeps_key_time_and_pitches_like_the_kern_it_came_from(tmp_path):
     from_mei = NotationCodec().to_lmx(mei).split()
     assert from_mei[:6] == ["measure", "key:fifths:1", "time", "beats:3", "beat-type:4", "clef:G2"]
     assert from_mei == NotationCodec().to_lmx(krn).split()
+
+
+def test_chord_rule_forbids_a_repeated_pitch_and_a_seventh_chord_note():
+    import torch
+
+    from umust_cli.codecs.notation import MAX_CHORD_NOTES, ChordRule, NotationCodec
+
+    names = NotationCodec().token_names()
+    ids = {n: names.index(n) for n in ("chord", "E4", "G4", "C4", "eighth", "measure")}
+    rule = ChordRule(batch=2)
+    feed = [["C4", "C4"], ["eighth", "eighth"], ["chord", "measure"], ["E4", "E4"], ["eighth", "eighth"],
+            ["chord", "chord"]]
+    for step in feed:
+        rule.update(torch.tensor([ids[t] for t in step]))
+    logits = torch.zeros(2, len(names) + 1)
+    rule.mask(logits)
+    banned = [{names[i] for i in (logits[r] == float("-inf")).nonzero()[:, 0].tolist()} for r in range(2)]
+    assert banned[0] == {"C4", "E4"}          # row 0: C4 + chord E4 + chord -> no C4 or E4 again
+    assert banned[1] == {"E4"}                # row 1: the measure closed C4's chord; E4 + chord
+    for pitch in ("G4", "A4", "B4", "D5"):     # row 0's chord grows to MAX_CHORD_NOTES = 6 notes
+        rule.update(torch.tensor([names.index(pitch), ids["eighth"]]))
+        logits = torch.zeros(2, len(names) + 1)
+        rule.mask(logits)
+        assert logits[0, ids["chord"]] == (float("-inf") if pitch == "D5" else 0)
+        rule.update(torch.tensor([ids["chord"] if pitch != "D5" else ids["eighth"], ids["eighth"]]))
+    assert MAX_CHORD_NOTES == 6 and rule.group[0] == [names.index(p) for p in ("C4", "E4", "G4", "A4", "B4", "D5")]
+    assert logits[1, ids["chord"]] == 0        # row 1's chord has one note
+    rule.update(torch.tensor([ids["measure"], ids["measure"]]))
+    assert rule.group == [[], []]

@@ -133,7 +133,7 @@ def _yes(a: str, b: str) -> bool:
     (("image", "audio"), True, "direct (image -umust-> audio)"),
     (("image", "midi"), True, "cascade (image -umust-> notation -perform-> midi)"),
     (("audio", "image"), False, "cascade (audio -transkun-> midi -quantize-> notation -verovio-> image); "
-                                "no direct audio->image model is installed (give one with --model)"),
+                                "no direct audio->image model (none installed or given with --model is trained for it)"),
     (("audio", "midi"), False, "reference (audio -transkun-> midi); no direct audio->midi model"),
     (("midi", "audio"), False, "render (midi -fluidsynth-> audio); no direct midi->audio model"),
     (("midi", "audio"), True, "direct (midi -umust-> audio)"),
@@ -172,7 +172,7 @@ def test_a_checkpoint_counts_for_the_tasks_it_was_trained_for(tiny, tmp_path):
     (partial / "config.json").write_text(json.dumps({**config, "tasks": ["omr", "midi2audio"]}))
     route = choose_route("image", "audio", Options(), has_model(str(partial)))
     assert route.describe() == ("cascade (image -umust-> notation -perform-> midi -fluidsynth-> audio); "
-                                "no direct image->audio model is installed (give one with --model)")
+                                "no direct image->audio model (none installed or given with --model is trained for it)")
     assert choose_route("image", "audio", Options(), has_model(str(tiny))).kind == "direct"
     assert plan_jobs([Path("a.wav")], tmp_path / "a.mid", "transcription")[0].task == ("audio", "midi")
 

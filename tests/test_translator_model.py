@@ -348,3 +348,28 @@ def test_guide_adds_to_the_training_loss_only():
     assert model.decoder[0].cross.q.weight.grad.abs().sum() > 0
     model.eval()
     assert torch.equal(model(s, sp, t, tp, "image", "notation"), model(s, sp, t, tp, "image", "notation", guide=1.0))
+
+
+def test_a_step_rule_masks_what_generation_may_pick_and_sees_each_choice():
+    class OnlyClass:
+        """Allows one class (a local id) only; records what it was told was chosen."""
+
+        def __init__(self, keep: int):
+            self.keep, self.seen = keep, []
+
+        def mask(self, logits: torch.Tensor) -> None:
+            logits[:, : self.keep] = float("-inf")
+            logits[:, self.keep + 1:] = float("-inf")
+
+        def update(self, classes: torch.Tensor) -> None:
+            self.seen.append(classes.tolist())
+
+    torch.manual_seed(3)
+    model = Translator(make_config("tiny", VOCAB)).eval()
+    s, sp = _batch(model.cfg, [VOCAB.wrap("midi", [1, 2, 3]), VOCAB.wrap("midi", [4, 5])], "midi", 1)
+    rule = OnlyClass(7)
+    out = generate(model, s, sp, "midi", "notation", DecodingOptions(max_steps=5), rule=rule)
+    assert out == [[VOCAB.range("notation").start + 7] * 5] * 2      # never [EOS]: it was masked too
+    assert rule.seen == [[7, 7]] * 5
+    with pytest.raises(BadInputError, match="one-code targets"):
+        generate(model, s, sp, "midi", "audio", DecodingOptions(max_steps=2), rule=OnlyClass(0))

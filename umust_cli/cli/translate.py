@@ -38,6 +38,8 @@ def translate(
     top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the k most likely tokens (0: all)."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling probability."),
     seed: int = typer.Option(0, "--seed", help="Seed of sampling and of performance MIDI."),
+    grammar: bool = typer.Option(True, "--grammar/--no-grammar", help="Notation outputs: decode under the LMX "
+                                 "chord rule (no pitch twice in a chord, at most 6 notes)."),
     device: str = typer.Option("auto", "--device", help="auto (cuda when there is one), cpu, cuda or cuda:N."),
     data: Optional[Path] = typer.Option(None, "--data", help="Instead of INPUTS: OMR of a tokenized corpus "
                                         "split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER "
@@ -65,7 +67,7 @@ def translate(
     from umust_cli.translate.engines import Engines, RunConfig, has_model
 
     config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
-                       top_p=top_p, soundfont=soundfont, tempo=tempo)
+                       top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar)
     if data is not None:
         if inputs or task not in (None, "omr", "i2n"):
             raise BadInputError("--data translates a corpus split (OMR); give no INPUTS and no other --task")

@@ -610,3 +610,47 @@ def _lmx_tokens(text: str) -> list[str]:
 
 def _lines(buffer: io.StringIO) -> list[str]:
     return [line for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------
+# A decoding rule of the LMX grammar
+# ---------------------------------------------------------------------------
+
+MAX_CHORD_NOTES = 6  # the corpora's largest chord in one voice has 5 notes
+
+
+class ChordRule:
+    """LMX grammar for ``model.generate`` (a ``StepRule``): a chord (a note and the ``chord``
+    notes after it) never holds the same pitch token twice and has at most ``max_notes`` notes.
+
+    Without it a weak OMR model can loop on ``chord E4 eighth chord E4 eighth ...`` until the
+    length limit. Classes are local LMX ids ([EOS] the last class); one state per batch row.
+    """
+
+    def __init__(self, batch: int, max_notes: int = MAX_CHORD_NOTES, names: Sequence[str] | None = None):
+        names = list(names) if names is not None else NotationCodec().token_names()
+        self.chord = names.index("chord")
+        self.is_pitch = [len(n) == 2 and n[0] in "ABCDEFG" and n[1].isdigit() for n in names]
+        self.ends = {names.index(n) for n in ("measure", "backup", "forward", "rest") if n in names}
+        self.max_notes = max_notes
+        self.group: list[list[int]] = [[] for _ in range(batch)]   # pitch ids of the open chord
+        self.after_chord = [False] * batch                            # last token was `chord`
+
+    def mask(self, logits: Any) -> None:
+        """(B, classes) logits: -inf on a repeated pitch after `chord`, and on `chord` once full."""
+        for row, group in enumerate(self.group):
+            if self.after_chord[row] and group:
+                logits[row, group] = float("-inf")
+            if len(group) >= self.max_notes:
+                logits[row, self.chord] = float("-inf")
+
+    def update(self, classes: Any) -> None:
+        for row, c in enumerate(classes.tolist()):
+            if c < len(self.is_pitch) and self.is_pitch[c]:
+                if self.after_chord[row]:
+                    self.group[row].append(c)
+                else:
+                    self.group[row] = [c]
+            elif c in self.ends:
+                self.group[row] = []
+            self.after_chord[row] = c == self.chord

@@ -13,14 +13,15 @@ step: same tokens, used to check the cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from umust_cli.errors import BadInputError
 from umust_cli.model.translator import (CODEBOOK_SIZE, CODES_PER_STEP, PAD, SLOTS, KVCache,
-                                        Translator, TranslatorConfig, allowed_ids, classes_to_ids)
+                                        Translator, TranslatorConfig, allowed_ids, classes_to_ids,
+                                        ids_to_classes)
 
 
 # ---------------------------------------------------------------------------
@@ -125,16 +126,30 @@ class DecodingOptions:
             raise BadInputError("decoding needs max_steps >= 1 and min_steps >= 0")
 
 
+class StepRule(Protocol):
+    """A grammar rule of a one-code (symbolic) target, applied at every step (as whisper's
+    logit filters). Classes are the target's local ids, [EOS] the last class.
+    ``codecs.notation.ChordRule`` is one."""
+
+    def mask(self, logits: torch.Tensor) -> None:
+        """Set the logits (B, classes) of what may not come next to -inf, in place."""
+
+    def update(self, classes: torch.Tensor) -> None:
+        """Read the classes (B,) just chosen."""
+
+
 @torch.inference_mode()
 def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_modality: str,
              tgt_modality: str, options: DecodingOptions = DecodingOptions(),
-             height: torch.Tensor | int | Sequence[int] | None = None) -> list[list[int]]:
+             height: torch.Tensor | int | Sequence[int] | None = None,
+             rule: StepRule | None = None) -> list[list[int]]:
     """Translate a batch of sources ((B, S, 4) steps, [PAD]-padded, with their positions).
 
     Returns per example the generated global ids without [SOS]/[EOS], the codes of each step
     in codebook order (what ``Vocabulary.to_local`` and the codecs read). A sequence ends at
     the target's [EOS] or after ``max_steps`` steps (then without [EOS]). Image targets need
-    ``height``, the system's height in patches (one number or one per example).
+    ``height``, the system's height in patches (one number or one per example). ``rule``
+    (symbolic targets) forbids, at each step, what the target's grammar does not allow next.
     """
     cfg, b, dev = model.cfg, src.shape[0], src.device
     h = _heights(height, b, dev) if tgt_modality == "image" else None
@@ -148,7 +163,9 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
     pos = _positions(limit, b, tgt_modality, h, dev)                   # (B, limit, 2)
     model.check_positions(pos, tgt_modality)
     caches = [KVCache(limit) for _ in model.decoder] if options.use_cache else None
-    head = _Head(model, tgt_modality, options, gen)
+    if rule is not None and CODES_PER_STEP[tgt_modality] != 1:
+        raise BadInputError(f"a step rule applies to one-code targets, not {tgt_modality}")
+    head = _Head(model, tgt_modality, options, gen, rule)
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     out = []
     for t in range(limit):
@@ -183,8 +200,8 @@ class _Head:
     embeddings with their [EOS] row and the sub-decoder's cache are reused at every step."""
 
     def __init__(self, model: Translator, modality: str, options: DecodingOptions,
-                 gen: torch.Generator | None):
-        self.model, self.modality, self.options, self.gen = model, modality, options, gen
+                 gen: torch.Generator | None, rule: StepRule | None = None):
+        self.model, self.modality, self.options, self.gen, self.rule = model, modality, options, gen, rule
         self.allowed = [allowed_ids(model.cfg, modality, k) for k in range(CODES_PER_STEP[modality])]
         self.weights = model.logit_weights(modality) if options.use_cache else None
         self.cache = KVCache(SLOTS) if options.use_cache else None
@@ -200,7 +217,12 @@ class _Head:
         codes = state.new_zeros(state.shape[0], SLOTS, dtype=torch.long)  # [PAD] is 0
         no_eos = t < self.options.min_steps
         if len(self.allowed) == 1:
-            codes[:, 0] = _pick(self.logits(state, 0), self.allowed[0], self.options, self.gen, no_eos)
+            logits = self.logits(state, 0)
+            if self.rule is not None:
+                self.rule.mask(logits)
+            codes[:, 0] = _pick(logits, self.allowed[0], self.options, self.gen, no_eos)
+            if self.rule is not None:
+                self.rule.update(ids_to_classes(codes[:, 0], self.allowed[0]))
             return codes
         if self.cache is not None:
             self.cache.clear()

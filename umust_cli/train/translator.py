@@ -38,6 +38,7 @@ import torch
 
 from umust_cli import checkpoint as ckpt_io
 from umust_cli import registry
+from umust_cli.codecs.notation import ChordRule
 from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
@@ -385,7 +386,7 @@ class TranslatorTask(ModelAndOptimizerState):
             most = self.model_cfg.max_steps[self.model_cfg.index("notation")]
             with self._autocast():
                 ids = generate(self.model, b.src, b.src_pos, "image", "notation",
-                               DecodingOptions(max_steps=min(most, 2 * p.tgt_len)))[0]
+                               DecodingOptions(max_steps=min(most, 2 * p.tgt_len)), rule=ChordRule(1))[0]
             names, off = self.vocab.names("notation"), self.vocab.offset("notation")
             ref = [names[i - off] for i in data.systems[p.system].tokens["notation"]]
             counts.append(ser_counts([names[i - off] for i in ids], ref))

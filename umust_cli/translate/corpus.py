@@ -76,7 +76,8 @@ def predict_omr(job: SplitJob, engines: Engines, out: Path,
         seqs = [store.steps(i, "image") for i in idx]
         src = batch_steps([s for s, _ in seqs]).to(engines.device)
         pos = step_positions(src, "image", torch.tensor([h for _, h in seqs]))
-        ids = generate(model, src, pos, "image", "notation", DecodingOptions())
+        ids = generate(model, src, pos, "image", "notation", DecodingOptions(),
+                       rule=engines.rule("notation", len(idx)))
         for i, out_ids in zip(idx, ids):
             tokens = [names[t] for t in engines.vocab.to_local("notation", out_ids)]
             empty += not tokens

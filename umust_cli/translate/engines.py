@@ -17,6 +17,7 @@ from umust_cli import registry
 from umust_cli.checkpoint import load_module, read_config
 from umust_cli.codecs.audio import AudioCodec
 from umust_cli.codecs.image import ImageCodec
+from umust_cli.codecs.notation import ChordRule
 from umust_cli.codecs.vocab import default_vocabulary
 from umust_cli.data.pairs import ALIASES, TASKS
 from umust_cli.data.synth import available_soundfonts
@@ -41,6 +42,7 @@ class RunConfig:
     top_p: float = 1.0
     soundfont: str | None = None        # FluidSynth soundfont name; None: fluidr3 or the first installed
     tempo: float | None = None          # quantization tempo in BPM; None: estimated from the MIDI
+    grammar: bool = True                # notation targets: decode under codecs.notation.ChordRule
 
 
 def model_folder(kind: str, model: str | None) -> Path | None:
@@ -132,6 +134,10 @@ class Engines:
         if name not in found:
             raise BadInputError(f"unknown soundfont {name!r}; installed: {', '.join(sorted(found))}")
         return found[name]
+
+    def rule(self, target: str, batch: int = 1) -> ChordRule | None:
+        """The decoding rule of a ``target`` translation (LMX grammar), or None."""
+        return ChordRule(batch) if target == "notation" and self.config.grammar else None
 
     def decoding(self, seed_offset: int = 0) -> DecodingOptions:
         c = self.config

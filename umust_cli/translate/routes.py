@@ -235,5 +235,5 @@ def _with_note(route: Route, preferred: Route, has_model: Callable[[str, str], b
     if route is preferred or preferred.kind != "direct":
         return route
     a, b = preferred.source, preferred.target
-    why = f"no direct {a}->{b} model is installed (give one with --model)"
+    why = f"no direct {a}->{b} model (none installed or given with --model is trained for it)"
     return Route(route.kind, route.stages, route.engines, why)
