@@ -392,7 +392,7 @@ complete -c umust -n '__umust_path_is \'translate\'' -l top-p -r -d 'Nucleus sam
 complete -c umust -n '__umust_path_is \'translate\'' -l seed -r -d 'Seed of sampling and of performance MIDI.'
 complete -c umust -n '__umust_path_is \'translate\'' -l grammar -l no-grammar -d 'Notation outputs: decode under the LMX chord rule (no pitch twice in a chord, at most 6 notes).'
 complete -c umust -n '__umust_path_is \'translate\'' -l device -r -d 'auto (cuda when there is one), cpu, cuda or cuda:N.'
-complete -c umust -n '__umust_path_is \'translate\'' -l data -r -d 'Instead of INPUTS: OMR of a tokenized corpus split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER --data CORPUS` (batched, from the codes of `umust dataset tokenize`).'
+complete -c umust -n '__umust_path_is \'translate\'' -l data -r -d 'Instead of INPUTS: OMR of a tokenized corpus split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER --data CORPUS` (batched, from the codes of `umust dataset tokenize`); with --task i2a also NNN.wav through the cascade, for `umust eval i2a FOLDER --data CORPUS`.'
 complete -c umust -n '__umust_path_is \'translate\'' -l split -r -d 'With --data: train, valid or test; or realscan_train, realscan_valid or realscan_test (real scans, \'umust dataset scans\', tokenized).'
 complete -c umust -n '__umust_path_is \'translate\'' -l copy -r -d 'With --data: engraved, or scanK (the K-th scanned-look copy, tokenized with --scans).'
 complete -c umust -n '__umust_path_is \'translate\'' -l codes -r -d 'With --data: where `dataset tokenize` wrote the codes (default: the corpus).'

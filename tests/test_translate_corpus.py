@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from umust_cli.checkpoint import save_model
 from umust_cli.cli.main import app
-from umust_cli.codecs.notation import NotationCodec
+from umust_cli.codecs.notation import ChordRule, NotationCodec
 from umust_cli.codecs.vocab import default_vocabulary
 from umust_cli.data import pairs as pairs_io
 from umust_cli.inputs import load_lmx
@@ -63,7 +63,8 @@ def _alone(model: Translator, corpus: Path, key: str, copy: str) -> list[str]:
     i = next(i for i, s in enumerate(systems) if s.key == key + ("" if copy == "engraved" else f"/{copy}"))
     steps, height = pairs_io.SequenceStore(systems, model.cfg).steps(i, "image")
     src = steps[None]
-    ids = generate(model, src, step_positions(src, "image", height), "image", "notation", DecodingOptions())[0]
+    ids = generate(model, src, step_positions(src, "image", height), "image", "notation", DecodingOptions(),
+                   rule=ChordRule(1))[0]
     return [LMX[t] for t in vocab.to_local("notation", ids)]
 
 
@@ -103,8 +104,30 @@ def test_limit_picks_the_systems_eval_limit_scores(corpus, tiny, tmp_path):
 def test_corpus_mode_bad_options_are_one_line(corpus, tiny, tmp_path):
     base = ["translate", "--data", str(corpus), "--model", str(tiny), "-o", str(tmp_path / "p")]
     for extra, words in ((["--copy", "photo"], "--copy"), (["--split", "valid"], "no engraved image codes"),
-                         (["--task", "i2a"], "--data translates")):
+                         (["--task", "amt"], "--data translates")):
         result = runner.invoke(app, base + extra)
         assert result.exit_code == 2 and words in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "p").exists()
+
+
+MEASURE = ("measure key:fifths:1 time beats:3 beat-type:4 clef:G2 staff:1 D5 voice:1 quarter staff:1 G4 quarter "
+           "A4 quarter")
+
+
+def test_i2a_mode_renders_each_prediction_through_the_cascade(corpus, tiny, tmp_path):
+    import soundfile
+
+    out = tmp_path / "pred"
+    (out / "alpha").mkdir(parents=True)
+    (out / "alpha" / "000.lmx").write_text(MEASURE + "\n")      # kept: OMR skips what is there
+    result = runner.invoke(app, ["translate", "--data", str(corpus), "--model", str(tiny), "--task", "i2a",
+                                 "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["route"].startswith("cascade") and summary["written"] == 3 and summary["skipped"] == 1
+    assert summary["audio"]["written"] == 4 and 0 <= summary["audio"]["silent"] <= 3
+    wavs = sorted(str(p.relative_to(out)) for p in out.rglob("*.wav"))
+    assert wavs == ["alpha/000.wav", "alpha/001.wav", "beta/000.wav", "beta/001.wav"]
+    audio, sr = soundfile.read(out / "alpha" / "000.wav")
+    assert sr == 44100 and 1.0 < len(audio) / sr < 6.0 and np.abs(audio).max() > 0.01  # three quarter notes

@@ -43,7 +43,8 @@ def translate(
     device: str = typer.Option("auto", "--device", help="auto (cuda when there is one), cpu, cuda or cuda:N."),
     data: Optional[Path] = typer.Option(None, "--data", help="Instead of INPUTS: OMR of a tokenized corpus "
                                         "split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER "
-                                        "--data CORPUS` (batched, from the codes of `umust dataset tokenize`)."),
+                                        "--data CORPUS` (batched, from the codes of `umust dataset tokenize`); with --task i2a "
+                                        "also NNN.wav through the cascade, for `umust eval i2a FOLDER --data CORPUS`."),
     split: str = typer.Option("test", "--split", help="With --data: train, valid or test; or realscan_train, "
                               "realscan_valid or realscan_test (real scans, 'umust dataset scans', tokenized)."),
     copy: str = typer.Option("engraved", "--copy", help="With --data: engraved, or scanK (the K-th "
@@ -69,9 +70,10 @@ def translate(
     config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
                        top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar)
     if data is not None:
-        if inputs or task not in (None, "omr", "i2n"):
-            raise BadInputError("--data translates a corpus split (OMR); give no INPUTS and no other --task")
-        _corpus_omr(data, split, copy, codes, batch_size, limit, output, Engines(config), as_json)
+        if inputs or task not in (None, "omr", "i2n", "i2a"):
+            raise BadInputError("--data translates a corpus split (OMR, or --task i2a: OMR then the cascade "
+                                "to audio); give no INPUTS and no other --task")
+        _corpus_omr(data, split, copy, codes, batch_size, limit, output, Engines(config), as_json, task == "i2a")
         return
     if not inputs:
         raise BadInputError("give INPUTS to translate (or --data CORPUS for a corpus split)")
@@ -121,12 +123,13 @@ def _run(jobs, routes, engines, quiet: bool) -> tuple[list[dict], list[dict]]:
 
 
 def _corpus_omr(data: Path, split: str, copy: str, codes: Optional[Path], batch_size: int, limit: Optional[int],
-                output: Path, engines, as_json: bool) -> None:
-    """`--data`: OMR of a corpus split under a progress bar; a summary line (or JSON)."""
+                output: Path, engines, as_json: bool, audio: bool = False) -> None:
+    """`--data`: OMR of a corpus split under a progress bar (``audio``: then the cascade's
+    perform + FluidSynth steps to NNN.wav); a summary line (or JSON)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from umust_cli.translate.corpus import SplitJob, predict_omr, split_systems
+    from umust_cli.translate.corpus import SplitJob, predict_omr, render_audio, split_systems
 
     job = SplitJob(corpus=data, split=split, copy=copy, codes=codes, batch_size=batch_size, limit=limit)
     total = len(split_systems(job))
@@ -138,8 +141,16 @@ def _corpus_omr(data: Path, split: str, copy: str, codes: Optional[Path], batch_
                   disable=as_json) as progress:
         bar = progress.add_task("omr", total=total)
         summary = predict_omr(job, engines, output, on_batch=lambda n: progress.advance(bar, n))
+        if audio:
+            wav = progress.add_task("audio", total=total)
+            summary["audio"] = render_audio(job, engines, output, on_item=lambda n: progress.advance(wav, n))
+    route = "cascade (image -umust-> notation -perform-> midi -fluidsynth-> audio)" if audio else "direct"
     if as_json:
-        print_json({**summary, "route": "direct", "output": str(output)})
-    else:
-        typer.echo(f"{summary['written']} systems predicted ({summary['skipped']} already there, "
-                   f"{summary['empty']} empty) -> {output}")
+        print_json({**summary, "route": route, "output": str(output)})
+        return
+    typer.echo(f"{summary['written']} systems predicted ({summary['skipped']} already there, "
+               f"{summary['empty']} empty) -> {output}")
+    if audio:
+        a = summary["audio"]
+        typer.echo(f"{a['written']} WAVs rendered ({a['skipped']} already there, {a['silent']} without notes: "
+                   f"1 s of silence) -> {output}")

@@ -7,6 +7,12 @@ The sources are the codes `umust dataset tokenize` wrote (variant 0 of ``NNN.ima
 and validation fed it. Systems are decoded greedily in batches of similar length
 (``model.generate`` pads and masks them), which is several times faster than one at a time on
 a CPU. A system already predicted is skipped, so an interrupted run resumes.
+
+``render_audio`` continues the image -> audio cascade from those LMX files (perform, then
+FluidSynth: the steps ``umust translate score.png -o out.wav`` takes after OMR) into
+``PRED_DIR/<piece_id>/<NNN>.wav`` for `umust eval i2a PRED_DIR --data CORPUS`. A system whose
+notation yields no notes gets one second of silence, so that it is scored (as nothing heard)
+rather than left out, and is counted.
 """
 
 from __future__ import annotations
@@ -19,11 +25,16 @@ import torch
 
 from umust_cli.codecs.notation import NotationCodec, lmx_file_text
 from umust_cli.data import pairs as pairs_io
-from umust_cli.errors import BadInputError
+from umust_cli.data.synth import SAMPLE_RATE, write_wav
+from umust_cli.errors import BadInputError, NotationError, TranslationError
 from umust_cli.eval.corpus import spread
 from umust_cli.io import write_text_atomic
 from umust_cli.model.generate import DecodingOptions, batch_steps, generate, step_positions
 from umust_cli.translate.engines import Engines
+from umust_cli.translate.pipeline import run_route
+from umust_cli.translate.routes import Route
+
+RENDER = Route("render", ("notation", "midi", "audio"), ("perform", "fluidsynth"))
 
 
 @dataclass(frozen=True)
@@ -87,3 +98,26 @@ def predict_omr(job: SplitJob, engines: Engines, out: Path,
             on_batch(len(idx))
     return {"systems": len(systems), "written": written, "skipped": len(systems) - written,
             "empty": empty, "split": job.split, "copy": job.copy}
+
+
+def render_audio(job: SplitJob, engines: Engines, out: Path,
+                 on_item: Callable[[int], None] | None = None) -> dict:
+    """``out/<piece>/<NNN>.wav`` from each chosen system's predicted ``.lmx`` (``predict_omr``
+    first); counts of what was done (``silent``: no notes, one second of silence written)."""
+    systems = split_systems(job)
+    written, silent = 0, 0
+    for system in systems:
+        lmx = _dest(out, system)
+        wav = lmx.with_suffix(".wav")
+        if not wav.is_file():
+            try:
+                run_route(RENDER, lmx, wav, engines)
+            except (TranslationError, NotationError):
+                write_wav(wav, torch.zeros(SAMPLE_RATE).numpy())
+                silent += 1
+            written += 1
+        if on_item:
+            on_item(1)
+    return {"systems": len(systems), "written": written, "skipped": len(systems) - written, "silent": silent,
+            "split": job.split, "copy": job.copy}
+
