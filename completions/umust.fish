@@ -311,6 +311,7 @@ complete -c umust -n '__umust_path_is \'train codec image\'' -s h -l help -d 'Sh
 complete -c umust -n '__umust_path_is \'train promote\'' -l kind -r -d 'translator-i2a or translator-a2i (default: the run\'s direction).'
 complete -c umust -n '__umust_path_is \'train promote\'' -l name -r -d 'Model name of the kind (its folder comes from umust_cli/registry.py).'
 complete -c umust -n '__umust_path_is \'train promote\'' -l to -r -d 'Weights folder to write (default: the package\'s folder of KIND NAME).'
+complete -c umust -n '__umust_path_is \'train promote\'' -l scored -r -d 'The JSON of `umust eval omr PRED --data CORPUS --split valid [--limit N] --json` on this checkpoint\'s predictions: its validation SER (saved with the weights) instead of the run\'s.'
 complete -c umust -n '__umust_path_is \'train promote\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'train promote\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'train retrieval\'' -l data -r -d 'Corpus of `umust dataset build` (its train split is used); repeatable: renderings of the same systems by `umust dataset resynth` give each system several timbres.'

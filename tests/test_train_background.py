@@ -170,11 +170,33 @@ def test_promote_compares_with_the_shipped_metric(tmp_path):
         background.promote(unscored, dest)
 
 
+def test_promote_can_use_an_eval_omr_result_of_the_valid_split(tmp_path):
+    dest = tmp_path / "weights" / "translator-i2a"
+    run = _fake_checkpoint(tmp_path / "runs" / "s", 70, None)
+    result = {"task": "omr", "summary": {"files": 48, "SER": 0.7, "missing": 0, "failed": 0, "split": "valid",
+                                         "limit": 48}}
+    out = background.promote(run, dest, result)
+    assert out["value"] == 0.7 and out["step"] == 70
+    assert ckpt_io.read_config(dest)["val"] == {"SER": 0.7, "ser_systems": 48, "scored_by": "umust eval omr",
+                                                 "limit": 48}
+    worse = {"task": "omr", "summary": {**result["summary"], "SER": 0.75}}
+    with pytest.raises(BadInputError, match=r"0\.75 .*not better than .*0\.7"):
+        background.promote(_fake_checkpoint(tmp_path / "runs" / "t", 80, None), dest, worse)
+    for bad in ({"task": "omr", "summary": {**result["summary"], "split": "test"}},      # never the test split
+                {"task": "amt", "summary": result["summary"]},
+                {"task": "omr", "summary": {**result["summary"], "missing": 3}}):
+        with pytest.raises(BadInputError, match="--scored"):
+            background.promote(run, dest, bad)
+    assert ckpt_io.read_config(dest)["step"] == 70
+
+
 def test_a_new_run_starts_from_the_shipped_weights_of_its_kind(tmp_path, monkeypatch, corpus):
     weights = tmp_path / "weights"
     _fake_checkpoint(weights / "translator-i2a", 100, 0.5)
+    monkeypatch.delitem(registry.MODELS, "translator-i2a", raising=False)
+    monkeypatch.delitem(registry.DEFAULTS, "translator-i2a", raising=False)
     plan = plan_translator(BackgroundRequest(tmp_path / "run", data=corpus, threads=1), weights)
-    assert plan.action == "fresh" and "--init" not in plan.argv     # none ships yet
+    assert plan.action == "fresh" and "--init" not in plan.argv     # while none ships
     monkeypatch.setitem(registry.MODELS, "translator-i2a", {"small": "translator-i2a"})
     monkeypatch.setitem(registry.DEFAULTS, "translator-i2a", "small")
     plan = plan_translator(BackgroundRequest(tmp_path / "run", data=corpus, threads=1), weights)
@@ -187,7 +209,7 @@ def test_a_new_run_starts_from_the_shipped_weights_of_its_kind(tmp_path, monkeyp
 
 def test_init_takes_a_registry_name(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="does not ship yet"):
-        registry.resolve("translator-i2a", "small")
+        registry.resolve("translator-a2i", "small")
     assert registry.folder_name("translator-a2i", "small") == "translator-a2i"
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setitem(registry.MODELS, "translator-i2a", {"small": "translator-i2a"})

@@ -94,7 +94,10 @@ def omr(
 
     pairs, log = _inputs(preds, ref, ref_dir, pair, data, split, limit, "lmx", LMX_SUFFIXES, LMX_SUFFIXES,
                          progress)
-    report.emit(tasks.omr(pairs, log), as_json, as_csv, out)
+    result = tasks.omr(pairs, log)
+    if data is not None:   # what `umust train promote --scored` checks
+        result.summary.update(split=split, limit=limit)
+    report.emit(result, as_json, as_csv, out)
 
 
 @app.command("amt")

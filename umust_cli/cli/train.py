@@ -11,6 +11,7 @@ from umust_cli import registry
 from umust_cli.cli._common import JSON_OPTION_HELP, handle_errors, print_json
 from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, InputNotFoundError
+from umust_cli.io import require_file
 
 app = typer.Typer(help="Train the codecs, the retrieval model and the translators; background runs, their "
                   "status and the promotion of their weights.", no_args_is_help=True)
@@ -433,6 +434,9 @@ def promote(
                              "umust_cli/registry.py)."),
     to: Optional[Path] = typer.Option(None, "--to", help="Weights folder to write (default: the package's folder "
                                       "of KIND NAME)."),
+    scored: Optional[Path] = typer.Option(None, "--scored", help="The JSON of `umust eval omr PRED --data CORPUS "
+                                          "--split valid [--limit N] --json` on this checkpoint's predictions: its "
+                                          "validation SER (saved with the weights) instead of the run's."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Ship a run's best checkpoint (fp16) only if it beats the shipped model's validation metric.
@@ -444,7 +448,7 @@ def promote(
     if kind is None:
         kind = f"translator-{read_config(run_dir).get('direction', 'i2a')}"
     dest = to if to is not None else registry.WEIGHTS_DIR / registry.folder_name(kind, name)
-    out = promote_run(run_dir, dest)
+    out = promote_run(run_dir, dest, _json_object(scored) if scored is not None else None)
     if as_json:
         print_json(out)
         return
@@ -452,3 +456,17 @@ def promote(
     typer.echo(f"promoted {out['from']} step {out['step']}: valid {out['metric']} {out['value']}{before} -> "
                f"{dest} ({out['bytes'] / 2**20:.1f} MiB). Review {dest}/MODEL_CARD.md, list it in "
                "umust_cli/registry.py if it is new, then commit.")
+
+
+def _json_object(path: Path) -> dict:
+    """A JSON file holding an object; BadInputError (one line) otherwise."""
+    import json
+
+    try:
+        obj = json.loads(require_file(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInputError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise BadInputError(f"{path} does not hold a JSON object")
+    return obj
+

@@ -36,7 +36,7 @@ from umust_cli import checkpoint as ckpt_io
 from umust_cli import registry
 from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.errors import BadInputError
-from umust_cli.io import write_jsonl_atomic, write_text_atomic
+from umust_cli.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from umust_cli.train.engine import BEST, COMPLETE, STAGING, read_log
 from umust_cli.train.translator import TrainConfig
 
@@ -320,12 +320,14 @@ CARD_BEGIN = "<!-- umust train promote: generated from here to the end marker; e
 CARD_END = "<!-- umust train promote: end of the generated part -->"
 
 
-def promote(run_dir: Path, dest: Path) -> dict:
+def promote(run_dir: Path, dest: Path, scored: dict | None = None) -> dict:
     """Export the run's best checkpoint (``RUN/best``, else its last save) as fp16 into ``dest``
     when its validation metric beats the one saved in ``dest`` (or ``dest`` holds no model);
-    BadInputError with both numbers otherwise. Writes the model card's generated part."""
+    BadInputError with both numbers otherwise. Writes the model card's generated part.
+    ``scored``: a `umust eval omr --data CORPUS --split valid --json` result of this checkpoint's
+    predictions, used (and saved with the weights) as its validation SER instead of the run's."""
     source = run_dir / BEST if (run_dir / BEST / ckpt_io.CONFIG).is_file() else run_dir
-    new = _scored(source)
+    new = _scored(source) if scored is None else eval_scored(source, scored)
     if new["value"] is None:
         raise BadInputError(f"{source} has no validation {new['metric']}: train with --eval-every "
                             "(the run keeps its best checkpoint in RUN/best)")
@@ -335,12 +337,30 @@ def promote(run_dir: Path, dest: Path) -> dict:
     shutil.rmtree(stage, ignore_errors=True)
     vocab_file = source / ckpt_io.VOCABULARY
     ckpt_io.export_fp16(source, stage, Vocabulary.load(vocab_file) if vocab_file.is_file() else None)
+    if scored is not None:   # the shipped config records the figure it was promoted on
+        write_json_atomic(stage / ckpt_io.CONFIG, {**ckpt_io.read_config(stage), "val": new["val"]})
     old_card = (dest / CARD).read_text(encoding="utf-8") if (dest / CARD).is_file() else None
     write_text_atomic(stage / CARD, model_card(run_dir, dest, new, old_card))
     _replace_folder(stage, dest)
     return {"promoted": str(dest), "from": str(source), "metric": new["metric"], "value": new["value"],
             "previous": old["value"] if old else None, "step": new["step"],
             "bytes": (dest / ckpt_io.WEIGHTS).stat().st_size}
+
+
+def eval_scored(source: Path, result: dict) -> dict:
+    """``_scored`` of ``source`` with the validation SER of an `umust eval omr` JSON result
+    (BadInputError unless it scored the valid split of a corpus without failures)."""
+    summary = result.get("summary") or {}
+    if result.get("task") != "omr" or summary.get("split") != "valid" or "SER" not in summary:
+        raise BadInputError("--scored needs the JSON of `umust eval omr PRED --data CORPUS --split valid "
+                            "[--limit N] --json` (it records the split)")
+    if summary.get("missing") or summary.get("failed"):
+        raise BadInputError(f"--scored: {summary.get('missing')} missing and {summary.get('failed')} failed "
+                            "predictions; score every system")
+    base = _scored(source)
+    val = {"SER": summary["SER"], "ser_systems": summary["files"], "scored_by": "umust eval omr",
+           "limit": summary.get("limit")}
+    return {**base, "metric": "SER", "value": summary["SER"], "val": val}
 
 
 def check_better(new: dict, old: dict | None, dest: Path) -> None:
