@@ -228,8 +228,8 @@ def test_bad_starts_are_refused_before_anything_runs(tmp_path, corpus):
     typo = runner.invoke(app, ["train", "background", "translator", str(run), "--data", str(corpus), "--",
                                "--no-such-option"])
     assert typo.exit_code == 2 and "no-such-option" in typo.output
-    init = runner.invoke(app, ["train", "background", "translator", str(run), "--data", str(corpus), "--",
-                               "--init", "small"])
+    init = runner.invoke(app, ["train", "background", "translator", str(run), "--data", str(corpus),
+                               "--direction", "a2i", "--", "--init", "small"])
     assert init.exit_code == 2 and "does not ship yet" in init.output
     assert not run.exists()
     dry = runner.invoke(app, ["train", "background", "translator", str(run), "--data", str(corpus), "--dry-run",

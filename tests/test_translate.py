@@ -308,8 +308,19 @@ def test_render_routes_need_no_model(files, tmp_path, src, suffix, route):
 
 # ------------------------------------------------------------------ bad inputs and batches
 def test_no_route_without_a_model_is_one_line(files, tmp_path):
-    _one_error_line(_run([files["png"], "-o", tmp_path / "o" / "x.wav"]), 2, "--model", "image")
+    # no audio->image model ships: umust's own transcriber has no model to run
+    _one_error_line(_run([files["wav"], "-o", tmp_path / "o" / "x.png", "--transcriber", "umust"]), 2,
+                    "--model", "translator-a2i")
     _no_files(tmp_path / "o")
+
+
+def test_a_score_image_uses_the_shipped_omr_model(files, tmp_path):
+    out = tmp_path / "o" / "x.musicxml"
+    result = _run([files["png"], "-o", out, "--json"])
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)["done"][0]
+    assert done["route"] == "direct" and done["engines"] == ["umust"]
+    assert out.read_text().lstrip().startswith("<?xml") and "<score-partwise" in out.read_text()
 
 
 def _bad_inputs(d: Path) -> dict[str, Path]:

@@ -18,6 +18,7 @@ audio-codec    small      audio-codec: the audio DAC (default)
 retrieval      rendered   retrieval: paper-size CNN trained on engraved systems (default)
 retrieval      small      retrieval-small: RNN-FZ trained on CPU, ~5x faster on images
 retrieval      scans      retrieval-scans: older small model fine-tuned on scanned scores
+translator-i2a small      translator-i2a: image->audio direction, OMR task only (default)
 =============  =========  ===========================================================
 
 Kinds whose weights are trained here but do not ship yet are in ``PENDING`` (kind -> name ->
@@ -40,10 +41,11 @@ MODELS: dict[str, dict[str, str]] = {
     "image-codec": {"small": "image-codec"},
     "audio-codec": {"small": "audio-codec"},
     "retrieval": {"rendered": "retrieval", "small": "retrieval-small", "scans": "retrieval-scans"},
-}
-DEFAULTS: dict[str, str] = {"image-codec": "small", "audio-codec": "small", "retrieval": "rendered"}
-PENDING: dict[str, dict[str, str]] = {
     "translator-i2a": {"small": "translator-i2a"},
+}
+DEFAULTS: dict[str, str] = {"image-codec": "small", "audio-codec": "small", "retrieval": "rendered",
+                            "translator-i2a": "small"}
+PENDING: dict[str, dict[str, str]] = {
     "translator-a2i": {"small": "translator-a2i"},
 }
 

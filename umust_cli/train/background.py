@@ -131,11 +131,17 @@ def _resume_flags(run_dir: Path, direction: str | None) -> tuple[dict, list[str]
     return saved, config_flags(saved)
 
 
+ARCHITECTURE_FLAGS = ("--preset", "--image-layout", "--column-norm")  # a new run with these starts fresh
+
+
 def _new_run(direction: str, extras: tuple[str, ...], weights_dir: Path | None) -> tuple[str, Path | None, list[str]]:
     """(action, shipped weights to start from, flags) of a new run: from the kind's default
-    shipped weights and their training options, unless none ship or the options name an --init."""
-    given = "--init" in _flag_names(extras)
-    init = None if given else registry.default_folder(f"translator-{direction}", weights_dir)
+    shipped weights and their training options, unless none ship, the options name an --init,
+    or they choose an architecture (ARCHITECTURE_FLAGS: then it starts fresh)."""
+    names = _flag_names(extras)
+    given = "--init" in names
+    own = any(f in names for f in ARCHITECTURE_FLAGS)
+    init = None if given or own else registry.default_folder(f"translator-{direction}", weights_dir)
     if init is None:
         return ("init" if given else "fresh"), None, ["--direction", direction]
     return "init", init, config_flags(ckpt_io.read_config(init).get("train") or {})
@@ -439,7 +445,9 @@ def _card_part(run_dir: Path, dest: Path, scored: dict) -> list[str]:
             f"- Compute: {st['logged_step']} steps in {st['sessions'] or 'unrecorded'} background session(s), "
             f"{st['wall_hours']} wall hours, {st['cpu_hours'] if st['cpu_hours'] is not None else 'unrecorded'} "
             "CPU core-hours.",
-            f"- Checkpoint: step {scored['step']}, the best valid {scored['metric']} of the run.", "",
+            f"- Checkpoint: step {scored['step']}, "
+            + (f"scored with `umust eval omr` on {val['ser_systems']} valid systems (`--scored`)."
+               if val.get("scored_by") else f"the best valid {scored['metric']} of the run."), "",
             "## Metrics", "", f"Valid {scored['metric']} {scored['value']}{n} (step {scored['step']}); "
             f"every validation row: `umust train status RUNS/{run_dir.name}`.", "",
             "```sh", *command, "```"]
