@@ -141,7 +141,7 @@ complete -c umust -n '__umust_path_is \'eval i2a\'' -l split -r -d 'Corpus split
 complete -c umust -n '__umust_path_is \'eval i2a\'' -l limit -r -d 'With --data: only N systems, spread evenly over the split (the same N each run).'
 complete -c umust -n '__umust_path_is \'eval i2a\'' -l dtw -d 'Also score after DTW alignment of the two transcriptions.'
 complete -c umust -n '__umust_path_is \'eval i2a\'' -l plot -r -d 'With --dtw: write piano-roll PNGs here.'
-complete -c umust -n '__umust_path_is \'eval i2a\'' -l floor -d 'Also the wrong-system floor: each reference against another system\'s reference of the same piece (with --data; else another reference of the set), same judge.'
+complete -c umust -n '__umust_path_is \'eval i2a\'' -l floor -d 'Also the wrong-system floor, same judge: each reference against the audio of the next system of its piece (with --data; else the next reference of the set).'
 complete -c umust -n '__umust_path_is \'eval i2a\'' -l frame-rate -r -d 'DTW piano-roll frames per second.'
 complete -c umust -n '__umust_path_is \'eval i2a\'' -l tol-ms -r -d 'Onset tolerance in ms (repeat for several).'
 complete -c umust -n '__umust_path_is \'eval i2a\'' -l device -r -d 'Torch device of the transcriber.'

@@ -251,6 +251,18 @@ def test_i2a_wrong_system_floor_scores_each_reference_against_another(tmp_path, 
     s = data["summary"]
     assert s["dtw_onset_50ms_F1"] == 1.0 and s["floor_files"] == 2
     assert s["floor_onset_200ms_F1"] == 0.0 and s["floor_dtw_onset_200ms_F1"] == 0.0
-    assert {r["name"]: r["floor_partner"] for r in data["rows"]} == {"a": "b", "b": "a"}
-    assert wrong_system_partners(["p/000", "p/001", "p/002", "q/000"]) == {
-        "p/000": "p/001", "p/001": "p/002", "p/002": "p/000"}  # q/000 has no other system of its piece
+    assert {r["name"]: Path(r["floor_partner"]).name for r in data["rows"]} == {"a": "b.wav", "b": "a.wav"}
+    assert wrong_system_partners(["x", "y", "z"]) == {"x": "y", "y": "z", "z": "x"} and not wrong_system_partners(["x"])
+
+
+def test_neighbour_system_is_the_next_system_of_the_piece_else_the_previous(tmp_path):
+    from umust_cli.eval.tasks import neighbour_system
+
+    systems = tmp_path / "pieces" / "p" / "systems"
+    systems.mkdir(parents=True)
+    for n in (0, 1, 2):
+        write(systems / f"{n:03d}.wav", "")
+    assert neighbour_system(systems / "000.wav") == systems / "001.wav"
+    assert neighbour_system(systems / "002.wav") == systems / "001.wav"
+    write(tmp_path / "q.wav", "")
+    assert neighbour_system(tmp_path / "q.wav") is None

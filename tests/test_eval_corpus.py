@@ -266,6 +266,11 @@ def test_m2a_and_i2a_corpus_mode_with_a_stand_in_transcriber(corpus, tmp_path, m
     m2a = json.loads(invoke("m2a", str(gen), "--data", str(corpus), "--json").stdout)
     assert m2a["summary"]["onset_50ms_F1"] == 1.0 and m2a["summary"]["files"] == 2
     assert m2a["missing"] == ["alpha/001"]
-    i2a = json.loads(invoke("i2a", str(gen), "--data", str(corpus), "--dtw", "--json").stdout)
+    i2a = json.loads(invoke("i2a", str(gen), "--data", str(corpus), "--dtw", "--floor", "--json").stdout)
     assert i2a["summary"]["dtw_onset_50ms_F1"] == 1.0 and i2a["summary"]["missing"] == 1
     assert i2a["rows"][0]["ref"].endswith("pieces/alpha/systems/000.wav")  # the reference is the system audio
+    # the floor: each reference against the next system of its piece (not predicted, but in the corpus)
+    partners = {r["name"]: r["floor_partner"] for r in i2a["rows"]}
+    assert partners["alpha/000"].endswith("pieces/alpha/systems/001.wav")
+    assert partners["beta/000"].endswith("pieces/beta/systems/001.wav")
+    assert i2a["summary"]["floor_files"] == 2 and i2a["summary"]["floor_dtw_onset_50ms_F1"] == 1.0

@@ -168,9 +168,9 @@ def i2a(
     limit: Optional[int] = typer.Option(None, "--limit", help=LIMIT_HELP),
     dtw: bool = typer.Option(False, "--dtw", help="Also score after DTW alignment of the two transcriptions."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="With --dtw: write piano-roll PNGs here."),
-    floor: bool = typer.Option(False, "--floor", help="Also the wrong-system floor: each reference against "
-                               "another system's reference of the same piece (with --data; else another "
-                               "reference of the set), same judge."),
+    floor: bool = typer.Option(False, "--floor", help="Also the wrong-system floor, same judge: each reference "
+                               "against the audio of the next system of its piece (with --data; else the "
+                               "next reference of the set)."),
     frame_rate: float = typer.Option(50.0, "--frame-rate", help="DTW piano-roll frames per second."),
     tol_ms: List[float] = typer.Option(DEFAULT_TOLS_MS, "--tol-ms", help=TOL_HELP),
     device: str = typer.Option("cpu", "--device", help="Torch device of the transcriber."),

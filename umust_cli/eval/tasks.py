@@ -135,8 +135,8 @@ def m2a(pairs: PairSet, tolerances: Sequence[float], tcfg, log: RunLog | None = 
 def i2a(pairs: PairSet, tolerances: Sequence[float], dtw: M.DtwConfig | None,
         plot_dir: Path | None, tcfg, log: RunLog | None = None, floor: bool = False) -> EvalResult:
     """Transcribe generated and reference audio; onset F1 before and (``dtw``) after alignment.
-    ``floor``: also the wrong-system floor, the same judge on each reference against the
-    reference of another example of the same group (``wrong_system_partners``)."""
+    ``floor``: also the wrong-system floor, the same judge on each reference against the audio
+    of another system (``wrong_system_floor``)."""
     log = log or RunLog()
     rows, raw, aligned = [], {t: [] for t in tolerances}, {t: [] for t in tolerances}
     refs: dict[str, M.Notes] = {}
@@ -154,35 +154,53 @@ def i2a(pairs: PairSet, tolerances: Sequence[float], dtw: M.DtwConfig | None,
     if dtw is not None:
         summary.update(_tol_summary("dtw_onset_", aligned))
     if floor:
-        summary.update(wrong_system_floor(rows, refs, tolerances, dtw))
+        summary.update(wrong_system_floor(rows, refs, tolerances, dtw, tcfg, log))
     result = EvalResult("i2a", rows, summary, _i2a_defs(floor), _i2a_cols(tolerances, dtw is not None))
     return _finish(result, pairs, log)
 
 
+def neighbour_system(ref_path: str | Path) -> Path | None:
+    """Beside a corpus system's audio (``.../systems/NNN.wav``): the audio of the next system of
+    the same piece, else of the previous one; None for other files or a piece of one system."""
+    path = Path(ref_path)
+    if path.parent.name != "systems" or not path.stem.isdigit():
+        return None
+    n = int(path.stem)
+    for k in (n + 1, n - 1):
+        other = path.with_name(f"{k:0{len(path.stem)}d}{path.suffix}")
+        if k >= 0 and other.is_file():
+            return other
+    return None
+
+
 def wrong_system_partners(names: Sequence[str]) -> dict[str, str]:
-    """For each example name, the next example of its group (cyclic): the group is the name's
-    folder part (``<piece_id>/<NNN>`` in corpus mode: another system of the same piece), or
-    the whole set for bare names. Examples alone in their group get no partner."""
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        groups.setdefault(name.rpartition("/")[0], []).append(name)
-    return {g[i]: g[(i + 1) % len(g)] for g in groups.values() if len(g) > 1 for i in range(len(g))}
+    """For each example name, the next example of the set (cyclic), for references that are
+    not corpus systems. A set of one example gets no partner."""
+    return {n: names[(i + 1) % len(names)] for i, n in enumerate(names)} if len(names) > 1 else {}
 
 
 def wrong_system_floor(rows: list[dict], refs: dict[str, M.Notes], tolerances: Sequence[float],
-                       dtw: M.DtwConfig | None) -> dict:
-    """Summary fields of the floor; each row gets its partner's name (``floor_partner``)."""
+                       dtw: M.DtwConfig | None, tcfg, log: RunLog) -> dict:
+    """Summary fields of the floor. Each reference is scored against the audio of the
+    neighbouring system of its piece when it is a corpus system (``neighbour_system``: the
+    hardest wrong system, same key and texture), else against the next reference of the set;
+    each row gets that file (``floor_partner``)."""
     raw, aligned = {t: [] for t in tolerances}, {t: [] for t in tolerances}
+    by_path = {r["ref"]: refs[r["name"]] for r in rows}
     partners = wrong_system_partners([r["name"] for r in rows])
+    ref_of = {r["name"]: r["ref"] for r in rows}
     for row in rows:
-        other = partners.get(row["name"])
+        other = neighbour_system(row["ref"]) or (ref_of[partners[row["name"]]] if row["name"] in partners else None)
         if other is None:
             continue
-        row["floor_partner"] = other
-        _, counts, dtw_counts = i2a_pair(refs[other], refs[row["name"]], tolerances, dtw)
-        _append(raw, counts)
-        if dtw is not None:
-            _append(aligned, dtw_counts)
+        with log.guard(f"{row['name']} (floor)", other):
+            if str(other) not in by_path:
+                by_path[str(other)] = M.Notes.from_pretty_midi(T.transcribe(other, cfg=tcfg))
+            _, counts, dtw_counts = i2a_pair(by_path[str(other)], refs[row["name"]], tolerances, dtw)
+            row["floor_partner"] = str(other)
+            _append(raw, counts)
+            if dtw is not None:
+                _append(aligned, dtw_counts)
     out: dict = {"floor_files": sum(1 for r in rows if "floor_partner" in r)}
     if out["floor_files"]:
         out.update(_tol_summary("floor_onset_", raw))
@@ -224,9 +242,9 @@ def _i2a_defs(floor: bool = False) -> dict[str, str]:
             "dtw_": "after mapping the generated notes through one DTW path over piano rolls",
             "pooled": POOLED, "mean": MEAN}
     if floor:
-        defs["floor_"] = ("wrong-system floor: each reference scored (same judge) against the reference "
-                          "of another example of its group (another system of the same piece with "
-                          "--data; else another file of the set); floor_partner names it")
+        defs["floor_"] = ("wrong-system floor: each reference scored (same judge) against the audio of the "
+                          "next system of its piece (the previous for the last; corpus systems), else "
+                          "against the next reference of the set; floor_partner names it")
     return defs
 
 
