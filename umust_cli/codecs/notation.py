@@ -619,6 +619,11 @@ def _lines(buffer: io.StringIO) -> list[str]:
 MAX_CHORD_NOTES = 6  # the corpora's largest chord in one voice has 5 notes
 
 
+def is_pitch(token: str) -> bool:
+    """An LMX pitch token: step and octave (``C4``; accidentals are tokens of their own)."""
+    return len(token) == 2 and token[0] in "ABCDEFG" and token[1].isdigit()
+
+
 class ChordRule:
     """LMX grammar for ``model.generate`` (a ``StepRule``): a chord (a note and the ``chord``
     notes after it) never holds the same pitch token twice and has at most ``max_notes`` notes.
@@ -630,7 +635,7 @@ class ChordRule:
     def __init__(self, batch: int, max_notes: int = MAX_CHORD_NOTES, names: Sequence[str] | None = None):
         names = list(names) if names is not None else NotationCodec().token_names()
         self.chord = names.index("chord")
-        self.is_pitch = [len(n) == 2 and n[0] in "ABCDEFG" and n[1].isdigit() for n in names]
+        self.is_pitch = [is_pitch(n) for n in names]
         self.ends = {names.index(n) for n in ("measure", "backup", "forward", "rest") if n in names}
         self.max_notes = max_notes
         self.group: list[list[int]] = [[] for _ in range(batch)]   # pitch ids of the open chord

@@ -22,18 +22,13 @@ from typing import Sequence
 import torch
 from lmx.linearization.vocabulary import NOTE_TYPE_TO_QUARTER_MULTIPLE as QUARTERS
 
-from umust_cli.codecs.notation import NotationCodec
+from umust_cli.codecs.notation import NotationCodec, is_pitch
 
-PITCH = re.compile(r"^[A-G]\d$")
 TUPLET = re.compile(r"^(\d+)in(\d+)$")
 MOVES = ("measure", "backup", "forward")
 NOTE_PREFIX = ("grace", "grace:slash", "chord")
 STAVES = 2  # piano: a third staff's notes are left out of the target
 PAD_TARGET = -1
-
-
-def is_pitch(token: str) -> bool:
-    return bool(PITCH.match(token))
 
 
 def pitch_names() -> list[str]:
