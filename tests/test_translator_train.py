@@ -315,6 +315,46 @@ def test_codebook_init_uses_the_shipped_codecs(corpus, vocab, tmp_path):
     assert torch.allclose(task.model.tok.weight[lo:hi].detach(), project_codebooks(image, task.model_cfg.d_model, 0))
 
 
+def _renamed_corpus(root: Path, prefix: str, source: str = "music21:bach/x", vocabulary=None) -> Path:
+    """A copy of make_corpus's corpus whose pieces are called PREFIX-<piece> (same files)."""
+    make_corpus(root, seed=3, source=source)
+    rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+    (root / "manifest.jsonl").write_text("".join(json.dumps({**r, "piece_id": f"{prefix}-{r['piece_id']}"}) + "\n"
+                                                 for r in rows))
+    if vocabulary is not None:
+        vocabulary.save(root / "vocabulary.json")
+    return root
+
+
+def test_add_train_corpora_add_their_train_split_only(corpus, vocab, tmp_path):
+    extra = _renamed_corpus(tmp_path / "extra", "x")
+    cfg = _cfg("i2a", "omr", scans=False)
+    alone = make_task(corpus, tmp_path / "a", cfg, _run(0), vocab)
+    both = make_task(corpus, tmp_path / "b", cfg, _run(0), vocab, more_train=[extra])
+    assert len(alone.train_data.systems) == 4 and len(both.train_data.systems) == 8
+    assert [s.key for s in both.train_data.systems[4:]] == ["x-alpha/000", "x-alpha/001", "x-beta/000", "x-beta/001"]
+    assert len(both.train_data.pairs[0]) == 8
+    assert [s.key for s in both.valid_data.systems] == [s.key for s in alone.valid_data.systems] == ["gamma/000"]
+    result = fit(both, tmp_path / "b", cfg, _run(2))
+    assert result.step == 2 and result.last_loss is not None
+
+
+def test_add_train_refuses_a_corpus_twice_held_out_rows_and_another_vocabulary(corpus, vocab, tmp_path):
+    cfg = _cfg("i2a", "omr")
+    with pytest.raises(BadInputError, match="two of the training corpora"):
+        make_task(corpus, tmp_path / "r1", cfg, _run(0), vocab, more_train=[corpus])
+    held = _renamed_corpus(tmp_path / "held", "h", source="kern/beethoven/sonata01-1.krn")
+    with pytest.raises(HeldOutRepertoireError):
+        make_task(corpus, tmp_path / "r2", cfg, _run(0), vocab, more_train=[held])
+    from umust_cli.codecs.midi import MidiCodec
+    from umust_cli.codecs.vocab import Vocabulary
+
+    fewer = Vocabulary(tuple(LMX[:-1]), tuple(MidiCodec().token_names()))   # one LMX token less
+    other = _renamed_corpus(tmp_path / "other", "o", vocabulary=fewer)
+    with pytest.raises(BadInputError, match="vocabulary"):
+        make_task(corpus, tmp_path / "r3", cfg, _run(0), vocab, more_train=[other])
+
+
 def test_held_out_rows_are_refused(tmp_path, vocab):
     root = make_corpus(tmp_path / "c", source="kern/beethoven/sonata01-1.krn")
     with pytest.raises(HeldOutRepertoireError):

@@ -268,6 +268,9 @@ def translator(
                                     "valid loss) or auto (ser when OMR is trained)."),
     no_scans: bool = typer.Option(False, "--no-scans", help="Engraved images only (default: the tokenized "
                                   "scanned-look copies are image sources too)."),
+    add_train: List[Path] = typer.Option([], "--add-train", help="Another tokenized corpus (codes in it) whose "
+                                         "train split is added to the training pairs; repeatable. Validation "
+                                         "stays on --data's valid split."),
     codes: Optional[Path] = typer.Option(None, "--codes", help="Folder of the code files if `dataset tokenize` "
                                          "wrote them elsewhere (default: the corpus)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the batch plan."),
@@ -298,7 +301,8 @@ def translator(
                      eval_items=eval_items, device=str(dev), progress=not quiet and not as_json)
     try:
         result = train_translator(data, output, cfg, run, corpus_vocabulary(data), init=init_dir, codes_dir=codes,
-                                  compile=compile_model, dist=dist, realscan_codes=realscan_codes)
+                                  compile=compile_model, dist=dist, realscan_codes=realscan_codes,
+                                  more_train=add_train)
     finally:
         finish_distributed(dist)
     if dist.main:

@@ -32,7 +32,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from itertools import count
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -44,6 +44,7 @@ from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.pairs import Batch, Caps, TaskSpec
 from umust_cli.data.staff_order import StaffTargets, pitch_names
+from umust_cli.data.tokenize import corpus_vocabulary
 from umust_cli.device import fast_bf16, resolve_device
 from umust_cli.errors import BadInputError
 from umust_cli.eval.metrics import pooled_ser, ser_counts
@@ -197,12 +198,16 @@ def is_omr(task: TaskSpec) -> bool:
 
 
 def load_data(corpus: Path, split: str | None, cfg: TrainConfig, model_cfg: TranslatorConfig, vocab: Vocabulary,
-              codes_dir: Path | None, real: RealScans | None = None) -> Data:
-    """The pairs of ``split`` (None: none) and, with ``real``, the real scans of ``real.split``
-    as more pairs of the OMR tasks only."""
+              codes_dir: Path | None, real: RealScans | None = None, more: Sequence[Path] = ()) -> Data:
+    """The pairs of ``split`` (None: none) of ``corpus`` and of each corpus of ``more`` (with
+    their codes in them), and, with ``real``, the real scans of ``real.split`` as more pairs of
+    the OMR tasks only."""
     wanted = sorted({m for t in cfg.tasks for m in (t.source, t.target)})
-    systems = [] if split is None else pairs_io.load_systems(
-        corpus, split, vocab, codes_dir, wanted, scans=cfg.scans, crops=cfg.crops and split == "train")[0]
+    systems = []
+    for root, codes in [(corpus, codes_dir), *((Path(m), None) for m in more)] if split is not None else []:
+        systems += pairs_io.load_systems(root, split, vocab, codes, wanted, scans=cfg.scans,
+                                         crops=cfg.crops and split == "train")[0]
+    _check_unique_keys(systems)
     base = len(systems)
     if real is not None:
         systems = systems + real_scan_systems(corpus, real, vocab)
@@ -210,6 +215,14 @@ def load_data(corpus: Path, split: str | None, cfg: TrainConfig, model_cfg: Tran
              for t in cfg.tasks]
     return Data(systems, pairs_io.SequenceStore(systems, model_cfg), [p for p, _ in found],
                 [n for _, n in found], base)
+
+
+def _check_unique_keys(systems: list) -> None:
+    seen: set[tuple[str, str]] = set()
+    for s in systems:
+        if (s.key, s.copy) in seen:
+            raise BadInputError(f"system {s.key} is in two of the training corpora (the same piece twice?)")
+        seen.add((s.key, s.copy))
 
 
 def real_scan_systems(corpus: Path, real: RealScans, vocab: Vocabulary) -> list:
@@ -227,7 +240,7 @@ class TranslatorTask(ModelAndOptimizerState):
 
     def __init__(self, corpus: Path, cfg: TrainConfig, run: RunOptions, vocab: Vocabulary,
                  codes_dir: Path | None = None, dist: Dist = Dist(), compile: bool = False,
-                 realscan_codes: Path | None = None):
+                 realscan_codes: Path | None = None, more_train: Sequence[Path] = ()):
         self.cfg, self.vocab, self.dist, self.run = cfg, vocab, dist, run
         self.device = resolve_device(run.device)
         if compile and self.device.type != "cuda":
@@ -238,7 +251,7 @@ class TranslatorTask(ModelAndOptimizerState):
         self.staff_targets = _staff_targets(vocab) if cfg.ctc > 0 else None
         real_codes = realscan_codes or codes_dir
         self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir,
-                                    RealScans(REALSCAN_TRAIN, real_codes) if cfg.realscans else None)
+                                    RealScans(REALSCAN_TRAIN, real_codes) if cfg.realscans else None, more_train)
         self.valid_data = load_data(corpus, "valid", cfg, self.model_cfg, vocab, codes_dir)
         self.real_valid = (load_data(corpus, None, cfg, self.model_cfg, vocab, codes_dir,
                                      RealScans(REALSCAN_VALID, real_codes)) if cfg.realscans else None)
@@ -461,31 +474,37 @@ def _init_codebooks(model: Translator, cfg: TrainConfig) -> dict:
 
 def make_task(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions, vocab: Vocabulary,
               codes_dir: str | Path | None = None, compile: bool = False, dist: Dist = Dist(),
-              realscan_codes: str | Path | None = None) -> TranslatorTask:
+              realscan_codes: str | Path | None = None, more_train: Sequence[str | Path] = ()) -> TranslatorTask:
     """The task of a run in ``ckpt_dir`` after the checks that need no data: held-out rows,
-    the process count, the config of a run already there."""
-    corpus = Path(corpus)
+    the vocabulary of ``more_train``'s corpora, the process count, the config of a run already there."""
+    corpus, more = Path(corpus), tuple(Path(m) for m in more_train)
     splits = ("train", "valid", REALSCAN_TRAIN, REALSCAN_VALID) if cfg.realscans else ("train", "valid")
     corpus_io.check_training_rows(corpus_io.rows(corpus, splits), corpus)
+    for extra in more:
+        corpus_io.check_training_rows(corpus_io.rows(extra, ("train",)), extra)
+        if corpus_vocabulary(extra) != vocab:
+            raise BadInputError(f"{extra}: its vocabulary (LMX flavor) differs from {corpus}'s")
     if cfg.world_size != dist.world:
         raise BadInputError(f"the config says {cfg.world_size} processes, {dist.world} are running")
     if dist.main:
         check_resumable(ckpt_dir, cfg)   # fail early; finish a staged save before other ranks look
     _barrier(dist)
     return TranslatorTask(corpus, cfg, run, vocab, Path(codes_dir) if codes_dir else None, dist, compile,
-                          Path(realscan_codes) if realscan_codes else None)
+                          Path(realscan_codes) if realscan_codes else None, more)
 
 
 def train_translator(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions,
                      vocab: Vocabulary, init: str | Path | None = None, codes_dir: str | Path | None = None,
                      compile: bool = False, on_step: Callable[[int, dict], None] | None = None,
-                     dist: Dist = Dist(), realscan_codes: str | Path | None = None) -> TrainResult:
-    """Train (or resume) a translator in ``ckpt_dir`` on ``corpus``'s train split.
+                     dist: Dist = Dist(), realscan_codes: str | Path | None = None,
+                     more_train: Sequence[str | Path] = ()) -> TrainResult:
+    """Train (or resume) a translator in ``ckpt_dir`` on ``corpus``'s train split (and those of
+    ``more_train``, tokenized corpora with their codes in them; validation stays on ``corpus``).
 
     ``init``: weights to start a fresh run from (ignored when ``ckpt_dir`` holds a run).
     ``realscan_codes``: where the real scans' codes are (``cfg.realscans``; default ``codes_dir``).
     """
-    task = make_task(corpus, ckpt_dir, cfg, run, vocab, codes_dir, compile, dist, realscan_codes)
+    task = make_task(corpus, ckpt_dir, cfg, run, vocab, codes_dir, compile, dist, realscan_codes, more_train)
     return fit(task, ckpt_dir, cfg, run, init=init, on_step=on_step, main_process=dist.main)
 
 
