@@ -370,7 +370,7 @@ complete -c umust -n '__umust_path_is \'train translator\'' -l decay-steps -r -d
 complete -c umust -n '__umust_path_is \'train translator\'' -l no-codebook-init -d 'Random code embeddings instead of the shipped codecs\' codebooks.'
 complete -c umust -n '__umust_path_is \'train translator\'' -l best-metric -r -d 'Keep-best metric: ser (OMR), loss (mean valid loss) or auto (ser when OMR is trained).'
 complete -c umust -n '__umust_path_is \'train translator\'' -l no-scans -d 'Engraved images only (default: the tokenized scanned-look copies are image sources too).'
-complete -c umust -n '__umust_path_is \'train translator\'' -l add-train -r -d 'Another tokenized corpus (codes in it) whose train split is added to the training pairs; repeatable. Validation stays on --data\'s valid split.'
+complete -c umust -n '__umust_path_is \'train translator\'' -l add-train -r -d 'Another tokenized corpus (codes in it) whose train split is added to the training pairs, less its pieces whose score file is named like a valid or test piece of --data (another edition of a held-back work); repeatable. Validation stays on --data\'s valid split.'
 complete -c umust -n '__umust_path_is \'train translator\'' -l codes -r -d 'Folder of the code files if `dataset tokenize` wrote them elsewhere (default: the corpus).'
 complete -c umust -n '__umust_path_is \'train translator\'' -l seed -r -d 'Seed of the initial weights and the batch plan.'
 complete -c umust -n '__umust_path_is \'train translator\'' -l save-every -r -d 'Checkpoint every N steps.'

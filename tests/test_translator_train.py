@@ -316,10 +316,13 @@ def test_codebook_init_uses_the_shipped_codecs(corpus, vocab, tmp_path):
 
 
 def _renamed_corpus(root: Path, prefix: str, source: str = "music21:bach/x", vocabulary=None) -> Path:
-    """A copy of make_corpus's corpus whose pieces are called PREFIX-<piece> (same files)."""
+    """A copy of make_corpus's corpus whose pieces are called PREFIX-<piece> (same files), from
+    score files of those names in ``source``'s folder."""
     make_corpus(root, seed=3, source=source)
     rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
-    (root / "manifest.jsonl").write_text("".join(json.dumps({**r, "piece_id": f"{prefix}-{r['piece_id']}"}) + "\n"
+    parent = source.rsplit("/", 1)[0]
+    (root / "manifest.jsonl").write_text("".join(json.dumps({**r, "piece_id": f"{prefix}-{r['piece_id']}", "source":
+                                                             f"{parent}/{prefix}-{r['piece_id']}.krn"}) + "\n"
                                                  for r in rows))
     if vocabulary is not None:
         vocabulary.save(root / "vocabulary.json")
@@ -337,6 +340,22 @@ def test_add_train_corpora_add_their_train_split_only(corpus, vocab, tmp_path):
     assert [s.key for s in both.valid_data.systems] == [s.key for s in alone.valid_data.systems] == ["gamma/000"]
     result = fit(both, tmp_path / "b", cfg, _run(2))
     assert result.step == 2 and result.last_loss is not None
+
+
+def test_add_train_leaves_out_other_editions_of_valid_and_test_works(corpus, vocab, tmp_path):
+    extra = _renamed_corpus(tmp_path / "extra", "x")
+    rows = [json.loads(line) for line in (extra / "manifest.jsonl").read_text().splitlines()]
+    rows[2]["source"] = rows[3]["source"] = "music21:chopin/GAMMA.krn"   # piece x-beta: gamma is valid
+    (extra / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    main = tmp_path / "main"
+    make_corpus(main)
+    rows = [json.loads(line) for line in (main / "manifest.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["source"] = f"kern/{r['piece_id']}.krn"
+    (main / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = make_task(main, tmp_path / "run", _cfg("i2a", "omr", scans=False), _run(0), vocab, more_train=[extra])
+    assert [s.key for s in task.train_data.systems[4:]] == ["x-alpha/000", "x-alpha/001"]
+    assert task.summary()["add_train"] == {str(extra): ["x-beta"]}
 
 
 def test_add_train_refuses_a_corpus_twice_held_out_rows_and_another_vocabulary(corpus, vocab, tmp_path):

@@ -269,8 +269,9 @@ def translator(
     no_scans: bool = typer.Option(False, "--no-scans", help="Engraved images only (default: the tokenized "
                                   "scanned-look copies are image sources too)."),
     add_train: List[Path] = typer.Option([], "--add-train", help="Another tokenized corpus (codes in it) whose "
-                                         "train split is added to the training pairs; repeatable. Validation "
-                                         "stays on --data's valid split."),
+                                         "train split is added to the training pairs, less its pieces whose score "
+                                         "file is named like a valid or test piece of --data (another edition of a "
+                                         "held-back work); repeatable. Validation stays on --data's valid split."),
     codes: Optional[Path] = typer.Option(None, "--codes", help="Folder of the code files if `dataset tokenize` "
                                          "wrote them elsewhere (default: the corpus)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the batch plan."),

@@ -180,15 +180,15 @@ class System:
 
 
 def load_systems(corpus: Path, split: str, vocab: Vocabulary, codes_dir: Path | None = None,
-                 modalities: Sequence[str] = MODALITIES, scans: bool = False, crops: bool = False
-                 ) -> tuple[list[System], list[str]]:
+                 modalities: Sequence[str] = MODALITIES, scans: bool = False, crops: bool = False,
+                 skip_pieces: frozenset[str] = frozenset()) -> tuple[list[System], list[str]]:
     """The systems of ``split`` with the files of ``modalities`` they have, and one line per
     file that could not be read (that modality is then missing for the system).
 
     ``scans``: each scanned-look copy of a row whose codes were tokenized (``NNN.scanK.png``
     -> ``NNN.scanK.image.npy``, `dataset tokenize --scans`) is one more system with that
-    image and the row's other sequences (``copy`` "scanK")."""
-    rows = corpus_io.system_rows(corpus, (split,))
+    image and the row's other sequences (``copy`` "scanK"). Rows of ``skip_pieces`` are left out."""
+    rows = [r for r in corpus_io.system_rows(corpus, (split,)) if r.get("piece_id") not in skip_pieces]
     codes_root, midi = Path(codes_dir or corpus), MidiCodec()
     systems, problems = [], []
     for row in rows:

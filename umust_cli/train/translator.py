@@ -205,8 +205,9 @@ def load_data(corpus: Path, split: str | None, cfg: TrainConfig, model_cfg: Tran
     wanted = sorted({m for t in cfg.tasks for m in (t.source, t.target)})
     systems = []
     for root, codes in [(corpus, codes_dir), *((Path(m), None) for m in more)] if split is not None else []:
+        skip = frozenset() if root == corpus else same_works(corpus, root)
         systems += pairs_io.load_systems(root, split, vocab, codes, wanted, scans=cfg.scans,
-                                         crops=cfg.crops and split == "train")[0]
+                                         crops=cfg.crops and split == "train", skip_pieces=skip)[0]
     _check_unique_keys(systems)
     base = len(systems)
     if real is not None:
@@ -215,6 +216,17 @@ def load_data(corpus: Path, split: str | None, cfg: TrainConfig, model_cfg: Tran
              for t in cfg.tasks]
     return Data(systems, pairs_io.SequenceStore(systems, model_cfg), [p for p, _ in found],
                 [n for _, n in found], base)
+
+
+def same_works(corpus: Path, extra: Path) -> frozenset[str]:
+    """The pieces of ``extra`` whose score file has the name of a valid or test piece's of
+    ``corpus`` (another edition of the same work, e.g. music21's Chopin mazurka of a test piece):
+    never trained on."""
+    def name(row: dict) -> str:
+        return Path(str(row.get("source", "")).split(":", 1)[-1]).stem.lower()
+
+    held = {name(r) for r in corpus_io.rows(corpus, ("valid", "test"))} - {""}
+    return frozenset(r["piece_id"] for r in corpus_io.rows(extra) if name(r) in held)
 
 
 def _check_unique_keys(systems: list) -> None:
@@ -242,6 +254,7 @@ class TranslatorTask(ModelAndOptimizerState):
                  codes_dir: Path | None = None, dist: Dist = Dist(), compile: bool = False,
                  realscan_codes: Path | None = None, more_train: Sequence[Path] = ()):
         self.cfg, self.vocab, self.dist, self.run = cfg, vocab, dist, run
+        self.corpus, self.more_train = corpus, tuple(more_train)
         self.device = resolve_device(run.device)
         if compile and self.device.type != "cuda":
             raise BadInputError("--compile needs a CUDA device (torch.compile's CPU backend builds C++ "
@@ -427,7 +440,8 @@ class TranslatorTask(ModelAndOptimizerState):
     def summary(self) -> dict:
         """What the run trains on (in the log row of step 1): pairs per task and split (with
         real scans: how many of the train pairs are real scans, and the realscan_valid pairs),
-        pairs left out for length, the codecs whose codebooks initialised the embeddings."""
+        pairs left out for length, the codecs whose codebooks initialised the embeddings, and
+        per --add-train corpus the pieces left out as valid or test works of the corpus."""
         data = {t.name: {"train": len(p), "valid": len(v), "too_long": n}
                 for t, p, v, n in zip(self.cfg.tasks, self.train_data.pairs, self.valid_data.pairs,
                                       self.train_data.too_long)}
@@ -436,7 +450,10 @@ class TranslatorTask(ModelAndOptimizerState):
                 if is_omr(t):
                     data[t.name].update(realscan_train=self.train_data.real_pairs(i),
                                         realscan_valid=len(self.real_valid.pairs[i]))
-        return {"data": data, "codebooks": self.codebooks}
+        out = {"data": data, "codebooks": self.codebooks}
+        if self.more_train:
+            out["add_train"] = {str(m): sorted(same_works(self.corpus, m)) for m in self.more_train}
+        return out
 
 
 def _terms(sums: torch.Tensor, tasks: tuple[TaskSpec, ...], lr: float, grad_norm: float) -> dict:
