@@ -198,14 +198,15 @@ def is_omr(task: TaskSpec) -> bool:
 
 
 def load_data(corpus: Path, split: str | None, cfg: TrainConfig, model_cfg: TranslatorConfig, vocab: Vocabulary,
-              codes_dir: Path | None, real: RealScans | None = None, more: Sequence[Path] = ()) -> Data:
+              codes_dir: Path | None, real: RealScans | None = None,
+              more: dict[Path, frozenset[str]] | None = None) -> Data:
     """The pairs of ``split`` (None: none) of ``corpus`` and of each corpus of ``more`` (with
-    their codes in them), and, with ``real``, the real scans of ``real.split`` as more pairs of
-    the OMR tasks only."""
+    their codes in them; less the pieces it maps them to), and, with ``real``, the real scans
+    of ``real.split`` as more pairs of the OMR tasks only."""
     wanted = sorted({m for t in cfg.tasks for m in (t.source, t.target)})
+    sources = [(corpus, codes_dir, frozenset()), *((m, None, skip) for m, skip in (more or {}).items())]
     systems = []
-    for root, codes in [(corpus, codes_dir), *((Path(m), None) for m in more)] if split is not None else []:
-        skip = frozenset() if root == corpus else same_works(corpus, root)
+    for root, codes, skip in sources if split is not None else []:
         systems += pairs_io.load_systems(root, split, vocab, codes, wanted, scans=cfg.scans,
                                          crops=cfg.crops and split == "train", skip_pieces=skip)[0]
     _check_unique_keys(systems)
@@ -254,7 +255,7 @@ class TranslatorTask(ModelAndOptimizerState):
                  codes_dir: Path | None = None, dist: Dist = Dist(), compile: bool = False,
                  realscan_codes: Path | None = None, more_train: Sequence[Path] = ()):
         self.cfg, self.vocab, self.dist, self.run = cfg, vocab, dist, run
-        self.corpus, self.more_train = corpus, tuple(more_train)
+        self.left_out = {Path(m): same_works(corpus, Path(m)) for m in more_train}   # --add-train corpus -> pieces
         self.device = resolve_device(run.device)
         if compile and self.device.type != "cuda":
             raise BadInputError("--compile needs a CUDA device (torch.compile's CPU backend builds C++ "
@@ -264,7 +265,7 @@ class TranslatorTask(ModelAndOptimizerState):
         self.staff_targets = _staff_targets(vocab) if cfg.ctc > 0 else None
         real_codes = realscan_codes or codes_dir
         self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir,
-                                    RealScans(REALSCAN_TRAIN, real_codes) if cfg.realscans else None, more_train)
+                                    RealScans(REALSCAN_TRAIN, real_codes) if cfg.realscans else None, self.left_out)
         self.valid_data = load_data(corpus, "valid", cfg, self.model_cfg, vocab, codes_dir)
         self.real_valid = (load_data(corpus, None, cfg, self.model_cfg, vocab, codes_dir,
                                      RealScans(REALSCAN_VALID, real_codes)) if cfg.realscans else None)
@@ -451,8 +452,8 @@ class TranslatorTask(ModelAndOptimizerState):
                     data[t.name].update(realscan_train=self.train_data.real_pairs(i),
                                         realscan_valid=len(self.real_valid.pairs[i]))
         out = {"data": data, "codebooks": self.codebooks}
-        if self.more_train:
-            out["add_train"] = {str(m): sorted(same_works(self.corpus, m)) for m in self.more_train}
+        if self.left_out:
+            out["add_train"] = {str(m): sorted(pieces) for m, pieces in self.left_out.items()}
         return out
 
 
@@ -498,6 +499,9 @@ def make_task(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: R
     splits = ("train", "valid", REALSCAN_TRAIN, REALSCAN_VALID) if cfg.realscans else ("train", "valid")
     corpus_io.check_training_rows(corpus_io.rows(corpus, splits), corpus)
     for extra in more:
+        if extra.resolve() == corpus.resolve():
+            raise BadInputError(f"--add-train {extra} is --data itself: its systems would be in two of the "
+                                "training corpora")
         corpus_io.check_training_rows(corpus_io.rows(extra, ("train",)), extra)
         if corpus_vocabulary(extra) != vocab:
             raise BadInputError(f"{extra}: its vocabulary (LMX flavor) differs from {corpus}'s")
