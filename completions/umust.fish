@@ -8,7 +8,7 @@ function __umust_path_is
     end
     test "$cmdpath" = "$argv[1]"
 end
-set -g __umust_known 'dataset' 'dataset align' 'dataset build' 'dataset import' 'dataset pages' 'dataset resynth' 'dataset scans' 'dataset stats' 'dataset tokenize' 'dataset ytsv' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train background' 'train background translator' 'train codec' 'train codec audio' 'train codec image' 'train promote' 'train retrieval' 'train status' 'train translator' 'translate'
+set -g __umust_known 'dataset' 'dataset align' 'dataset build' 'dataset import' 'dataset pages' 'dataset resynth' 'dataset scans' 'dataset stats' 'dataset tokenize' 'dataset ytsv' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train background' 'train background translator' 'train codec' 'train codec audio' 'train codec image' 'train curves' 'train promote' 'train retrieval' 'train status' 'train translator' 'translate'
 complete -c umust -f -n '__umust_path_is \'\'' -a dataset -d 'Build and inspect the aligned image/notation/MIDI/audio corpus.'
 complete -c umust -f -n '__umust_path_is \'\'' -a eval -d 'Score predictions with the papers\' metrics (SER, note F1, EMD, retrieval, FAD).'
 complete -c umust -f -n '__umust_path_is \'\'' -a retrieve -d 'Audio <-> sheet-music passage retrieval: build an index, search it.'
@@ -252,6 +252,7 @@ complete -c umust -n '__umust_path_is \'tokenize notation\'' -l json -d 'Print m
 complete -c umust -n '__umust_path_is \'tokenize notation\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -f -n '__umust_path_is \'train\'' -a background -d 'Start a detached training run that resumes where the last one stopped.'
 complete -c umust -f -n '__umust_path_is \'train\'' -a codec -d 'Train a modality codec (tokenizer).'
+complete -c umust -f -n '__umust_path_is \'train\'' -a curves -d 'Learning curves of runs: train loss and its running mean, valid loss and SER, one panel each.'
 complete -c umust -f -n '__umust_path_is \'train\'' -a promote -d 'Ship a run\'s best checkpoint (fp16) only if it beats the shipped model\'s validation metric'
 complete -c umust -f -n '__umust_path_is \'train\'' -a retrieval -d 'Train the audio <-> sheet passage retrieval model; rerun the same command to resume'
 complete -c umust -f -n '__umust_path_is \'train\'' -a status -d 'Where a run stands: steps, wall and CPU hours, last loss, validations, best, running or not.'
@@ -308,6 +309,9 @@ complete -c umust -n '__umust_path_is \'train codec image\'' -l threads -r -d 'C
 complete -c umust -n '__umust_path_is \'train codec image\'' -l quiet -d 'No progress bar.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'train codec image\'' -s h -l help -d 'Show the help and exit.'
+complete -c umust -n '__umust_path_is \'train curves\'' -s o -l output -r -d 'PNG to write (one panel per run).'
+complete -c umust -n '__umust_path_is \'train curves\'' -l window -r -d 'Steps in the running mean of the train loss.'
+complete -c umust -n '__umust_path_is \'train curves\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'train promote\'' -l kind -r -d 'translator-i2a or translator-a2i (default: the run\'s direction).'
 complete -c umust -n '__umust_path_is \'train promote\'' -l name -r -d 'Model name of the kind (its folder comes from umust_cli/registry.py).'
 complete -c umust -n '__umust_path_is \'train promote\'' -l to -r -d 'Weights folder to write (default: the package\'s folder of KIND NAME).'
@@ -393,6 +397,7 @@ complete -c umust -n '__umust_path_is \'translate\'' -l top-k -r -d 'Sample amon
 complete -c umust -n '__umust_path_is \'translate\'' -l top-p -r -d 'Nucleus sampling probability.'
 complete -c umust -n '__umust_path_is \'translate\'' -l seed -r -d 'Seed of sampling and of performance MIDI.'
 complete -c umust -n '__umust_path_is \'translate\'' -l grammar -l no-grammar -d 'Notation outputs: decode under the LMX chord rule (no pitch twice in a chord, at most 6 notes).'
+complete -c umust -n '__umust_path_is \'translate\'' -l beam-size -r -d 'Notation and MIDI outputs of a model (OMR, transcription): beam search with this many hypotheses (1: greedy; not with --temperature).'
 complete -c umust -n '__umust_path_is \'translate\'' -l device -r -d 'auto (cuda when there is one), cpu, cuda or cuda:N.'
 complete -c umust -n '__umust_path_is \'translate\'' -l data -r -d 'Instead of INPUTS: OMR of a tokenized corpus split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER --data CORPUS` (batched, from the codes of `umust dataset tokenize`); with --task i2a also NNN.wav through the cascade, for `umust eval i2a FOLDER --data CORPUS`.'
 complete -c umust -n '__umust_path_is \'translate\'' -l split -r -d 'With --data: train, valid or test; or realscan_train, realscan_valid or realscan_test (real scans, \'umust dataset scans\', tokenized).'

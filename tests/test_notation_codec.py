@@ -427,3 +427,22 @@ def test_chord_rule_forbids_a_repeated_pitch_and_a_seventh_chord_note():
     assert logits[1, ids["chord"]] == 0        # row 1's chord has one note
     rule.update(torch.tensor([ids["measure"], ids["measure"]]))
     assert rule.group == [[], []]
+
+
+def test_chord_rule_rows_are_copied_and_reordered_for_beam_search():
+    import torch
+
+    from umust_cli.codecs.notation import ChordRule, NotationCodec
+
+    names = NotationCodec().token_names()
+    rule = ChordRule(batch=2)
+    for step in (["C4", "G4"], ["eighth", "quarter"], ["chord", "measure"]):
+        rule.update(torch.tensor([names.index(t) for t in step]))
+    rule.select([1, 0, 0])                    # row 0 <- old row 1; rows 1, 2 <- old row 0
+    assert rule.group == [[], [names.index("C4")], [names.index("C4")]]
+    assert rule.after_chord == [False, True, True]
+    rule.update(torch.tensor([names.index(t) for t in ("E4", "E4", "measure")]))
+    assert rule.group == [[names.index("E4")], [names.index("C4"), names.index("E4")], []]   # copies, not shared
+    logits = torch.zeros(3, len(names) + 1)
+    rule.mask(logits)
+    assert not bool(torch.isinf(logits).any())   # no row is right after `chord` now

@@ -89,6 +89,11 @@ def test_background_run_resumes_with_its_own_options_and_is_promoted_only_when_b
 
     shown = runner.invoke(app, ["train", "status", str(run)])
     assert shown.exit_code == 0 and "saved at step 4" in shown.output and "best: step" in shown.output
+    curve = background.run_curve(run)
+    assert curve["steps"] == [1, 2, 3, 4] and [e["step"] for e in curve["evals"]] == [2, 4]
+    drawn = runner.invoke(app, ["train", "curves", str(run), "-o", str(tmp_path / "curves.png")])
+    assert drawn.exit_code == 0, drawn.output
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     out = runner.invoke(app, ["train", "promote", str(run), "--to", str(dest), "--json"])
     assert out.exit_code == 0, out.output
@@ -237,3 +242,27 @@ def test_bad_starts_are_refused_before_anything_runs(tmp_path, corpus):
     assert dry.exit_code == 0 and dry.output.startswith("umust train translator") and not run.exists()
     status = runner.invoke(app, ["train", "status", str(tmp_path)])
     assert status.exit_code == 2 and "no training run" in status.output
+
+
+def test_a_learning_curve_keeps_the_last_row_of_a_resumed_step_and_is_drawn(tmp_path):
+    from umust_cli.eval.plots import smooth
+
+    run = tmp_path / "omr-ft"
+    run.mkdir()
+    rows = [{"step": 0, "init": "/somewhere/omr-ctc-1", "init_step": 10457},
+            {"step": 1, "loss": 3.0, "time_s": 1.0}, {"step": 2, "loss": 2.0, "time_s": 2.0},
+            {"step": 3, "loss": 9.0, "time_s": 3.0},                    # lost: the run resumed from 2
+            {"step": 3, "loss": 1.5, "time_s": 1.0}, {"step": 3, "eval": {"loss": 1.7, "SER": 0.8}}]
+    (run / ckpt_io.TRAIN_LOG).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curve = background.run_curve(run)
+    assert curve["steps"] == [1, 2, 3] and curve["loss"] == [3.0, 2.0, 1.5]
+    assert curve["evals"] == [{"step": 3, "loss": 1.7, "SER": 0.8}] and curve["init"] == "omr-ctc-1 @ 10457"
+    assert smooth([3.0, 2.0, 1.5, 0.5], 2).tolist() == [3.0, 2.5, 1.75, 1.0]
+    out = runner.invoke(app, ["train", "curves", str(run), str(run), "-o", str(tmp_path / "c.png")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "c.png").stat().st_size > 5000
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for bad in (empty, tmp_path / "missing"):
+        refused = runner.invoke(app, ["train", "curves", str(bad), "-o", str(tmp_path / "x.png")])
+        assert refused.exit_code == 2 and not (tmp_path / "x.png").exists()

@@ -323,6 +323,17 @@ def test_a_score_image_uses_the_shipped_omr_model(files, tmp_path):
     assert out.read_text().lstrip().startswith("<?xml") and "<score-partwise" in out.read_text()
 
 
+def test_the_shipped_omr_model_decodes_with_a_beam_and_refuses_a_sampled_one(files, tmp_path, one_torch_thread):
+    out = tmp_path / "o" / "x.lmx"
+    result = _run([files["png"], "-o", out, "--beam-size", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["done"][0]["route"] == "direct"
+    _check_output(out, "notation")
+    refused = _run([files["png"], "-o", tmp_path / "p" / "x.lmx", "--beam-size", "3", "--temperature", "0.7"])
+    _one_error_line(refused, 2, "beam search")
+    _no_files(tmp_path / "p")
+
+
 def _bad_inputs(d: Path) -> dict[str, Path]:
     blobs = np.full((100, 200), 255, np.uint8)                      # ink, but no staff lines
     for x in range(10, 190, 30):

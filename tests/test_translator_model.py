@@ -373,3 +373,106 @@ def test_a_step_rule_masks_what_generation_may_pick_and_sees_each_choice():
     assert rule.seen == [[7, 7]] * 5
     with pytest.raises(BadInputError, match="one-code targets"):
         generate(model, s, sp, "midi", "audio", DecodingOptions(max_steps=2), rule=OnlyClass(0))
+
+
+# ---------------------------------------------------------------------------
+# Beam search
+# ---------------------------------------------------------------------------
+
+def _two_step_scores(model: Translator, s: torch.Tensor, sp: torch.Tensor) -> torch.Tensor:
+    """log p(c1) + log p(c2 | c1) of every two-token notation target of source ``s`` (1, S, 4),
+    [EOS] excluded: (C, C), decoded without the cache."""
+    cfg = model.cfg
+    lo, hi = cfg.ranges[cfg.index("notation")]
+    n = hi - lo
+    memory, mask = model.encode(s, sp, "midi", "notation")
+    kv = model.memory(memory.expand(n, -1, -1))
+    steps = torch.zeros(n, 2, 4, dtype=torch.long)
+    steps[:, 0, 0] = cfg.sos[cfg.index("notation")]
+    steps[:, 1, 0] = torch.arange(lo, hi)
+    pos = step_positions(steps, "notation")
+    with torch.no_grad():
+        state = model.decode(steps, pos, "notation", kv, None if mask is None else mask.expand(n, -1, -1, -1))
+        logp = torch.nn.functional.linear(state, model.logit_weights("notation")[0]).log_softmax(-1)
+    return logp[0, 0, :n][:, None] + logp[:, 1, :n]
+
+
+def test_beam_search_over_two_steps_is_exact_and_never_below_greedy():
+    torch.manual_seed(5)
+    model = Translator(make_config("tiny", VOCAB)).eval()
+    lo = VOCAB.range("notation").start
+    for source in ([1, 2, 3, 4], [7, 8]):
+        s, sp = _batch(model.cfg, [VOCAB.wrap("midi", source)], "midi", 1)
+        table = _two_step_scores(model, s, sp)
+        n = table.shape[0]
+
+        def score(ids):
+            return float(table[ids[0] - lo, ids[1] - lo])
+
+        fixed = dict(max_steps=2, min_steps=2, length_penalty=0.0)
+        exact = generate(model, s, sp, "midi", "notation", DecodingOptions(beam_size=n, **fixed))[0]
+        assert score(exact) == pytest.approx(float(table.max()), abs=1e-5)
+        greedy = generate(model, s, sp, "midi", "notation", DecodingOptions(max_steps=2, min_steps=2))[0]
+        beam = generate(model, s, sp, "midi", "notation", DecodingOptions(beam_size=3, **fixed))[0]
+        assert score(beam) >= score(greedy) - 1e-6
+        assert len(exact) == len(beam) == len(greedy) == 2
+
+
+def test_beam_search_is_batch_independent_and_stays_in_range():
+    torch.manual_seed(6)
+    model = Translator(make_config("tiny", VOCAB)).eval()
+    sources = [VOCAB.wrap("midi", [1, 2, 3, 4, 5]), VOCAB.wrap("midi", [6, 7])]
+    s, sp = _batch(model.cfg, sources, "midi", 1)
+    for tgt in ("notation", "midi"):
+        options = DecodingOptions(beam_size=4, max_steps=10)
+        batched = generate(model, s, sp, "midi", tgt, options)
+        singles = [generate(model, *_batch(model.cfg, [src], "midi", 1), "midi", tgt, options)[0]
+                   for src in sources]
+        assert batched == singles
+        assert all(all(i in VOCAB.range(tgt) for i in ids) for ids in batched)
+
+
+@pytest.mark.parametrize("direction", [("image", "notation"), ("audio", "midi")])
+def test_beam_search_reproduces_what_the_model_learnt(trained, direction):
+    model, pairs, data, _ = trained
+    src, tgt = direction
+    s, sp, _, _ = data[direction]
+    out = generate(model, s, sp, src, tgt, DecodingOptions(beam_size=3), height=HEIGHT)
+    assert out == [_content(p[1]) for p in pairs[direction]]
+
+
+def test_beam_search_applies_the_step_rule_to_every_hypothesis():
+    class OnlyClass:
+        def __init__(self, keep: int):
+            self.keep, self.rows, self.seen = keep, [], []
+
+        def mask(self, logits: torch.Tensor) -> None:
+            logits[:, : self.keep] = float("-inf")
+            logits[:, self.keep + 1:] = float("-inf")
+
+        def update(self, classes: torch.Tensor) -> None:
+            self.seen.append(classes.tolist())
+
+        def select(self, rows) -> None:
+            self.rows.append(list(rows))
+
+    torch.manual_seed(3)
+    model = Translator(make_config("tiny", VOCAB)).eval()
+    s, sp = _batch(model.cfg, [VOCAB.wrap("midi", [1, 2, 3]), VOCAB.wrap("midi", [4, 5])], "midi", 1)
+    rule = OnlyClass(7)
+    out = generate(model, s, sp, "midi", "notation", DecodingOptions(max_steps=5, beam_size=3), rule=rule)
+    assert out == [[VOCAB.range("notation").start + 7] * 5] * 2
+    assert rule.rows[0] == [0, 0, 0, 1, 1, 1]                          # each example's K rows
+    assert [(c[0], c[3]) for c in rule.seen] == [(7, 7)] * 5           # one live hypothesis each
+    assert all(max(r[:3]) < 3 <= min(r[3:]) for r in rule.rows[1:])   # rows stay within their example
+
+
+def test_beam_search_refuses_sampling_and_code_targets():
+    with pytest.raises(BadInputError, match="beam search"):
+        DecodingOptions(beam_size=2, temperature=0.5)
+    with pytest.raises(BadInputError, match="beam_size"):
+        DecodingOptions(beam_size=0)
+    model = Translator(make_config("tiny", VOCAB)).eval()
+    s, sp = _batch(model.cfg, [VOCAB.wrap("midi", [1, 2])], "midi", 1)
+    with pytest.raises(BadInputError, match="one-code targets"):
+        generate(model, s, sp, "midi", "audio", DecodingOptions(beam_size=2, max_steps=2))

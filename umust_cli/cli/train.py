@@ -429,6 +429,24 @@ def status(
         typer.echo(f"  best: step {b['step']}, valid {b['metric']} {b['value']} (RUN/best)")
 
 
+@app.command("curves")
+@handle_errors
+def curves(
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN...", help="Run folders of `umust train` runs."),
+    output: Path = typer.Option(..., "-o", "--output", help="PNG to write (one panel per run)."),
+    window: int = typer.Option(100, "--window", min=1, help="Steps in the running mean of the train loss."),
+) -> None:
+    """Learning curves of runs: train loss and its running mean, valid loss and SER, one panel each."""
+    from umust_cli.eval.plots import plot_training_curves
+    from umust_cli.train.background import run_curve
+
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise InputNotFoundError(f"no run folder {run_dir}")
+    dest = plot_training_curves([run_curve(r) for r in run_dirs], output, window)
+    typer.echo(f"wrote {dest} ({len(run_dirs)} run(s))")
+
+
 @app.command("promote")
 @handle_errors
 def promote(

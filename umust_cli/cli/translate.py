@@ -40,6 +40,9 @@ def translate(
     seed: int = typer.Option(0, "--seed", help="Seed of sampling and of performance MIDI."),
     grammar: bool = typer.Option(True, "--grammar/--no-grammar", help="Notation outputs: decode under the LMX "
                                  "chord rule (no pitch twice in a chord, at most 6 notes)."),
+    beam_size: int = typer.Option(1, "--beam-size", min=1, max=32, help="Notation and MIDI outputs of a "
+                                  "model (OMR, transcription): beam search with this many hypotheses (1: greedy; "
+                                  "not with --temperature)."),
     device: str = typer.Option("auto", "--device", help="auto (cuda when there is one), cpu, cuda or cuda:N."),
     data: Optional[Path] = typer.Option(None, "--data", help="Instead of INPUTS: OMR of a tokenized corpus "
                                         "split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER "
@@ -68,7 +71,8 @@ def translate(
     from umust_cli.translate.engines import Engines, RunConfig, has_model
 
     config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
-                       top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar)
+                       top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar,
+                       beam_size=beam_size)
     if data is not None:
         if inputs or task not in (None, "omr", "i2n", "i2a"):
             raise BadInputError("--data translates a corpus split (OMR, or --task i2a: OMR then the cascade "

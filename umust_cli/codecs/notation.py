@@ -649,6 +649,11 @@ class ChordRule:
             if len(group) >= self.max_notes:
                 logits[row, self.chord] = float("-inf")
 
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep the states of ``rows``, in that order (beam search copies and reorders rows)."""
+        self.group = [list(self.group[r]) for r in rows]
+        self.after_chord = [self.after_chord[r] for r in rows]
+
     def update(self, classes: Any) -> None:
         for row, c in enumerate(classes.tolist()):
             if c < len(self.is_pitch) and self.is_pitch[c]:

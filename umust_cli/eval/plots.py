@@ -47,3 +47,60 @@ def plot_alignment(ref: Notes, gen: Notes, aligned: Notes, dest: str | Path, tit
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return dest
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Running mean over the last ``window`` values (fewer at the start): (N,) -> (N,)."""
+    values = np.asarray(values, dtype=float)
+    if window <= 1 or len(values) == 0:
+        return values
+    csum = np.concatenate([[0.0], np.cumsum(values)])
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (csum[idx] - csum[lo]) / (idx - lo)
+
+
+def plot_training_curves(curves: list[dict], dest: str | Path, window: int = 100) -> Path:
+    """One panel per run (``train.background.run_curve``): the train loss (thin) and its
+    running mean over ``window`` steps, the validation loss as dots, and the validation SER
+    (where the run scored it) as squares on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(curves))
+    rows = -(-len(curves) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
+    for ax, curve in zip(axes.flat, curves):
+        _draw_curve(ax, curve, window)
+    for ax in list(axes.flat)[len(curves):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return dest
+
+
+def _draw_curve(ax, curve: dict, window: int) -> None:
+    steps, loss = np.asarray(curve["steps"]), np.asarray(curve["loss"])
+    ax.plot(steps, loss, color="tab:blue", alpha=0.2, linewidth=0.5)
+    ax.plot(steps, smooth(loss, window), color="tab:blue", linewidth=1.2, label="train loss")
+    if len(loss):                                   # a few spikes must not flatten the curve
+        ax.set_ylim(min(0.0, float(loss.min())), 1.05 * float(np.percentile(loss, 99.5)))
+    ev = [e for e in curve["evals"] if "loss" in e]
+    if ev:
+        ax.plot([e["step"] for e in ev], [e["loss"] for e in ev], "o", color="tab:green", ms=4,
+                label="valid loss")
+    ser = [e for e in curve["evals"] if "SER" in e]
+    if ser:
+        ax2 = ax.twinx()
+        ax2.plot([e["step"] for e in ser], [e["SER"] for e in ser], "s", color="tab:red", ms=4)
+        ax2.set_ylabel("valid SER", color="tab:red", fontsize=8)
+    title = curve["run"] + (f" (from {curve['init']})" if curve.get("init") else "")
+    ax.set_title(title, fontsize=8, loc="left")
+    ax.set_xlabel("step", fontsize=8)
+    ax.set_ylabel("loss", fontsize=8)
+    ax.legend(fontsize=7, loc="upper right")

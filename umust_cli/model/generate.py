@@ -118,10 +118,16 @@ class DecodingOptions:
     min_steps: int = 0            # no [EOS] before this many steps (benchmarks: fixed lengths)
     use_cache: bool = True        # False: recompute the decoder over the prefix (slow; checks)
     seed: int | None = None       # the sampling generator's seed
+    beam_size: int = 1            # > 1: beam search (symbolic targets; no sampling)
+    length_penalty: float = 1.0   # beam ranking: sum of log-probabilities / length ** this
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
             raise BadInputError("decoding needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+        if self.beam_size < 1 or self.length_penalty < 0:
+            raise BadInputError("decoding needs beam_size >= 1 and length_penalty >= 0")
+        if self.beam_size > 1 and (self.temperature > 0 or not self.use_cache):
+            raise BadInputError("beam search decodes without sampling (temperature 0), with the cache")
         if self.max_steps is not None and self.max_steps < 1 or self.min_steps < 0:
             raise BadInputError("decoding needs max_steps >= 1 and min_steps >= 0")
 
@@ -137,6 +143,9 @@ class StepRule(Protocol):
     def update(self, classes: torch.Tensor) -> None:
         """Read the classes (B,) just chosen."""
 
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep the states of ``rows``, in that order (beam search copies and reorders rows)."""
+
 
 @torch.inference_mode()
 def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_modality: str,
@@ -150,11 +159,16 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
     the target's [EOS] or after ``max_steps`` steps (then without [EOS]). Image targets need
     ``height``, the system's height in patches (one number or one per example). ``rule``
     (symbolic targets) forbids, at each step, what the target's grammar does not allow next.
+    ``options.beam_size`` > 1 (symbolic targets): the best of a beam search (``beam_search``).
     """
     cfg, b, dev = model.cfg, src.shape[0], src.device
     h = _heights(height, b, dev) if tgt_modality == "image" else None
     limit = _limit(cfg, tgt_modality, options, h)
+    if rule is not None and CODES_PER_STEP[tgt_modality] != 1:
+        raise BadInputError(f"a step rule applies to one-code targets, not {tgt_modality}")
     memory, mask = model.encode(src, src_pos, src_modality, tgt_modality)
+    if options.beam_size > 1:
+        return beam_search(model, memory, mask, tgt_modality, options, limit, rule)
     kv = model.memory(memory)
     gen = torch.Generator(device=dev).manual_seed(options.seed) if options.seed is not None else None
     eos = cfg.eos[cfg.index(tgt_modality)]
@@ -163,8 +177,6 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
     pos = _positions(limit, b, tgt_modality, h, dev)                   # (B, limit, 2)
     model.check_positions(pos, tgt_modality)
     caches = [KVCache(limit) for _ in model.decoder] if options.use_cache else None
-    if rule is not None and CODES_PER_STEP[tgt_modality] != 1:
-        raise BadInputError(f"a step rule applies to one-code targets, not {tgt_modality}")
     head = _Head(model, tgt_modality, options, gen, rule)
     done = torch.zeros(b, dtype=torch.bool, device=dev)
     out = []
@@ -181,6 +193,118 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
             break
         steps = codes[:, None] if caches is not None else torch.cat([steps, codes[:, None]], 1)
     return _collect(torch.stack(out, 1), eos)
+
+
+@dataclass
+class _Beams:
+    """Beam-search state of B examples x K hypotheses (row b * K + j is hypothesis j of b)."""
+
+    scores: torch.Tensor                     # (B, K) summed log-probabilities; -inf: no hypothesis
+    tokens: torch.Tensor                     # (B * K, t) classes chosen so far
+    finished: list[list[tuple[float, list[int]]]]   # per example: (ranking score, classes)
+    done: list[bool]                         # per example: K hypotheses finished
+
+
+def beam_search(model: Translator, memory: torch.Tensor, mask: torch.Tensor | None, tgt_modality: str,
+                options: DecodingOptions, limit: int, rule: StepRule | None = None) -> list[list[int]]:
+    """Beam search over a one-code (symbolic) target from the encoder's ``memory`` (B, S', d):
+    K = ``options.beam_size`` hypotheses per example share one (B * K)-row decoder batch and
+    its cache; a hypothesis ends at [EOS] and is ranked by its summed log-probability divided
+    by its length (with [EOS]) ** ``options.length_penalty``; an example stops once K have
+    ended and no live one can still rank above them (``_settled``). ``rule`` is applied to
+    every hypothesis. Returns, like ``generate``, the ids of
+    each example's best hypothesis without [SOS]/[EOS]."""
+    cfg, dev, b, k = model.cfg, memory.device, memory.shape[0], options.beam_size
+    if CODES_PER_STEP[tgt_modality] != 1:
+        raise BadInputError(f"beam search decodes one-code targets (notation, MIDI), not {tgt_modality}")
+    rows = torch.arange(b, device=dev).repeat_interleave(k)            # (B*K,) example of each row
+    kv = model.memory(memory[rows])
+    mask = None if mask is None else mask[rows]
+    if rule is not None:
+        rule.select(rows.tolist())
+    caches = [KVCache(limit) for _ in model.decoder]
+    pos = _positions(limit, b * k, tgt_modality, None, dev)             # (B*K, limit, 2)
+    allowed, weights = allowed_ids(cfg, tgt_modality, 0), model.logit_weights(tgt_modality)[0]
+    scores = torch.full((b, k), float("-inf"), device=dev)
+    scores[:, 0] = 0.0                                                   # one live hypothesis at first
+    beams = _Beams(scores, torch.zeros(b * k, 0, dtype=torch.long, device=dev),
+                   [[] for _ in range(b)], [False] * b)
+    steps = torch.full((b * k, 1, SLOTS), PAD, dtype=torch.long, device=dev)
+    steps[:, 0, 0] = cfg.sos[cfg.index(tgt_modality)]
+    for t in range(limit):
+        state = model.decode(steps, pos[:, t:t + 1], tgt_modality, kv, mask, caches)[:, -1]
+        logp = F.linear(state, weights).float().log_softmax(-1)          # (B*K, C); [EOS] last
+        if rule is not None:
+            rule.mask(logp)
+        if t < options.min_steps:
+            logp[:, -1] = float("-inf")
+        src_rows, classes = _advance(beams, logp, k, options.length_penalty)
+        if all(beams.done):
+            break
+        for cache in caches:
+            cache.select(src_rows)
+        if rule is not None:
+            rule.select(src_rows.tolist())
+            rule.update(classes)
+        beams.tokens = torch.cat([beams.tokens[src_rows], classes[:, None]], 1)
+        steps = torch.zeros_like(steps)
+        steps[:, 0, 0] = classes_to_ids(classes, allowed)
+    return [classes_to_ids(torch.tensor(best, dtype=torch.long), allowed).tolist()
+            for best in _best(beams, k, options.length_penalty)]
+
+
+def _advance(beams: _Beams, logp: torch.Tensor, k: int, penalty: float
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One beam step: per example the 2K best extensions; those ending in [EOS] join
+    ``finished``, the best K others live on. Returns the source row and the class of each new
+    row (B*K,); rows without a hypothesis get score -inf."""
+    b, n = beams.scores.shape[0], logp.shape[-1]
+    cand = (beams.scores.reshape(-1, 1) + logp).reshape(b, k * n)       # (B, K*C)
+    top, flat = cand.topk(min(2 * k, k * n), -1)
+    new_scores = torch.full_like(beams.scores, float("-inf"))
+    src_rows, classes, length = [], [], beams.tokens.shape[1] + 1
+    for i in range(b):
+        live = []
+        for score, f in zip(top[i].tolist(), flat[i].tolist()):
+            if beams.done[i] or score == float("-inf") or len(live) == k:
+                break
+            j, c = divmod(f, n)
+            if c == n - 1:                                                # [EOS]
+                beams.finished[i].append((score / length ** penalty, beams.tokens[i * k + j].tolist()))
+            else:
+                live.append((score, i * k + j, c))
+        beams.done[i] = beams.done[i] or _settled(beams.finished[i], live, k, length + 1, penalty)
+        live += [(float("-inf"), i * k, 0)] * (k - len(live))
+        new_scores[i] = torch.tensor([s for s, _, _ in live])
+        src_rows += [r for _, r, _ in live]
+        classes += [c for _, _, c in live]
+    beams.scores = new_scores
+    dev = logp.device
+    return torch.tensor(src_rows, device=dev), torch.tensor(classes, dtype=torch.long, device=dev)
+
+
+def _settled(finished: list[tuple[float, list[int]]], live: list[tuple[float, int, int]], k: int,
+             length: int, penalty: float) -> bool:
+    """An example is settled when K hypotheses have ended and none of the live ones, were it to
+    end at the next step, would rank above the K-th of them (exact for ``penalty`` 0, since a
+    sum of log-probabilities only falls; the usual heuristic otherwise)."""
+    if len(finished) < k:
+        return False
+    kth = sorted((f[0] for f in finished), reverse=True)[k - 1]
+    return not live or max(s for s, _, _ in live) / length ** penalty <= kth
+
+
+def _best(beams: _Beams, k: int, penalty: float) -> list[list[int]]:
+    """Each example's best finished hypothesis; without one (the length limit came first),
+    its best live one, ranked the same way."""
+    out = []
+    for i, finished in enumerate(beams.finished):
+        if not finished:
+            length = beams.tokens.shape[1]
+            finished = [(float(s) / max(length, 1) ** penalty, beams.tokens[i * k + j].tolist())
+                        for j, s in enumerate(beams.scores[i].tolist()) if s > float("-inf")]
+        out.append(max(finished, key=lambda f: f[0])[1] if finished else [])
+    return out
 
 
 def _limit(cfg: TranslatorConfig, modality: str, options: DecodingOptions,

@@ -211,6 +211,12 @@ class KVCache:
         """Forget the cached positions and keep the buffers (the sub-decoder's, every step)."""
         self.n = 0
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the rows ``rows`` (B',) of the batch, in that order (beam search reorders)."""
+        if self.k is not None:                                  # the filled positions only
+            self.k[:, :, :self.n] = self.k[rows, :, :self.n]
+            self.v[:, :, :self.n] = self.v[rows, :, :self.n]
+
 
 def key_mask(valid: torch.Tensor) -> torch.Tensor | None:
     """(B, S) validity -> the (B, 1, 1, S) attention mask of SDPA, or None when nothing is

@@ -456,3 +456,17 @@ def _card_part(run_dir: Path, dest: Path, scored: dict) -> list[str]:
 def _placeholder(arg: str) -> str:
     """A command-line word fit for the docs: absolute paths become PATH."""
     return "PATH" if arg.startswith("/") else arg
+
+
+def run_curve(run_dir: Path) -> dict:
+    """A run's learning curve from its train_log.jsonl: the train loss of each step (where a
+    resumed run logged a step again, its last row), the validation rows, and the weights it
+    started from (``--init``). BadInputError for a folder without a log."""
+    rows = read_log(run_dir)
+    if not rows:
+        raise BadInputError(f"{run_dir} has no {ckpt_io.TRAIN_LOG} with rows: not a training run")
+    loss = {r["step"]: float(r["loss"]) for r in rows if "loss" in r and "eval" not in r}
+    init = next((r for r in rows if "init" in r), None)
+    return {"run": run_dir.name, "steps": sorted(loss), "loss": [loss[s] for s in sorted(loss)],
+            "evals": [{"step": r["step"], **r["eval"]} for r in rows if isinstance(r.get("eval"), dict)],
+            "init": None if init is None else f"{Path(str(init['init'])).name} @ {init.get('init_step', '?')}"}

@@ -29,7 +29,7 @@ from umust_cli.data.synth import SAMPLE_RATE, write_wav
 from umust_cli.errors import BadInputError, NotationError, TranslationError
 from umust_cli.eval.corpus import spread
 from umust_cli.io import write_text_atomic
-from umust_cli.model.generate import DecodingOptions, batch_steps, generate, step_positions
+from umust_cli.model.generate import batch_steps, generate, step_positions
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.pipeline import run_route
 from umust_cli.translate.routes import Route
@@ -87,7 +87,7 @@ def predict_omr(job: SplitJob, engines: Engines, out: Path,
         seqs = [store.steps(i, "image") for i in idx]
         src = batch_steps([s for s, _ in seqs]).to(engines.device)
         pos = step_positions(src, "image", torch.tensor([h for _, h in seqs]))
-        ids = generate(model, src, pos, "image", "notation", DecodingOptions(),
+        ids = generate(model, src, pos, "image", "notation", engines.decoding("notation"),
                        rule=engines.rule("notation", len(idx)))
         for i, out_ids in zip(idx, ids):
             tokens = [names[t] for t in engines.vocab.to_local("notation", out_ids)]

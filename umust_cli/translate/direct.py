@@ -45,7 +45,7 @@ def translate_ids(engines: Engines, source: str, target: str, local_ids: Sequenc
     model = engines.translator(source, target)
     steps = to_steps(engines.vocab.wrap(source, list(local_ids)), source, model.cfg)[None].to(engines.device)
     pos = step_positions(steps, source, src_height)
-    out = generate(model, steps, pos, source, target, engines.decoding(piece), height=tgt_height,
+    out = generate(model, steps, pos, source, target, engines.decoding(target, piece), height=tgt_height,
                    rule=engines.rule(target))[0]
     return engines.vocab.to_local(target, out)
 

@@ -24,7 +24,8 @@ from umust_cli.data.synth import available_soundfonts
 from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, CheckpointError, RenderError
 from umust_cli.model.generate import DecodingOptions
-from umust_cli.model.translator import MODEL_KIND as CHECKPOINT_KIND, Translator, TranslatorConfig
+from umust_cli.model.translator import (CODES_PER_STEP, MODEL_KIND as CHECKPOINT_KIND, Translator,
+                                        TranslatorConfig)
 from umust_cli.translate.routes import MODEL_KIND
 
 DEFAULT_SOUNDFONT = "fluidr3"
@@ -43,6 +44,11 @@ class RunConfig:
     soundfont: str | None = None        # FluidSynth soundfont name; None: fluidr3 or the first installed
     tempo: float | None = None          # quantization tempo in BPM; None: estimated from the MIDI
     grammar: bool = True                # notation targets: decode under codecs.notation.ChordRule
+    beam_size: int = 1                  # notation / MIDI targets: beam search with this many hypotheses
+
+    def __post_init__(self) -> None:    # bad decoding settings fail before any input is read
+        DecodingOptions(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                        beam_size=self.beam_size)
 
 
 def model_folder(kind: str, model: str | None) -> Path | None:
@@ -139,6 +145,10 @@ class Engines:
         """The decoding rule of a ``target`` translation (LMX grammar), or None."""
         return ChordRule(batch) if target == "notation" and self.config.grammar else None
 
-    def decoding(self, seed_offset: int = 0) -> DecodingOptions:
+    def decoding(self, target: str, seed_offset: int = 0) -> DecodingOptions:
+        """The decoding options of a ``target`` translation: the beam applies to the one-code
+        (symbolic) targets, image and audio codes are chosen step by step."""
         c = self.config
-        return DecodingOptions(temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed + seed_offset)
+        beam = c.beam_size if CODES_PER_STEP[target] == 1 else 1
+        return DecodingOptions(temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed + seed_offset,
+                               beam_size=beam)
