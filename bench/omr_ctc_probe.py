@@ -39,7 +39,7 @@ from umust_cli import checkpoint as ckpt_io  # noqa: E402
 from umust_cli.data import pairs as pairs_io  # noqa: E402
 from umust_cli.data.tokenize import corpus_vocabulary  # noqa: E402
 from umust_cli.eval.metrics import edit_distance  # noqa: E402
-from umust_cli.model.translator import CTC_FRAMES, CTC_STAVES, MODEL_KIND, Translator, TranslatorConfig  # noqa: E402
+from umust_cli.model.translator import MODEL_KIND, Translator, TranslatorConfig  # noqa: E402
 from umust_cli.train.engine import RunOptions  # noqa: E402
 from umust_cli.train.translator import TrainConfig, _init_codebooks, make_task  # noqa: E402
 
@@ -61,22 +61,6 @@ def merge(probe: Path, run: Path, out: Path, vocab) -> None:
     ckpt_io.save_model(out, state, config, vocab)
 
 
-def greedy(model: Translator, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[int]]]:
-    """Best path per staff: argmax frames, repeats merged, blanks dropped -> [batch][staff] classes."""
-    b, c, _ = memory.shape
-    n = model.cfg.ctc_classes + 1
-    best = model.ctc(memory).view(b, c, CTC_STAVES, CTC_FRAMES, n).argmax(-1)      # (B, C, staves, frames)
-    cols = mask[:, 0, 0].sum(-1).tolist() if mask is not None else [c] * b
-    out = []
-    for i in range(b):
-        staves = []
-        for k in range(CTC_STAVES):
-            path = best[i, :cols[i], k].reshape(-1).tolist()
-            staves.append([p for j, p in enumerate(path) if p != n - 1 and (j == 0 or p != path[j - 1])])
-        out.append(staves)
-    return out
-
-
 def evaluate(model: Translator, task, spec) -> dict:
     """CTC loss and pitch error rate on the shortest valid systems."""
     pairs = task.valid_data.pairs[0][:VALID_SYSTEMS]
@@ -89,7 +73,7 @@ def evaluate(model: Translator, task, spec) -> dict:
             memory, mask = model.encode(b.src, b.src_pos, "image", "notation")
             targets = task.staff_targets(b.tgt[..., 0])
             loss += float(model.ctc_loss(memory, mask, targets)) * len(systems)
-            for hyp, ref in zip(greedy(model, memory, mask), targets.tolist()):
+            for hyp, ref in zip(model.ctc_paths(memory, mask), targets.tolist()):
                 for h, r in zip(hyp, ref):
                     r = [x for x in r if x >= 0]
                     errors, length = errors + edit_distance(h, r), length + len(r)

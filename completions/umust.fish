@@ -397,6 +397,7 @@ complete -c umust -n '__umust_path_is \'translate\'' -l top-k -r -d 'Sample amon
 complete -c umust -n '__umust_path_is \'translate\'' -l top-p -r -d 'Nucleus sampling probability.'
 complete -c umust -n '__umust_path_is \'translate\'' -l seed -r -d 'Seed of sampling and of performance MIDI.'
 complete -c umust -n '__umust_path_is \'translate\'' -l grammar -l no-grammar -d 'Notation outputs: decode under the LMX chord rule (no pitch twice in a chord, at most 6 notes).'
+complete -c umust -n '__umust_path_is \'translate\'' -l ctc-pitches -l no-ctc-pitches -d 'OMR with a model that has a CTC head: each staff\'s pitches from the CTC reading where it aligns with the decoded notes (measured better: docs/results.md).'
 complete -c umust -n '__umust_path_is \'translate\'' -l beam-size -r -d 'Notation and MIDI outputs of a model (OMR, transcription): beam search with this many hypotheses (1: greedy; not with --temperature).'
 complete -c umust -n '__umust_path_is \'translate\'' -l device -r -d 'auto (cuda when there is one), cpu, cuda or cuda:N.'
 complete -c umust -n '__umust_path_is \'translate\'' -l data -r -d 'Instead of INPUTS: OMR of a tokenized corpus split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER --data CORPUS` (batched, from the codes of `umust dataset tokenize`); with --task i2a also NNN.wav through the cascade, for `umust eval i2a FOLDER --data CORPUS`.'

@@ -153,3 +153,40 @@ def test_cli_ctc_option_trains_saves_the_head_and_warm_starts_from_a_run_without
     assert read_weights(tmp_path / "ctc" / WEIGHTS)["ctc.weight"].shape[0] == 2 * CTC_FRAMES * 71
     log = read_log(tmp_path / "ctc")
     assert log[0]["init_step"] == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log if "loss" in r)
+
+
+def test_ctc_paths_merge_repeats_drop_blanks_and_stop_at_each_sources_columns():
+    cfg = make_config("tiny", VOCAB, "column", ctc_classes=5)
+    model = Translator(cfg).eval()
+    bias = torch.full((2, CTC_FRAMES, 6), -10.0)            # (staves, frames, classes + blank)
+    bias[0, 0, 2] = bias[0, 1, 5] = 10.0                     # staff 1: class 2, then blank, each column
+    bias[1, :, 5] = 10.0                                     # staff 2: blank everywhere
+    with torch.no_grad():
+        model.ctc.weight.zero_()
+        model.ctc.bias.copy_(bias.reshape(-1))
+    src, sp = _image_batch(cfg, [4, 6])
+    memory, mask = model.encode(src, sp, "image", "notation")
+    # 4 and 6 patch columns, plus the column the [EOS] step sits in
+    assert model.ctc_paths(memory, mask) == [[[2] * 5, []], [[2] * 7, []]]
+    bias[0, 1, 5], bias[0, 1, 2] = -10.0, 10.0               # no blank between: one merged 2 per source
+    with torch.no_grad():
+        model.ctc.bias.copy_(bias.reshape(-1))
+    assert model.ctc_paths(memory, mask) == [[[2], []], [[2], []]]
+
+
+def test_read_pitches_replaces_aligned_pitches_and_keeps_the_rhythm():
+    from umust_cli.data.staff_order import aligned_pairs, read_pitches, staff_pitch_positions
+
+    positions = staff_pitch_positions(MEASURE)
+    assert [[MEASURE[j] for j in p] for p in positions] == staff_pitch_sequences(MEASURE)
+    assert aligned_pairs(["C4", "E4", "G4"], ["C4", "F4", "G4", "A4"]) == [(0, 0), (1, 1), (2, 2)]
+    assert aligned_pairs(["C4", "E4", "G4"], ["E4"]) == [(1, 0)]
+    assert aligned_pairs([], ["E4"]) == []
+    # staff 1 read with one pitch wrong (G4 -> A4, the voice-2 half note); staff 2 with a note missing
+    upper = ["E5", "A4", "D5", "C5", "D5", "C5"]
+    lower = ["C3", "E3", "G3", "E3", "C3"]                   # F3 (the triplet's middle note) not read
+    out, changed = read_pitches(MEASURE, [upper, lower])
+    assert changed == 1 and staff_pitch_sequences(out)[0] == upper
+    assert staff_pitch_sequences(out)[1] == ["C3", "E3", "G3", "F3", "E3", "C3"]   # kept: nothing aligned to it
+    assert [t for t, o in zip(MEASURE, out) if t != o] == ["G4"] and len(out) == len(MEASURE)
+    assert read_pitches(MEASURE, [[], []]) == (list(MEASURE), 0)

@@ -334,6 +334,19 @@ def test_the_shipped_omr_model_decodes_with_a_beam_and_refuses_a_sampled_one(fil
     _no_files(tmp_path / "p")
 
 
+def test_the_ctc_pitch_reading_changes_pitch_tokens_only(files, tmp_path, one_torch_thread):
+    from umust_cli.codecs.notation import is_pitch
+
+    outs = {}
+    for flag in ("--ctc-pitches", "--no-ctc-pitches"):
+        out = tmp_path / flag / "x.lmx"
+        assert _run([files["png"], "-o", out, flag]).exit_code == 0
+        outs[flag] = out.read_text().split("---")[-1].split()
+    read, plain = outs["--ctc-pitches"], outs["--no-ctc-pitches"]
+    assert len(read) == len(plain) > 0
+    assert all(a == b or (is_pitch(a) and is_pitch(b)) for a, b in zip(read, plain))
+
+
 def _bad_inputs(d: Path) -> dict[str, Path]:
     blobs = np.full((100, 200), 255, np.uint8)                      # ink, but no staff lines
     for x in range(10, 190, 30):

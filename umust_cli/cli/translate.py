@@ -40,6 +40,9 @@ def translate(
     seed: int = typer.Option(0, "--seed", help="Seed of sampling and of performance MIDI."),
     grammar: bool = typer.Option(True, "--grammar/--no-grammar", help="Notation outputs: decode under the LMX "
                                  "chord rule (no pitch twice in a chord, at most 6 notes)."),
+    ctc_pitches: bool = typer.Option(True, "--ctc-pitches/--no-ctc-pitches", help="OMR with a model that has "
+                                     "a CTC head: each staff's pitches from the CTC reading where it aligns with "
+                                     "the decoded notes (measured better: docs/results.md)."),
     beam_size: int = typer.Option(1, "--beam-size", min=1, max=32, help="Notation and MIDI outputs of a "
                                   "model (OMR, transcription): beam search with this many hypotheses (1: greedy; "
                                   "not with --temperature)."),
@@ -72,7 +75,7 @@ def translate(
 
     config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
                        top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar,
-                       beam_size=beam_size)
+                       beam_size=beam_size, ctc_pitches=ctc_pitches)
     if data is not None:
         if inputs or task not in (None, "omr", "i2n", "i2a"):
             raise BadInputError("--data translates a corpus split (OMR, or --task i2a: OMR then the cascade "

@@ -36,17 +36,18 @@ def pitch_names() -> list[str]:
     return [t for t in NotationCodec().token_names() if is_pitch(t)]
 
 
-def _items(tokens: Sequence[str]) -> list[list[str]]:
-    """Tokens cut into measure headers, moves and notes (a note: its prefix, pitch or rest, attributes)."""
-    items: list[list[str]] = []
+def _items(tokens: Sequence[str]) -> list[tuple[int, list[str]]]:
+    """Tokens cut into measure headers, moves and notes (a note: its prefix, pitch or rest,
+    attributes), each with the index of its first token."""
+    items: list[tuple[int, list[str]]] = []
     open_prefix = False                     # the last item is a note prefix still waiting for its head
-    for tok in tokens:
+    for j, tok in enumerate(tokens):
         head = is_pitch(tok) or tok == "rest"
         if tok in MOVES or (tok in NOTE_PREFIX and not open_prefix) or (head and not open_prefix):
-            items.append([tok])
+            items.append((j, [tok]))
             open_prefix = tok in NOTE_PREFIX
         elif items:
-            items[-1].append(tok)
+            items[-1][1].append(tok)
             open_prefix = open_prefix and not head
     return items
 
@@ -63,11 +64,12 @@ def _duration(item: Sequence[str]) -> Fraction:
     return value
 
 
-def staff_pitch_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[str]]:
-    """``staves`` lists: each staff's pitch tokens in reading order (module docstring)."""
-    found: list[tuple[int, int, Fraction, int, str]] = []   # staff, measure, onset, index, pitch
+def staff_pitch_positions(tokens: Sequence[str], staves: int = STAVES) -> list[list[int]]:
+    """``staves`` lists: the indices in ``tokens`` of each staff's pitch tokens, in reading
+    order (module docstring)."""
+    found: list[tuple[int, int, Fraction, int, int]] = []   # staff, measure, onset, item, token index
     staff, measure, time, onset = 1, 0, Fraction(0), Fraction(0)
-    for i, item in enumerate(_items(tokens)):
+    for i, (start, item) in enumerate(_items(tokens)):
         head = item[0]
         if head == "measure":
             measure, time, onset = measure + 1, Fraction(0), Fraction(0)
@@ -80,11 +82,50 @@ def staff_pitch_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[l
         if not chord:
             onset = time
             time = time if grace else time + _duration(item)
-        pitch = next((t for t in item if is_pitch(t)), None)
-        if pitch is not None and staff <= staves:
-            found.append((staff, measure, onset, i, pitch))
+        at = next((k for k, t in enumerate(item) if is_pitch(t)), None)
+        if at is not None and staff <= staves:
+            found.append((staff, measure, onset, i, start + at))
     found.sort()
-    return [[p for s, _, _, _, p in found if s == k] for k in range(1, staves + 1)]
+    return [[j for s, _, _, _, j in found if s == k] for k in range(1, staves + 1)]
+
+
+def staff_pitch_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[str]]:
+    """``staves`` lists: each staff's pitch tokens in reading order (module docstring)."""
+    return [[tokens[j] for j in staff] for staff in staff_pitch_positions(tokens, staves)]
+
+
+def aligned_pairs(a: Sequence[str], b: Sequence[str]) -> list[tuple[int, int]]:
+    """The (i, j) pairs a Levenshtein alignment of ``a`` and ``b`` matches or substitutes
+    (insertions and deletions pair nothing); among equal-cost paths, substitutions first."""
+    m, n = len(a), len(b)
+    d = [[i + j if i == 0 or j == 0 else 0 for j in range(n + 1)] for i in range(m + 1)]
+    for i in range(1, m + 1):
+        for j in range(1, n + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+    i, j, out = m, n, []
+    while i > 0 and j > 0:
+        if d[i][j] == d[i - 1][j - 1] + (a[i - 1] != b[j - 1]):
+            out.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif d[i][j] == d[i - 1][j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return out[::-1]
+
+
+def read_pitches(tokens: Sequence[str], staff_pitches: Sequence[Sequence[str]]) -> tuple[list[str], int]:
+    """Decoded LMX ``tokens`` with their pitch tokens replaced by another reading of each
+    staff's pitches (``staff_pitches``, reading order; e.g. the translator's CTC head) where
+    the two align (``aligned_pairs``); everything else, the rhythm and the note count
+    included, stays. Returns the tokens and how many pitch tokens changed."""
+    out, changed = list(tokens), 0
+    for positions, reading in zip(staff_pitch_positions(tokens, len(staff_pitches)), staff_pitches):
+        for i, j in aligned_pairs([out[p] for p in positions], reading):
+            if out[positions[i]] != reading[j]:
+                out[positions[i]] = reading[j]
+                changed += 1
+    return out, changed
 
 
 class StaffTargets:

@@ -554,6 +554,24 @@ class Translator(nn.Module):
                                        reduction="mean", zero_infinity=True)
         return total / CTC_STAVES
 
+    def ctc_paths(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[int]]]:
+        """The CTC head's best path per staff (argmax frames, repeats merged, blanks dropped) of
+        the encoder's image columns (B, C, d): [example][staff] pitch classes, in reading order."""
+        if not self.cfg.ctc_classes:
+            raise CheckpointError("this model has no CTC head (ctc_classes = 0)")
+        b, c, _ = memory.shape
+        blank = self.cfg.ctc_classes
+        best = self.ctc(memory).view(b, c, CTC_STAVES, CTC_FRAMES, blank + 1).argmax(-1)  # (B, C, staves, frames)
+        cols = mask[:, 0, 0].sum(-1).tolist() if mask is not None else [c] * b
+        out = []
+        for i in range(b):
+            staves = []
+            for k in range(CTC_STAVES):
+                path = best[i, :cols[i], k].reshape(-1).tolist()
+                staves.append([p for j, p in enumerate(path) if p != blank and (j == 0 or p != path[j - 1])])
+            out.append(staves)
+        return out
+
     def _target_loss(self, h: torch.Tensor, labels: torch.Tensor, tgt_modality: str) -> torch.Tensor:
         """Mean cross-entropy of the main-decoder states ``h`` (B, T, d) on ``labels`` (B, T, 4)."""
         if CODES_PER_STEP[tgt_modality] == 1:

@@ -30,6 +30,7 @@ from umust_cli.errors import BadInputError, NotationError, TranslationError
 from umust_cli.eval.corpus import spread
 from umust_cli.io import write_text_atomic
 from umust_cli.model.generate import batch_steps, generate, step_positions
+from umust_cli.translate.direct import read_staff_pitches
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.pipeline import run_route
 from umust_cli.translate.routes import Route
@@ -89,6 +90,7 @@ def predict_omr(job: SplitJob, engines: Engines, out: Path,
         pos = step_positions(src, "image", torch.tensor([h for _, h in seqs]))
         ids = generate(model, src, pos, "image", "notation", engines.decoding("notation"),
                        rule=engines.rule("notation", len(idx)))
+        ids = read_staff_pitches(engines, model, src, pos, ids)
         for i, out_ids in zip(idx, ids):
             tokens = [names[t] for t in engines.vocab.to_local("notation", out_ids)]
             empty += not tokens

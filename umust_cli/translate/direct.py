@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 import pretty_midi
+import torch
 
 from umust_cli.codecs.audio import HOP, flatten as flatten_audio
 from umust_cli.codecs.base import Codes
@@ -29,7 +30,8 @@ from umust_cli.codecs.midi import MidiCodec, MidiSegment
 from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
 from umust_cli.errors import BadInputError, TranslationError
 from umust_cli.model.generate import generate, step_positions, to_steps
-from umust_cli.model.translator import SLOTS
+from umust_cli.data.staff_order import pitch_names, read_pitches
+from umust_cli.model.translator import SLOTS, Translator
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.values import Notation, lmx_tokens
 
@@ -46,8 +48,30 @@ def translate_ids(engines: Engines, source: str, target: str, local_ids: Sequenc
     steps = to_steps(engines.vocab.wrap(source, list(local_ids)), source, model.cfg)[None].to(engines.device)
     pos = step_positions(steps, source, src_height)
     out = generate(model, steps, pos, source, target, engines.decoding(target, piece), height=tgt_height,
-                   rule=engines.rule(target))[0]
-    return engines.vocab.to_local(target, out)
+                   rule=engines.rule(target))
+    if (source, target) == ("image", "notation"):
+        out = read_staff_pitches(engines, model, steps, pos, out)
+    return engines.vocab.to_local(target, out[0])
+
+
+def read_staff_pitches(engines: Engines, model: Translator, src: torch.Tensor, src_pos: torch.Tensor,
+                       ids: list[list[int]]) -> list[list[int]]:
+    """OMR outputs (global notation ids per source image) with each staff's pitch tokens taken
+    from the model's CTC head where they align with the decoded notes
+    (``data.staff_order.read_pitches``); unchanged for a model without a CTC head or with
+    ``RunConfig.ctc_pitches`` off. Measured on valid systems: results.md, "CTC pitch reading"."""
+    if not (engines.config.ctc_pitches and model.cfg.ctc_classes):
+        return ids
+    with torch.inference_mode():
+        memory, mask = model.encode(src, src_pos, "image", "notation")
+        paths = model.ctc_paths(memory, mask)
+    names, pitches = NotationCodec().token_names(), pitch_names()
+    out = []
+    for seq, staves in zip(ids, paths):
+        tokens = [names[t] for t in engines.vocab.to_local("notation", seq)]
+        tokens, _ = read_pitches(tokens, [[pitches[c] for c in staff] for staff in staves])
+        out.append(engines.vocab.to_global("notation", tokens_to_ids(tokens)))
+    return out
 
 
 def _limit(engines: Engines, source: str, target: str, modality: str) -> int:
