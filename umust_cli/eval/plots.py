@@ -41,12 +41,7 @@ def plot_alignment(ref: Notes, gen: Notes, aligned: Notes, dest: str | Path, tit
     axes[2].set_xlabel("time (s)")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    dest = Path(dest)
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return dest
+    return _save_png(fig, dest, dpi=100)
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -76,10 +71,17 @@ def plot_training_curves(curves: list[dict], dest: str | Path, window: int = 100
         _draw_curve(ax, curve, window)
     for ax in list(axes.flat)[len(curves):]:
         ax.set_visible(False)
+    return _save_png(fig, dest, dpi=90)
+
+
+def _save_png(fig, dest: str | Path, dpi: int) -> Path:
+    """Lay out ``fig``, write it to ``dest`` as a PNG under a temporary name, close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     dest = Path(dest)
     with atomic_path(dest) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return dest
 
