@@ -64,6 +64,8 @@ def test_omr_json_pairs_by_stem(tmp_path):
     assert data["summary"]["SER"] == pytest.approx(2 / 22)
     assert data["summary"]["SER_no_tuplets"] == pytest.approx(1 / 20)
     assert data["rows"][1]["SER_no_tuplets"] == 0.0
+    assert data["summary"]["staff_pitch_error_rate"] == pytest.approx(1 / 4)     # C4 -> D4 of 2 + 2 pitches
+    assert [r["pitch_error_rate"] for r in data["rows"]] == [0.5, 0.0]
 
 
 def test_omr_ref_dir_table_and_out(tmp_path):

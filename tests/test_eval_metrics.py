@@ -286,3 +286,14 @@ def test_transkun_transcribes_a_rendered_midi():
     est, ref = M.Notes.from_pretty_midi(out), M.Notes.from_pretty_midi(pm)
     f1 = M.onset_f1_at(est, ref, [0.05])[0.05].prf()[2]
     assert f1 > 0.8, (f1, len(est), len(ref))
+
+
+def test_staff_pitch_error_rate_reads_each_staff_in_order_whatever_the_rhythm():
+    ref = ("measure E5 voice:1 quarter staff:1 D5 quarter backup half "
+           "C3 voice:5 quarter staff:2 G3 quarter").split()
+    same_pitches_other_rhythm = [t.replace("quarter", "eighth") for t in ref]
+    assert M.staff_pitch_counts(same_pitches_other_rhythm, ref) == M.SerCounts(0, 4)
+    # the lower staff's notes written on the upper staff: 2 deletions there, 2 insertions above
+    wrong_staff = [t.replace("staff:2", "staff:1") for t in ref]
+    assert M.staff_pitch_counts(wrong_staff, ref) == M.SerCounts(4, 4)
+    assert M.staff_pitch_counts([], ref).ser == 1.0

@@ -25,6 +25,8 @@ import numpy as np
 import scipy.stats
 from lmx.linearization.vocabulary import NOTE_TYPE_TOKENS, PITCH_TOKENS
 
+from umust_cli.data.staff_order import staff_pitch_sequences
+
 # ----------------------------------------------------------------------------
 # Symbol Error Rate
 # ----------------------------------------------------------------------------
@@ -84,6 +86,17 @@ def ser_counts(pred: Sequence[str], ref: Sequence[str], tuplets: bool = True) ->
     if not tuplets:
         pred, ref = strip_tuplets(pred), strip_tuplets(ref)
     return SerCounts(edit_distance(pred, ref), len(ref))
+
+
+def staff_pitch_counts(pred: Sequence[str], ref: Sequence[str]) -> SerCounts:
+    """Edit distance between each staff's pitch tokens in reading order
+    (``data.staff_order``) of prediction and reference, summed over the staves, and the
+    reference's pitch count: how well the notes' pitches were read, whatever the rhythm."""
+    pairs = zip(staff_pitch_sequences(pred), staff_pitch_sequences(ref))
+    errors, length = 0, 0
+    for p, r in pairs:
+        errors, length = errors + edit_distance(p, r), length + len(r)
+    return SerCounts(errors, length)
 
 
 def pooled_ser(counts: Sequence[SerCounts]) -> float:
