@@ -53,7 +53,7 @@ def test_saved_config_becomes_the_same_trainer_options():
     cfg = TrainConfig(direction="a2i", preset="tiny", image_layout="grid", column_norm=True,
                       tasks=parse_tasks("transcription@10:20*0.5,midi>notation", "a2i"), batch_tokens=123,
                       accum=3, lr=4.5e-4, warmup_steps=7, decay_steps=99, precision="fp32", codebook_init=False,
-                      scans=False, best_metric="loss", seed=5)
+                      scans=False, best_metric="loss", seed=5, token_dropout=0.2, crops=True, guide=0.5, ctc=0.3)
     flags = background.config_flags(json.loads(json.dumps(cfg.to_dict())))
     params = _parse(["--data", "C", "-o", "R", "--max-steps", "1", *flags])
     assert _translator_config(params, 1) == cfg

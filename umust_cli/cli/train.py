@@ -316,20 +316,12 @@ def translator(
 def _translator_config(params: dict, world: int):
     """The TrainConfig of `train translator`'s parsed options (``params``: the command's
     ``ctx.params``), for ``world`` processes; BadInputError for a bad preset or task list."""
-    from umust_cli.data.pairs import parse_tasks
     from umust_cli.model.translator import PRESETS
-    from umust_cli.train.translator import TrainConfig
+    from umust_cli.train.translator import config_from_options
 
     if params["preset"] not in PRESETS:
         raise BadInputError(f"unknown --preset {params['preset']!r} (choose from {', '.join(PRESETS)})")
-    return TrainConfig(direction=params["direction"], preset=params["preset"], image_layout=params["image_layout"],
-                       column_norm=params["column_norm"], token_dropout=params["token_dropout"],
-                       crops=params["crops"], guide=params["guide"], ctc=params["ctc"], realscans=params["realscans"],
-                       tasks=parse_tasks(params["tasks"], params["direction"]),
-                       batch_tokens=params["batch_tokens"], accum=params["accum"], world_size=world,
-                       lr=params["lr"], warmup_steps=params["warmup_steps"], decay_steps=params["decay_steps"],
-                       precision=params["precision"], codebook_init=not params["no_codebook_init"],
-                       best_metric=params["best_metric"], seed=params["seed"], scans=not params["no_scans"])
+    return config_from_options(params, world)
 
 
 background_app = typer.Typer(help="Start a detached training run that resumes where the last one stopped.",

@@ -38,21 +38,14 @@ from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.errors import BadInputError
 from umust_cli.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from umust_cli.train.engine import BEST, COMPLETE, STAGING, read_log
-from umust_cli.train.translator import TrainConfig
+from umust_cli.train.translator import FLAGS, SWITCHES, TrainConfig
 
 SESSIONS, LOG, PID = "background.jsonl", "background.log", "background.pid"
 CARD = "MODEL_CARD.md"
 FIRST_SAVE_EVERY = 50          # steps between saves before the run's pace is known
 # Trainer options the background command sets itself (refused among the trainer options).
 OWNED = ("-o", "--output", "--data", "--codes", "--direction", "--max-minutes", "--threads", "--json", "--quiet")
-# TrainConfig field -> the trainer flag that sets it (the options a resumed run must keep).
-FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--image-layout",
-         "tasks": "--tasks", "batch_tokens": "--batch-tokens", "accum": "--accum", "lr": "--lr",
-         "warmup_steps": "--warmup-steps", "decay_steps": "--decay-steps", "precision": "--precision",
-         "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout",
-         "guide": "--guide", "ctc": "--ctc"}
-SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
-            "scans": (None, "--no-scans"), "crops": ("--crops", None), "realscans": ("--realscans", None)}
+# The trainer flag of each TrainConfig field: train.translator.FLAGS and SWITCHES.
 ALWAYS = ("direction", "preset", "tasks")   # written even at their defaults (tasks' depend on the direction)
 
 

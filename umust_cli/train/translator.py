@@ -120,6 +120,33 @@ class TrainConfig:
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
 
 
+# `umust train translator`'s option of each TrainConfig field it sets: the one table that the
+# CLI reads its options through (``config_from_options``) and a resumed background run writes
+# its saved config back from (``train.background.config_flags``). Valued options, then switches
+# (the flag that sets the field true, the flag that sets it false; None where the CLI has none).
+FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--image-layout",
+         "tasks": "--tasks", "batch_tokens": "--batch-tokens", "accum": "--accum", "lr": "--lr",
+         "warmup_steps": "--warmup-steps", "decay_steps": "--decay-steps", "precision": "--precision",
+         "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout",
+         "guide": "--guide", "ctc": "--ctc"}
+SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
+            "scans": (None, "--no-scans"), "crops": ("--crops", None), "realscans": ("--realscans", None)}
+
+
+def _param(flag: str) -> str:
+    return flag[2:].replace("-", "_")                  # --image-layout -> image_layout (Typer's name)
+
+
+def config_from_options(params: dict, world: int) -> TrainConfig:
+    """The TrainConfig of `train translator`'s parsed options (``params``: Typer's values by
+    parameter name, e.g. ``ctx.params``), for ``world`` processes, through FLAGS and SWITCHES."""
+    values = {f: params[_param(flag)] for f, flag in FLAGS.items() if f != "tasks"}
+    for f, (on, off) in SWITCHES.items():
+        values[f] = bool(params[_param(on)]) if on else not params[_param(off)]
+    return TrainConfig(tasks=pairs_io.parse_tasks(params["tasks"], params["direction"]), world_size=world,
+                       **values)
+
+
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` at ``decay_steps``."""
     if step < cfg.warmup_steps:
