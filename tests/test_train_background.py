@@ -73,6 +73,11 @@ def test_background_run_resumes_with_its_own_options_and_is_promoted_only_when_b
     assert len(st["session_wall_s"]) == 1 and st["session_wall_s"][0] > 0 and st["cpu_hours"] is not None
     assert [e["step"] for e in st["evals"]] == [2] and st["best"]["metric"] == "SER"
 
+    # resumed with the first start's options: each option once (they repeat the saved config's)
+    argv = background.plan_translator(BackgroundRequest(run)).argv
+    for flag in ("--preset", "--tasks", "--no-codebook-init", "--precision", "--warmup-steps", "--decay-steps"):
+        assert argv.count(flag) == 1, (flag, argv)
+    assert argv[argv.index("--tasks") + 1] == "omr" and "--max-steps" in argv
     changed = runner.invoke(app, ["train", "background", "translator", str(run), "--", "--lr", "0.1"])
     assert changed.exit_code == 2 and "differs in: lr" in changed.output
     again = runner.invoke(app, ["train", "background", "translator", str(run), "--threads", "2", "--",

@@ -101,6 +101,8 @@ def plan_translator(req: BackgroundRequest, weights_dir: Path | None = None) -> 
     if holds_run(run_dir):
         extras = _without(extras, "--init")   # the engine ignores it on resume; its folder may be gone
         action, init, saved, flags = "resume", None, *_resume_flags(run_dir, req.direction)
+        flags = _unnamed(flags, _flag_names(extras))   # an option given again is passed once (the trainer
+        #                                                refuses it if it changes the saved config)
     else:
         action, init, flags = _new_run(req.direction or "i2a", extras, weights_dir)
         saved = None
@@ -166,6 +168,20 @@ def _text(value) -> str:
 
 def _flag_names(args: tuple[str, ...] | list[str]) -> set[str]:
     return {a.split("=", 1)[0] for a in args if a.startswith("-")}
+
+
+def _unnamed(flags: list[str], names: set[str]) -> list[str]:
+    """``config_flags`` output without the options in ``names`` (a switch when either of its
+    two flags is named)."""
+    valued = set(FLAGS.values())
+    pairs = {f: {on, off} - {None} for on, off in SWITCHES.values() for f in (on, off) if f}
+    out, i = [], 0
+    while i < len(flags):
+        flag, width = flags[i], 2 if flags[i] in valued else 1
+        if not (flag in names or pairs.get(flag, set()) & names):
+            out += flags[i:i + width]
+        i += width
+    return out
 
 
 def _without(args: tuple[str, ...], flag: str) -> tuple[str, ...]:
