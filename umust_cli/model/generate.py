@@ -202,7 +202,7 @@ class _Beams:
     scores: torch.Tensor                     # (B, K) summed log-probabilities; -inf: no hypothesis
     tokens: torch.Tensor                     # (B * K, t) classes chosen so far
     finished: list[list[tuple[float, list[int]]]]   # per example: (ranking score, classes)
-    done: list[bool]                         # per example: K hypotheses finished
+    done: list[bool]                         # per example: settled (``_settled``), no more steps
 
 
 def beam_search(model: Translator, memory: torch.Tensor, mask: torch.Tensor | None, tgt_modality: str,
