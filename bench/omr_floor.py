@@ -17,6 +17,11 @@ valid SER.
 systems (``--bootstrap`` resamples) of the difference model - constant, with its 95% interval
 and the share of resamples in which the model is not better. ``--reuse OUT.json`` takes the
 constant that an earlier run chose (its ``--json`` output) instead of choosing it again.
+``--against OTHER`` (another model's prediction folder, e.g. an older checkpoint or another
+decoding) adds to each comparison the same paired bootstrap of model - OTHER on the systems
+both predicted (``against``).
+
+    python bench/omr_floor.py CORPUS --reuse OUT.json --compare PRED_NEW --against PRED_OLD
 """
 
 from __future__ import annotations
@@ -50,31 +55,53 @@ def set_ser(pred: list[str], refs: list[list[str]]) -> float:
     return pooled_ser([ser_counts(pred, ref) for ref in refs])
 
 
-def compare(pred_dir: Path, rows: list[tuple[dict, list[str]]], constant: list[str], resamples: int,
-            seed: int) -> dict:
-    """Model vs constant on the systems of ``rows`` that have a prediction in ``pred_dir``."""
-    model, floor, missing = [], [], []
-    for row, ref in rows:
-        path = pred_dir / row["piece_id"] / f"{int(row['system']):03d}.lmx"
-        if not path.is_file():
-            missing.append(f"{row['piece_id']}/{int(row['system']):03d}")
-            continue
-        model.append(ser_counts(lmx_tokens({"root": str(path.parent), "lmx": path.name}), ref))
-        floor.append(ser_counts(constant, ref))
-    if not model:
-        return {"predictions": str(pred_dir), "systems": 0, "missing": len(missing)}
-    err_m = np.array([c.errors for c in model], dtype=float)
-    err_f = np.array([c.errors for c in floor], dtype=float)
-    length = np.array([c.ref_len for c in model], dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(model), size=(resamples, len(model)))
-    diff = (err_m[idx].sum(1) - err_f[idx].sum(1)) / length[idx].sum(1)      # (resamples,)
+def prediction(pred_dir: Path, row: dict) -> list[str] | None:
+    """The tokens of ``row``'s prediction in ``pred_dir`` (``<piece_id>/<NNN>.lmx``), or None."""
+    path = pred_dir / row["piece_id"] / f"{int(row['system']):03d}.lmx"
+    return lmx_tokens({"root": str(path.parent), "lmx": path.name}) if path.is_file() else None
+
+
+def paired(base: list, new: list, resamples: int, seed: int) -> dict:
+    """Set SER of ``new`` minus that of ``base`` (SerCounts of the same systems, in order), with
+    a paired bootstrap over systems: its 95% interval and the share of resamples where ``new``
+    is not better."""
+    err_b = np.array([c.errors for c in base], dtype=float)
+    err_n = np.array([c.errors for c in new], dtype=float)
+    length = np.array([c.ref_len for c in base], dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(base), size=(resamples, len(base)))
+    diff = (err_n[idx].sum(1) - err_b[idx].sum(1)) / length[idx].sum(1)      # (resamples,)
     lo, hi = np.percentile(diff, [2.5, 97.5])
-    return {"predictions": str(pred_dir), "systems": len(model), "missing": len(missing),
-            "missing_first": missing[:5], "model_ser": round(pooled_ser(model), 4),
-            "constant_ser": round(pooled_ser(floor), 4),
-            "difference": round(float((err_m.sum() - err_f.sum()) / length.sum()), 4),
+    return {"difference": round(float((err_n.sum() - err_b.sum()) / length.sum()), 4),
             "difference_95": [round(float(lo), 4), round(float(hi), 4)],
             "p_not_better": round(float((diff >= 0).mean()), 4), "resamples": resamples}
+
+
+def compare(pred_dir: Path, rows: list[tuple[dict, list[str]]], constant: list[str], resamples: int,
+            seed: int, against: Path | None = None) -> dict:
+    """Model vs constant on the systems of ``rows`` that have a prediction in ``pred_dir``; with
+    ``against`` (another model's predictions) also model - that model on the systems both have."""
+    model, floor, missing, pairs = [], [], [], []
+    for row, ref in rows:
+        tokens = prediction(pred_dir, row)
+        if tokens is None:
+            missing.append(f"{row['piece_id']}/{int(row['system']):03d}")
+            continue
+        model.append(ser_counts(tokens, ref))
+        floor.append(ser_counts(constant, ref))
+        other = prediction(against, row) if against is not None else None
+        if other is not None:
+            pairs.append((ser_counts(other, ref), model[-1]))
+    if not model:
+        return {"predictions": str(pred_dir), "systems": 0, "missing": len(missing)}
+    out = {"predictions": str(pred_dir), "systems": len(model), "missing": len(missing),
+           "missing_first": missing[:5], "model_ser": round(pooled_ser(model), 4),
+           "constant_ser": round(pooled_ser(floor), 4), **paired(floor, model, resamples, seed)}
+    if against is not None:
+        base, new = [a for a, _ in pairs], [b for _, b in pairs]
+        out["against"] = {"predictions": str(against), "systems": len(pairs),
+                          **({"other_ser": round(pooled_ser(base), 4), **paired(base, new, resamples, seed)}
+                             if pairs else {})}
+    return out
 
 
 def choose(train: list, valid: list, test: list, candidates: int, seed: int) -> tuple[dict, list[str]]:
@@ -103,6 +130,8 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="the split of --compare")
     parser.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples")
     parser.add_argument("--reuse", type=Path, default=None, help="an earlier --json output: its constant")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="another model's predictions: each --compare also minus these (paired)")
     args = parser.parse_args()
     train = split_tokens(args.corpus, "train")
     valid = [t for _, t in split_tokens(args.corpus, "valid")]
@@ -117,7 +146,7 @@ def main() -> None:
         out, tokens = choose(train, valid, test, args.candidates, args.seed)
     if args.compare:
         rows = split_tokens(args.corpus, args.split)
-        out["compare"] = [compare(p, rows, tokens, args.bootstrap, args.seed) for p in args.compare]
+        out["compare"] = [compare(p, rows, tokens, args.bootstrap, args.seed, args.against) for p in args.compare]
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:
