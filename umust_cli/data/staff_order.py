@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
 from lmx.linearization.vocabulary import NOTE_TYPE_TO_QUARTER_MULTIPLE as QUARTERS
 
 from umust_cli.codecs.notation import NotationCodec, is_pitch
+
+if TYPE_CHECKING:
+    import torch
 
 TUPLET = re.compile(r"^(\d+)in(\d+)$")
 MOVES = ("measure", "backup", "forward")
@@ -137,6 +139,7 @@ class StaffTargets:
         self.staves = staves
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        import torch                                # here: eval's pitch metric reads this module too
         """(B, T) global ids ([SOS]/[EOS]/[PAD] ignored) -> (B, staves, L) class ids, PAD_TARGET-padded."""
         rows = []
         for seq in ids.tolist():
