@@ -25,10 +25,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -qq --upgrade pip setuptools wheel
+"$VENV/bin/python" -m pip install -qq --no-cache-dir --upgrade pip setuptools wheel
 echo "setup: installing umust into $VENV (first run downloads torch: several GB)"
-"$VENV/bin/python" -m pip install -qq -e '.[test]'
+"$VENV/bin/python" -m pip install -qq --no-cache-dir -e '.[test]'
 # aiSFX ships the offline audio embedding used by `umust eval fad`; its metadata pins
 # ancient numpy/librosa, so it is installed without its (already satisfied) dependencies.
-"$VENV/bin/python" -m pip install -qq --no-deps aisfx==0.1.2
+"$VENV/bin/python" -m pip install -qq --no-cache-dir --no-deps aisfx==0.1.2
 "$VENV/bin/umust" --version
