@@ -153,6 +153,15 @@ def test_cli_ctc_option_trains_saves_the_head_and_warm_starts_from_a_run_without
     assert read_weights(tmp_path / "ctc" / WEIGHTS)["ctc.weight"].shape[0] == 2 * CTC_FRAMES * 71
     log = read_log(tmp_path / "ctc")
     assert log[0]["init_step"] == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log if "loss" in r)
+    # a head of other classes: the written-pitch run warm-starts a sounding-pitch one, head fresh
+    sounding = runner.invoke(app, base + ["-o", str(tmp_path / "snd"), "--ctc", "0.5", "--ctc-target", "sounding",
+                                          "--init", str(tmp_path / "ctc")])
+    assert sounding.exit_code == 0, sounding.output
+    config = read_config(tmp_path / "snd")
+    assert config["model"]["ctc_classes"] == 88 and config["model"]["ctc_target"] == "sounding"
+    assert read_weights(tmp_path / "snd" / WEIGHTS)["ctc.weight"].shape[0] == 2 * CTC_FRAMES * 89
+    bad = runner.invoke(app, base + ["-o", str(tmp_path / "bad"), "--ctc", "0.5", "--ctc-target", "heard"])
+    assert bad.exit_code == 2 and "--ctc-target" in bad.output
 
 
 def test_ctc_paths_merge_repeats_drop_blanks_and_stop_at_each_sources_columns():
@@ -190,3 +199,60 @@ def test_read_pitches_replaces_aligned_pitches_and_keeps_the_rhythm():
     assert staff_pitch_sequences(out)[1] == ["C3", "E3", "G3", "F3", "E3", "C3"]   # kept: nothing aligned to it
     assert [t for t, o in zip(MEASURE, out) if t != o] == ["G4"] and len(out) == len(MEASURE)
     assert read_pitches(MEASURE, [[], []]) == (list(MEASURE), 0)
+
+
+def test_ctc_emissions_give_each_pitch_its_image_column():
+    cfg = make_config("tiny", VOCAB, "column", ctc_classes=5)
+    model = Translator(cfg).eval()
+    bias = torch.full((2, CTC_FRAMES, 6), -10.0)
+    bias[0, 0, 2] = bias[0, 1, 5] = 10.0                     # staff 1: class 2 then blank, every column
+    bias[1, 0, 3] = bias[1, 1, 4] = 10.0                     # staff 2: class 3 then class 4, every column
+    with torch.no_grad():
+        model.ctc.weight.zero_()
+        model.ctc.bias.copy_(bias.reshape(-1))
+    src, sp = _image_batch(cfg, [2, 3])
+    memory, mask = model.encode(src, sp, "image", "notation")
+    first, second = model.ctc_emissions(memory, mask)
+    assert first[0] == [(0, 2), (1, 2), (2, 2)]               # 2 columns + the [EOS] column
+    assert first[1] == [(c, k) for c in range(3) for k in (3, 4)]
+    assert [col for col, _ in second[0]] == [0, 1, 2, 3]
+    assert model.ctc_paths(memory, mask) == [[[p for _, p in s] for s in e] for e in (first, second)]
+
+
+def test_column_notes_time_each_reading_by_its_column():
+    from umust_cli.data.staff_order import ctc_class_pitches
+    from umust_cli.translate.direct import COLUMN_SECONDS, SYSTEM_GAP_COLUMNS, column_notes, reading_midi
+
+    names, written = pitch_names(), ctc_class_pitches("written")
+    c4, e4, g4, c3 = (names.index(n) for n in ("C4", "E4", "G4", "C3"))
+    staves = [[(0, c4), (1, e4), (4, g4)], [(1, c3)]]          # staff 1: C4, E4 a column later, G4; staff 2: C3
+    notes = column_notes(staves, written, start=1.0, column_seconds=0.5)
+    assert [(n.pitch, n.start, n.end) for n in notes] == [(60, 1.0, 1.5), (48, 1.5, 2.0), (64, 1.5, 3.0),
+                                                           (67, 3.0, 3.5)]
+    assert column_notes([[], []], written) == []
+    midi = reading_midi([(5, staves), (3, [[(0, g4)], []])], "written")
+    piano = midi.instruments[0]
+    assert len(piano.notes) == 5 and not piano.is_drum
+    assert piano.notes[-1].start == pytest.approx((5 + SYSTEM_GAP_COLUMNS) * COLUMN_SECONDS)
+    # a sounding head's classes are piano keys: class 39 is middle C, 40 C#4
+    sounding = reading_midi([(2, [[(0, 39), (1, 40)], []])], "sounding").instruments[0].notes
+    assert [n.pitch for n in sounding] == [60, 61] and len(ctc_class_pitches("sounding")) == 88
+
+
+def test_sounding_pitches_follow_key_signatures_and_accidentals_in_the_measure():
+    from umust_cli.data.staff_order import StaffTargets, sounding_pitches, staff_sounding_sequences
+
+    # G major; F#5 by the key, F5 natural, F5 again (natural holds in the measure), F#4 (another
+    # octave: the key again), then B-flat in staff 2, and a new measure in F major: B-flat by the key
+    tokens = ("measure key:fifths:1 staff:1 F5 voice:1 quarter staff:1 F5 quarter natural F5 quarter F4 quarter "
+              "backup whole B2 voice:5 whole flat staff:2 "
+              "measure key:fifths:-1 B4 voice:1 whole staff:1 F4 whole").split()
+    assert list(sounding_pitches(tokens).values()) == [78, 77, 77, 66, 46, 70, 65]
+    assert staff_sounding_sequences(tokens) == [[78, 77, 77, 66, 70, 65], [46]]
+    vocab = default_vocabulary()
+    local = vocab.names("notation")
+    names = {vocab.to_global("notation", [i])[0]: n for i, n in enumerate(local)}
+    ids = torch.tensor([vocab.wrap("notation", [local.index(t) for t in tokens])])
+    out = StaffTargets(names, target="sounding")(ids)
+    assert out[0, 0].tolist() == [78 - 21, 77 - 21, 77 - 21, 66 - 21, 70 - 21, 65 - 21]
+    assert out[0, 1].tolist() == [46 - 21] + [-1] * 5

@@ -131,7 +131,7 @@ def _yes(a: str, b: str) -> bool:
 
 @pytest.mark.parametrize("task, with_model, expected", [
     (("image", "audio"), True, "direct (image -umust-> audio)"),
-    (("image", "midi"), True, "cascade (image -umust-> notation -perform-> midi)"),
+    (("image", "midi"), True, "direct (image -umust-> midi)"),
     (("audio", "image"), False, "cascade (audio -transkun-> midi -quantize-> notation -verovio-> image); "
                                 "no direct audio->image model (none installed or given with --model is trained for it)"),
     (("audio", "midi"), False, "reference (audio -transkun-> midi); no direct audio->midi model"),
@@ -175,6 +175,25 @@ def test_a_checkpoint_counts_for_the_tasks_it_was_trained_for(tiny, tmp_path):
                                 "no direct image->audio model (none installed or given with --model is trained for it)")
     assert choose_route("image", "audio", Options(), has_model(str(tiny))).kind == "direct"
     assert plan_jobs([Path("a.wav")], tmp_path / "a.mid", "transcription")[0].task == ("audio", "midi")
+
+
+def test_score_images_to_audio_prefer_the_ctc_reading_when_the_model_has_one():
+    def omr_only(a: str, b: str) -> bool:            # an OMR model without a CTC head
+        return (a, b) == ("image", "notation")
+
+    def omr_ctc(a: str, b: str) -> bool:             # ... with one: it also reads images into MIDI
+        return (a, b) in (("image", "notation"), ("image", "midi"))
+
+    reading = choose_route("image", "audio", Options(), omr_ctc)
+    assert reading.describe().startswith("cascade (image -umust-> midi -fluidsynth-> audio); no direct image->audio")
+    assert reading.model_kinds() == ["translator-i2a"]
+    assert choose_route("image", "audio", Options(), omr_only).stages == ("image", "notation", "midi", "audio")
+    assert choose_route("image", "audio", Options(via="notation"), omr_ctc).stages[1] == "notation"
+    assert choose_route("image", "midi", Options(), omr_only).describe() == (
+        "cascade (image -umust-> notation -perform-> midi); no direct image->midi model (none installed or given "
+        "with --model is trained for it)")
+    with pytest.raises(BadInputError, match="has no --via midi route"):
+        choose_route("audio", "image", Options(via="midi"), _yes)
 
 
 def test_plan_jobs_tasks_from_suffixes_and_folders(tmp_path):
@@ -345,6 +364,47 @@ def test_the_ctc_pitch_reading_changes_pitch_tokens_only(files, tmp_path, one_to
     read, plain = outs["--ctc-pitches"], outs["--no-ctc-pitches"]
     assert len(read) == len(plain) > 0
     assert all(a == b or (is_pitch(a) and is_pitch(b)) for a, b in zip(read, plain))
+
+
+@pytest.fixture(scope="module")
+def tiny_ctc(tmp_path_factory):
+    """A random tiny OMR model (column layout, CTC head) trained for OMR only, as the config says."""
+    import torch
+
+    from umust_cli.checkpoint import save_model
+    from umust_cli.codecs.vocab import default_vocabulary
+    from umust_cli.data.staff_order import pitch_names
+    from umust_cli.model.translator import MODEL_KIND, Translator, make_config
+
+    torch.manual_seed(0)
+    vocab = default_vocabulary()
+    cfg = make_config("tiny", vocab, "column", ctc_classes=len(pitch_names()))
+    model = Translator(cfg)
+    with torch.no_grad():                  # the head reads C4 in the first frame of every column
+        model.ctc.weight.zero_()
+        frames = model.ctc.bias.fill_(-10.0).view(2, -1, len(pitch_names()) + 1)   # (staves, frames, classes + blank)
+        frames[..., -1] = 0.0
+        frames[0, 0, pitch_names().index("C4")] = 10.0
+    ckpt = tmp_path_factory.mktemp("tiny-ctc")
+    save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict(), "tasks": ["omr"]}, vocab)
+    return ckpt
+
+
+def test_the_ctc_reading_route_writes_midi_and_audio(files, tiny_ctc, tmp_path, one_torch_thread):
+    from umust_cli.translate.engines import has_model
+
+    assert has_model(str(tiny_ctc))("image", "midi") and not has_model(str(tiny_ctc))("image", "audio")
+    mid, wav = tmp_path / "o" / "x.mid", tmp_path / "o" / "x.wav"
+    (row,) = _json(_run([files["png"], "-o", mid, "--model", tiny_ctc, "--json"]))["done"]
+    assert row["route"] == "direct" and row["stages"] == ["image", "midi"]
+    notes = pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes
+    # one C4 per image column (the bias repeats it, the blank frame between separates them)
+    assert len(notes) > 3 and {n.pitch for n in notes} == {60}
+    assert all(b.start > a.start for a, b in zip(notes, notes[1:]))
+    (row,) = _json(_run([files["png"], "-o", wav, "--model", tiny_ctc, "--json"]))["done"]
+    assert row["stages"] == ["image", "midi", "audio"] and row["engines"] == ["umust", "fluidsynth"]
+    audio, sr = soundfile.read(str(wav))
+    assert sr == SR and len(audio) / sr > notes[-1].start and np.abs(audio).max() > 0.01
 
 
 def _bad_inputs(d: Path) -> dict[str, Path]:

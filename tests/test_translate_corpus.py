@@ -131,3 +131,40 @@ def test_i2a_mode_renders_each_prediction_through_the_cascade(corpus, tiny, tmp_
     assert wavs == ["alpha/000.wav", "alpha/001.wav", "beta/000.wav", "beta/001.wav"]
     audio, sr = soundfile.read(out / "alpha" / "000.wav")
     assert sr == 44100 and 1.0 < len(audio) / sr < 6.0 and np.abs(audio).max() > 0.01  # three quarter notes
+
+
+def test_i2a_mode_via_midi_reads_each_system_without_decoding(corpus, tmp_path):
+    import pretty_midi
+    import soundfile
+
+    from umust_cli.data.staff_order import pitch_names
+
+    torch.manual_seed(0)
+    vocab = default_vocabulary()
+    cfg = make_config("tiny", vocab, "column", ctc_classes=len(pitch_names()))
+    ckpt = tmp_path / "ctc"
+    save_model(ckpt, Translator(cfg).state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()}, vocab)
+    out = tmp_path / "pred"
+    args = ["translate", "--data", str(corpus), "--task", "i2a", "-o", str(out), "--json"]
+    summary = json.loads(runner.invoke(app, args + ["--model", str(ckpt)]).stdout)
+    assert summary["route"] == "cascade (image -umust-> midi -fluidsynth-> audio)"
+    assert summary["written"] == 4 and summary["skipped"] == 0 and "audio" not in summary
+    for key, (piece, system, _, (rows, cols)) in zip(sorted(out.rglob("*.mid")), SYSTEMS[:4]):
+        notes = pretty_midi.PrettyMIDI(str(key)).instruments[0].notes
+        assert key == out / piece / f"{system:03d}.mid" and not list(out.rglob("*.lmx"))
+        assert all(n.start < (cols + 1) * 0.12 + 1e-6 for n in notes)        # within the system's columns
+        audio, sr = soundfile.read(key.with_suffix(".wav"))
+        assert sr == 44100 and (len(audio) / sr >= notes[-1].start if notes else len(audio) == sr)
+    again = json.loads(runner.invoke(app, args + ["--model", str(ckpt)]).stdout)
+    assert again["written"] == 0 and again["skipped"] == 4
+    refused = runner.invoke(app, args + ["--model", str(tiny_no_ctc(tmp_path)), "--via", "midi"])
+    assert refused.exit_code == 2 and "image->midi" in refused.output
+    direct = runner.invoke(app, args + ["--model", str(ckpt), "--via", "direct"])
+    assert direct.exit_code == 2 and "--via midi, notation or auto" in direct.output
+
+
+def tiny_no_ctc(tmp_path: Path) -> Path:
+    vocab = default_vocabulary()
+    cfg = make_config("tiny", vocab, "column")
+    save_model(tmp_path / "plain", Translator(cfg).state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()}, vocab)
+    return tmp_path / "plain"

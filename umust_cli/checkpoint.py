@@ -125,7 +125,7 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], where: s
 
 def warm_start(module: torch.nn.Module, init_dir: str | Path, kind: str, model_config: dict,
                vocab: Any = None, normalize: Callable[[dict], dict] | None = None,
-               fresh: tuple[str, ...] = ()) -> dict:
+               fresh: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> dict:
     """Load the weights of checkpoint ``init_dir`` (e.g. a shipped fp16 model) into ``module``
     to start a new run from them; returns the training-log row that records it (step 0).
 
@@ -133,9 +133,11 @@ def warm_start(module: torch.nn.Module, init_dir: str | Path, kind: str, model_c
     (its saved model config passed through ``normalize`` first, e.g. the config class's
     round trip, so that fields added since it was saved take their defaults; ``normalize``
     may also copy the run's value of a field that only adds a training head). Tensors whose
-    names start with a ``fresh`` prefix and that the checkpoint lacks keep their new values.
+    names start with a ``fresh`` prefix and that the checkpoint lacks keep their new values;
+    those starting with a ``drop`` prefix are not taken from it (a head of other classes).
     """
     state, config = load_model(init_dir, vocab)
+    state = {k: v for k, v in state.items() if not (drop and k.startswith(drop))}
     for name, value in module.state_dict().items():
         if fresh and name.startswith(fresh) and name not in state:
             state[name] = value

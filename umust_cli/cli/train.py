@@ -244,6 +244,9 @@ def translator(
     ctc: float = typer.Option(0.0, "--ctc", min=0.0, help="OMR, column layout: weight of a CTC loss that reads "
                               "each staff's pitches from the encoder's image columns, left to right (a "
                               "training aid; results.md)."),
+    ctc_target: str = typer.Option("written", "--ctc-target", help="With --ctc: the classes it reads, written "
+                                   "(step + octave, no alteration) or sounding (the piano key: key signature and "
+                                   "accidentals included; for the image -> MIDI reading)."),
     realscans: bool = typer.Option(False, "--realscans", help="OMR: the corpus's realscan_train systems (real "
                                    "scans, 'umust dataset scans', tokenized) as more pairs; realscan_valid "
                                    "validated too (realscan/loss, realscan/SER)."),

@@ -22,7 +22,8 @@ def translate(
     task: Optional[str] = typer.Option(None, "--task", help=f"The task, explicitly: {', '.join(TASKS)} "
                                        "(i image, a audio, n notation, m MIDI; omr = i2n, amt = a2m)."),
     via: str = typer.Option("auto", "--via", help=f"Route: {', '.join(VIAS)}. auto: direct when a translator "
-                            "model is installed, else the cascade or render route that exists."),
+                            "model is installed for the task, else the cascade or render route that exists (score "
+                            "images to audio: through MIDI, the OMR model's CTC reading, before notation)."),
     model: Optional[str] = typer.Option(None, "--model", metavar="NAME|PATH",
                                         help="The direction model (translator-i2a / translator-a2i): a "
                                         "registered name or a checkpoint folder."),
@@ -50,7 +51,8 @@ def translate(
     data: Optional[Path] = typer.Option(None, "--data", help="Instead of INPUTS: OMR of a tokenized corpus "
                                         "split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER "
                                         "--data CORPUS` (batched, from the codes of `umust dataset tokenize`); with --task i2a "
-                                        "also NNN.wav through the cascade, for `umust eval i2a FOLDER --data CORPUS`."),
+                                        "NNN.wav for `umust eval i2a FOLDER --data CORPUS`, through MIDI (NNN.mid, "
+                                        "no .lmx) or, --via notation, through the .lmx."),
     split: str = typer.Option("test", "--split", help="With --data: train, valid or test; or realscan_train, "
                               "realscan_valid or realscan_test (real scans, 'umust dataset scans', tokenized)."),
     copy: str = typer.Option("engraved", "--copy", help="With --data: engraved, or scanK (the K-th "
@@ -80,7 +82,8 @@ def translate(
         if inputs or task not in (None, "omr", "i2n", "i2a"):
             raise BadInputError("--data translates a corpus split (OMR, or --task i2a: OMR then the cascade "
                                 "to audio); give no INPUTS and no other --task")
-        _corpus_omr(data, split, copy, codes, batch_size, limit, output, Engines(config), as_json, task == "i2a")
+        route = _corpus_audio_route(via, has_model(model)) if task == "i2a" else None
+        _corpus_omr(data, split, copy, codes, batch_size, limit, output, Engines(config), as_json, route)
         return
     if not inputs:
         raise BadInputError("give INPUTS to translate (or --data CORPUS for a corpus split)")
@@ -129,35 +132,52 @@ def _run(jobs, routes, engines, quiet: bool) -> tuple[list[dict], list[dict]]:
     return done, failed
 
 
+def _corpus_audio_route(via: str, available):
+    """The route of `--data --task i2a`: through MIDI (the CTC reading) or through notation
+    (``auto``: MIDI when the model has a CTC head, as for a single score image)."""
+    if via == "auto":
+        via = "midi" if available("image", "midi") else "notation"
+    if via not in ("midi", "notation"):
+        raise BadInputError(f"--data --task i2a goes through MIDI or notation: --via midi, notation or auto, not {via}")
+    return choose_route("image", "audio", Options(via=via), available)
+
+
 def _corpus_omr(data: Path, split: str, copy: str, codes: Optional[Path], batch_size: int, limit: Optional[int],
-                output: Path, engines, as_json: bool, audio: bool = False) -> None:
-    """`--data`: OMR of a corpus split under a progress bar (``audio``: then the cascade's
-    perform + FluidSynth steps to NNN.wav); a summary line (or JSON)."""
+                output: Path, engines, as_json: bool, audio_route=None) -> None:
+    """`--data`: OMR of a corpus split under a progress bar; with ``audio_route`` (--task i2a)
+    audio too, NNN.wav: through notation (OMR, then perform + FluidSynth) or, for a route
+    through MIDI only, the CTC reading to NNN.mid + NNN.wav. A summary line (or JSON)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from umust_cli.translate.corpus import SplitJob, predict_omr, render_audio, split_systems
+    from umust_cli.translate.corpus import SplitJob, predict_omr, predict_reading, render_audio, split_systems
 
     job = SplitJob(corpus=data, split=split, copy=copy, codes=codes, batch_size=batch_size, limit=limit)
     total = len(split_systems(job))
+    reading = audio_route is not None and "notation" not in audio_route.stages
+    route = audio_route.describe() if audio_route is not None else "direct (image -umust-> notation)"
     if not as_json:
         cfg = engines.translator("image", "notation").cfg
-        typer.secho(f"route: direct (image -> notation, d{cfg.d_model} {cfg.image_layout} model) over {total} "
-                    f"{copy} {split} systems", err=True, fg=typer.colors.CYAN)
+        typer.secho(f"route: {route} (d{cfg.d_model} {cfg.image_layout} model) over {total} {copy} {split} "
+                    "systems", err=True, fg=typer.colors.CYAN)
     with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
                   disable=as_json) as progress:
-        bar = progress.add_task("omr", total=total)
-        summary = predict_omr(job, engines, output, on_batch=lambda n: progress.advance(bar, n))
-        if audio:
+        bar = progress.add_task("read", total=total)
+        step = predict_reading if reading else predict_omr
+        summary = step(job, engines, output, on_batch=lambda n: progress.advance(bar, n))
+        if audio_route is not None and not reading:
             wav = progress.add_task("audio", total=total)
             summary["audio"] = render_audio(job, engines, output, on_item=lambda n: progress.advance(wav, n))
-    route = "cascade (image -umust-> notation -perform-> midi -fluidsynth-> audio)" if audio else "direct"
     if as_json:
-        print_json({**summary, "route": route, "output": str(output)})
+        print_json({**summary, "route": route if audio_route is not None else "direct", "output": str(output)})
+        return
+    if reading:
+        typer.echo(f"{summary['written']} systems read into MIDI and WAV ({summary['skipped']} already there, "
+                   f"{summary['silent']} without notes: 1 s of silence) -> {output}")
         return
     typer.echo(f"{summary['written']} systems predicted ({summary['skipped']} already there, "
                f"{summary['empty']} empty) -> {output}")
-    if audio:
+    if audio_route is not None:
         a = summary["audio"]
         typer.echo(f"{a['written']} WAVs rendered ({a['skipped']} already there, {a['silent']} without notes: "
                    f"1 s of silence) -> {output}")

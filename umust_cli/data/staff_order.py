@@ -91,6 +91,52 @@ def staff_pitch_positions(tokens: Sequence[str], staves: int = STAVES) -> list[l
     return [[j for s, _, _, _, j in found if s == k] for k in range(1, staves + 1)]
 
 
+STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+ACCIDENTALS = {"sharp": 1, "flat": -1, "natural": 0, "double-sharp": 2, "flat-flat": -2, "natural-sharp": 1,
+               "natural-flat": -1}
+LOWEST_KEY, PIANO_KEYS = 21, 88       # the sounding CTC classes: piano keys A0..C8
+
+
+def _key_alters(fifths: int) -> dict[str, int]:
+    """The alteration a key signature gives each step (``key:fifths:N``)."""
+    if fifths >= 0:
+        return {step: 1 for step in "FCGDAEB"[:fifths]}
+    return {step: -1 for step in "BEADGCF"[:-fifths]}
+
+
+def sounding_pitches(tokens: Sequence[str]) -> dict[int, int]:
+    """The MIDI pitch of every pitch token (by its index in ``tokens``): its step and octave,
+    altered by its own accidental token, else by an accidental earlier in the measure on the
+    same staff, step and octave, else by the key signature. (LMX writes printed accidentals,
+    not alterations; a tie across a barline keeps no accidental here.)"""
+    key, measure, staff, out = {}, {}, 1, {}
+    for start, item in _items(tokens):
+        fifths = [int(t.split(":")[2]) for t in item if t.startswith("key:fifths:")]
+        key = _key_alters(fifths[-1]) if fifths else key
+        if item[0] == "measure":
+            measure = {}
+            continue
+        staff = next((int(t.split(":")[1]) for t in item if t.startswith("staff:")), staff)
+        at = next((k for k, t in enumerate(item) if is_pitch(t)), None)
+        if at is None:
+            continue
+        name = item[at]
+        alter = next((ACCIDENTALS[t] for t in item if t in ACCIDENTALS), None)
+        if alter is not None:
+            measure[(staff, name)] = alter
+        alter = measure.get((staff, name), key.get(name[0], 0))
+        out[start + at] = 12 * (int(name[1:]) + 1) + STEPS[name[0]] + alter
+    return out
+
+
+def ctc_class_pitches(target: str) -> list[int]:
+    """The MIDI pitch of each CTC class: ``written`` (pitch_names, read without alteration) or
+    ``sounding`` (the piano keys, LOWEST_KEY up)."""
+    if target == "sounding":
+        return list(range(LOWEST_KEY, LOWEST_KEY + PIANO_KEYS))
+    return [12 * (int(n[1:]) + 1) + STEPS[n[0]] for n in pitch_names()]
+
+
 def staff_pitch_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[str]]:
     """``staves`` lists: each staff's pitch tokens in reading order (module docstring)."""
     return [[tokens[j] for j in staff] for staff in staff_pitch_positions(tokens, staves)]
@@ -130,13 +176,27 @@ def read_pitches(tokens: Sequence[str], staff_pitches: Sequence[Sequence[str]]) 
     return out, changed
 
 
-class StaffTargets:
-    """Global notation ids of a batch -> padded CTC targets ``(B, staves, L)`` of pitch classes."""
+def staff_sounding_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[int]]:
+    """``staves`` lists: each staff's sounding pitches (MIDI; ``sounding_pitches``) in reading order."""
+    midi = sounding_pitches(tokens)
+    return [[midi[j] for j in staff] for staff in staff_pitch_positions(tokens, staves)]
 
-    def __init__(self, names_by_global: dict[int, str], staves: int = STAVES):
+
+class StaffTargets:
+    """Global notation ids of a batch -> padded CTC targets ``(B, staves, L)`` of pitch classes
+    (``target``: written pitch names, or sounding piano keys from LOWEST_KEY; keys off the
+    piano are left out)."""
+
+    def __init__(self, names_by_global: dict[int, str], staves: int = STAVES, target: str = "written"):
         self.names = names_by_global               # every notation id of the vocabulary -> token
         self.classes = {p: i for i, p in enumerate(pitch_names())}
-        self.staves = staves
+        self.staves, self.target = staves, target
+
+    def _rows(self, tokens: list[str]) -> list[list[int]]:
+        if self.target == "sounding":
+            return [[p - LOWEST_KEY for p in s if 0 <= p - LOWEST_KEY < PIANO_KEYS]
+                    for s in staff_sounding_sequences(tokens, self.staves)]
+        return [[self.classes[p] for p in s] for s in staff_pitch_sequences(tokens, self.staves)]
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         import torch                                # here: eval's pitch metric reads this module too
@@ -144,7 +204,7 @@ class StaffTargets:
         rows = []
         for seq in ids.tolist():
             tokens = [self.names[i] for i in seq if i in self.names]
-            rows.append([[self.classes[p] for p in s] for s in staff_pitch_sequences(tokens, self.staves)])
+            rows.append(self._rows(tokens))
         width = max((len(s) for r in rows for s in r), default=0)
         out = torch.full((len(rows), self.staves, max(width, 1)), PAD_TARGET, dtype=torch.long)
         for b, r in enumerate(rows):

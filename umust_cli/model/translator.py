@@ -44,6 +44,7 @@ PAD = 0
 LAYOUTS = ("grid", "column")
 MODEL_KIND = "umust-translator"
 GUIDE_SIGMA = 0.2    # width of the guided-attention diagonal (the TTS paper's g)
+CTC_TARGETS = ("written", "sounding")   # data.staff_order.ctc_class_pitches
 CTC_FRAMES = 2       # CTC head: frames per image column (a chord needs one frame per note)
 CTC_STAVES = 2       # CTC head: one target sequence per staff
 
@@ -102,6 +103,7 @@ class TranslatorConfig:
     image_layout: str = "grid"
     column_norm: bool = False              # column layout: LayerNorm on the mixed column (content)
     ctc_classes: int = 0                   # > 0: a CTC head over image columns (training aid; ctc_loss)
+    ctc_target: str = "written"            # its classes: written pitches (step + octave) or sounding (MIDI keys)
 
     def __post_init__(self) -> None:
         if self.image_layout not in LAYOUTS:
@@ -109,6 +111,8 @@ class TranslatorConfig:
                                 f"choose one of {', '.join(LAYOUTS)}")
         if self.d_model % self.n_heads or self.d_model % self.sub_heads:
             raise CheckpointError(f"d_model {self.d_model} is not a multiple of the heads")
+        if self.ctc_target not in CTC_TARGETS:
+            raise BadInputError(f"unknown CTC target {self.ctc_target!r}; choose {' or '.join(CTC_TARGETS)}")
         if self.ctc_classes and self.image_layout != "column":
             raise BadInputError("the CTC head reads image columns left to right: it needs the column layout")
 
@@ -134,7 +138,7 @@ def _tuples(v: Any) -> Any:
 
 
 def make_config(preset: str, vocab: Any, image_layout: str = "grid", column_norm: bool = False,
-                ctc_classes: int = 0) -> TranslatorConfig:
+                ctc_classes: int = 0, ctc_target: str = "written") -> TranslatorConfig:
     """A preset's sizes with ``vocab``'s layout (a codecs.vocab.Vocabulary). The defaults of
     ``image_layout``, ``column_norm`` and ``ctc_classes`` are those of checkpoints saved before
     the options."""
@@ -148,6 +152,7 @@ def make_config(preset: str, vocab: Any, image_layout: str = "grid", column_norm
     return TranslatorConfig(len(vocab), ranges, tuple(vocab.sos(m) for m in MODALITIES),
                             tuple(vocab.eos(m) for m in MODALITIES),
                             image_layout=image_layout, column_norm=column_norm, ctc_classes=ctc_classes,
+                            ctc_target=ctc_target,
                             **asdict(PRESETS[preset]))
 
 
@@ -554,9 +559,10 @@ class Translator(nn.Module):
                                        reduction="mean", zero_infinity=True)
         return total / CTC_STAVES
 
-    def ctc_paths(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[int]]]:
-        """The CTC head's best path per staff (argmax frames, repeats merged, blanks dropped) of
-        the encoder's image columns (B, C, d): [example][staff] pitch classes, in reading order."""
+    def ctc_emissions(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[tuple[int, int]]]]:
+        """The CTC head's best path per staff of the encoder's image columns (B, C, d), as
+        (image column, pitch class) of every emission (argmax frames, repeats merged, blanks
+        dropped): [example][staff], in reading order."""
         if not self.cfg.ctc_classes:
             raise CheckpointError("this model has no CTC head (ctc_classes = 0)")
         b, c, _ = memory.shape
@@ -567,10 +573,15 @@ class Translator(nn.Module):
         for i in range(b):
             staves = []
             for k in range(CTC_STAVES):
-                path = best[i, :cols[i], k].reshape(-1).tolist()
-                staves.append([p for j, p in enumerate(path) if p != blank and (j == 0 or p != path[j - 1])])
+                path = best[i, :cols[i], k].reshape(-1).tolist()                    # (C * frames,)
+                staves.append([(j // CTC_FRAMES, p) for j, p in enumerate(path)
+                               if p != blank and (j == 0 or p != path[j - 1])])
             out.append(staves)
         return out
+
+    def ctc_paths(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[int]]]:
+        """:meth:`ctc_emissions` without the columns: [example][staff] pitch classes, in reading order."""
+        return [[[p for _, p in staff] for staff in staves] for staves in self.ctc_emissions(memory, mask)]
 
     def _target_loss(self, h: torch.Tensor, labels: torch.Tensor, tgt_modality: str) -> torch.Tensor:
         """Mean cross-entropy of the main-decoder states ``h`` (B, T, d) on ``labels`` (B, T, 4)."""

@@ -43,13 +43,13 @@ from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.pairs import Batch, Caps, TaskSpec
-from umust_cli.data.staff_order import StaffTargets, pitch_names
+from umust_cli.data.staff_order import StaffTargets, ctc_class_pitches
 from umust_cli.data.tokenize import corpus_vocabulary
 from umust_cli.device import fast_bf16, resolve_device
 from umust_cli.errors import BadInputError
 from umust_cli.eval.metrics import pooled_ser, ser_counts
 from umust_cli.model.generate import DecodingOptions, generate
-from umust_cli.model.translator import (MODEL_KIND, Translator, TranslatorConfig, init_from_codebooks,
+from umust_cli.model.translator import (CTC_TARGETS, MODEL_KIND, Translator, TranslatorConfig, init_from_codebooks,
                                         make_config, read_codec_codebooks)
 from umust_cli.train.engine import ModelAndOptimizerState, RunOptions, TrainResult, check_resumable, fit
 
@@ -70,6 +70,7 @@ class TrainConfig:
     crops: bool = False                       # train: engraved systems' measure prefixes as OMR pairs too
     guide: float = 0.0                        # weight of the guided-attention loss (model/translator.py)
     ctc: float = 0.0                          # OMR: weight of the CTC loss on each staff's pitches (column layout)
+    ctc_target: str = "written"               # ... written (step + octave) or sounding (MIDI keys) pitches
     realscans: bool = False                   # OMR: realscan_train systems as pairs, realscan_valid scored
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
@@ -94,6 +95,8 @@ class TrainConfig:
             object.__setattr__(self, "tasks", pairs_io.parse_tasks(None, self.direction))
         if self.precision not in PRECISIONS:
             raise BadInputError(f"unknown precision {self.precision!r}; choose {' or '.join(PRECISIONS)}")
+        if self.ctc_target not in CTC_TARGETS:
+            raise BadInputError(f"unknown --ctc-target {self.ctc_target!r}; choose {' or '.join(CTC_TARGETS)}")
         if self.best_metric not in METRICS:
             raise BadInputError(f"unknown best metric {self.best_metric!r}; choose from {', '.join(METRICS)}")
         if self.batch_tokens < 1 or self.accum < 1 or self.world_size < 1:
@@ -115,6 +118,7 @@ class TrainConfig:
         rest.setdefault("crops", False)
         rest.setdefault("guide", 0.0)
         rest.setdefault("ctc", 0.0)
+        rest.setdefault("ctc_target", "written")
         rest.setdefault("realscans", False)
         return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
@@ -128,7 +132,7 @@ FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--im
          "tasks": "--tasks", "batch_tokens": "--batch-tokens", "accum": "--accum", "lr": "--lr",
          "warmup_steps": "--warmup-steps", "decay_steps": "--decay-steps", "precision": "--precision",
          "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout",
-         "guide": "--guide", "ctc": "--ctc"}
+         "guide": "--guide", "ctc": "--ctc", "ctc_target": "--ctc-target"}
 SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
             "scans": (None, "--no-scans"), "crops": ("--crops", None), "realscans": ("--realscans", None)}
 
@@ -288,8 +292,8 @@ class TranslatorTask(ModelAndOptimizerState):
             raise BadInputError("--compile needs a CUDA device (torch.compile's CPU backend builds C++ "
                                 "for minutes and is not supported here)")
         self.model_cfg = make_config(cfg.preset, vocab, cfg.image_layout, cfg.column_norm,
-                                     len(pitch_names()) if cfg.ctc > 0 else 0)
-        self.staff_targets = _staff_targets(vocab) if cfg.ctc > 0 else None
+                                     _ctc_classes(cfg), cfg.ctc_target)
+        self.staff_targets = _staff_targets(vocab, cfg.ctc_target) if cfg.ctc > 0 else None
         real_codes = realscan_codes or codes_dir
         self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir,
                                     RealScans(REALSCAN_TRAIN, real_codes) if cfg.realscans else None, self.left_out)
@@ -460,10 +464,13 @@ class TranslatorTask(ModelAndOptimizerState):
 
     def warm_start(self, init: Path) -> dict:
         def normalize(saved: dict) -> dict:   # a CTC head is a training aid: an init may lack it
-            return dict(TranslatorConfig.from_dict(saved).to_dict(), ctc_classes=self.model_cfg.ctc_classes)
+            return dict(TranslatorConfig.from_dict(saved).to_dict(), ctc_classes=self.model_cfg.ctc_classes,
+                        ctc_target=self.model_cfg.ctc_target)
 
+        saved = TranslatorConfig.from_dict(ckpt_io.read_config(init).get("model") or {})
+        other_head = (saved.ctc_classes, saved.ctc_target) != (self.model_cfg.ctc_classes, self.model_cfg.ctc_target)
         return ckpt_io.warm_start(self.model, init, MODEL_KIND, self.model_cfg.to_dict(), self.vocab,
-                                  normalize=normalize, fresh=("ctc.",))
+                                  normalize=normalize, fresh=("ctc.",), drop=("ctc.",) if other_head else ())
 
     def summary(self) -> dict:
         """What the run trains on (in the log row of step 1): pairs per task and split (with
@@ -503,10 +510,17 @@ def _check_real_pairs(corpus: Path, cfg: TrainConfig, data: Data, codes_dir: Pat
                             "--realscan-codes where their codes are)")
 
 
-def _staff_targets(vocab: Vocabulary) -> StaffTargets:
+def _ctc_classes(cfg: TrainConfig) -> int:
+    """The CTC head's classes of ``--ctc`` (0: no head) and ``--ctc-target``."""
+    if cfg.ctc <= 0:
+        return 0
+    return len(ctc_class_pitches(cfg.ctc_target))
+
+
+def _staff_targets(vocab: Vocabulary, target: str) -> StaffTargets:
     """The CTC targets of ``--ctc``: every notation id of ``vocab`` named by its LMX token."""
     local = vocab.names("notation")
-    return StaffTargets(dict(zip(vocab.to_global("notation", range(len(local))), local)))
+    return StaffTargets(dict(zip(vocab.to_global("notation", range(len(local))), local)), target=target)
 
 
 def _init_codebooks(model: Translator, cfg: TrainConfig) -> dict:

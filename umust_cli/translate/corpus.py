@@ -12,7 +12,9 @@ a CPU. A system already predicted is skipped, so an interrupted run resumes.
 FluidSynth: the steps ``umust translate score.png -o out.wav`` takes after OMR) into
 ``PRED_DIR/<piece_id>/<NNN>.wav`` for `umust eval i2a PRED_DIR --data CORPUS`. A system whose
 notation yields no notes gets one second of silence, so that it is scored (as nothing heard)
-rather than left out, and is counted.
+rather than left out, and is counted. ``predict_reading`` is the other route to audio
+(``--via midi``): the CTC reading of each system's codes, timed by image column, to
+``NNN.mid`` and ``NNN.wav``, without decoding.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from umust_cli.errors import BadInputError, NotationError, TranslationError
 from umust_cli.eval.corpus import spread
 from umust_cli.io import write_text_atomic
 from umust_cli.model.generate import batch_steps, generate, step_positions
-from umust_cli.translate.direct import read_staff_pitches
+from umust_cli.translate.direct import column_reading, read_staff_pitches, reading_midi
 from umust_cli.translate.engines import Engines
-from umust_cli.translate.pipeline import run_route
+from umust_cli.translate.pipeline import run_route, write_output
+from umust_cli.translate.symbolic import synthesize_audio
 from umust_cli.translate.routes import Route
 
 RENDER = Route("render", ("notation", "midi", "audio"), ("perform", "fluidsynth"))
@@ -123,3 +126,32 @@ def render_audio(job: SplitJob, engines: Engines, out: Path,
     return {"systems": len(systems), "written": written, "skipped": len(systems) - written, "silent": silent,
             "split": job.split, "copy": job.copy}
 
+
+
+def predict_reading(job: SplitJob, engines: Engines, out: Path,
+                    on_batch: Callable[[int], None] | None = None) -> dict:
+    """The ``--via midi`` route over a split: ``out/<piece>/<NNN>.mid``, each chosen system's
+    CTC reading timed by image column (``direct.image_to_midi``'s), and ``NNN.wav``, FluidSynth's
+    rendering of it (one second of silence for a system read as no notes: ``silent``)."""
+    model = engines.translator("image", "midi")
+    systems = split_systems(job)
+    todo = [s for s in systems if not _dest(out, s).with_suffix(".wav").is_file()]
+    store = pairs_io.SequenceStore(todo, model.cfg)
+    silent = 0
+    for lo in range(0, len(todo), job.batch_size):
+        idx = list(range(lo, min(lo + job.batch_size, len(todo))))
+        seqs = [store.steps(i, "image") for i in idx]
+        src = batch_steps([s for s, _ in seqs]).to(engines.device)
+        pos = step_positions(src, "image", torch.tensor([h for _, h in seqs]))
+        for i, reading in zip(idx, column_reading(model, src, pos)):
+            midi, dest = reading_midi([reading], model.cfg.ctc_target), _dest(out, todo[i])
+            write_output(dest.with_suffix(".mid"), "midi", midi)
+            try:
+                samples = synthesize_audio(midi, engines)
+            except TranslationError:
+                samples, silent = torch.zeros(SAMPLE_RATE).numpy(), silent + 1
+            write_wav(dest.with_suffix(".wav"), samples)
+        if on_batch:
+            on_batch(len(idx))
+    return {"systems": len(systems), "written": len(todo), "skipped": len(systems) - len(todo), "silent": silent,
+            "split": job.split, "copy": job.copy}

@@ -30,7 +30,7 @@ from umust_cli.codecs.midi import MidiCodec, MidiSegment
 from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
 from umust_cli.errors import BadInputError, TranslationError
 from umust_cli.model.generate import generate, step_positions, to_steps
-from umust_cli.data.staff_order import pitch_names, read_pitches
+from umust_cli.data.staff_order import ctc_class_pitches, pitch_names, read_pitches
 from umust_cli.model.translator import SLOTS, Translator
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.values import Notation, lmx_tokens
@@ -39,6 +39,9 @@ SAMPLE_RATE = 44100
 AUDIO_WINDOW_S = 10.0        # audio sources are translated in windows of at most this
 MIDI_WINDOW_S = 10.0         # MIDI sources in segments of at most this
 IMAGE_HEIGHT_PATCHES = 10    # height of a generated system image (160 px at the codec's scale)
+COLUMN_SECONDS = 0.12        # image -> MIDI reading: time per image patch column (16 px)
+SYSTEM_GAP_COLUMNS = 4       # ... and the silence between two systems, in columns
+READING_VELOCITY = 80
 
 
 def translate_ids(engines: Engines, source: str, target: str, local_ids: Sequence[int],
@@ -60,7 +63,7 @@ def read_staff_pitches(engines: Engines, model: Translator, src: torch.Tensor, s
     from the model's CTC head where they align with the decoded notes
     (``data.staff_order.read_pitches``); unchanged for a model without a CTC head or with
     ``RunConfig.ctc_pitches`` off. Measured on valid systems: results.md, "CTC pitch reading"."""
-    if not (engines.config.ctc_pitches and model.cfg.ctc_classes):
+    if not (engines.config.ctc_pitches and model.cfg.ctc_classes and model.cfg.ctc_target == "written"):
         return ids
     with torch.inference_mode():
         memory, mask = model.encode(src, src_pos, "image", "notation")
@@ -72,6 +75,45 @@ def read_staff_pitches(engines: Engines, model: Translator, src: torch.Tensor, s
         tokens, _ = read_pitches(tokens, [[pitches[c] for c in staff] for staff in staves])
         out.append(engines.vocab.to_global("notation", tokens_to_ids(tokens)))
     return out
+
+
+def column_reading(model: Translator, src: torch.Tensor, src_pos: torch.Tensor) -> list[tuple[int, list]]:
+    """The CTC head's reading of a batch of image steps: per image, (its patch columns, per staff
+    the (column, pitch class) emissions; ``Translator.ctc_emissions``)."""
+    with torch.inference_mode():
+        memory, mask = model.encode(src, src_pos, "image", "notation")
+        emissions = model.ctc_emissions(memory, mask)
+    cols = mask[:, 0, 0].sum(-1).tolist() if mask is not None else [memory.shape[1]] * len(emissions)
+    return list(zip(cols, emissions))
+
+
+def column_notes(staves: Sequence[Sequence[tuple[int, int]]], class_pitches: Sequence[int], start: float = 0.0,
+                 column_seconds: float = COLUMN_SECONDS) -> list[pretty_midi.Note]:
+    """Notes of one system's CTC reading: each emission (column, class) is a note of the class's
+    MIDI pitch (``class_pitches``: ``staff_order.ctc_class_pitches``; a head of written pitches
+    reads no key signature or accidental, and measured, the decoder's key signature was worse than
+    none: results.md) at ``start + column * column_seconds``, held to the staff's next onset (one
+    column at the end)."""
+    notes = []
+    for staff in staves:
+        onsets = sorted({col for col, _ in staff})
+        following = dict(zip(onsets, onsets[1:] + [onsets[-1] + 1] if onsets else []))
+        for col, cls in staff:
+            notes.append(pretty_midi.Note(READING_VELOCITY, class_pitches[cls], start + col * column_seconds,
+                                          start + following[col] * column_seconds))
+    return sorted(notes, key=lambda n: (n.start, n.pitch))
+
+
+def reading_midi(systems: Sequence[tuple[int, list]], ctc_target: str) -> pretty_midi.PrettyMIDI:
+    """One piano track of the systems' readings (``column_reading``) by a head of ``ctc_target``
+    classes, one system after another."""
+    midi, piano, start = pretty_midi.PrettyMIDI(), pretty_midi.Instrument(program=0, name="piano"), 0.0
+    pitches = ctc_class_pitches(ctc_target)
+    for columns, staves in systems:
+        piano.notes.extend(column_notes(staves, pitches, start))
+        start += (columns + SYSTEM_GAP_COLUMNS) * COLUMN_SECONDS
+    midi.instruments.append(piano)
+    return midi
 
 
 def _limit(engines: Engines, source: str, target: str, modality: str) -> int:
@@ -94,6 +136,21 @@ def image_to_audio(systems: list[np.ndarray], engines: Engines) -> np.ndarray:
             raise TranslationError(f"system {i + 1}: the model generated no audio")
         pieces.append(engines.audio_codec().decode(ids))
     return np.concatenate(pieces)
+
+
+def image_to_midi(systems: list[np.ndarray], engines: Engines) -> pretty_midi.PrettyMIDI:
+    """The OMR model's CTC reading of every system, timed by image column (``reading_midi``):
+    no decoding, so no rhythm, key or accidentals; measured against the notation cascade on the
+    same judge in results.md."""
+    model, codec, readings = engines.translator("image", "midi"), engines.image_codec(), []
+    for gray in systems:
+        codes = codec.encode(gray)
+        steps = to_steps(engines.vocab.wrap("image", list(codes.ids)), "image", model.cfg)[None].to(engines.device)
+        readings.extend(column_reading(model, steps, step_positions(steps, "image", codes.shape[0])))
+    midi = reading_midi(readings, model.cfg.ctc_target)
+    if not midi.instruments[0].notes:
+        raise TranslationError("the model read no notes in the image")
+    return midi
 
 
 def image_to_notation(systems: list[np.ndarray], engines: Engines) -> Notation:

@@ -79,8 +79,16 @@ def has_model(model: str | None) -> Callable[[str, str], bool]:
         if folder is None:
             return False
         trained = trained_tasks(folder)
+        if (a, b) == ("image", "midi"):       # the OMR model's CTC reading
+            return (trained is None or ("image", "notation") in trained) and has_ctc_head(folder)
         return trained is None or (a, b) in trained
     return check
+
+
+def has_ctc_head(folder: Path) -> bool:
+    """Does the checkpoint's config give its model a CTC head (``TranslatorConfig.ctc_classes``)?"""
+    model = read_config(folder).get("model")
+    return isinstance(model, dict) and int(model.get("ctc_classes") or 0) > 0
 
 
 def trained_tasks(folder: Path) -> set[tuple[str, str]] | None:

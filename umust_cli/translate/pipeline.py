@@ -39,6 +39,7 @@ Step = Callable[[Any, Engines], Any]
 STEPS: dict[tuple[str, str, str], Step] = {
     ("image", "audio", "umust"): direct.image_to_audio,
     ("image", "notation", "umust"): direct.image_to_notation,
+    ("image", "midi", "umust"): direct.image_to_midi,
     ("midi", "audio", "umust"): direct.midi_to_audio,
     ("audio", "midi", "umust"): direct.audio_to_midi,
     ("audio", "image", "umust"): direct.audio_to_image,

@@ -6,11 +6,13 @@ A *task* is a (source, target) pair of modalities; file suffixes say which
 the task is done, always named on the screen and in ``--json``:
 
 * ``direct``: one task of a translator model, end to end (image->audio,
-  image->notation (OMR), MIDI->audio with the ``translator-i2a`` direction model;
+  image->notation (OMR), MIDI->audio with the ``translator-i2a`` direction model, and
+  image->MIDI by its OMR model's CTC reading, timed by image column;
   audio->MIDI, audio->image, notation->image with ``translator-a2i``).
 * ``cascade``: a chain through notation/MIDI, e.g. image -OMR-> notation
   -perform-> MIDI -FluidSynth-> audio, or audio -transcribe-> MIDI -quantize->
-  notation -verovio-> image.
+  notation -verovio-> image, or image -umust-> MIDI -FluidSynth-> audio (``--via midi``:
+  the CTC reading, no decoding).
 * ``render``: symbolic sources only, no model: verovio engraving, performance
   MIDI, FluidSynth.
 * ``reference``: audio->MIDI by the reference transcriber (transkun) where no
@@ -45,12 +47,13 @@ DEFAULT_SUFFIX = {"image": ".png", "audio": ".wav", "notation": ".musicxml", "mi
 ALIASES = {"omr": "i2n", "amt": "a2m",   # and the trainer's task names (data.pairs.TASKS)
            "transcription": "a2m", "image2audio": "i2a", "midi2audio": "m2a", "lmx2image": "n2i",
            "audio2image": "a2i", "midi2lmx": "m2n", "lmx2midi": "n2m"}
-VIAS = ("auto", "direct", "notation", "render")
+VIAS = ("auto", "direct", "midi", "notation", "render")
 TRANSCRIBERS = ("transkun", "umust")
 SYNTHS = ("fluidsynth", "neural")
 ROUTE_KINDS = ("direct", "cascade", "render", "reference")
 # The direction model of each task a translator does end to end (U-MusT trains one per direction).
 MODEL_KIND = {("image", "audio"): "translator-i2a", ("image", "notation"): "translator-i2a",
+              ("image", "midi"): "translator-i2a",   # the OMR model's CTC reading (direct.image_to_midi)
               ("midi", "audio"): "translator-i2a", ("audio", "midi"): "translator-a2i",
               ("audio", "image"): "translator-a2i", ("notation", "image"): "translator-a2i"}
 TASKS = tuple(f"{LETTER[s]}2{LETTER[t]}" for s in MODALITIES for t in MODALITIES if s != t)
@@ -177,9 +180,11 @@ def candidates(source: str, target: str, options: Options) -> list[Route]:
     transcribe = "umust" if options.transcriber == "umust" else "transkun"
     table: dict[tuple[str, str], list[Route]] = {
         ("image", "audio"): [_direct("image", "audio"),
+                             Route("cascade", ("image", "midi", "audio"), ("umust", synth)),
                              Route("cascade", ("image", *hear), ("umust", *hear_engines))],
         ("image", "notation"): [_direct("image", "notation")],
-        ("image", "midi"): [Route("cascade", ("image", "notation", "midi"), ("umust", "perform"))],
+        ("image", "midi"): [_direct("image", "midi"),
+                            Route("cascade", ("image", "notation", "midi"), ("umust", "perform"))],
         ("midi", "audio"): [_direct("midi", "audio"), Route("render", ("midi", "audio"), ("fluidsynth",))],
         ("audio", "midi"): [_direct("audio", "midi"), Route("reference", ("audio", "midi"), ("transkun",))],
         ("audio", "image"): [_direct("audio", "image"),
@@ -228,7 +233,11 @@ def _matches(route: Route, via: str) -> bool:
 
 
 def _via_name(route: Route) -> str:
-    return "notation" if route.kind == "cascade" else route.kind
+    """``--via`` of a route: its kind, and for a cascade the way it goes (through notation, or
+    through MIDI only)."""
+    if route.kind != "cascade":
+        return route.kind
+    return "notation" if "notation" in route.stages else "midi"
 
 
 def _with_note(route: Route, preferred: Route, has_model: Callable[[str, str], bool]) -> Route:
