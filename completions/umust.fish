@@ -108,6 +108,7 @@ complete -c umust -n '__umust_path_is \'eval amt\'' -l limit -r -d 'With --data:
 complete -c umust -n '__umust_path_is \'eval amt\'' -l onset-tolerance-ms -r -d 'Onset tolerance in ms.'
 complete -c umust -n '__umust_path_is \'eval amt\'' -l offset-ratio -r -d 'Offset tolerance, share of the duration.'
 complete -c umust -n '__umust_path_is \'eval amt\'' -l offset-min-ms -r -d 'Smallest offset tolerance in ms.'
+complete -c umust -n '__umust_path_is \'eval amt\'' -l dtw -d 'Map each estimate to its reference\'s time axis through one DTW path first (MIDI without the reference\'s timing, e.g. `translate --via midi`).'
 complete -c umust -n '__umust_path_is \'eval amt\'' -l no-progress -l progress -d 'Progress bar on stderr (default: when stderr is a terminal).'
 complete -c umust -n '__umust_path_is \'eval amt\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'eval amt\'' -l csv -d 'Print the per-example rows as CSV on stdout.'

@@ -109,6 +109,20 @@ def test_amt_identical_and_shifted(tmp_path):
     assert float(row["onset_F1"]) == 1.0 and int(row["n_ref"]) == 8
 
 
+def test_amt_dtw_forgives_timing_but_not_pitches(tmp_path):
+    ref = write_midi(tmp_path / "ref" / "x.mid", [(i * 0.8, i * 0.8 + 0.7, 60 + 2 * i) for i in range(6)])
+    # the same notes at a third of the pace, and a copy with its last two notes a semitone off
+    fast = write_midi(tmp_path / "fast" / "x.mid", [(i * 0.25, i * 0.25 + 0.2, 60 + 2 * i) for i in range(6)])
+    wrong = write_midi(tmp_path / "wrong" / "x.mid",
+                       [(i * 0.25, i * 0.25 + 0.2, 60 + 2 * i + (i >= 4)) for i in range(6)])
+    raw = json.loads(invoke("amt", str(fast), "--ref", str(ref), "--json").stdout)["summary"]
+    assert raw["onset_F1"] == pytest.approx(1 / 6)                        # only the first onset agrees
+    warped = json.loads(invoke("amt", str(fast), "--ref", str(ref), "--dtw", "--json").stdout)
+    assert warped["summary"]["onset_F1"] == 1.0 and "dtw" in warped["definitions"]
+    off = json.loads(invoke("amt", str(wrong), "--ref", str(ref), "--dtw", "--json").stdout)["summary"]
+    assert off["onset_F1"] == pytest.approx(4 / 6)
+
+
 def test_amt_unreadable_midi_exits_2(tmp_path):
     bad = write(tmp_path / "bad.mid", "not midi")
     ref = write_midi(tmp_path / "ref.mid", SCALE)

@@ -113,6 +113,8 @@ def amt(
     onset_ms: float = typer.Option(50.0, "--onset-tolerance-ms", help="Onset tolerance in ms."),
     offset_ratio: float = typer.Option(0.2, "--offset-ratio", help="Offset tolerance, share of the duration."),
     offset_min_ms: float = typer.Option(50.0, "--offset-min-ms", help="Smallest offset tolerance in ms."),
+    dtw: bool = typer.Option(False, "--dtw", help="Map each estimate to its reference's time axis through one "
+                             "DTW path first (MIDI without the reference's timing, e.g. `translate --via midi`)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=PROGRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
     as_csv: bool = typer.Option(False, "--csv", help=CSV_HELP),
@@ -120,13 +122,13 @@ def amt(
 ) -> None:
     """Note-onset and onset+offset precision, recall and F1 (mir_eval)."""
     from umust_cli.eval import report, tasks
-    from umust_cli.eval.metrics import MatchConfig
+    from umust_cli.eval.metrics import DtwConfig, MatchConfig
 
     cfg = MatchConfig(onset_tolerance=onset_ms / 1000, offset_ratio=offset_ratio,
                       offset_min_tolerance=offset_min_ms / 1000)
     pairs, log = _inputs(preds, ref, ref_dir, pair, data, split, limit, "mid", MIDI_SUFFIXES, MIDI_SUFFIXES,
                          progress)
-    report.emit(tasks.amt(pairs, cfg, log), as_json, as_csv, out)
+    report.emit(tasks.amt(pairs, cfg, log, DtwConfig() if dtw else None), as_json, as_csv, out)
 
 
 @app.command("m2a")

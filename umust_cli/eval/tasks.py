@@ -78,13 +78,17 @@ def _finish(result: EvalResult, pairs: PairSet, log: RunLog) -> EvalResult:
     return result
 
 
-def amt(pairs: PairSet, cfg: M.MatchConfig = M.MatchConfig(), log: RunLog | None = None) -> EvalResult:
-    """Note-onset and onset+offset P/R/F1 of MIDI transcriptions (mir_eval)."""
+def amt(pairs: PairSet, cfg: M.MatchConfig = M.MatchConfig(), log: RunLog | None = None,
+        dtw: M.DtwConfig | None = None) -> EvalResult:
+    """Note-onset and onset+offset P/R/F1 of MIDI transcriptions (mir_eval); with ``dtw``, each
+    estimate is first mapped to its reference's time axis through one DTW path (MIDI that has
+    the right notes in the right order but not their timing, e.g. the image -> MIDI reading)."""
     log = log or RunLog()
     rows, onset, onoff = [], [], []
     for name, est_path, ref_path in log.each(pairs.items(), "amt"):
         with log.guard(name, est_path, ref_path):
             est, ref = read_midi_notes(est_path), read_midi_notes(ref_path)
+            est = _align(est, ref, dtw) if dtw is not None and len(est) and len(ref) else est
             a = M.match_counts(est, ref, replace(cfg, offset_ratio=None))
             b = M.match_counts(est, ref, cfg)
             onset.append(a)
@@ -98,6 +102,8 @@ def amt(pairs: PairSet, cfg: M.MatchConfig = M.MatchConfig(), log: RunLog | None
             "onoff": f"onset, and offset within max({cfg.offset_min_tolerance * 1000:g} ms, "
                      f"{cfg.offset_ratio} x reference duration)",
             "pooled": POOLED, "mean": MEAN}
+    if dtw is not None:
+        defs["dtw"] = "each estimate mapped to the reference's time axis through one DTW path over piano rolls first"
     cols = ["name", "n_ref", "n_est", "onset_P", "onset_R", "onset_F1", "onoff_P", "onoff_R", "onoff_F1"]
     return _finish(EvalResult("amt", rows, summary, defs, cols), pairs, log)
 
