@@ -153,13 +153,14 @@ def test_cli_ctc_option_trains_saves_the_head_and_warm_starts_from_a_run_without
     assert read_weights(tmp_path / "ctc" / WEIGHTS)["ctc.weight"].shape[0] == 2 * CTC_FRAMES * 71
     log = read_log(tmp_path / "ctc")
     assert log[0]["init_step"] == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log if "loss" in r)
-    # a head of other classes: the written-pitch run warm-starts a sounding-pitch one, head fresh
-    sounding = runner.invoke(app, base + ["-o", str(tmp_path / "snd"), "--ctc", "0.5", "--ctc-target", "sounding",
-                                          "--init", str(tmp_path / "ctc")])
-    assert sounding.exit_code == 0, sounding.output
-    config = read_config(tmp_path / "snd")
-    assert config["model"]["ctc_classes"] == 88 and config["model"]["ctc_target"] == "sounding"
-    assert read_weights(tmp_path / "snd" / WEIGHTS)["ctc.weight"].shape[0] == 2 * CTC_FRAMES * 89
+    # a head of other classes: the written-pitch run warm-starts a spelled-pitch one, head fresh
+    spelled = runner.invoke(app, base + ["-o", str(tmp_path / "sp"), "--ctc", "0.5", "--ctc-target", "spelled",
+                                         "--init", str(tmp_path / "ctc")])
+    assert spelled.exit_code == 0, spelled.output
+    config = read_config(tmp_path / "sp")
+    assert config["model"]["ctc_classes"] == 210 and config["model"]["ctc_target"] == "spelled"
+    assert read_weights(tmp_path / "sp" / WEIGHTS)["ctc.weight"].shape[0] == 2 * CTC_FRAMES * 211
+    assert read_log(tmp_path / "sp")[0]["ctc_head"] == "spelled from the init's written head"
     bad = runner.invoke(app, base + ["-o", str(tmp_path / "bad"), "--ctc", "0.5", "--ctc-target", "heard"])
     assert bad.exit_code == 2 and "--ctc-target" in bad.output
 
@@ -234,13 +235,14 @@ def test_column_notes_time_each_reading_by_its_column():
     piano = midi.instruments[0]
     assert len(piano.notes) == 5 and not piano.is_drum
     assert piano.notes[-1].start == pytest.approx((5 + SYSTEM_GAP_COLUMNS) * COLUMN_SECONDS)
-    # a sounding head's classes are piano keys: class 39 is middle C, 40 C#4
-    sounding = reading_midi([(2, [[(0, 39), (1, 40)], []])], "sounding").instruments[0].notes
-    assert [n.pitch for n in sounding] == [60, 61] and len(ctc_class_pitches("sounding")) == 88
+    # a spelled head's classes are each name flat, natural, sharp: C4 natural, C4 sharp, D4 flat
+    spelled = reading_midi([(2, [[(0, 3 * c4 + 1), (1, 3 * c4 + 2), (1, 3 * (c4 + 1))], []])], "spelled")
+    assert [n.pitch for n in spelled.instruments[0].notes] == [60, 61, 61]
+    assert len(ctc_class_pitches("spelled")) == 3 * len(names)
 
 
-def test_sounding_pitches_follow_key_signatures_and_accidentals_in_the_measure():
-    from umust_cli.data.staff_order import StaffTargets, sounding_pitches, staff_sounding_sequences
+def test_spelled_pitches_follow_key_signatures_and_accidentals_in_the_measure():
+    from umust_cli.data.staff_order import StaffTargets, ctc_classes, sounding_pitches, staff_spelled_sequences
 
     # G major; F#5 by the key, F5 natural, F5 again (natural holds in the measure), F#4 (another
     # octave: the key again), then B-flat in staff 2, and a new measure in F major: B-flat by the key
@@ -248,11 +250,30 @@ def test_sounding_pitches_follow_key_signatures_and_accidentals_in_the_measure()
               "backup whole B2 voice:5 whole flat staff:2 "
               "measure key:fifths:-1 B4 voice:1 whole staff:1 F4 whole").split()
     assert list(sounding_pitches(tokens).values()) == [78, 77, 77, 66, 46, 70, 65]
-    assert staff_sounding_sequences(tokens) == [[78, 77, 77, 66, 70, 65], [46]]
+    assert staff_spelled_sequences(tokens) == [[("F5", 1), ("F5", 0), ("F5", 0), ("F4", 1), ("B4", -1), ("F4", 0)],
+                                               [("B2", -1)]]
     vocab = default_vocabulary()
     local = vocab.names("notation")
     names = {vocab.to_global("notation", [i])[0]: n for i, n in enumerate(local)}
     ids = torch.tensor([vocab.wrap("notation", [local.index(t) for t in tokens])])
-    out = StaffTargets(names, target="sounding")(ids)
-    assert out[0, 0].tolist() == [78 - 21, 77 - 21, 77 - 21, 66 - 21, 70 - 21, 65 - 21]
-    assert out[0, 1].tolist() == [46 - 21] + [-1] * 5
+    out = StaffTargets(names, target="spelled")(ids)
+    classes = ctc_classes("spelled")
+    assert [classes[i] for i in out[0, 0].tolist()] == staff_spelled_sequences(tokens)[0]
+    assert [classes[i] for i in out[0, 1].tolist()[:1]] == [("B2", -1)] and out[0, 1].tolist()[1:] == [-1] * 5
+
+
+def test_a_spelled_head_starts_from_a_written_one_reading_the_same_names():
+    from umust_cli.data.staff_order import ctc_classes
+
+    written = Translator(make_config("tiny", VOCAB, "column", ctc_classes=5)).eval()
+    spelled = Translator(make_config("tiny", VOCAB, "column", ctc_classes=15, ctc_target="spelled")).eval()
+    spelled.load_state_dict({k: v for k, v in written.state_dict().items() if not k.startswith("ctc.")}, strict=False)
+    spelled.spell_ctc_head(written.ctc.weight, written.ctc.bias, 3)
+    src, sp = _image_batch(written.cfg, [4, 6])
+    memory, mask = written.encode(src, sp, "image", "notation")
+    paths = written.ctc_paths(memory, mask)
+    # the spelled head reads the same names, natural (class 3n + 1), on the same columns
+    assert spelled.ctc_paths(memory, mask) == [[[3 * c + 1 for c in s] for s in e] for e in paths]
+    assert ctc_classes("spelled")[3 * 7 + 1] == (ctc_classes("written")[7][0], 0)
+    with pytest.raises(Exception, match="does not spell"):
+        spelled.spell_ctc_head(written.ctc.weight, written.ctc.bias, 2)

@@ -245,8 +245,8 @@ def translator(
                               "each staff's pitches from the encoder's image columns, left to right (a "
                               "training aid; results.md)."),
     ctc_target: str = typer.Option("written", "--ctc-target", help="With --ctc: the classes it reads, written "
-                                   "(step + octave, no alteration) or sounding (the piano key: key signature and "
-                                   "accidentals included; for the image -> MIDI reading)."),
+                                   "(step + octave) or spelled (step + octave + flat/natural/sharp, the key "
+                                   "signature and accidentals applied: the image -> MIDI reading's pitches)."),
     realscans: bool = typer.Option(False, "--realscans", help="OMR: the corpus's realscan_train systems (real "
                                    "scans, 'umust dataset scans', tokenized) as more pairs; realscan_valid "
                                    "validated too (realscan/loss, realscan/SER)."),

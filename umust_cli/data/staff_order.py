@@ -94,7 +94,7 @@ def staff_pitch_positions(tokens: Sequence[str], staves: int = STAVES) -> list[l
 STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 ACCIDENTALS = {"sharp": 1, "flat": -1, "natural": 0, "double-sharp": 2, "flat-flat": -2, "natural-sharp": 1,
                "natural-flat": -1}
-LOWEST_KEY, PIANO_KEYS = 21, 88       # the sounding CTC classes: piano keys A0..C8
+SPELLED_ALTERS = (-1, 0, 1)     # the spelled CTC classes: each pitch name flat, natural, sharp
 
 
 def _key_alters(fifths: int) -> dict[str, int]:
@@ -104,11 +104,16 @@ def _key_alters(fifths: int) -> dict[str, int]:
     return {step: -1 for step in "BEADGCF"[:-fifths]}
 
 
-def sounding_pitches(tokens: Sequence[str]) -> dict[int, int]:
-    """The MIDI pitch of every pitch token (by its index in ``tokens``): its step and octave,
-    altered by its own accidental token, else by an accidental earlier in the measure on the
-    same staff, step and octave, else by the key signature. (LMX writes printed accidentals,
-    not alterations; a tie across a barline keeps no accidental here.)"""
+def midi_of(name: str, alter: int = 0) -> int:
+    """The MIDI pitch of a pitch token (``F4``) with an alteration in semitones."""
+    return 12 * (int(name[1:]) + 1) + STEPS[name[0]] + alter
+
+
+def pitch_alters(tokens: Sequence[str]) -> dict[int, int]:
+    """The alteration (semitones) of every pitch token, by its index in ``tokens``: its own
+    accidental token, else an accidental earlier in the measure on the same staff, step and
+    octave, else the key signature. (LMX writes printed accidentals, not alterations; a tie
+    across a barline keeps no accidental here.)"""
     key, measure, staff, out = {}, {}, 1, {}
     for start, item in _items(tokens):
         fifths = [int(t.split(":")[2]) for t in item if t.startswith("key:fifths:")]
@@ -124,17 +129,26 @@ def sounding_pitches(tokens: Sequence[str]) -> dict[int, int]:
         alter = next((ACCIDENTALS[t] for t in item if t in ACCIDENTALS), None)
         if alter is not None:
             measure[(staff, name)] = alter
-        alter = measure.get((staff, name), key.get(name[0], 0))
-        out[start + at] = 12 * (int(name[1:]) + 1) + STEPS[name[0]] + alter
+        out[start + at] = measure.get((staff, name), key.get(name[0], 0))
     return out
 
 
+def sounding_pitches(tokens: Sequence[str]) -> dict[int, int]:
+    """The MIDI pitch of every pitch token, by its index in ``tokens`` (``pitch_alters``)."""
+    return {j: midi_of(tokens[j], alter) for j, alter in pitch_alters(tokens).items()}
+
+
+def ctc_classes(target: str) -> list[tuple[str, int]]:
+    """The CTC head's classes as (pitch name, alteration): ``written``, the pitch names read
+    without alteration; ``spelled``, each name flat, natural and sharp (SPELLED_ALTERS)."""
+    if target == "spelled":
+        return [(n, a) for n in pitch_names() for a in SPELLED_ALTERS]
+    return [(n, 0) for n in pitch_names()]
+
+
 def ctc_class_pitches(target: str) -> list[int]:
-    """The MIDI pitch of each CTC class: ``written`` (pitch_names, read without alteration) or
-    ``sounding`` (the piano keys, LOWEST_KEY up)."""
-    if target == "sounding":
-        return list(range(LOWEST_KEY, LOWEST_KEY + PIANO_KEYS))
-    return [12 * (int(n[1:]) + 1) + STEPS[n[0]] for n in pitch_names()]
+    """The MIDI pitch of each CTC class (``ctc_classes``)."""
+    return [midi_of(n, a) for n, a in ctc_classes(target)]
 
 
 def staff_pitch_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[str]]:
@@ -176,27 +190,26 @@ def read_pitches(tokens: Sequence[str], staff_pitches: Sequence[Sequence[str]]) 
     return out, changed
 
 
-def staff_sounding_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[int]]:
-    """``staves`` lists: each staff's sounding pitches (MIDI; ``sounding_pitches``) in reading order."""
-    midi = sounding_pitches(tokens)
-    return [[midi[j] for j in staff] for staff in staff_pitch_positions(tokens, staves)]
+def staff_spelled_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[tuple[str, int]]]:
+    """``staves`` lists: each staff's (pitch name, alteration) in reading order (``pitch_alters``)."""
+    alters = pitch_alters(tokens)
+    return [[(tokens[j], alters[j]) for j in staff] for staff in staff_pitch_positions(tokens, staves)]
 
 
 class StaffTargets:
-    """Global notation ids of a batch -> padded CTC targets ``(B, staves, L)`` of pitch classes
-    (``target``: written pitch names, or sounding piano keys from LOWEST_KEY; keys off the
-    piano are left out)."""
+    """Global notation ids of a batch -> padded CTC targets ``(B, staves, L)`` of the classes of
+    ``ctc_classes(target)`` (spelled: double alterations count as single ones)."""
 
     def __init__(self, names_by_global: dict[int, str], staves: int = STAVES, target: str = "written"):
         self.names = names_by_global               # every notation id of the vocabulary -> token
-        self.classes = {p: i for i, p in enumerate(pitch_names())}
+        self.classes = {c: i for i, c in enumerate(ctc_classes(target))}
         self.staves, self.target = staves, target
 
     def _rows(self, tokens: list[str]) -> list[list[int]]:
-        if self.target == "sounding":
-            return [[p - LOWEST_KEY for p in s if 0 <= p - LOWEST_KEY < PIANO_KEYS]
-                    for s in staff_sounding_sequences(tokens, self.staves)]
-        return [[self.classes[p] for p in s] for s in staff_pitch_sequences(tokens, self.staves)]
+        if self.target == "spelled":
+            return [[self.classes[(n, max(-1, min(1, a)))] for n, a in s]
+                    for s in staff_spelled_sequences(tokens, self.staves)]
+        return [[self.classes[(p, 0)] for p in s] for s in staff_pitch_sequences(tokens, self.staves)]
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         import torch                                # here: eval's pitch metric reads this module too

@@ -44,7 +44,7 @@ PAD = 0
 LAYOUTS = ("grid", "column")
 MODEL_KIND = "umust-translator"
 GUIDE_SIGMA = 0.2    # width of the guided-attention diagonal (the TTS paper's g)
-CTC_TARGETS = ("written", "sounding")   # data.staff_order.ctc_class_pitches
+CTC_TARGETS = ("written", "spelled")    # data.staff_order.ctc_classes
 CTC_FRAMES = 2       # CTC head: frames per image column (a chord needs one frame per note)
 CTC_STAVES = 2       # CTC head: one target sequence per staff
 
@@ -103,7 +103,7 @@ class TranslatorConfig:
     image_layout: str = "grid"
     column_norm: bool = False              # column layout: LayerNorm on the mixed column (content)
     ctc_classes: int = 0                   # > 0: a CTC head over image columns (training aid; ctc_loss)
-    ctc_target: str = "written"            # its classes: written pitches (step + octave) or sounding (MIDI keys)
+    ctc_target: str = "written"            # its classes: pitch names (step + octave), or names x flat/natural/sharp
 
     def __post_init__(self) -> None:
         if self.image_layout not in LAYOUTS:
@@ -558,6 +558,23 @@ class Translator(nn.Module):
             total = total + F.ctc_loss(frames[k], tgt.clamp_min(0), lengths, tgt_len, blank=n - 1,
                                        reduction="mean", zero_infinity=True)
         return total / CTC_STAVES
+
+    @torch.no_grad()
+    def spell_ctc_head(self, weight: torch.Tensor, bias: torch.Tensor, alters: int, offset: float = 2.0) -> None:
+        """Start a spelled CTC head (each written class times ``alters`` alterations, the middle one
+        natural) from a written head's ``weight`` and ``bias``: every alteration of a name gets the
+        name's row, the altered ones ``offset`` lower in bias; the blank keeps its row."""
+        d, n = weight.shape[-1], weight.shape[0] // (CTC_STAVES * CTC_FRAMES)      # n = written classes + blank
+        w, b = weight.view(CTC_STAVES, CTC_FRAMES, n, d), bias.view(CTC_STAVES, CTC_FRAMES, n)
+        ws = w[:, :, :-1].repeat_interleave(alters, dim=2)                          # (staves, frames, n' , d)
+        bs = b[:, :, :-1].repeat_interleave(alters, dim=2) - offset
+        bs[:, :, alters // 2::alters] += offset                                    # the natural ones
+        new_w = torch.cat([ws, w[:, :, -1:]], 2).reshape(-1, d)
+        new_b = torch.cat([bs, b[:, :, -1:]], 2).reshape(-1)
+        if new_w.shape != self.ctc.weight.shape:
+            raise CheckpointError(f"a written CTC head of {n - 1} classes does not spell into {self.cfg.ctc_classes}")
+        self.ctc.weight.copy_(new_w)
+        self.ctc.bias.copy_(new_b)
 
     def ctc_emissions(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[tuple[int, int]]]]:
         """The CTC head's best path per staff of the encoder's image columns (B, C, d), as

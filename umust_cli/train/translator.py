@@ -43,7 +43,7 @@ from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.pairs import Batch, Caps, TaskSpec
-from umust_cli.data.staff_order import StaffTargets, ctc_class_pitches
+from umust_cli.data.staff_order import SPELLED_ALTERS, StaffTargets, ctc_class_pitches
 from umust_cli.data.tokenize import corpus_vocabulary
 from umust_cli.device import fast_bf16, resolve_device
 from umust_cli.errors import BadInputError
@@ -70,7 +70,7 @@ class TrainConfig:
     crops: bool = False                       # train: engraved systems' measure prefixes as OMR pairs too
     guide: float = 0.0                        # weight of the guided-attention loss (model/translator.py)
     ctc: float = 0.0                          # OMR: weight of the CTC loss on each staff's pitches (column layout)
-    ctc_target: str = "written"               # ... written (step + octave) or sounding (MIDI keys) pitches
+    ctc_target: str = "written"               # ... as written (step + octave) or spelled (with the alteration)
     realscans: bool = False                   # OMR: realscan_train systems as pairs, realscan_valid scored
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
@@ -469,8 +469,13 @@ class TranslatorTask(ModelAndOptimizerState):
 
         saved = TranslatorConfig.from_dict(ckpt_io.read_config(init).get("model") or {})
         other_head = (saved.ctc_classes, saved.ctc_target) != (self.model_cfg.ctc_classes, self.model_cfg.ctc_target)
-        return ckpt_io.warm_start(self.model, init, MODEL_KIND, self.model_cfg.to_dict(), self.vocab,
-                                  normalize=normalize, fresh=("ctc.",), drop=("ctc.",) if other_head else ())
+        row = ckpt_io.warm_start(self.model, init, MODEL_KIND, self.model_cfg.to_dict(), self.vocab,
+                                 normalize=normalize, fresh=("ctc.",), drop=("ctc.",) if other_head else ())
+        if other_head and saved.ctc_classes and (saved.ctc_target, self.model_cfg.ctc_target) == ("written", "spelled"):
+            state, _ = ckpt_io.load_model(init, self.vocab)      # the written head spells the new one's start
+            self.model.spell_ctc_head(state["ctc.weight"], state["ctc.bias"], len(SPELLED_ALTERS))
+            row["ctc_head"] = "spelled from the init's written head"
+        return row
 
     def summary(self) -> dict:
         """What the run trains on (in the log row of step 1): pairs per task and split (with

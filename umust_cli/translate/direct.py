@@ -30,7 +30,7 @@ from umust_cli.codecs.midi import MidiCodec, MidiSegment
 from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
 from umust_cli.errors import BadInputError, TranslationError
 from umust_cli.model.generate import generate, step_positions, to_steps
-from umust_cli.data.staff_order import ctc_class_pitches, pitch_names, read_pitches
+from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, read_pitches
 from umust_cli.model.translator import SLOTS, Translator
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.values import Notation, lmx_tokens
@@ -63,12 +63,12 @@ def read_staff_pitches(engines: Engines, model: Translator, src: torch.Tensor, s
     from the model's CTC head where they align with the decoded notes
     (``data.staff_order.read_pitches``); unchanged for a model without a CTC head or with
     ``RunConfig.ctc_pitches`` off. Measured on valid systems: results.md, "CTC pitch reading"."""
-    if not (engines.config.ctc_pitches and model.cfg.ctc_classes and model.cfg.ctc_target == "written"):
+    if not (engines.config.ctc_pitches and model.cfg.ctc_classes):
         return ids
     with torch.inference_mode():
         memory, mask = model.encode(src, src_pos, "image", "notation")
         paths = model.ctc_paths(memory, mask)
-    names, pitches = NotationCodec().token_names(), pitch_names()
+    names, pitches = NotationCodec().token_names(), [n for n, _ in ctc_classes(model.cfg.ctc_target)]
     out = []
     for seq, staves in zip(ids, paths):
         tokens = [names[t] for t in engines.vocab.to_local("notation", seq)]
