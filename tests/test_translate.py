@@ -342,6 +342,28 @@ def test_a_score_image_uses_the_shipped_omr_model(files, tmp_path):
     assert out.read_text().lstrip().startswith("<?xml") and "<score-partwise" in out.read_text()
 
 
+def test_the_ctc_reading_of_two_systems_plays_one_after_the_other_with_the_shipped_model(files, tmp_path,
+                                                                                      one_torch_thread):
+    from umust_cli.translate.direct import COLUMN_SECONDS, SYSTEM_GAP_COLUMNS, image_to_midi
+    from umust_cli.translate.engines import Engines, RunConfig
+    from umust_cli.translate.symbolic import read_systems
+
+    (row,) = _json(_run([files["png"], "-o", tmp_path / "one.mid", "--json"]))["done"]
+    assert row["route"] == "direct" and row["stages"] == ["image", "midi"]
+    (system,) = read_systems(files["png"])
+    engines = Engines(RunConfig())
+    first = [(n.pitch, n.start) for n in image_to_midi([system], engines).instruments[0].notes]
+    both = [(n.pitch, n.start) for n in image_to_midi([system, system], engines).instruments[0].notes]
+    assert first and both[:len(first)] == first and len(both) == 2 * len(first)
+    # the second system starts after the first's patch columns (16 px each, and its [EOS]) and the gap
+    columns = -(-system.shape[1] // 16)
+    offset = both[len(first)][1] - first[0][1]
+    assert SYSTEM_GAP_COLUMNS * COLUMN_SECONDS < offset <= (2 * columns + SYSTEM_GAP_COLUMNS + 1) * COLUMN_SECONDS
+    assert [p for p, _ in first] == [p for p, _ in both[len(first):]]
+    assert [t + offset for _, t in first] == pytest.approx([t for _, t in both[len(first):]], abs=1e-6)
+    assert pretty_midi.PrettyMIDI(str(tmp_path / "one.mid")).instruments[0].notes
+
+
 def test_the_shipped_omr_model_decodes_with_a_beam_and_refuses_a_sampled_one(files, tmp_path, one_torch_thread):
     out = tmp_path / "o" / "x.lmx"
     result = _run([files["png"], "-o", out, "--beam-size", "3", "--json"])
