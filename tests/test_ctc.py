@@ -242,14 +242,14 @@ def test_column_notes_time_each_reading_by_its_column():
 
 
 def test_spelled_pitches_follow_key_signatures_and_accidentals_in_the_measure():
-    from umust_cli.data.staff_order import StaffTargets, ctc_classes, sounding_pitches, staff_spelled_sequences
+    from umust_cli.data.staff_order import StaffTargets, ctc_classes, midi_of, pitch_alters, staff_spelled_sequences
 
     # G major; F#5 by the key, F5 natural, F5 again (natural holds in the measure), F#4 (another
     # octave: the key again), then B-flat in staff 2, and a new measure in F major: B-flat by the key
     tokens = ("measure key:fifths:1 staff:1 F5 voice:1 quarter staff:1 F5 quarter natural F5 quarter F4 quarter "
               "backup whole B2 voice:5 whole flat staff:2 "
               "measure key:fifths:-1 B4 voice:1 whole staff:1 F4 whole").split()
-    assert list(sounding_pitches(tokens).values()) == [78, 77, 77, 66, 46, 70, 65]
+    assert [midi_of(tokens[j], a) for j, a in pitch_alters(tokens).items()] == [78, 77, 77, 66, 46, 70, 65]
     assert staff_spelled_sequences(tokens) == [[("F5", 1), ("F5", 0), ("F5", 0), ("F4", 1), ("B4", -1), ("F4", 0)],
                                                [("B2", -1)]]
     vocab = default_vocabulary()

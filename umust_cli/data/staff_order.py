@@ -133,11 +133,6 @@ def pitch_alters(tokens: Sequence[str]) -> dict[int, int]:
     return out
 
 
-def sounding_pitches(tokens: Sequence[str]) -> dict[int, int]:
-    """The MIDI pitch of every pitch token, by its index in ``tokens`` (``pitch_alters``)."""
-    return {j: midi_of(tokens[j], alter) for j, alter in pitch_alters(tokens).items()}
-
-
 def ctc_classes(target: str) -> list[tuple[str, int]]:
     """The CTC head's classes as (pitch name, alteration): ``written``, the pitch names read
     without alteration; ``spelled``, each name flat, natural and sharp (SPELLED_ALTERS)."""

@@ -43,7 +43,7 @@ from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.pairs import Batch, Caps, TaskSpec
-from umust_cli.data.staff_order import SPELLED_ALTERS, StaffTargets, ctc_class_pitches
+from umust_cli.data.staff_order import SPELLED_ALTERS, StaffTargets, ctc_classes
 from umust_cli.data.tokenize import corpus_vocabulary
 from umust_cli.device import fast_bf16, resolve_device
 from umust_cli.errors import BadInputError
@@ -519,7 +519,7 @@ def _ctc_classes(cfg: TrainConfig) -> int:
     """The CTC head's classes of ``--ctc`` (0: no head) and ``--ctc-target``."""
     if cfg.ctc <= 0:
         return 0
-    return len(ctc_class_pitches(cfg.ctc_target))
+    return len(ctc_classes(cfg.ctc_target))
 
 
 def _staff_targets(vocab: Vocabulary, target: str) -> StaffTargets:

@@ -76,6 +76,13 @@ def _dest(out: Path, system: pairs_io.System) -> Path:
     return out / piece / f"{number}.lmx"
 
 
+def _image_batch(store: pairs_io.SequenceStore, idx: list[int], engines: Engines) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image steps of systems ``idx``, padded into one batch on the run's device, and their positions."""
+    seqs = [store.steps(i, "image") for i in idx]
+    src = batch_steps([s for s, _ in seqs]).to(engines.device)
+    return src, step_positions(src, "image", torch.tensor([h for _, h in seqs]))
+
+
 def predict_omr(job: SplitJob, engines: Engines, out: Path,
                 on_batch: Callable[[int], None] | None = None) -> dict:
     """Write ``out/<piece>/<NNN>.lmx`` for every chosen system; counts of what was done."""
@@ -88,9 +95,7 @@ def predict_omr(job: SplitJob, engines: Engines, out: Path,
     written, empty = 0, 0
     for lo in range(0, len(order), job.batch_size):
         idx = order[lo:lo + job.batch_size]
-        seqs = [store.steps(i, "image") for i in idx]
-        src = batch_steps([s for s, _ in seqs]).to(engines.device)
-        pos = step_positions(src, "image", torch.tensor([h for _, h in seqs]))
+        src, pos = _image_batch(store, idx, engines)
         ids = generate(model, src, pos, "image", "notation", engines.decoding("notation"),
                        rule=engines.rule("notation", len(idx)))
         ids = read_staff_pitches(engines, model, src, pos, ids)
@@ -140,10 +145,7 @@ def predict_reading(job: SplitJob, engines: Engines, out: Path,
     silent = 0
     for lo in range(0, len(todo), job.batch_size):
         idx = list(range(lo, min(lo + job.batch_size, len(todo))))
-        seqs = [store.steps(i, "image") for i in idx]
-        src = batch_steps([s for s, _ in seqs]).to(engines.device)
-        pos = step_positions(src, "image", torch.tensor([h for _, h in seqs]))
-        for i, reading in zip(idx, column_reading(model, src, pos)):
+        for i, reading in zip(idx, column_reading(model, *_image_batch(store, idx, engines))):
             midi, dest = reading_midi([reading], model.cfg.ctc_target), _dest(out, todo[i])
             write_output(dest.with_suffix(".mid"), "midi", midi)
             try:

@@ -65,9 +65,7 @@ def read_staff_pitches(engines: Engines, model: Translator, src: torch.Tensor, s
     ``RunConfig.ctc_pitches`` off. Measured on valid systems: results.md, "CTC pitch reading"."""
     if not (engines.config.ctc_pitches and model.cfg.ctc_classes):
         return ids
-    with torch.inference_mode():
-        memory, mask = model.encode(src, src_pos, "image", "notation")
-        paths = model.ctc_paths(memory, mask)
+    paths = [[[c for _, c in staff] for staff in staves] for _, staves in column_reading(model, src, src_pos)]
     names, pitches = NotationCodec().token_names(), [n for n, _ in ctc_classes(model.cfg.ctc_target)]
     out = []
     for seq, staves in zip(ids, paths):
