@@ -222,7 +222,7 @@ def test_ctc_emissions_give_each_pitch_its_image_column():
 
 def test_column_notes_time_each_reading_by_its_column():
     from umust_cli.data.staff_order import ctc_class_pitches
-    from umust_cli.translate.direct import COLUMN_SECONDS, SYSTEM_GAP_COLUMNS, column_notes, reading_midi
+    from umust_cli.translate.direct import COLUMN_SECONDS, SYSTEM_GAP_COLUMNS, Reading, column_notes, reading_midi
 
     names, written = pitch_names(), ctc_class_pitches("written")
     c4, e4, g4, c3 = (names.index(n) for n in ("C4", "E4", "G4", "C3"))
@@ -231,12 +231,13 @@ def test_column_notes_time_each_reading_by_its_column():
     assert [(n.pitch, n.start, n.end) for n in notes] == [(60, 1.0, 1.5), (48, 1.5, 2.0), (64, 1.5, 3.0),
                                                            (67, 3.0, 3.5)]
     assert column_notes([[], []], written) == []
-    midi = reading_midi([(5, staves), (3, [[(0, g4)], []])], "written")
+    midi = reading_midi([Reading(5, staves, None), Reading(3, [[(0, g4)], []], None)], "written")
     piano = midi.instruments[0]
     assert len(piano.notes) == 5 and not piano.is_drum
     assert piano.notes[-1].start == pytest.approx((5 + SYSTEM_GAP_COLUMNS) * COLUMN_SECONDS)
     # a spelled head's classes are each name flat, natural, sharp: C4 natural, C4 sharp, D4 flat
-    spelled = reading_midi([(2, [[(0, 3 * c4 + 1), (1, 3 * c4 + 2), (1, 3 * (c4 + 1))], []])], "spelled")
+    spelled = reading_midi([Reading(2, [[(0, 3 * c4 + 1), (1, 3 * c4 + 2), (1, 3 * (c4 + 1))], []], None)],
+                           "spelled")
     assert [n.pitch for n in spelled.instruments[0].notes] == [60, 61, 61]
     assert len(ctc_class_pitches("spelled")) == 3 * len(names)
 
@@ -277,3 +278,94 @@ def test_a_spelled_head_starts_from_a_written_one_reading_the_same_names():
     assert ctc_classes("spelled")[3 * 7 + 1] == (ctc_classes("written")[7][0], 0)
     with pytest.raises(Exception, match="does not spell"):
         spelled.spell_ctc_head(written.ctc.weight, written.ctc.bias, 2)
+
+
+# ---------------------------------------------------------------------------- the key-signature head
+
+def test_key_head_needs_the_column_layout_and_learns_keys_from_the_first_columns():
+    from umust_cli.model.translator import KEY_COLUMNS, KEY_FIFTHS
+
+    with pytest.raises(BadInputError, match="column layout"):
+        make_config("tiny", VOCAB, "grid", key_head=True)
+    torch.manual_seed(0)
+    cfg = make_config("tiny", VOCAB, "column", key_head=True)
+    model = Translator(cfg)
+    src, sp = _image_batch(cfg, [4, 6, 14])                   # fewer and more columns than KEY_COLUMNS
+    tgt, tp = _notation(cfg, 5)
+    tgt, tp = torch.cat([tgt, tgt[:1]]), torch.cat([tp, tp[:1]])
+    targets = torch.tensor([KEY_FIFTHS.index(-5), KEY_FIFTHS.index(2), -1])   # the third: key unknown
+    model.train()
+    torch.manual_seed(1)
+    with_key = model(src, sp, tgt, tp, "image", "notation", key=1.0, key_targets=targets)
+    torch.manual_seed(1)
+    assert with_key.item() > model(src, sp, tgt, tp, "image", "notation").item()
+    with_key.backward()
+    assert model.key.weight.grad.abs().sum() > 0 and model.column_mix.weight.grad.abs().sum() > 0
+    assert model.key_loss(*model.encode(src, sp, "image", "notation"), torch.full((3,), -1)).item() == 0.0
+    model.eval()
+    memory, mask = (t.detach() for t in model.encode(src, sp, "image", "notation"))
+    assert model.key_logits(memory, mask).shape == (3, len(KEY_FIFTHS)) and KEY_COLUMNS > 6
+    opt = torch.optim.Adam(model.key.parameters(), lr=0.05)
+    for _ in range(60):
+        opt.zero_grad()
+        model.key_loss(memory, mask, targets).backward()
+        opt.step()
+    assert model.read_keys(memory, mask)[:2] == [-5, 2]
+    # columns past the image (padding) do not change its key: the 4-column image alone reads the same
+    alone = model.encode(src[:1, :sp[0, :, 0].gt(0).sum() + 8], sp[:1, :sp[0, :, 0].gt(0).sum() + 8], "image",
+                         "notation")
+    assert torch.allclose(model.key_logits(*alone)[0], model.key_logits(memory, mask)[0], atol=1e-4)
+
+
+def test_system_keys_and_key_targets_come_from_the_first_key_signature():
+    from umust_cli.data.staff_order import system_key
+    from umust_cli.train.translator import _key_targets
+
+    assert system_key(MEASURE) == 0 and system_key("measure key:fifths:-5 key:fifths:2".split()) == -5
+    assert system_key("measure C4 quarter".split()) is None
+    vocab = default_vocabulary()
+    local = vocab.names("notation")
+    names = {vocab.to_global("notation", [i])[0]: n for i, n in enumerate(local)}
+    flat = ["measure", "key:fifths:-3"] + MEASURE[2:]
+    ids = torch.tensor([vocab.wrap("notation", [local.index(t) for t in seq]) + [0] * (len(MEASURE) - len(seq))
+                        for seq in (MEASURE, flat, MEASURE[4:])])
+    assert StaffTargets(names).keys(ids) == [0, -3, None]
+    assert _key_targets([0, -3, None, 9]).tolist() == [7, 4, -1, -1]
+
+
+def test_the_reading_applies_the_key_it_reads_to_written_pitches():
+    from umust_cli.translate.direct import Reading, reading_midi, reading_pitches, with_key
+
+    names = pitch_names()
+    b4, e4, f4, c5 = (names.index(n) for n in ("B4", "E4", "F4", "C5"))
+    staves = [[(0, b4), (1, e4), (2, f4), (3, c5)], []]
+    def played(fifths):
+        return [n.pitch for n in reading_midi([Reading(4, staves, fifths)], "written").instruments[0].notes]
+    assert played(None) == played(0) == [71, 64, 65, 72]
+    assert played(-2) == [70, 63, 65, 72]                     # B-flat major: B and E lowered
+    assert played(5) == [71, 63 + 1, 66, 73]                  # B major: F, C, G, D, A sharp (E4 stays)
+    assert reading_pitches("spelled", -2) == reading_pitches("spelled", None)   # spelled classes keep theirs
+    assert with_key(MEASURE, -4)[:2] == ["measure", "key:fifths:-4"] and len(with_key(MEASURE, -4)) == len(MEASURE)
+    assert with_key(MEASURE, None) == list(MEASURE) and with_key(MEASURE[4:], 3) == MEASURE[4:]
+
+
+def test_warm_start_adds_a_key_head_and_eval_reports_its_accuracy(tmp_path):
+    from test_translator_train import make_corpus
+    from typer.testing import CliRunner
+
+    from umust_cli.checkpoint import read_config
+    from umust_cli.cli.main import app
+    from umust_cli.train.engine import read_log
+
+    corpus, runner = make_corpus(tmp_path / "c", variants=False), CliRunner()
+    base = ["train", "translator", "--data", str(corpus), "--preset", "tiny", "--tasks", "omr", "--max-steps", "2",
+            "--device", "cpu", "--json", "--column-norm", "--eval-items", "1"]
+    plain = runner.invoke(app, base + ["-o", str(tmp_path / "plain"), "--ctc", "0.5"])
+    assert plain.exit_code == 0, plain.output
+    keyed = runner.invoke(app, base + ["-o", str(tmp_path / "key"), "--ctc", "0.5", "--key-loss", "1.0",
+                                       "--init", str(tmp_path / "plain")])
+    assert keyed.exit_code == 0, keyed.output
+    config = read_config(tmp_path / "key")
+    assert config["train"]["key_loss"] == 1.0 and config["model"]["key_head"] is True
+    ev = [r["eval"] for r in read_log(tmp_path / "key") if "eval" in r][-1]
+    assert 0.0 <= ev["key_accuracy"] <= 1.0 and ev["key_systems"] > 0

@@ -66,6 +66,13 @@ def test_omr_json_pairs_by_stem(tmp_path):
     assert data["rows"][1]["SER_no_tuplets"] == 0.0
     assert data["summary"]["staff_pitch_error_rate"] == pytest.approx(1 / 4)     # C4 -> D4 of 2 + 2 pitches
     assert [r["pitch_error_rate"] for r in data["rows"]] == [0.5, 0.0]
+    assert data["summary"]["key_accuracy"] == 1.0 and data["rows"][0]["key_right"] is True
+    # a wrong key signature is one substitution and a key read wrong; a reference without one is not counted
+    write(tmp_path / "pred" / "a.lmx", REF.replace("key:fifths:0", "key:fifths:-2"))
+    write(tmp_path / "ref" / "b.lmx", REF.replace("key:fifths:0 ", ""))
+    data = json.loads(invoke("omr", str(pred_a), str(pred_b), "--ref", str(refs[0]), "--ref",
+                             str(refs[1]), "--json").stdout)
+    assert [r["key_right"] for r in data["rows"]] == [False, None] and data["summary"]["key_accuracy"] == 0.0
 
 
 def test_omr_ref_dir_table_and_out(tmp_path):

@@ -388,28 +388,44 @@ def test_the_ctc_pitch_reading_changes_pitch_tokens_only(files, tmp_path, one_to
     assert all(a == b or (is_pitch(a) and is_pitch(b)) for a, b in zip(read, plain))
 
 
-@pytest.fixture(scope="module")
-def tiny_ctc(tmp_path_factory):
-    """A random tiny OMR model (column layout, CTC head) trained for OMR only, as the config says."""
+def _tiny_reader(ckpt: Path, fifths: int | None) -> Path:
+    """A random tiny OMR model (column layout, CTC head that reads C4 in the first frame of every
+    column; with ``fifths``, a key head that reads that key signature), trained for OMR only, as
+    its config says."""
     import torch
 
     from umust_cli.checkpoint import save_model
     from umust_cli.codecs.vocab import default_vocabulary
     from umust_cli.data.staff_order import pitch_names
-    from umust_cli.model.translator import MODEL_KIND, Translator, make_config
+    from umust_cli.model.translator import KEY_FIFTHS, MODEL_KIND, Translator, make_config
 
     torch.manual_seed(0)
     vocab = default_vocabulary()
-    cfg = make_config("tiny", vocab, "column", ctc_classes=len(pitch_names()))
+    cfg = make_config("tiny", vocab, "column", ctc_classes=len(pitch_names()), key_head=fifths is not None)
     model = Translator(cfg)
-    with torch.no_grad():                  # the head reads C4 in the first frame of every column
+    with torch.no_grad():
         model.ctc.weight.zero_()
         frames = model.ctc.bias.fill_(-10.0).view(2, -1, len(pitch_names()) + 1)   # (staves, frames, classes + blank)
         frames[..., -1] = 0.0
         frames[0, 0, pitch_names().index("C4")] = 10.0
-    ckpt = tmp_path_factory.mktemp("tiny-ctc")
+        if fifths is not None:
+            model.key.weight.zero_()
+            model.key.bias.fill_(0.0)[KEY_FIFTHS.index(fifths)] = 10.0
     save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict(), "tasks": ["omr"]}, vocab)
     return ckpt
+
+
+@pytest.fixture(scope="module")
+def tiny_ctc(tmp_path_factory):
+    return _tiny_reader(tmp_path_factory.mktemp("tiny-ctc"), None)
+
+
+def test_the_reading_plays_the_key_signature_its_key_head_reads(files, tmp_path_factory, one_torch_thread):
+    model = _tiny_reader(tmp_path_factory.mktemp("tiny-key"), 2)       # D major: C is read as C sharp
+    mid = tmp_path_factory.mktemp("out") / "x.mid"
+    (row,) = _json(_run([files["png"], "-o", mid, "--model", model, "--json"]))["done"]
+    assert row["route"] == "direct"
+    assert {n.pitch for n in pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes} == {61}
 
 
 def test_the_ctc_reading_route_writes_midi_and_audio(files, tiny_ctc, tmp_path, one_torch_thread):

@@ -247,6 +247,9 @@ def translator(
     ctc_target: str = typer.Option("written", "--ctc-target", help="With --ctc: the classes it reads, written "
                                    "(step + octave) or spelled (step + octave + flat/natural/sharp, the key "
                                    "signature and accidentals applied: the image -> MIDI reading's pitches)."),
+    key_loss: float = typer.Option(0.0, "--key-loss", min=0.0, help="OMR, column layout: weight of the loss of a "
+                                   "key-signature head on the first image columns (the image -> MIDI reading "
+                                   "applies the key it reads to a written CTC head's pitches; results.md)."),
     realscans: bool = typer.Option(False, "--realscans", help="OMR: the corpus's realscan_train systems (real "
                                    "scans, 'umust dataset scans', tokenized) as more pairs; realscan_valid "
                                    "validated too (realscan/loss, realscan/SER)."),

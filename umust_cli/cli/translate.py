@@ -43,7 +43,8 @@ def translate(
                                  "chord rule (no pitch twice in a chord, at most 6 notes)."),
     ctc_pitches: bool = typer.Option(True, "--ctc-pitches/--no-ctc-pitches", help="OMR with a model that has "
                                      "a CTC head: each staff's pitches from the CTC reading where it aligns with "
-                                     "the decoded notes (measured better: docs/results.md)."),
+                                     "the decoded notes, and with a key head its key signature (measured "
+                                     "better: docs/results.md)."),
     beam_size: int = typer.Option(1, "--beam-size", min=1, max=32, help="Notation and MIDI outputs of a "
                                   "model (OMR, transcription): beam search with this many hypotheses (1: greedy; "
                                   "not with --temperature)."),

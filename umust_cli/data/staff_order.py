@@ -97,7 +97,7 @@ ACCIDENTALS = {"sharp": 1, "flat": -1, "natural": 0, "double-sharp": 2, "flat-fl
 SPELLED_ALTERS = (-1, 0, 1)     # the spelled CTC classes: each pitch name flat, natural, sharp
 
 
-def _key_alters(fifths: int) -> dict[str, int]:
+def key_alters(fifths: int) -> dict[str, int]:
     """The alteration a key signature gives each step (``key:fifths:N``)."""
     if fifths >= 0:
         return {step: 1 for step in "FCGDAEB"[:fifths]}
@@ -117,7 +117,7 @@ def pitch_alters(tokens: Sequence[str]) -> dict[int, int]:
     key, measure, staff, out = {}, {}, 1, {}
     for start, item in _items(tokens):
         fifths = [int(t.split(":")[2]) for t in item if t.startswith("key:fifths:")]
-        key = _key_alters(fifths[-1]) if fifths else key
+        key = key_alters(fifths[-1]) if fifths else key
         if item[0] == "measure":
             measure = {}
             continue
@@ -131,6 +131,11 @@ def pitch_alters(tokens: Sequence[str]) -> dict[int, int]:
             measure[(staff, name)] = alter
         out[start + at] = measure.get((staff, name), key.get(name[0], 0))
     return out
+
+
+def system_key(tokens: Sequence[str]) -> int | None:
+    """The key signature a system starts in (the fifths of its first ``key:fifths:N``), or None."""
+    return next((int(t.split(":")[2]) for t in tokens if t.startswith("key:fifths:")), None)
 
 
 def ctc_classes(target: str) -> list[tuple[str, int]]:
@@ -206,13 +211,18 @@ class StaffTargets:
                     for s in staff_spelled_sequences(tokens, self.staves)]
         return [[self.classes[(p, 0)] for p in s] for s in staff_pitch_sequences(tokens, self.staves)]
 
+    def tokens(self, ids: torch.Tensor) -> list[list[str]]:
+        """(B, T) global ids -> each row's LMX tokens ([SOS]/[EOS]/[PAD] dropped)."""
+        return [[self.names[i] for i in seq if i in self.names] for seq in ids.tolist()]
+
+    def keys(self, ids: torch.Tensor) -> list[int | None]:
+        """(B, T) global ids -> each row's key signature (``system_key``)."""
+        return [system_key(tokens) for tokens in self.tokens(ids)]
+
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        import torch                                # here: eval's pitch metric reads this module too
         """(B, T) global ids ([SOS]/[EOS]/[PAD] ignored) -> (B, staves, L) class ids, PAD_TARGET-padded."""
-        rows = []
-        for seq in ids.tolist():
-            tokens = [self.names[i] for i in seq if i in self.names]
-            rows.append(self._rows(tokens))
+        import torch                                # here: eval's pitch metric reads this module too
+        rows = [self._rows(tokens) for tokens in self.tokens(ids)]
         width = max((len(s) for r in rows for s in r), default=0)
         out = torch.full((len(rows), self.staves, max(width, 1)), PAD_TARGET, dtype=torch.long)
         for b, r in enumerate(rows):

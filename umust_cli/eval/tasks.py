@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from umust_cli.data.staff_order import system_key
 from umust_cli.errors import BadInputError
 from umust_cli.eval import embeddings
 from umust_cli.eval import metrics as M
@@ -39,7 +40,7 @@ def _prf_summary(prefix: str, counts: Sequence[M.PrfCounts]) -> dict[str, float]
 def omr(pairs: PairSet, log: RunLog | None = None) -> EvalResult:
     """SER and SER without tuplet tokens of LMX predictions."""
     log = log or RunLog()
-    rows, with_t, without_t, pitches, empty = [], [], [], [], 0
+    rows, with_t, without_t, pitches, keys, empty = [], [], [], [], [], 0
     for name, pred_path, ref_path in log.each(pairs.items(), "omr"):
         with log.guard(name, pred_path, ref_path):
             pred, ref = read_lmx_tokens(pred_path), read_lmx_tokens(ref_path)
@@ -53,20 +54,26 @@ def omr(pairs: PairSet, log: RunLog | None = None) -> EvalResult:
             with_t.append(a)
             without_t.append(b)
             pitches.append(c)
+            key = None if system_key(ref) is None else system_key(pred) == system_key(ref)
+            keys.extend([] if key is None else [key])
             rows.append({"name": name, "pred": str(pred_path), "ref": str(ref_path),
                          "ref_tokens": a.ref_len, "edits": a.errors, "SER": a.ser,
                          "ref_tokens_nt": b.ref_len, "edits_nt": b.errors, "SER_no_tuplets": b.ser,
-                         "ref_pitches": c.ref_len, "pitch_edits": c.errors, "pitch_error_rate": c.ser})
+                         "ref_pitches": c.ref_len, "pitch_edits": c.errors, "pitch_error_rate": c.ser,
+                         "key_right": key})
     summary = {"files": len(rows), "SER": M.pooled_ser(with_t), "SER_no_tuplets": M.pooled_ser(without_t),
                "mean_SER": _nanmean([c.ser for c in with_t]),
                "mean_SER_no_tuplets": _nanmean([c.ser for c in without_t]),
-               "staff_pitch_error_rate": M.pooled_ser(pitches)}
+               "staff_pitch_error_rate": M.pooled_ser(pitches),
+               "key_accuracy": sum(keys) / len(keys) if keys else float("nan")}
     if log.keep_going:
         summary["empty_predictions"] = empty
     defs = {"SER": "sum of token edit distances / sum of reference lengths (pooled)",
             "no_tuplets": "tokens NinM, tuplet:start, tuplet:stop removed from both sides", "mean": MEAN,
             "staff_pitch_error_rate": "each staff's pitch tokens in reading order (data/staff_order.py): "
-                                      "sum of edit distances / sum of reference pitches (pooled)"}
+                                      "sum of edit distances / sum of reference pitches (pooled)",
+            "key_accuracy": "share of the files whose reference has a key signature in which the prediction's "
+                            "first key signature is the reference's first"}
     cols = ["name", "ref_tokens", "edits", "SER", "SER_no_tuplets"]
     return _finish(EvalResult("omr", rows, summary, defs, cols), pairs, log)
 

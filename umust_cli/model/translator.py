@@ -47,6 +47,8 @@ GUIDE_SIGMA = 0.2    # width of the guided-attention diagonal (the TTS paper's g
 CTC_TARGETS = ("written", "spelled")    # data.staff_order.ctc_classes
 CTC_FRAMES = 2       # CTC head: frames per image column (a chord needs one frame per note)
 CTC_STAVES = 2       # CTC head: one target sequence per staff
+KEY_FIFTHS = tuple(range(-7, 8))   # key-signature head: its classes (sharps > 0, flats < 0)
+KEY_COLUMNS = 12     # ... reads the first image columns (clef, key signature, time signature)
 
 
 # ---------------------------------------------------------------------------
@@ -104,6 +106,7 @@ class TranslatorConfig:
     column_norm: bool = False              # column layout: LayerNorm on the mixed column (content)
     ctc_classes: int = 0                   # > 0: a CTC head over image columns (training aid; ctc_loss)
     ctc_target: str = "written"            # its classes: pitch names (step + octave), or names x flat/natural/sharp
+    key_head: bool = False                 # a key-signature classifier on the first columns (key_loss)
 
     def __post_init__(self) -> None:
         if self.image_layout not in LAYOUTS:
@@ -113,8 +116,8 @@ class TranslatorConfig:
             raise CheckpointError(f"d_model {self.d_model} is not a multiple of the heads")
         if self.ctc_target not in CTC_TARGETS:
             raise BadInputError(f"unknown CTC target {self.ctc_target!r}; choose {' or '.join(CTC_TARGETS)}")
-        if self.ctc_classes and self.image_layout != "column":
-            raise BadInputError("the CTC head reads image columns left to right: it needs the column layout")
+        if (self.ctc_classes or self.key_head) and self.image_layout != "column":
+            raise BadInputError("the CTC and key heads read image columns: they need the column layout")
 
     def index(self, modality: str) -> int:
         return MODALITIES.index(modality)
@@ -138,10 +141,10 @@ def _tuples(v: Any) -> Any:
 
 
 def make_config(preset: str, vocab: Any, image_layout: str = "grid", column_norm: bool = False,
-                ctc_classes: int = 0, ctc_target: str = "written") -> TranslatorConfig:
+                ctc_classes: int = 0, ctc_target: str = "written", key_head: bool = False) -> TranslatorConfig:
     """A preset's sizes with ``vocab``'s layout (a codecs.vocab.Vocabulary). The defaults of
-    ``image_layout``, ``column_norm`` and ``ctc_classes`` are those of checkpoints saved before
-    the options."""
+    ``image_layout``, ``column_norm``, ``ctc_classes`` and ``key_head`` are those of checkpoints
+    saved before the options."""
     if preset not in PRESETS:
         raise BadInputError(f"unknown translator preset {preset!r}; choose one of "
                             f"{', '.join(PRESETS)}")
@@ -152,7 +155,7 @@ def make_config(preset: str, vocab: Any, image_layout: str = "grid", column_norm
     return TranslatorConfig(len(vocab), ranges, tuple(vocab.sos(m) for m in MODALITIES),
                             tuple(vocab.eos(m) for m in MODALITIES),
                             image_layout=image_layout, column_norm=column_norm, ctc_classes=ctc_classes,
-                            ctc_target=ctc_target,
+                            ctc_target=ctc_target, key_head=key_head,
                             **asdict(PRESETS[preset]))
 
 
@@ -391,6 +394,8 @@ class Translator(nn.Module):
             self.column_ln = nn.LayerNorm(d) if cfg.column_norm else nn.Identity()
         if cfg.ctc_classes:   # per column: CTC_FRAMES frames of each staff, classes + blank
             self.ctc = nn.Linear(d, CTC_STAVES * CTC_FRAMES * (cfg.ctc_classes + 1))
+        if cfg.key_head:      # the first KEY_COLUMNS columns, side by side -> a key signature
+            self.key = nn.Linear(KEY_COLUMNS * d, len(KEY_FIFTHS))
         blocks = (cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout)
         self.encoder = nn.ModuleList(EncoderBlock(*blocks) for _ in range(cfg.n_encoder_layers))
         self.decoder = nn.ModuleList(DecoderBlock(*blocks) for _ in range(cfg.n_decoder_layers))
@@ -511,7 +516,8 @@ class Translator(nn.Module):
     def forward(self, src: torch.Tensor, src_pos: torch.Tensor, tgt: torch.Tensor,
                 tgt_pos: torch.Tensor, src_modality: str, tgt_modality: str,
                 token_dropout: float = 0.0, guide: float = 0.0, ctc: float = 0.0,
-                ctc_targets: torch.Tensor | None = None) -> torch.Tensor:
+                ctc_targets: torch.Tensor | None = None, key: float = 0.0,
+                key_targets: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced mean cross-entropy over the target's codes.
 
         ``tgt`` is the whole target, [SOS] step .. [EOS] step (then [PAD] steps): the decoder
@@ -519,7 +525,8 @@ class Translator(nn.Module):
         steps the decoder reads (never [SOS]) are blanked to [PAD], so that it cannot predict
         from the target's own history alone and has to read the source. ``guide`` > 0 adds
         that multiple of :func:`guided_attention_loss` (training only), and ``ctc`` > 0 that
-        multiple of :meth:`ctc_loss` on ``ctc_targets`` (training only; an image source).
+        multiple of :meth:`ctc_loss` on ``ctc_targets`` (training only; an image source), and
+        ``key`` > 0 that multiple of :meth:`key_loss` on ``key_targets`` (the same).
         """
         memory, mask = self.encode(src, src_pos, src_modality, tgt_modality)
         self.check_positions(tgt_pos, tgt_modality)
@@ -536,6 +543,8 @@ class Translator(nn.Module):
             extra = guide * guided_attention_loss(weights, tgt[:, :-1, 0] != PAD, src_valid)
         if self.training and ctc > 0 and ctc_targets is not None:
             extra = extra + ctc * self.ctc_loss(memory, mask, ctc_targets)
+        if self.training and key > 0 and key_targets is not None:
+            extra = extra + key * self.key_loss(memory, mask, key_targets)
         return self._target_loss(h, tgt[:, 1:], tgt_modality) + extra
 
     def ctc_loss(self, memory: torch.Tensor, mask: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
@@ -599,6 +608,30 @@ class Translator(nn.Module):
     def ctc_paths(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[int]]]:
         """:meth:`ctc_emissions` without the columns: [example][staff] pitch classes, in reading order."""
         return [[[p for _, p in staff] for staff in staves] for staves in self.ctc_emissions(memory, mask)]
+
+    def key_logits(self, memory: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The key-signature head on the encoder's first KEY_COLUMNS image columns (B, C, d)
+        (padding and missing columns as zeros) -> (B, len(KEY_FIFTHS)) logits."""
+        if not self.cfg.key_head:
+            raise CheckpointError("this model has no key-signature head (key_head = false)")
+        b, c, d = memory.shape
+        first = memory[:, :KEY_COLUMNS]
+        if mask is not None:
+            first = first * mask[:, 0, 0, :KEY_COLUMNS, None]
+        first = F.pad(first, (0, 0, 0, KEY_COLUMNS - first.shape[1]))             # (B, KEY_COLUMNS, d)
+        return self.key(first.reshape(b, KEY_COLUMNS * d))
+
+    def key_loss(self, memory: torch.Tensor, mask: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of :meth:`key_logits` on ``targets`` (B,): the index in KEY_FIFTHS of
+        each image's key signature, -1 where unknown (0 when no target is known)."""
+        logits = self.key_logits(memory, mask).float()
+        if not bool((targets >= 0).any()):
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits, targets, ignore_index=-1)
+
+    def read_keys(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[int]:
+        """The key signature (fifths: sharps > 0, flats < 0) the head reads in each image."""
+        return [KEY_FIFTHS[i] for i in self.key_logits(memory, mask).argmax(-1).tolist()]
 
     def _target_loss(self, h: torch.Tensor, labels: torch.Tensor, tgt_modality: str) -> torch.Tensor:
         """Mean cross-entropy of the main-decoder states ``h`` (B, T, d) on ``labels`` (B, T, 4)."""

@@ -49,7 +49,7 @@ from umust_cli.device import fast_bf16, resolve_device
 from umust_cli.errors import BadInputError
 from umust_cli.eval.metrics import pooled_ser, ser_counts
 from umust_cli.model.generate import DecodingOptions, generate
-from umust_cli.model.translator import (CTC_TARGETS, MODEL_KIND, Translator, TranslatorConfig, init_from_codebooks,
+from umust_cli.model.translator import (CTC_TARGETS, KEY_FIFTHS, MODEL_KIND, Translator, TranslatorConfig, init_from_codebooks,
                                         make_config, read_codec_codebooks)
 from umust_cli.train.engine import ModelAndOptimizerState, RunOptions, TrainResult, check_resumable, fit
 
@@ -71,6 +71,7 @@ class TrainConfig:
     guide: float = 0.0                        # weight of the guided-attention loss (model/translator.py)
     ctc: float = 0.0                          # OMR: weight of the CTC loss on each staff's pitches (column layout)
     ctc_target: str = "written"               # ... as written (step + octave) or spelled (with the alteration)
+    key_loss: float = 0.0                     # OMR: weight of the key-signature head's loss (column layout)
     realscans: bool = False                   # OMR: realscan_train systems as pairs, realscan_valid scored
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
@@ -119,6 +120,7 @@ class TrainConfig:
         rest.setdefault("guide", 0.0)
         rest.setdefault("ctc", 0.0)
         rest.setdefault("ctc_target", "written")
+        rest.setdefault("key_loss", 0.0)
         rest.setdefault("realscans", False)
         return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
@@ -132,7 +134,8 @@ FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--im
          "tasks": "--tasks", "batch_tokens": "--batch-tokens", "accum": "--accum", "lr": "--lr",
          "warmup_steps": "--warmup-steps", "decay_steps": "--decay-steps", "precision": "--precision",
          "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout",
-         "guide": "--guide", "ctc": "--ctc", "ctc_target": "--ctc-target"}
+         "guide": "--guide", "ctc": "--ctc", "ctc_target": "--ctc-target",
+         "key_loss": "--key-loss"}
 SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
             "scans": (None, "--no-scans"), "crops": ("--crops", None), "realscans": ("--realscans", None)}
 
@@ -292,8 +295,8 @@ class TranslatorTask(ModelAndOptimizerState):
             raise BadInputError("--compile needs a CUDA device (torch.compile's CPU backend builds C++ "
                                 "for minutes and is not supported here)")
         self.model_cfg = make_config(cfg.preset, vocab, cfg.image_layout, cfg.column_norm,
-                                     _ctc_classes(cfg), cfg.ctc_target)
-        self.staff_targets = _staff_targets(vocab, cfg.ctc_target) if cfg.ctc > 0 else None
+                                     _ctc_classes(cfg), cfg.ctc_target, cfg.key_loss > 0)
+        self.staff_targets = _staff_targets(vocab, cfg.ctc_target) if cfg.ctc > 0 or cfg.key_loss > 0 else None
         real_codes = realscan_codes or codes_dir
         self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir,
                                     RealScans(REALSCAN_TRAIN, real_codes) if cfg.realscans else None, self.left_out)
@@ -350,12 +353,13 @@ class TranslatorTask(ModelAndOptimizerState):
     def _loss(self, net: torch.nn.Module, b: Batch) -> torch.Tensor:
         spec = self.cfg.tasks[b.task]
         b = b.to(self.device)
-        targets = None
+        targets = keys = None
         if self.staff_targets is not None and (spec.source, spec.target) == ("image", "notation"):
-            targets = self.staff_targets(b.tgt[..., 0]).to(self.device)
+            targets = self.staff_targets(b.tgt[..., 0]).to(self.device) if self.cfg.ctc > 0 else None
+            keys = _key_targets(self.staff_targets.keys(b.tgt[..., 0])).to(self.device)
         with self._autocast():
-            return net(b.src, b.src_pos, b.tgt, b.tgt_pos, spec.source, spec.target,
-                       self.cfg.token_dropout, self.cfg.guide, self.cfg.ctc, targets).float()
+            return net(b.src, b.src_pos, b.tgt, b.tgt_pos, spec.source, spec.target, self.cfg.token_dropout,
+                       self.cfg.guide, self.cfg.ctc, targets, self.cfg.key_loss, keys).float()
 
     def train_step(self, batch: list[Batch], step: int) -> dict:
         lr = lr_at(self.cfg, step)
@@ -448,7 +452,21 @@ class TranslatorTask(ModelAndOptimizerState):
             names, off = self.vocab.names("notation"), self.vocab.offset("notation")
             ref = [names[i - off] for i in data.systems[p.system].tokens["notation"]]
             counts.append(ser_counts([names[i - off] for i in ids], ref))
-        return {"SER": round(pooled_ser(counts), 5), "ser_systems": len(counts)}
+        return {"SER": round(pooled_ser(counts), 5), "ser_systems": len(counts), **self._key_accuracy(t, data)}
+
+    def _key_accuracy(self, t: int, data: Data) -> dict:
+        """With a key head: the share of ``data``'s OMR pairs (all of them) whose key signature it reads."""
+        if not self.model_cfg.key_head:
+            return {}
+        spec, pairs, right, n = self.cfg.tasks[t], data.pairs[t], 0, 0
+        for idx in pairs_io.fixed_batches(pairs, self.cfg.batch_tokens, len(pairs)):
+            b = pairs_io.collate(data.store, t, spec, [pairs[i].system for i in idx], [0] * len(idx),
+                                 [0] * len(idx)).to(self.device)
+            with self._autocast():
+                read = self.model.read_keys(*self.model.encode(b.src, b.src_pos, "image", "notation"))
+            truth = self.staff_targets.keys(b.tgt[..., 0])
+            right, n = right + sum(r == k for r, k in zip(read, truth)), n + len(idx)
+        return {"key_accuracy": round(right / n, 5), "key_systems": n}
 
     def score(self, scores: dict) -> float | None:
         metric = "SER" if self.cfg.metric() == "ser" else "loss"
@@ -463,14 +481,15 @@ class TranslatorTask(ModelAndOptimizerState):
         ckpt_io.save_model(ckpt_dir, self.model.state_dict(), config, self.vocab)
 
     def warm_start(self, init: Path) -> dict:
-        def normalize(saved: dict) -> dict:   # a CTC head is a training aid: an init may lack it
+        def normalize(saved: dict) -> dict:   # the CTC and key heads are added heads: an init may lack them
             return dict(TranslatorConfig.from_dict(saved).to_dict(), ctc_classes=self.model_cfg.ctc_classes,
-                        ctc_target=self.model_cfg.ctc_target)
+                        ctc_target=self.model_cfg.ctc_target, key_head=self.model_cfg.key_head)
 
         saved = TranslatorConfig.from_dict(ckpt_io.read_config(init).get("model") or {})
         other_head = (saved.ctc_classes, saved.ctc_target) != (self.model_cfg.ctc_classes, self.model_cfg.ctc_target)
+        drop = (("ctc.",) if other_head else ()) + (("key.",) if saved.key_head != self.model_cfg.key_head else ())
         row = ckpt_io.warm_start(self.model, init, MODEL_KIND, self.model_cfg.to_dict(), self.vocab,
-                                 normalize=normalize, fresh=("ctc.",), drop=("ctc.",) if other_head else ())
+                                 normalize=normalize, fresh=("ctc.", "key."), drop=drop)
         if other_head and saved.ctc_classes and (saved.ctc_target, self.model_cfg.ctc_target) == ("written", "spelled"):
             state, _ = ckpt_io.load_model(init, self.vocab)      # the written head spells the new one's start
             self.model.spell_ctc_head(state["ctc.weight"], state["ctc.bias"], len(SPELLED_ALTERS))
@@ -513,6 +532,11 @@ def _check_real_pairs(corpus: Path, cfg: TrainConfig, data: Data, codes_dir: Pat
                             f"{codes_dir or corpus} and notation; pair the scans (umust dataset scans) and "
                             f"tokenize them (umust dataset tokenize --split {REALSCAN_TRAIN}; "
                             "--realscan-codes where their codes are)")
+
+
+def _key_targets(keys: Sequence[int | None]) -> torch.Tensor:
+    """Key signatures (fifths; None unknown or beyond 7) -> the key head's targets (B,), -1 unknown."""
+    return torch.tensor([KEY_FIFTHS.index(k) if k in KEY_FIFTHS else -1 for k in keys], dtype=torch.long)
 
 
 def _ctc_classes(cfg: TrainConfig) -> int:

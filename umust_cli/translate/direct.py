@@ -18,7 +18,7 @@ is a TranslationError.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pretty_midi
@@ -30,7 +30,7 @@ from umust_cli.codecs.midi import MidiCodec, MidiSegment
 from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
 from umust_cli.errors import BadInputError, TranslationError
 from umust_cli.model.generate import generate, step_positions, to_steps
-from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, read_pitches
+from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, key_alters, read_pitches
 from umust_cli.model.translator import SLOTS, Translator
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.values import Notation, lmx_tokens
@@ -61,37 +61,55 @@ def read_staff_pitches(engines: Engines, model: Translator, src: torch.Tensor, s
                        ids: list[list[int]]) -> list[list[int]]:
     """OMR outputs (global notation ids per source image) with each staff's pitch tokens taken
     from the model's CTC head where they align with the decoded notes
-    (``data.staff_order.read_pitches``); unchanged for a model without a CTC head or with
-    ``RunConfig.ctc_pitches`` off. Measured on valid systems: results.md, "CTC pitch reading"."""
-    if not (engines.config.ctc_pitches and model.cfg.ctc_classes):
+    (``data.staff_order.read_pitches``) and the first key signature from its key head; unchanged
+    for a model without them or with ``RunConfig.ctc_pitches`` off. Measured on valid systems:
+    results.md, "CTC pitch reading" and "Key signatures"."""
+    if not (engines.config.ctc_pitches and (model.cfg.ctc_classes or model.cfg.key_head)):
         return ids
-    paths = [[[c for _, c in staff] for staff in staves] for _, staves in column_reading(model, src, src_pos)]
-    names, pitches = NotationCodec().token_names(), [n for n, _ in ctc_classes(model.cfg.ctc_target)]
-    out = []
-    for seq, staves in zip(ids, paths):
+    names, out = NotationCodec().token_names(), []
+    pitches = [n for n, _ in ctc_classes(model.cfg.ctc_target)]
+    for seq, reading in zip(ids, column_reading(model, src, src_pos)):
         tokens = [names[t] for t in engines.vocab.to_local("notation", seq)]
-        tokens, _ = read_pitches(tokens, [[pitches[c] for c in staff] for staff in staves])
-        out.append(engines.vocab.to_global("notation", tokens_to_ids(tokens)))
+        if model.cfg.ctc_classes:
+            staves = [[pitches[c] for _, c in staff] for staff in reading.staves]
+            tokens, _ = read_pitches(tokens, staves)
+        out.append(engines.vocab.to_global("notation", tokens_to_ids(with_key(tokens, reading.fifths))))
     return out
 
 
-def column_reading(model: Translator, src: torch.Tensor, src_pos: torch.Tensor) -> list[tuple[int, list]]:
-    """The CTC head's reading of a batch of image steps: per image, (its patch columns, per staff
-    the (column, pitch class) emissions; ``Translator.ctc_emissions``)."""
+def with_key(tokens: list[str], fifths: int | None) -> list[str]:
+    """LMX ``tokens`` with their first key signature read as ``fifths`` (None: unchanged; a
+    system without one is left as it is)."""
+    at = next((i for i, t in enumerate(tokens) if t.startswith("key:fifths:")), None)
+    if fifths is None or at is None:
+        return tokens
+    return tokens[:at] + [f"key:fifths:{fifths}"] + tokens[at + 1:]
+
+
+class Reading(NamedTuple):
+    """One image's reading by the OMR model's heads, without decoding."""
+
+    columns: int                           # the image's patch columns
+    staves: list[list[tuple[int, int]]]    # per staff the CTC head's (column, class) emissions ([] without one)
+    fifths: int | None                     # the key signature the key head reads (None without one)
+
+
+def column_reading(model: Translator, src: torch.Tensor, src_pos: torch.Tensor) -> list[Reading]:
+    """The CTC and key heads' reading of a batch of image steps (``Translator.ctc_emissions``,
+    ``Translator.read_keys``), one :class:`Reading` per image."""
     with torch.inference_mode():
         memory, mask = model.encode(src, src_pos, "image", "notation")
-        emissions = model.ctc_emissions(memory, mask)
-    cols = mask[:, 0, 0].sum(-1).tolist() if mask is not None else [memory.shape[1]] * len(emissions)
-    return list(zip(cols, emissions))
+        emissions = model.ctc_emissions(memory, mask) if model.cfg.ctc_classes else [[]] * len(memory)
+        keys = model.read_keys(memory, mask) if model.cfg.key_head else [None] * len(memory)
+    cols = mask[:, 0, 0].sum(-1).tolist() if mask is not None else [memory.shape[1]] * len(memory)
+    return [Reading(*r) for r in zip(cols, emissions, keys)]
 
 
 def column_notes(staves: Sequence[Sequence[tuple[int, int]]], class_pitches: Sequence[int], start: float = 0.0,
                  column_seconds: float = COLUMN_SECONDS) -> list[pretty_midi.Note]:
     """Notes of one system's CTC reading: each emission (column, class) is a note of the class's
-    MIDI pitch (``class_pitches``: ``staff_order.ctc_class_pitches``; a head of written pitches
-    reads no key signature or accidental, and measured, the decoder's key signature was worse than
-    none: results.md) at ``start + column * column_seconds``, held to the staff's next onset (one
-    column at the end)."""
+    MIDI pitch (``class_pitches``: ``reading_pitches``) at ``start + column * column_seconds``,
+    held to the staff's next onset (one column at the end)."""
     notes = []
     for staff in staves:
         onsets = sorted({col for col, _ in staff})
@@ -102,14 +120,23 @@ def column_notes(staves: Sequence[Sequence[tuple[int, int]]], class_pitches: Seq
     return sorted(notes, key=lambda n: (n.start, n.pitch))
 
 
-def reading_midi(systems: Sequence[tuple[int, list]], ctc_target: str) -> pretty_midi.PrettyMIDI:
+def reading_pitches(ctc_target: str, fifths: int | None) -> list[int]:
+    """The MIDI pitch of each class of a CTC head of ``ctc_target``: a written head's names
+    altered by the key signature ``fifths`` where a key head read one (no accidentals: measured
+    in results.md, "Key signatures"); a spelled head's classes carry their own alteration."""
+    if ctc_target != "written" or fifths is None:
+        return ctc_class_pitches(ctc_target)
+    alters = key_alters(fifths)
+    return [p + alters.get(name[0], 0) for p, (name, _) in zip(ctc_class_pitches("written"), ctc_classes("written"))]
+
+
+def reading_midi(systems: Sequence[Reading], ctc_target: str) -> pretty_midi.PrettyMIDI:
     """One piano track of the systems' readings (``column_reading``) by a head of ``ctc_target``
     classes, one system after another."""
     midi, piano, start = pretty_midi.PrettyMIDI(), pretty_midi.Instrument(program=0, name="piano"), 0.0
-    pitches = ctc_class_pitches(ctc_target)
-    for columns, staves in systems:
-        piano.notes.extend(column_notes(staves, pitches, start))
-        start += (columns + SYSTEM_GAP_COLUMNS) * COLUMN_SECONDS
+    for reading in systems:
+        piano.notes.extend(column_notes(reading.staves, reading_pitches(ctc_target, reading.fifths), start))
+        start += (reading.columns + SYSTEM_GAP_COLUMNS) * COLUMN_SECONDS
     midi.instruments.append(piano)
     return midi
 
@@ -137,9 +164,9 @@ def image_to_audio(systems: list[np.ndarray], engines: Engines) -> np.ndarray:
 
 
 def image_to_midi(systems: list[np.ndarray], engines: Engines) -> pretty_midi.PrettyMIDI:
-    """The OMR model's CTC reading of every system, timed by image column (``reading_midi``):
-    no decoding, so no rhythm, key or accidentals; measured against the notation cascade on the
-    same judge in results.md."""
+    """The OMR model's CTC reading of every system, timed by image column (``reading_midi``), its
+    key signature from the key head where the model has one: no decoding, so no rhythm and no
+    accidentals; measured against the notation cascade on the same judge in results.md."""
     model, codec, readings = engines.translator("image", "midi"), engines.image_codec(), []
     for gray in systems:
         codes = codec.encode(gray)

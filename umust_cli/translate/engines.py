@@ -45,7 +45,7 @@ class RunConfig:
     tempo: float | None = None          # quantization tempo in BPM; None: estimated from the MIDI
     grammar: bool = True                # notation targets: decode under codecs.notation.ChordRule
     beam_size: int = 1                  # notation / MIDI targets: beam search with this many hypotheses
-    ctc_pitches: bool = True            # OMR: pitches from the model's CTC head where they align
+    ctc_pitches: bool = True            # OMR: pitches from the model's CTC head where they align, key from its key head
 
     def __post_init__(self) -> None:    # bad decoding settings fail before any input is read
         DecodingOptions(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
