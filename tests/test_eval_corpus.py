@@ -129,6 +129,9 @@ def test_amt_and_emd_corpus_identical_predictions(corpus, tmp_path):
     amt = json.loads(invoke("amt", str(mids), "--data", str(corpus), "--json").stdout)
     assert amt["summary"]["onset_F1"] == 1.0 and amt["summary"]["onoff_F1"] == 1.0
     assert amt["summary"]["files"] == 3 and amt["summary"]["missing"] == 0
+    # what `train promote --scored` checks: the split, the selection, DTW and the tolerance
+    assert (amt["summary"]["split"], amt["summary"]["limit"], amt["summary"]["dtw"]) == ("test", None, False)
+    assert amt["summary"]["onset_tolerance_ms"] == 50.0
     lmxs = predictions(corpus, tmp_path / "l", ".lmx", keys)
     emd = json.loads(invoke("emd", str(lmxs), "--data", str(corpus), "--limit", "2", "--json").stdout)
     assert [r["name"] for r in emd["rows"]] == ["alpha/000", "beta/000"]

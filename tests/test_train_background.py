@@ -200,6 +200,37 @@ def test_promote_can_use_an_eval_omr_result_of_the_valid_split(tmp_path):
     assert ckpt_io.read_config(dest)["step"] == 70
 
 
+def test_promote_can_use_the_readings_onset_f1_against_the_shipped_models(tmp_path):
+    """`--scored` with an `eval amt --dtw` result (higher is better); `--against` scores the shipped
+    model the same way when its weights record a SER."""
+    dest = tmp_path / "weights" / "translator-i2a"
+    _fake_checkpoint(dest, 10, 0.65, systems=48)
+    reading = {"task": "amt", "summary": {"files": 48, "onset_F1": 0.47, "missing": 0, "failed": 0,
+                                          "split": "valid", "limit": 48, "dtw": True, "onset_tolerance_ms": 100.0}}
+    shipped = {"task": "amt", "summary": {**reading["summary"], "onset_F1": 0.40}}
+    run = _fake_checkpoint(tmp_path / "runs" / "k", 70, 0.69, systems=48)
+    with pytest.raises(BadInputError, match="records no valid reading_F1"):
+        background.promote(run, dest, reading)
+    for bad in ({"task": "amt", "summary": {**reading["summary"], "dtw": False}},
+                {"task": "amt", "summary": {**reading["summary"], "split": "test"}}):
+        with pytest.raises(BadInputError, match="--scored"):
+            background.promote(run, dest, bad, shipped)
+    tighter = {"task": "amt", "summary": {**shipped["summary"], "onset_tolerance_ms": 50.0}}
+    with pytest.raises(BadInputError, match="onset tolerances"):
+        background.promote(run, dest, reading, tighter)
+    with pytest.raises(BadInputError, match=r"0\.4 .*not better than .*0\.47"):
+        background.promote(run, dest, shipped, reading)
+    out = background.promote(run, dest, reading, shipped)
+    assert out["metric"] == "reading_F1" and out["value"] == 0.47 and out["previous"] == 0.40
+    val = ckpt_io.read_config(dest)["val"]
+    assert val["metric"] == "reading_F1" and val["reading_F1"] == 0.47 and val["onset_tolerance_ms"] == 100.0
+    # the shipped weights now record the reading: the next candidate needs no --against, and must beat 0.47
+    with pytest.raises(BadInputError, match=r"0\.45 .*not better than .*0\.47"):
+        background.promote(_fake_checkpoint(tmp_path / "runs" / "m", 80, 0.6, systems=48), dest,
+                           {"task": "amt", "summary": {**reading["summary"], "onset_F1": 0.45}})
+    assert ckpt_io.read_config(dest)["step"] == 70
+
+
 def test_a_new_run_starts_from_the_shipped_weights_of_its_kind(tmp_path, monkeypatch, corpus):
     weights = tmp_path / "weights"
     _fake_checkpoint(weights / "translator-i2a", 100, 0.5)

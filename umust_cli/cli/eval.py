@@ -128,7 +128,10 @@ def amt(
                       offset_min_tolerance=offset_min_ms / 1000)
     pairs, log = _inputs(preds, ref, ref_dir, pair, data, split, limit, "mid", MIDI_SUFFIXES, MIDI_SUFFIXES,
                          progress)
-    report.emit(tasks.amt(pairs, cfg, log, DtwConfig() if dtw else None), as_json, as_csv, out)
+    result = tasks.amt(pairs, cfg, log, DtwConfig() if dtw else None)
+    if data is not None:   # what `umust train promote --scored` checks
+        result.summary.update(split=split, limit=limit, dtw=dtw, onset_tolerance_ms=onset_ms)
+    report.emit(result, as_json, as_csv, out)
 
 
 @app.command("m2a")

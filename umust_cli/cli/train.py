@@ -456,8 +456,12 @@ def promote(
     to: Optional[Path] = typer.Option(None, "--to", help="Weights folder to write (default: the package's folder "
                                       "of KIND NAME)."),
     scored: Optional[Path] = typer.Option(None, "--scored", help="The JSON of `umust eval omr PRED --data CORPUS "
-                                          "--split valid [--limit N] --json` on this checkpoint's predictions: its "
-                                          "validation SER (saved with the weights) instead of the run's."),
+                                          "--split valid [--limit N] --json` on this checkpoint's predictions (its "
+                                          "validation SER), or of `umust eval amt PRED --data CORPUS --split valid "
+                                          "--dtw --json` on its `translate --via midi` reading (onset F1, higher is "
+                                          "better): saved with the weights, used instead of the run's score."),
+    against: Optional[Path] = typer.Option(None, "--against", help="The same evaluation of the shipped model, "
+                                           "when its weights record another metric than --scored's."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Ship a run's best checkpoint (fp16) only if it beats the shipped model's validation metric.
@@ -469,7 +473,8 @@ def promote(
     if kind is None:
         kind = f"translator-{read_config(run_dir).get('direction', 'i2a')}"
     dest = to if to is not None else registry.WEIGHTS_DIR / registry.folder_name(kind, name)
-    out = promote_run(run_dir, dest, _json_object(scored) if scored is not None else None)
+    out = promote_run(run_dir, dest, _json_object(scored) if scored is not None else None,
+                      _json_object(against) if against is not None else None)
     if as_json:
         print_json(out)
         return

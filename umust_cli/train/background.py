@@ -315,16 +315,16 @@ def run_status(run_dir: Path) -> dict:
 
 
 def _scored(ckpt_dir: Path) -> dict:
-    """A checkpoint's step and validation scores, with the name of the metric its run keeps best
-    on (SER when the run trains OMR and the best metric is auto, as the trainer)."""
+    """A checkpoint's step and validation scores, with the name of the metric they were scored on:
+    the one ``promote --scored`` recorded (``val["metric"]``), else the one its run keeps best on
+    (SER when the run trains OMR and the best metric is auto, as the trainer)."""
     config = ckpt_io.read_config(ckpt_dir)
-    train = config.get("train") or {}
+    train, val = config.get("train") or {}, config.get("val") or {}
     metric = train.get("best_metric", "auto")
     if metric == "auto":
         metric = "ser" if any(t.get("name") == "omr" for t in train.get("tasks", ())) else "loss"
-    key = "SER" if metric == "ser" else "loss"
-    return {"step": config.get("step"), "metric": key, "value": (config.get("val") or {}).get(key),
-            "val": config.get("val") or {}, "train": train}
+    key = val.get("metric") or ("SER" if metric == "ser" else "loss")
+    return {"step": config.get("step"), "metric": key, "value": val.get(key), "val": val, "train": train}
 
 
 # ---------------------------------------------------------------------------
@@ -335,18 +335,21 @@ CARD_BEGIN = "<!-- umust train promote: generated from here to the end marker; e
 CARD_END = "<!-- umust train promote: end of the generated part -->"
 
 
-def promote(run_dir: Path, dest: Path, scored: dict | None = None) -> dict:
+def promote(run_dir: Path, dest: Path, scored: dict | None = None, against: dict | None = None) -> dict:
     """Export the run's best checkpoint (``RUN/best``, else its last save) as fp16 into ``dest``
     when its validation metric beats the one saved in ``dest`` (or ``dest`` holds no model);
     BadInputError with both numbers otherwise. Writes the model card's generated part.
-    ``scored``: a `umust eval omr --data CORPUS --split valid --json` result of this checkpoint's
-    predictions, used (and saved with the weights) as its validation SER instead of the run's."""
+    ``scored``: an `umust eval` result of this checkpoint's predictions on a corpus's valid split
+    (``eval_scored``), used (and saved with the weights) instead of the run's own score;
+    ``against``: the same evaluation of the model in ``dest``, when its weights record another."""
     source = run_dir / BEST if (run_dir / BEST / ckpt_io.CONFIG).is_file() else run_dir
     new = _scored(source) if scored is None else eval_scored(source, scored)
     if new["value"] is None:
         raise BadInputError(f"{source} has no validation {new['metric']}: train with --eval-every "
                             "(the run keeps its best checkpoint in RUN/best)")
-    old = _scored(dest) if (dest / ckpt_io.CONFIG).is_file() else None
+    if against is not None and not (dest / ckpt_io.CONFIG).is_file():
+        raise BadInputError(f"--against: {dest} holds no model to compare")
+    old = _old_score(dest, against)
     check_better(new, old, dest)
     stage = dest.parent / f".{dest.name}.promoting"
     shutil.rmtree(stage, ignore_errors=True)
@@ -362,25 +365,43 @@ def promote(run_dir: Path, dest: Path, scored: dict | None = None) -> dict:
             "bytes": (dest / ckpt_io.WEIGHTS).stat().st_size}
 
 
-def eval_scored(source: Path, result: dict) -> dict:
-    """``_scored`` of ``source`` with the validation SER of an `umust eval omr` JSON result
-    (BadInputError unless it scored the valid split of a corpus without failures)."""
-    summary = result.get("summary") or {}
-    if result.get("task") != "omr" or summary.get("split") != "valid" or "SER" not in summary:
-        raise BadInputError("--scored needs the JSON of `umust eval omr PRED --data CORPUS --split valid "
-                            "[--limit N] --json` (it records the split)")
+def _old_score(dest: Path, against: dict | None) -> dict | None:
+    """The shipped model's score: ``against`` (an eval result of it, ``eval_scored``) or its own."""
+    if not (dest / ckpt_io.CONFIG).is_file():
+        return None
+    return eval_scored(dest, against, "--against") if against is not None else _scored(dest)
+
+
+# `umust eval` results that score a checkpoint: task -> (metric saved with the weights, the
+# summary's figure, higher is better). The reading is `eval amt --dtw` of `translate --via midi`.
+SCORED_BY = {"omr": ("SER", "SER", False), "amt": ("reading_F1", "onset_F1", True)}
+
+
+def eval_scored(source: Path, result: dict, option: str = "--scored") -> dict:
+    """``_scored`` of ``source`` with the figure of an `umust eval omr` (SER) or `umust eval amt
+    --dtw` (the reading's onset F1) JSON result on a corpus's valid split (BadInputError for
+    another result, another split or a result with failures)."""
+    summary, task = result.get("summary") or {}, result.get("task")
+    usage = (f"{option} needs the JSON of `umust eval omr PRED --data CORPUS --split valid [--limit N] --json` or "
+             "of `umust eval amt PRED --data CORPUS --split valid --dtw [--limit N] --json` (they record the split)")
+    if task not in SCORED_BY or summary.get("split") != "valid" or SCORED_BY[task][1] not in summary:
+        raise BadInputError(usage)
+    if task == "amt" and not summary.get("dtw"):
+        raise BadInputError(f"{usage}: this amt result was scored without --dtw")
     if summary.get("missing") or summary.get("failed"):
-        raise BadInputError(f"--scored: {summary.get('missing')} missing and {summary.get('failed')} failed "
+        raise BadInputError(f"{option}: {summary.get('missing')} missing and {summary.get('failed')} failed "
                             "predictions; score every system")
-    base = _scored(source)
-    val = {"SER": summary["SER"], "ser_systems": summary["files"], "scored_by": "umust eval omr",
+    metric, figure, _ = SCORED_BY[task]
+    val = {metric: summary[figure], "ser_systems": summary["files"], "scored_by": f"umust eval {task}",
            "limit": summary.get("limit")}
-    return {**base, "metric": "SER", "value": summary["SER"], "val": val}
+    if task == "amt":
+        val.update(metric=metric, onset_tolerance_ms=summary.get("onset_tolerance_ms"))
+    return {**_scored(source), "metric": metric, "value": summary[figure], "val": val}
 
 
 def check_better(new: dict, old: dict | None, dest: Path) -> None:
-    """BadInputError unless ``new`` scores better (lower SER or loss) than ``old`` on the same
-    metric and the same number of scored systems."""
+    """BadInputError unless ``new`` scores better (lower SER or loss, higher reading F1) than
+    ``old`` on the same metric and the same number of scored systems."""
     if old is None:
         return
     what = f"valid {new['metric']}"
@@ -388,10 +409,13 @@ def check_better(new: dict, old: dict | None, dest: Path) -> None:
         raise BadInputError(f"not promoted: {dest} records no {what} to compare with (it has "
                             f"{old['metric']} {old['value']}); score both the same way")
     n_new, n_old = new["val"].get("ser_systems"), old["val"].get("ser_systems")
-    if new["metric"] == "SER" and n_new != n_old:
-        raise BadInputError(f"not promoted: the run's SER was scored on {n_new} valid systems, {dest}'s on "
-                            f"{n_old}; train with the same --eval-items")
-    if not new["value"] < old["value"]:
+    if new["metric"] != "loss" and n_new != n_old:
+        raise BadInputError(f"not promoted: the run's {new['metric']} was scored on {n_new} valid systems, "
+                            f"{dest}'s on {n_old}; score both on the same systems")
+    if new["val"].get("onset_tolerance_ms") != old["val"].get("onset_tolerance_ms"):
+        raise BadInputError("not promoted: the two readings were scored at different onset tolerances")
+    higher = any(m == new["metric"] and up for m, _, up in SCORED_BY.values())
+    if not (new["value"] > old["value"] if higher else new["value"] < old["value"]):
         raise BadInputError(f"not promoted: the run's {what} {new['value']} (step {new['step']}) is not better "
                             f"than {dest}'s {old['value']} (step {old['step']})")
 
