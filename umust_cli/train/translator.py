@@ -49,8 +49,8 @@ from umust_cli.device import fast_bf16, resolve_device
 from umust_cli.errors import BadInputError
 from umust_cli.eval.metrics import pooled_ser, ser_counts
 from umust_cli.model.generate import DecodingOptions, generate
-from umust_cli.model.translator import (CTC_TARGETS, KEY_FIFTHS, MODEL_KIND, Translator, TranslatorConfig, init_from_codebooks,
-                                        make_config, read_codec_codebooks)
+from umust_cli.model.translator import (CTC_TARGETS, KEY_FIFTHS, MODEL_KIND, Translator, TranslatorConfig,
+                                        init_from_codebooks, make_config, read_codec_codebooks)
 from umust_cli.train.engine import ModelAndOptimizerState, RunOptions, TrainResult, check_resumable, fit
 
 PRECISIONS = ("auto", "bf16", "fp32")   # auto: bf16 where the device computes it natively
