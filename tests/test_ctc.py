@@ -317,6 +317,25 @@ def test_key_head_needs_the_column_layout_and_learns_keys_from_the_first_columns
     assert torch.allclose(model.key_logits(*alone)[0], model.key_logits(memory, mask)[0], atol=1e-4)
 
 
+def test_key_logits_add_the_count_of_accidentals_and_their_kind():
+    from umust_cli.model.translator import KEY_COUNTS, KEY_FIFTHS
+    from umust_cli.train.translator import TrainConfig, _param_groups
+
+    model = Translator(make_config("tiny", VOCAB, "column", key_head=True)).eval()
+    src, sp = _image_batch(model.cfg, [4])
+    memory, mask = model.encode(src, sp, "image", "notation")
+    with torch.no_grad():
+        model.key.weight.zero_()
+        model.key.bias.copy_(torch.tensor([0.0, 0, 0, 2.0, 0, 0, 0, 0, 1.0, 0.5]))   # 3 accidentals; flat 1, sharp 0.5
+    logits = model.key_logits(memory, mask)[0]
+    assert logits[KEY_FIFTHS.index(-3)] == 3.0 and logits[KEY_FIFTHS.index(3)] == 2.5 and KEY_COUNTS == 8
+    assert logits[KEY_FIFTHS.index(0)] == 0.0 and logits[KEY_FIFTHS.index(-1)] == 1.0
+    assert model.read_keys(memory, mask) == [-3]
+    groups = _param_groups(model, TrainConfig(key_loss=1.0, key_lr_scale=10.0))
+    assert len(groups) == 2 and groups[1]["lr_scale"] == 10.0 and groups[1]["params"][0] is model.key.weight
+    assert len(_param_groups(Translator(make_config("tiny", VOCAB, "column")), TrainConfig())) == 1
+
+
 def test_system_keys_and_key_targets_come_from_the_first_key_signature():
     from umust_cli.data.staff_order import system_key
     from umust_cli.train.translator import _key_targets

@@ -397,7 +397,7 @@ def _tiny_reader(ckpt: Path, fifths: int | None) -> Path:
     from umust_cli.checkpoint import save_model
     from umust_cli.codecs.vocab import default_vocabulary
     from umust_cli.data.staff_order import pitch_names
-    from umust_cli.model.translator import KEY_FIFTHS, MODEL_KIND, Translator, make_config
+    from umust_cli.model.translator import KEY_COUNTS, MODEL_KIND, Translator, make_config
 
     torch.manual_seed(0)
     vocab = default_vocabulary()
@@ -410,7 +410,8 @@ def _tiny_reader(ckpt: Path, fifths: int | None) -> Path:
         frames[0, 0, pitch_names().index("C4")] = 10.0
         if fifths is not None:
             model.key.weight.zero_()
-            model.key.bias.fill_(0.0)[KEY_FIFTHS.index(fifths)] = 10.0
+            scores = model.key.bias.fill_(0.0)              # the count of accidentals, then flat / sharp
+            scores[abs(fifths)] = scores[KEY_COUNTS + int(fifths > 0)] = 10.0
     save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict(), "tasks": ["omr"]}, vocab)
     return ckpt
 

@@ -48,6 +48,7 @@ CTC_TARGETS = ("written", "spelled")    # data.staff_order.ctc_classes
 CTC_FRAMES = 2       # CTC head: frames per image column (a chord needs one frame per note)
 CTC_STAVES = 2       # CTC head: one target sequence per staff
 KEY_FIFTHS = tuple(range(-7, 8))   # key-signature head: its classes (sharps > 0, flats < 0)
+KEY_COUNTS = 8       # ... scored as a count of accidentals (0-7) plus their kind (sharp or flat)
 KEY_COLUMNS = 12     # ... reads the first image columns (clef, key signature, time signature)
 
 
@@ -394,8 +395,8 @@ class Translator(nn.Module):
             self.column_ln = nn.LayerNorm(d) if cfg.column_norm else nn.Identity()
         if cfg.ctc_classes:   # per column: CTC_FRAMES frames of each staff, classes + blank
             self.ctc = nn.Linear(d, CTC_STAVES * CTC_FRAMES * (cfg.ctc_classes + 1))
-        if cfg.key_head:      # the first KEY_COLUMNS columns, side by side -> a key signature
-            self.key = nn.Linear(KEY_COLUMNS * d, len(KEY_FIFTHS))
+        if cfg.key_head:      # the first KEY_COLUMNS columns, side by side -> accidental count + kind
+            self.key = nn.Linear(KEY_COLUMNS * d, KEY_COUNTS + 2)
         blocks = (cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout)
         self.encoder = nn.ModuleList(EncoderBlock(*blocks) for _ in range(cfg.n_encoder_layers))
         self.decoder = nn.ModuleList(DecoderBlock(*blocks) for _ in range(cfg.n_decoder_layers))
@@ -611,7 +612,9 @@ class Translator(nn.Module):
 
     def key_logits(self, memory: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The key-signature head on the encoder's first KEY_COLUMNS image columns (B, C, d)
-        (padding and missing columns as zeros) -> (B, len(KEY_FIFTHS)) logits."""
+        (padding and missing columns as zeros) -> (B, len(KEY_FIFTHS)) logits: the score of the
+        count of accidentals plus, unless none, the score of their kind. The count and the kind
+        are each learnt from every key that has them (rare keys share with common ones)."""
         if not self.cfg.key_head:
             raise CheckpointError("this model has no key-signature head (key_head = false)")
         b, c, d = memory.shape
@@ -619,7 +622,10 @@ class Translator(nn.Module):
         if mask is not None:
             first = first * mask[:, 0, 0, :KEY_COLUMNS, None]
         first = F.pad(first, (0, 0, 0, KEY_COLUMNS - first.shape[1]))             # (B, KEY_COLUMNS, d)
-        return self.key(first.reshape(b, KEY_COLUMNS * d))
+        scores = self.key(first.reshape(b, KEY_COLUMNS * d))                        # (B, KEY_COUNTS + 2)
+        fifths = torch.tensor(KEY_FIFTHS, device=memory.device)
+        kind = scores[:, KEY_COUNTS + (fifths > 0).long()] * (fifths != 0)          # (B, 15): sharp or flat
+        return scores[:, fifths.abs()] + kind
 
     def key_loss(self, memory: torch.Tensor, mask: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of :meth:`key_logits` on ``targets`` (B,): the index in KEY_FIFTHS of

@@ -72,6 +72,7 @@ class TrainConfig:
     ctc: float = 0.0                          # OMR: weight of the CTC loss on each staff's pitches (column layout)
     ctc_target: str = "written"               # ... as written (step + octave) or spelled (with the alteration)
     key_loss: float = 0.0                     # OMR: weight of the key-signature head's loss (column layout)
+    key_lr_scale: float = 10.0                # ... and its learning rate, times the model's
     realscans: bool = False                   # OMR: realscan_train systems as pairs, realscan_valid scored
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
@@ -121,6 +122,7 @@ class TrainConfig:
         rest.setdefault("ctc", 0.0)
         rest.setdefault("ctc_target", "written")
         rest.setdefault("key_loss", 0.0)
+        rest.setdefault("key_lr_scale", 10.0)
         rest.setdefault("realscans", False)
         return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
@@ -316,7 +318,7 @@ class TranslatorTask(ModelAndOptimizerState):
         self.model.to(self.device).train()
         self.ddp = self._ddp()
         self.net = torch.compile(self.ddp or self.model) if compile else (self.ddp or self.model)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
+        self.opt = torch.optim.AdamW(_param_groups(self.model, cfg), lr=cfg.lr, betas=cfg.betas,
                                      weight_decay=cfg.weight_decay)
 
     def _ddp(self) -> torch.nn.Module | None:
@@ -364,7 +366,7 @@ class TranslatorTask(ModelAndOptimizerState):
     def train_step(self, batch: list[Batch], step: int) -> dict:
         lr = lr_at(self.cfg, step)
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.opt.zero_grad(set_to_none=True)
         sums = torch.zeros(2, len(self.cfg.tasks), dtype=torch.float64)   # loss sum, count per task
         for i, b in enumerate(batch):
@@ -532,6 +534,15 @@ def _check_real_pairs(corpus: Path, cfg: TrainConfig, data: Data, codes_dir: Pat
                             f"{codes_dir or corpus} and notation; pair the scans (umust dataset scans) and "
                             f"tokenize them (umust dataset tokenize --split {REALSCAN_TRAIN}; "
                             "--realscan-codes where their codes are)")
+
+
+def _param_groups(model: Translator, cfg: TrainConfig) -> list[dict]:
+    """AdamW's parameter groups: the key-signature head (a linear classifier started fresh on a
+    trained encoder: with the model's learning rate it stayed far from what the same features
+    allow) at ``key_lr_scale`` times the learning rate, the rest at it."""
+    head = [p for n, p in model.named_parameters() if n.startswith("key.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("key.")]
+    return [{"params": rest}] + ([{"params": head, "lr_scale": cfg.key_lr_scale}] if head else [])
 
 
 def _key_targets(keys: Sequence[int | None]) -> torch.Tensor:
