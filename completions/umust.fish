@@ -318,6 +318,7 @@ complete -c umust -n '__umust_path_is \'train promote\'' -l name -r -d 'Model na
 complete -c umust -n '__umust_path_is \'train promote\'' -l to -r -d 'Weights folder to write (default: the package\'s folder of KIND NAME).'
 complete -c umust -n '__umust_path_is \'train promote\'' -l scored -r -d 'The JSON of `umust eval omr PRED --data CORPUS --split valid [--limit N] --json` on this checkpoint\'s predictions (its validation SER), or of `umust eval amt PRED --data CORPUS --split valid --dtw --json` on its `translate --via midi` reading (onset F1, higher is better): saved with the weights, used instead of the run\'s score.'
 complete -c umust -n '__umust_path_is \'train promote\'' -l against -r -d 'The same evaluation of the shipped model, when its weights record another metric than --scored\'s.'
+complete -c umust -n '__umust_path_is \'train promote\'' -l last -d 'Ship the run\'s last save, not RUN/best (the run\'s own keep-best metric; e.g. when --scored scored the last save).'
 complete -c umust -n '__umust_path_is \'train promote\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'train promote\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'train retrieval\'' -l data -r -d 'Corpus of `umust dataset build` (its train split is used); repeatable: renderings of the same systems by `umust dataset resynth` give each system several timbres.'

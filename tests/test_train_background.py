@@ -220,8 +220,11 @@ def test_promote_can_use_the_readings_onset_f1_against_the_shipped_models(tmp_pa
         background.promote(run, dest, reading, tighter)
     with pytest.raises(BadInputError, match=r"0\.4 .*not better than .*0\.47"):
         background.promote(run, dest, shipped, reading)
-    out = background.promote(run, dest, reading, shipped)
+    _fake_checkpoint(run / "best", 20, 0.6, systems=48)          # the run's keep-best (SER) is an earlier step
+    out = background.promote(run, dest, reading, shipped, last=True)
     assert out["metric"] == "reading_F1" and out["value"] == 0.47 and out["previous"] == 0.40
+    assert out["step"] == 70 and ckpt_io.read_config(dest)["step"] == 70
+    assert "scored with `umust eval amt`" in (dest / background.CARD).read_text()
     val = ckpt_io.read_config(dest)["val"]
     assert val["metric"] == "reading_F1" and val["reading_F1"] == 0.47 and val["onset_tolerance_ms"] == 100.0
     # the shipped weights now record the reading: the next candidate needs no --against, and must beat 0.47

@@ -462,6 +462,8 @@ def promote(
                                           "better): saved with the weights, used instead of the run's score."),
     against: Optional[Path] = typer.Option(None, "--against", help="The same evaluation of the shipped model, "
                                            "when its weights record another metric than --scored's."),
+    last: bool = typer.Option(False, "--last", help="Ship the run's last save, not RUN/best (the run's own "
+                              "keep-best metric; e.g. when --scored scored the last save)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Ship a run's best checkpoint (fp16) only if it beats the shipped model's validation metric.
@@ -474,7 +476,7 @@ def promote(
         kind = f"translator-{read_config(run_dir).get('direction', 'i2a')}"
     dest = to if to is not None else registry.WEIGHTS_DIR / registry.folder_name(kind, name)
     out = promote_run(run_dir, dest, _json_object(scored) if scored is not None else None,
-                      _json_object(against) if against is not None else None)
+                      _json_object(against) if against is not None else None, last)
     if as_json:
         print_json(out)
         return

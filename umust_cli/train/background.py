@@ -335,14 +335,15 @@ CARD_BEGIN = "<!-- umust train promote: generated from here to the end marker; e
 CARD_END = "<!-- umust train promote: end of the generated part -->"
 
 
-def promote(run_dir: Path, dest: Path, scored: dict | None = None, against: dict | None = None) -> dict:
-    """Export the run's best checkpoint (``RUN/best``, else its last save) as fp16 into ``dest``
+def promote(run_dir: Path, dest: Path, scored: dict | None = None, against: dict | None = None,
+            last: bool = False) -> dict:
+    """Export the run's best checkpoint (``RUN/best``, else or with ``last`` its last save) as fp16 into ``dest``
     when its validation metric beats the one saved in ``dest`` (or ``dest`` holds no model);
     BadInputError with both numbers otherwise. Writes the model card's generated part.
     ``scored``: an `umust eval` result of this checkpoint's predictions on a corpus's valid split
     (``eval_scored``), used (and saved with the weights) instead of the run's own score;
     ``against``: the same evaluation of the model in ``dest``, when its weights record another."""
-    source = run_dir / BEST if (run_dir / BEST / ckpt_io.CONFIG).is_file() else run_dir
+    source = run_dir / BEST if (run_dir / BEST / ckpt_io.CONFIG).is_file() and not last else run_dir
     new = _scored(source) if scored is None else eval_scored(source, scored)
     if new["value"] is None:
         raise BadInputError(f"{source} has no validation {new['metric']}: train with --eval-every "
@@ -479,7 +480,7 @@ def _card_part(run_dir: Path, dest: Path, scored: dict) -> list[str]:
             f"{st['wall_hours']} wall hours, {st['cpu_hours'] if st['cpu_hours'] is not None else 'unrecorded'} "
             "CPU core-hours.",
             f"- Checkpoint: step {scored['step']}, "
-            + (f"scored with `umust eval omr` on {val['ser_systems']} valid systems (`--scored`)."
+            + (f"scored with `{val['scored_by']}` on {val['ser_systems']} valid systems (`--scored`)."
                if val.get("scored_by") else f"the best valid {scored['metric']} of the run."), "",
             "## Metrics", "", f"Valid {scored['metric']} {scored['value']}{n} (step {scored['step']}); "
             f"every validation row: `umust train status RUNS/{run_dir.name}`.", "",
