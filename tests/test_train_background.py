@@ -224,7 +224,9 @@ def test_promote_can_use_the_readings_onset_f1_against_the_shipped_models(tmp_pa
     out = background.promote(run, dest, reading, shipped, last=True)
     assert out["metric"] == "reading_F1" and out["value"] == 0.47 and out["previous"] == 0.40
     assert out["step"] == 70 and ckpt_io.read_config(dest)["step"] == 70
-    assert "scored with `umust eval amt`" in (dest / background.CARD).read_text()
+    card = (dest / background.CARD).read_text()
+    assert "scored with `umust eval amt`" in card
+    assert "umust train promote RUNS/k --last --scored VALID.json --against SHIPPED.json --to" in card
     val = ckpt_io.read_config(dest)["val"]
     assert val["metric"] == "reading_F1" and val["reading_F1"] == 0.47 and val["onset_tolerance_ms"] == 100.0
     # the shipped weights now record the reading: the next candidate needs no --against, and must beat 0.47

@@ -359,7 +359,9 @@ def promote(run_dir: Path, dest: Path, scored: dict | None = None, against: dict
     if scored is not None:   # the shipped config records the figure it was promoted on
         write_json_atomic(stage / ckpt_io.CONFIG, {**ckpt_io.read_config(stage), "val": new["val"]})
     old_card = (dest / CARD).read_text(encoding="utf-8") if (dest / CARD).is_file() else None
-    write_text_atomic(stage / CARD, model_card(run_dir, dest, new, old_card))
+    flags = (" --last" if last else "") + (" --scored VALID.json" if scored is not None else "") \
+        + (" --against SHIPPED.json" if against is not None else "")
+    write_text_atomic(stage / CARD, model_card(run_dir, dest, new, old_card, flags))
     _replace_folder(stage, dest)
     return {"promoted": str(dest), "from": str(source), "metric": new["metric"], "value": new["value"],
             "previous": old["value"] if old else None, "step": new["step"],
@@ -437,10 +439,11 @@ def _replace_folder(stage: Path, dest: Path) -> None:
         stage.rename(dest)
 
 
-def model_card(run_dir: Path, dest: Path, scored: dict, old_card: str | None) -> str:
+def model_card(run_dir: Path, dest: Path, scored: dict, old_card: str | None, flags: str = "") -> str:
     """The model card: ``old_card`` with its generated part replaced (or appended), or a new
-    skeleton whose other sections say what a person must still write."""
-    part = "\n".join([CARD_BEGIN, *_card_part(run_dir, dest, scored), CARD_END])
+    skeleton whose other sections say what a person must still write. ``flags``: the promote
+    command's options, for its line in the card."""
+    part = "\n".join([CARD_BEGIN, *_card_part(run_dir, dest, scored, flags), CARD_END])
     if old_card and CARD_BEGIN in old_card and CARD_END in old_card:
         head, rest = old_card.split(CARD_BEGIN, 1)
         return head + part + rest.split(CARD_END, 1)[1]
@@ -457,7 +460,7 @@ def model_card(run_dir: Path, dest: Path, scored: dict, old_card: str | None) ->
         "TO WRITE. Beethoven's piano sonatas are held out: never training or tuning material.", ""])
 
 
-def _card_part(run_dir: Path, dest: Path, scored: dict) -> list[str]:
+def _card_part(run_dir: Path, dest: Path, scored: dict, flags: str = "") -> list[str]:
     """The generated Training and Metrics sections (placeholders for machine paths)."""
     st, rows, starts = run_status(run_dir), read_log(run_dir), sessions(run_dir)
     data = next((r["data"] for r in rows if "data" in r), {})
@@ -471,7 +474,7 @@ def _card_part(run_dir: Path, dest: Path, scored: dict) -> list[str]:
                + (" --codes CODES" if first.get("codes") else "")
                + "".join(f" {_placeholder(a)}" for a in (["--", *extras] if extras else [])),
                f"umust train status RUNS/{run_dir.name}",
-               f"umust train promote RUNS/{run_dir.name} --to umust_cli/weights/{dest.name}"]
+               f"umust train promote RUNS/{run_dir.name}{flags} --to umust_cli/weights/{dest.name}"]
     return ["## Training", "",
             f"- Data: {tasks or 'see the run log'} (the corpus's train split; the valid split chooses "
             "the checkpoint; Beethoven's piano sonatas are held out).",
