@@ -75,6 +75,18 @@ def _notation(cfg: TranslatorConfig, n: int):
     return steps, step_positions(steps, "notation", 1)
 
 
+def _adds_a_trained_term(model: Translator, batch: tuple, head: torch.nn.Linear, aux: dict) -> None:
+    """In training, the ``aux`` loss arguments raise the loss (same dropout draw) and send gradients
+    to ``head`` and to the image columns' mixing."""
+    src, sp, tgt, tp = batch
+    torch.manual_seed(1)
+    with_aux = model(src, sp, tgt, tp, "image", "notation", **aux)
+    torch.manual_seed(1)
+    assert with_aux.item() > model(src, sp, tgt, tp, "image", "notation").item()
+    with_aux.backward()
+    assert head.weight.grad.abs().sum() > 0 and model.column_mix.weight.grad.abs().sum() > 0
+
+
 def test_ctc_head_needs_the_column_layout():
     with pytest.raises(BadInputError, match="column layout"):
         make_config("tiny", VOCAB, "grid", ctc_classes=5)
@@ -89,12 +101,7 @@ def test_ctc_loss_is_a_training_term_that_the_head_can_fit():
     targets = torch.tensor([[[0, 1, 1, 2], [3, -1, -1, -1]], [[4, 3, 2, 1], [0, 0, 2, -1]]])
     model.train()
     plain = model(src, sp, tgt, tp, "image", "notation")
-    torch.manual_seed(1)
-    with_ctc = model(src, sp, tgt, tp, "image", "notation", ctc=1.0, ctc_targets=targets)
-    torch.manual_seed(1)
-    assert with_ctc.item() > model(src, sp, tgt, tp, "image", "notation").item()
-    with_ctc.backward()
-    assert model.ctc.weight.grad.abs().sum() > 0 and model.column_mix.weight.grad.abs().sum() > 0
+    _adds_a_trained_term(model, (src, sp, tgt, tp), model.ctc, {"ctc": 1.0, "ctc_targets": targets})
     model.eval()
     assert torch.equal(model(src, sp, tgt, tp, "image", "notation"),
                        model(src, sp, tgt, tp, "image", "notation", ctc=1.0, ctc_targets=targets))
@@ -295,12 +302,7 @@ def test_key_head_needs_the_column_layout_and_learns_keys_from_the_first_columns
     tgt, tp = torch.cat([tgt, tgt[:1]]), torch.cat([tp, tp[:1]])
     targets = torch.tensor([KEY_FIFTHS.index(-5), KEY_FIFTHS.index(2), -1])   # the third: key unknown
     model.train()
-    torch.manual_seed(1)
-    with_key = model(src, sp, tgt, tp, "image", "notation", key=1.0, key_targets=targets)
-    torch.manual_seed(1)
-    assert with_key.item() > model(src, sp, tgt, tp, "image", "notation").item()
-    with_key.backward()
-    assert model.key.weight.grad.abs().sum() > 0 and model.column_mix.weight.grad.abs().sum() > 0
+    _adds_a_trained_term(model, (src, sp, tgt, tp), model.key, {"key": 1.0, "key_targets": targets})
     assert model.key_loss(*model.encode(src, sp, "image", "notation"), torch.full((3,), -1)).item() == 0.0
     model.eval()
     memory, mask = (t.detach() for t in model.encode(src, sp, "image", "notation"))

@@ -430,14 +430,19 @@ class TranslatorTask(ModelAndOptimizerState):
             out.update(self._omr_ser(omr[0], data))
         return out
 
+    def _valid_batches(self, data: Data, t: int, limit: int) -> Iterator[Batch]:
+        """Task ``t``'s first ``limit`` pairs of ``data`` (length order), variant 0, in fixed batches."""
+        spec, pairs = self.cfg.tasks[t], data.pairs[t]
+        for idx in pairs_io.fixed_batches(pairs, self.cfg.batch_tokens, limit):
+            yield pairs_io.collate(data.store, t, spec, [pairs[i].system for i in idx], [0] * len(idx),
+                                   [0] * len(idx))
+
     def _valid_losses(self, data: Data) -> list[float | None]:
         out = []
-        for t, (spec, pairs) in enumerate(zip(self.cfg.tasks, data.pairs)):
+        for t in range(len(self.cfg.tasks)):
             total, n = 0.0, 0
-            for idx in pairs_io.fixed_batches(pairs, self.cfg.batch_tokens, EVAL_PAIRS):
-                systems = [pairs[i].system for i in idx]
-                b = pairs_io.collate(data.store, t, spec, systems, [0] * len(idx), [0] * len(idx))
-                total, n = total + self._loss(self.model, b).item() * len(idx), n + len(idx)
+            for b in self._valid_batches(data, t, EVAL_PAIRS):
+                total, n = total + self._loss(self.model, b).item() * len(b.src), n + len(b.src)
             out.append(round(total / n, 5) if n else None)
         return out
 
@@ -460,14 +465,13 @@ class TranslatorTask(ModelAndOptimizerState):
         """With a key head: the share of ``data``'s OMR pairs (all of them) whose key signature it reads."""
         if not self.model_cfg.key_head:
             return {}
-        spec, pairs, right, n = self.cfg.tasks[t], data.pairs[t], 0, 0
-        for idx in pairs_io.fixed_batches(pairs, self.cfg.batch_tokens, len(pairs)):
-            b = pairs_io.collate(data.store, t, spec, [pairs[i].system for i in idx], [0] * len(idx),
-                                 [0] * len(idx)).to(self.device)
+        right, n = 0, 0
+        for b in self._valid_batches(data, t, len(data.pairs[t])):
+            b = b.to(self.device)
             with self._autocast():
                 read = self.model.read_keys(*self.model.encode(b.src, b.src_pos, "image", "notation"))
             truth = self.staff_targets.keys(b.tgt[..., 0])
-            right, n = right + sum(r == k for r, k in zip(read, truth)), n + len(idx)
+            right, n = right + sum(r == k for r, k in zip(read, truth)), n + len(read)
         return {"key_accuracy": round(right / n, 5), "key_systems": n}
 
     def score(self, scores: dict) -> float | None:
