@@ -433,6 +433,21 @@ def test_the_reading_plays_the_key_signature_its_key_head_reads(files, tmp_path_
     assert {n.pitch for n in pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes} == {61}
 
 
+def test_omr_encodes_each_system_once_for_its_decoder_and_its_heads(files, tmp_path_factory, monkeypatch,
+                                                                   one_torch_thread):
+    """The decoder and the CTC and key heads read one encoding of each system (a page of two
+    systems: two encodings, not four)."""
+    from umust_cli.model.translator import Translator
+
+    model = _tiny_reader(tmp_path_factory.mktemp("tiny-once"), 2)
+    calls, encode = [], Translator.encode
+    monkeypatch.setattr(Translator, "encode", lambda self, *a: calls.append(a[2:]) or encode(self, *a))
+    out = tmp_path_factory.mktemp("once") / "page.lmx"
+    result = _run([files["page"], "-o", out, "--model", model])
+    assert result.exit_code == 0, result.output
+    assert calls == [("image", "notation")] * 2 and out.read_text().split("---")[-1].split()
+
+
 def test_the_ctc_reading_route_writes_midi_and_audio(files, tiny_ctc, tmp_path, one_torch_thread):
     from umust_cli.translate.engines import has_model
 

@@ -161,12 +161,23 @@ def generate(model: Translator, src: torch.Tensor, src_pos: torch.Tensor, src_mo
     (symbolic targets) forbids, at each step, what the target's grammar does not allow next.
     ``options.beam_size`` > 1 (symbolic targets): the best of a beam search (``beam_search``).
     """
-    cfg, b, dev = model.cfg, src.shape[0], src.device
+    memory, mask = model.encode(src, src_pos, src_modality, tgt_modality)
+    return generate_from_memory(model, memory, mask, tgt_modality, options, height, rule)
+
+
+@torch.inference_mode()
+def generate_from_memory(model: Translator, memory: torch.Tensor, mask: torch.Tensor | None, tgt_modality: str,
+                         options: DecodingOptions = DecodingOptions(),
+                         height: torch.Tensor | int | Sequence[int] | None = None,
+                         rule: StepRule | None = None) -> list[list[int]]:
+    """:func:`generate` after the encoder: ``memory`` (B, S', d) and ``mask`` as
+    ``Translator.encode`` returns them, for a caller that also reads the encoder's own heads
+    (OMR's CTC and key heads) and so encodes each source once."""
+    cfg, b, dev = model.cfg, memory.shape[0], memory.device
     h = _heights(height, b, dev) if tgt_modality == "image" else None
     limit = _limit(cfg, tgt_modality, options, h)
     if rule is not None and CODES_PER_STEP[tgt_modality] != 1:
         raise BadInputError(f"a step rule applies to one-code targets, not {tgt_modality}")
-    memory, mask = model.encode(src, src_pos, src_modality, tgt_modality)
     if options.beam_size > 1:
         return beam_search(model, memory, mask, tgt_modality, options, limit, rule)
     kv = model.memory(memory)

@@ -31,8 +31,8 @@ from umust_cli.data.synth import SAMPLE_RATE, write_wav
 from umust_cli.errors import BadInputError, NotationError, TranslationError
 from umust_cli.eval.corpus import spread
 from umust_cli.io import write_text_atomic
-from umust_cli.model.generate import batch_steps, generate, step_positions
-from umust_cli.translate.direct import column_reading, read_staff_pitches, reading_midi
+from umust_cli.model.generate import batch_steps, generate_from_memory, step_positions
+from umust_cli.translate.direct import column_reading, encode_images, read_staff_pitches, reading_midi
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.pipeline import run_route, write_output
 from umust_cli.translate.symbolic import synthesize_audio
@@ -95,10 +95,10 @@ def predict_omr(job: SplitJob, engines: Engines, out: Path,
     written, empty = 0, 0
     for lo in range(0, len(order), job.batch_size):
         idx = order[lo:lo + job.batch_size]
-        src, pos = _image_batch(store, idx, engines)
-        ids = generate(model, src, pos, "image", "notation", engines.decoding("notation"),
-                       rule=engines.rule("notation", len(idx)))
-        ids = read_staff_pitches(engines, model, src, pos, ids)
+        memory, mask = encode_images(model, *_image_batch(store, idx, engines))
+        ids = generate_from_memory(model, memory, mask, "notation", engines.decoding("notation"),
+                                   rule=engines.rule("notation", len(idx)))
+        ids = read_staff_pitches(engines, model, memory, mask, ids)
         for i, out_ids in zip(idx, ids):
             tokens = [names[t] for t in engines.vocab.to_local("notation", out_ids)]
             empty += not tokens
@@ -145,7 +145,7 @@ def predict_reading(job: SplitJob, engines: Engines, out: Path,
     silent = 0
     for lo in range(0, len(todo), job.batch_size):
         idx = list(range(lo, min(lo + job.batch_size, len(todo))))
-        for i, reading in zip(idx, column_reading(model, *_image_batch(store, idx, engines))):
+        for i, reading in zip(idx, column_reading(model, *encode_images(model, *_image_batch(store, idx, engines)))):
             midi, dest = reading_midi([reading], model.cfg.ctc_target), _dest(out, todo[i])
             write_output(dest.with_suffix(".mid"), "midi", midi)
             try:

@@ -29,7 +29,7 @@ from umust_cli.codecs.base import Codes
 from umust_cli.codecs.midi import MidiCodec, MidiSegment
 from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
 from umust_cli.errors import BadInputError, TranslationError
-from umust_cli.model.generate import generate, step_positions, to_steps
+from umust_cli.model.generate import generate_from_memory, step_positions, to_steps
 from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, key_alters, read_pitches
 from umust_cli.model.translator import SLOTS, Translator
 from umust_cli.translate.engines import Engines
@@ -49,17 +49,19 @@ def translate_ids(engines: Engines, source: str, target: str, local_ids: Sequenc
     """Local ids of one source piece -> the local ids the direction model generates."""
     model = engines.translator(source, target)
     steps = to_steps(engines.vocab.wrap(source, list(local_ids)), source, model.cfg)[None].to(engines.device)
-    pos = step_positions(steps, source, src_height)
-    out = generate(model, steps, pos, source, target, engines.decoding(target, piece), height=tgt_height,
-                   rule=engines.rule(target))
+    with torch.inference_mode():
+        memory, mask = model.encode(steps, step_positions(steps, source, src_height), source, target)
+    out = generate_from_memory(model, memory, mask, target, engines.decoding(target, piece), height=tgt_height,
+                               rule=engines.rule(target))
     if (source, target) == ("image", "notation"):
-        out = read_staff_pitches(engines, model, steps, pos, out)
+        out = read_staff_pitches(engines, model, memory, mask, out)
     return engines.vocab.to_local(target, out[0])
 
 
-def read_staff_pitches(engines: Engines, model: Translator, src: torch.Tensor, src_pos: torch.Tensor,
+def read_staff_pitches(engines: Engines, model: Translator, memory: torch.Tensor, mask: torch.Tensor | None,
                        ids: list[list[int]]) -> list[list[int]]:
-    """OMR outputs (global notation ids per source image) with each staff's pitch tokens taken
+    """OMR outputs (global notation ids per source image, decoded from the encoder's ``memory``
+    and ``mask``) with each staff's pitch tokens taken
     from the model's CTC head where they align with the decoded notes
     (``data.staff_order.read_pitches``) and the first key signature from its key head; unchanged
     for a model without them or with ``RunConfig.ctc_pitches`` off. Measured on valid systems:
@@ -68,7 +70,7 @@ def read_staff_pitches(engines: Engines, model: Translator, src: torch.Tensor, s
         return ids
     names, out = NotationCodec().token_names(), []
     pitches = [n for n, _ in ctc_classes(model.cfg.ctc_target)]
-    for seq, reading in zip(ids, column_reading(model, src, src_pos)):
+    for seq, reading in zip(ids, column_reading(model, memory, mask)):
         tokens = [names[t] for t in engines.vocab.to_local("notation", seq)]
         if model.cfg.ctc_classes:
             staves = [[pitches[c] for _, c in staff] for staff in reading.staves]
@@ -94,11 +96,16 @@ class Reading(NamedTuple):
     fifths: int | None                     # the key signature the key head reads (None without one)
 
 
-def column_reading(model: Translator, src: torch.Tensor, src_pos: torch.Tensor) -> list[Reading]:
-    """The CTC and key heads' reading of a batch of image steps (``Translator.ctc_emissions``,
-    ``Translator.read_keys``), one :class:`Reading` per image."""
+def encode_images(model: Translator, src: torch.Tensor, src_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The encoder's memory (B, S', d) and mask of a batch of image steps, as OMR reads them."""
     with torch.inference_mode():
-        memory, mask = model.encode(src, src_pos, "image", "notation")
+        return model.encode(src, src_pos, "image", "notation")
+
+
+def column_reading(model: Translator, memory: torch.Tensor, mask: torch.Tensor | None) -> list[Reading]:
+    """The CTC and key heads' reading of a batch of encoded images (``encode_images``;
+    ``Translator.ctc_emissions``, ``Translator.read_keys``), one :class:`Reading` per image."""
+    with torch.inference_mode():
         emissions = model.ctc_emissions(memory, mask) if model.cfg.ctc_classes else [[]] * len(memory)
         keys = model.read_keys(memory, mask) if model.cfg.key_head else [None] * len(memory)
     cols = mask[:, 0, 0].sum(-1).tolist() if mask is not None else [memory.shape[1]] * len(memory)
@@ -171,7 +178,8 @@ def image_to_midi(systems: list[np.ndarray], engines: Engines) -> pretty_midi.Pr
     for gray in systems:
         codes = codec.encode(gray)
         steps = to_steps(engines.vocab.wrap("image", list(codes.ids)), "image", model.cfg)[None].to(engines.device)
-        readings.extend(column_reading(model, steps, step_positions(steps, "image", codes.shape[0])))
+        readings.extend(column_reading(model, *encode_images(model, steps, step_positions(steps, "image",
+                                                                                            codes.shape[0]))))
     midi = reading_midi(readings, model.cfg.ctc_target)
     if not midi.instruments[0].notes:
         raise TranslationError("the model read no notes in the image")
