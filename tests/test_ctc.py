@@ -168,6 +168,11 @@ def test_cli_ctc_option_trains_saves_the_head_and_warm_starts_from_a_run_without
     assert config["model"]["ctc_classes"] == 210 and config["model"]["ctc_target"] == "spelled"
     assert read_weights(tmp_path / "sp" / WEIGHTS)["ctc.weight"].shape[0] == 2 * CTC_FRAMES * 211
     assert read_log(tmp_path / "sp")[0]["ctc_head"] == "spelled from the init's written head"
+    marked = runner.invoke(app, base + ["-o", str(tmp_path / "mk"), "--ctc", "0.5", "--ctc-target", "marked",
+                                        "--init", str(tmp_path / "ctc")])
+    assert marked.exit_code == 0, marked.output
+    assert read_config(tmp_path / "mk")["model"]["ctc_classes"] == 4 * 70
+    assert read_log(tmp_path / "mk")[0]["ctc_head"] == "marked from the init's written head"
     bad = runner.invoke(app, base + ["-o", str(tmp_path / "bad"), "--ctc", "0.5", "--ctc-target", "heard"])
     assert bad.exit_code == 2 and "--ctc-target" in bad.output
 
@@ -276,7 +281,7 @@ def test_a_spelled_head_starts_from_a_written_one_reading_the_same_names():
     written = Translator(make_config("tiny", VOCAB, "column", ctc_classes=5)).eval()
     spelled = Translator(make_config("tiny", VOCAB, "column", ctc_classes=15, ctc_target="spelled")).eval()
     spelled.load_state_dict({k: v for k, v in written.state_dict().items() if not k.startswith("ctc.")}, strict=False)
-    spelled.spell_ctc_head(written.ctc.weight, written.ctc.bias, 3)
+    spelled.spell_ctc_head(written.ctc.weight, written.ctc.bias, 3, 1)
     src, sp = _image_batch(written.cfg, [4, 6])
     memory, mask = written.encode(src, sp, "image", "notation")
     paths = written.ctc_paths(memory, mask)
@@ -284,7 +289,44 @@ def test_a_spelled_head_starts_from_a_written_one_reading_the_same_names():
     assert spelled.ctc_paths(memory, mask) == [[[3 * c + 1 for c in s] for s in e] for e in paths]
     assert ctc_classes("spelled")[3 * 7 + 1] == (ctc_classes("written")[7][0], 0)
     with pytest.raises(Exception, match="does not spell"):
-        spelled.spell_ctc_head(written.ctc.weight, written.ctc.bias, 2)
+        spelled.spell_ctc_head(written.ctc.weight, written.ctc.bias, 2, 1)
+
+
+def test_marked_classes_are_the_printed_accidentals_and_the_reading_applies_key_and_sign():
+    from umust_cli.data.staff_order import MARKS, StaffTargets, ctc_classes, staff_marked_sequences
+    from umust_cli.translate.direct import reading_pitches
+
+    # G major: F5 (the key's sharp), F5 printed natural, F5 again (unmarked), F4; B2 printed flat
+    tokens = ("measure key:fifths:1 staff:1 F5 voice:1 quarter staff:1 F5 quarter natural F5 quarter F4 quarter "
+              "backup whole B2 voice:5 whole flat staff:2").split()
+    assert staff_marked_sequences(tokens) == [[("F5", None), ("F5", 0), ("F5", None), ("F4", None)], [("B2", -1)]]
+    vocab = default_vocabulary()
+    local = vocab.names("notation")
+    names = {vocab.to_global("notation", [i])[0]: n for i, n in enumerate(local)}
+    out = StaffTargets(names, target="marked")(torch.tensor([vocab.wrap("notation", [local.index(t) for t in tokens])]))
+    classes = ctc_classes("marked")
+    assert len(classes) == len(MARKS) * len(ctc_classes("written"))
+    assert [classes[i] for i in out[0, 0].tolist()] == staff_marked_sequences(tokens)[0]
+    assert [classes[i] for i in out[0, 1].tolist()[:1]] == [("B2", -1)]
+    at = {c: i for i, c in enumerate(classes)}
+    g_major, no_key = reading_pitches("marked", 1), reading_pitches("marked", None)
+    assert [g_major[at[c]] for c in [("F5", None), ("F5", 0), ("F5", 1), ("B2", -1), ("B2", None)]] == [78, 77, 78, 46, 47]
+    assert [no_key[at[c]] for c in [("F5", None), ("F5", 1), ("B2", -1)]] == [77, 78, 46]
+
+
+def test_a_marked_head_starts_from_a_written_one_reading_the_same_names_unmarked():
+    from umust_cli.data.staff_order import MARKS, ctc_classes
+
+    written = Translator(make_config("tiny", VOCAB, "column", ctc_classes=5)).eval()
+    marked = Translator(make_config("tiny", VOCAB, "column", ctc_classes=5 * len(MARKS), ctc_target="marked")).eval()
+    marked.load_state_dict({k: v for k, v in written.state_dict().items() if not k.startswith("ctc.")}, strict=False)
+    marked.spell_ctc_head(written.ctc.weight, written.ctc.bias, len(MARKS), 0)
+    src, sp = _image_batch(written.cfg, [4, 6])
+    memory, mask = written.encode(src, sp, "image", "notation")
+    paths = written.ctc_paths(memory, mask)
+    assert any(s for e in paths for s in e)
+    assert marked.ctc_paths(memory, mask) == [[[len(MARKS) * c for c in s] for s in e] for e in paths]
+    assert ctc_classes("marked")[len(MARKS) * 7] == (ctc_classes("written")[7][0], None)
 
 
 # ---------------------------------------------------------------------------- the key-signature head

@@ -245,8 +245,9 @@ def translator(
                               "each staff's pitches from the encoder's image columns, left to right (a "
                               "training aid; results.md)."),
     ctc_target: str = typer.Option("written", "--ctc-target", help="With --ctc: the classes it reads, written "
-                                   "(step + octave) or spelled (step + octave + flat/natural/sharp, the key "
-                                   "signature and accidentals applied: the image -> MIDI reading's pitches)."),
+                                   "(step + octave), spelled (step + octave + flat/natural/sharp, the key "
+                                   "signature and accidentals applied) or marked (step + octave + the printed "
+                                   "accidental: none/sharp/flat/natural; the key from the key head)."),
     key_loss: float = typer.Option(0.0, "--key-loss", min=0.0, help="OMR, column layout: weight of the loss of a "
                                    "key-signature head on the first image columns (the image -> MIDI reading "
                                    "applies the key it reads to a written CTC head's pitches; results.md)."),

@@ -95,6 +95,7 @@ STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 ACCIDENTALS = {"sharp": 1, "flat": -1, "natural": 0, "double-sharp": 2, "flat-flat": -2, "natural-sharp": 1,
                "natural-flat": -1}
 SPELLED_ALTERS = (-1, 0, 1)     # the spelled CTC classes: each pitch name flat, natural, sharp
+MARKS = (None, 1, -1, 0)        # the marked CTC classes: each pitch name unmarked, or printed with a sharp, flat or natural
 
 
 def key_alters(fifths: int) -> dict[str, int]:
@@ -133,6 +134,18 @@ def pitch_alters(tokens: Sequence[str]) -> dict[int, int]:
     return out
 
 
+def printed_accidentals(tokens: Sequence[str]) -> dict[int, int]:
+    """The alteration of every pitch token's printed accidental (double ones as single), by
+    the pitch token's index in ``tokens``; a note printed without one is not in it."""
+    out = {}
+    for start, item in _items(tokens):
+        at = next((k for k, t in enumerate(item) if is_pitch(t)), None)
+        mark = next((ACCIDENTALS[t] for t in item if t in ACCIDENTALS), None)
+        if at is not None and mark is not None:
+            out[start + at] = max(-1, min(1, mark))
+    return out
+
+
 def system_key(tokens: Sequence[str]) -> int | None:
     """The key signature a system starts in (the fifths of its first ``key:fifths:N``), or None."""
     return next((int(t.split(":")[2]) for t in tokens if t.startswith("key:fifths:")), None)
@@ -140,15 +153,19 @@ def system_key(tokens: Sequence[str]) -> int | None:
 
 def ctc_classes(target: str) -> list[tuple[str, int]]:
     """The CTC head's classes as (pitch name, alteration): ``written``, the pitch names read
-    without alteration; ``spelled``, each name flat, natural and sharp (SPELLED_ALTERS)."""
+    without alteration; ``spelled``, each name flat, natural and sharp (SPELLED_ALTERS);
+    ``marked``, each name as printed: without an accidental (alteration None: the key's, or an
+    earlier accidental's in the measure) or with a sharp, flat or natural sign (MARKS)."""
     if target == "spelled":
         return [(n, a) for n in pitch_names() for a in SPELLED_ALTERS]
+    if target == "marked":
+        return [(n, m) for n in pitch_names() for m in MARKS]
     return [(n, 0) for n in pitch_names()]
 
 
 def ctc_class_pitches(target: str) -> list[int]:
-    """The MIDI pitch of each CTC class (``ctc_classes``)."""
-    return [midi_of(n, a) for n, a in ctc_classes(target)]
+    """The MIDI pitch of each CTC class (``ctc_classes``; an unmarked class: its name's)."""
+    return [midi_of(n, a or 0) for n, a in ctc_classes(target)]
 
 
 def staff_pitch_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[str]]:
@@ -196,9 +213,16 @@ def staff_spelled_sequences(tokens: Sequence[str], staves: int = STAVES) -> list
     return [[(tokens[j], alters[j]) for j in staff] for staff in staff_pitch_positions(tokens, staves)]
 
 
+def staff_marked_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[tuple[str, int | None]]]:
+    """``staves`` lists: each staff's (pitch name, printed accidental or None) in reading order
+    (``printed_accidentals``)."""
+    marks = printed_accidentals(tokens)
+    return [[(tokens[j], marks.get(j)) for j in staff] for staff in staff_pitch_positions(tokens, staves)]
+
+
 class StaffTargets:
     """Global notation ids of a batch -> padded CTC targets ``(B, staves, L)`` of the classes of
-    ``ctc_classes(target)`` (spelled: double alterations count as single ones)."""
+    ``ctc_classes(target)`` (spelled and marked: double alterations count as single ones)."""
 
     def __init__(self, names_by_global: dict[int, str], staves: int = STAVES, target: str = "written"):
         self.names = names_by_global               # every notation id of the vocabulary -> token
@@ -209,6 +233,8 @@ class StaffTargets:
         if self.target == "spelled":
             return [[self.classes[(n, max(-1, min(1, a)))] for n, a in s]
                     for s in staff_spelled_sequences(tokens, self.staves)]
+        if self.target == "marked":
+            return [[self.classes[c] for c in s] for s in staff_marked_sequences(tokens, self.staves)]
         return [[self.classes[(p, 0)] for p in s] for s in staff_pitch_sequences(tokens, self.staves)]
 
     def tokens(self, ids: torch.Tensor) -> list[list[str]]:

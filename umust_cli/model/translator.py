@@ -44,7 +44,7 @@ PAD = 0
 LAYOUTS = ("grid", "column")
 MODEL_KIND = "umust-translator"
 GUIDE_SIGMA = 0.2    # width of the guided-attention diagonal (the TTS paper's g)
-CTC_TARGETS = ("written", "spelled")    # data.staff_order.ctc_classes
+CTC_TARGETS = ("written", "spelled", "marked")    # data.staff_order.ctc_classes
 CTC_FRAMES = 2       # CTC head: frames per image column (a chord needs one frame per note)
 CTC_STAVES = 2       # CTC head: one target sequence per staff
 KEY_FIFTHS = tuple(range(-7, 8))   # key-signature head: its classes (sharps > 0, flats < 0)
@@ -106,7 +106,7 @@ class TranslatorConfig:
     image_layout: str = "grid"
     column_norm: bool = False              # column layout: LayerNorm on the mixed column (content)
     ctc_classes: int = 0                   # > 0: a CTC head over image columns (training aid; ctc_loss)
-    ctc_target: str = "written"            # its classes: pitch names (step + octave), or names x flat/natural/sharp
+    ctc_target: str = "written"            # its classes: pitch names (step + octave), or names x flat/natural/sharp, or x printed sign
     key_head: bool = False                 # a key-signature classifier on the first columns (key_loss)
 
     def __post_init__(self) -> None:
@@ -570,15 +570,17 @@ class Translator(nn.Module):
         return total / CTC_STAVES
 
     @torch.no_grad()
-    def spell_ctc_head(self, weight: torch.Tensor, bias: torch.Tensor, alters: int, offset: float = 2.0) -> None:
-        """Start a spelled CTC head (each written class times ``alters`` alterations, the middle one
-        natural) from a written head's ``weight`` and ``bias``: every alteration of a name gets the
-        name's row, the altered ones ``offset`` lower in bias; the blank keeps its row."""
+    def spell_ctc_head(self, weight: torch.Tensor, bias: torch.Tensor, alters: int, keep: int,
+                       offset: float = 2.0) -> None:
+        """Start a spelled or marked CTC head (each written class times ``alters`` variants, variant
+        ``keep`` the plain name: spelled natural, marked unmarked) from a written head's ``weight``
+        and ``bias``: every variant of a name gets the name's row, all but ``keep`` ``offset``
+        lower in bias; the blank keeps its row."""
         d, n = weight.shape[-1], weight.shape[0] // (CTC_STAVES * CTC_FRAMES)      # n = written classes + blank
         w, b = weight.view(CTC_STAVES, CTC_FRAMES, n, d), bias.view(CTC_STAVES, CTC_FRAMES, n)
         ws = w[:, :, :-1].repeat_interleave(alters, dim=2)                          # (staves, frames, n' , d)
         bs = b[:, :, :-1].repeat_interleave(alters, dim=2) - offset
-        bs[:, :, alters // 2::alters] += offset                                    # the natural ones
+        bs[:, :, keep::alters] += offset                                           # the plain names
         new_w = torch.cat([ws, w[:, :, -1:]], 2).reshape(-1, d)
         new_b = torch.cat([bs, b[:, :, -1:]], 2).reshape(-1)
         if new_w.shape != self.ctc.weight.shape:

@@ -43,7 +43,7 @@ from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.pairs import Batch, Caps, TaskSpec
-from umust_cli.data.staff_order import SPELLED_ALTERS, StaffTargets, ctc_classes
+from umust_cli.data.staff_order import MARKS, SPELLED_ALTERS, StaffTargets, ctc_classes
 from umust_cli.data.tokenize import corpus_vocabulary
 from umust_cli.device import fast_bf16, resolve_device
 from umust_cli.errors import BadInputError
@@ -70,7 +70,7 @@ class TrainConfig:
     crops: bool = False                       # train: engraved systems' measure prefixes as OMR pairs too
     guide: float = 0.0                        # weight of the guided-attention loss (model/translator.py)
     ctc: float = 0.0                          # OMR: weight of the CTC loss on each staff's pitches (column layout)
-    ctc_target: str = "written"               # ... as written (step + octave) or spelled (with the alteration)
+    ctc_target: str = "written"               # ... as written (step + octave), spelled (with the alteration) or marked (with the printed accidental)
     key_loss: float = 0.0                     # OMR: weight of the key-signature head's loss (column layout)
     key_lr_scale: float = 10.0                # ... and its learning rate, times the model's
     realscans: bool = False                   # OMR: realscan_train systems as pairs, realscan_valid scored
@@ -496,10 +496,11 @@ class TranslatorTask(ModelAndOptimizerState):
         drop = (("ctc.",) if other_head else ()) + (("key.",) if saved.key_head != self.model_cfg.key_head else ())
         row = ckpt_io.warm_start(self.model, init, MODEL_KIND, self.model_cfg.to_dict(), self.vocab,
                                  normalize=normalize, fresh=("ctc.", "key."), drop=drop)
-        if other_head and saved.ctc_classes and (saved.ctc_target, self.model_cfg.ctc_target) == ("written", "spelled"):
+        variants = {"spelled": (len(SPELLED_ALTERS), SPELLED_ALTERS.index(0)), "marked": (len(MARKS), 0)}
+        if other_head and saved.ctc_classes and saved.ctc_target == "written" and self.model_cfg.ctc_target in variants:
             state, _ = ckpt_io.load_model(init, self.vocab)      # the written head spells the new one's start
-            self.model.spell_ctc_head(state["ctc.weight"], state["ctc.bias"], len(SPELLED_ALTERS))
-            row["ctc_head"] = "spelled from the init's written head"
+            self.model.spell_ctc_head(state["ctc.weight"], state["ctc.bias"], *variants[self.model_cfg.ctc_target])
+            row["ctc_head"] = f"{self.model_cfg.ctc_target} from the init's written head"
         return row
 
     def summary(self) -> dict:

@@ -30,7 +30,7 @@ from umust_cli.codecs.midi import MidiCodec, MidiSegment
 from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
 from umust_cli.errors import BadInputError, TranslationError
 from umust_cli.model.generate import generate_from_memory, step_positions, to_steps
-from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, key_alters, read_pitches
+from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, key_alters, midi_of, read_pitches
 from umust_cli.model.translator import SLOTS, Translator
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.values import Notation, lmx_tokens
@@ -130,11 +130,14 @@ def column_notes(staves: Sequence[Sequence[tuple[int, int]]], class_pitches: Seq
 def reading_pitches(ctc_target: str, fifths: int | None) -> list[int]:
     """The MIDI pitch of each class of a CTC head of ``ctc_target``: a written head's names
     altered by the key signature ``fifths`` where a key head read one (no accidentals: measured
-    in results.md, "Key signatures"); a spelled head's classes carry their own alteration."""
-    if ctc_target != "written" or fifths is None:
+    in results.md, "Key signatures"); a marked head's unmarked names the same way and its marked
+    ones by their sign (an accidental holds for that note only); a spelled head's classes carry
+    their own alteration."""
+    if ctc_target == "spelled" or fifths is None:
         return ctc_class_pitches(ctc_target)
-    alters = key_alters(fifths)
-    return [p + alters.get(name[0], 0) for p, (name, _) in zip(ctc_class_pitches("written"), ctc_classes("written"))]
+    alters, marks = key_alters(fifths), ctc_target == "marked"
+    return [midi_of(name, alter if marks and alter is not None else alters.get(name[0], 0))
+            for name, alter in ctc_classes(ctc_target)]
 
 
 def reading_midi(systems: Sequence[Reading], ctc_target: str) -> pretty_midi.PrettyMIDI:
