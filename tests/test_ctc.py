@@ -378,6 +378,10 @@ def test_key_logits_add_the_count_of_accidentals_and_their_kind():
     groups = _param_groups(model, TrainConfig(key_loss=1.0, key_lr_scale=10.0))
     assert len(groups) == 2 and groups[1]["lr_scale"] == 10.0 and groups[1]["params"][0] is model.key.weight
     assert len(_param_groups(Translator(make_config("tiny", VOCAB, "column")), TrainConfig())) == 1
+    both = Translator(make_config("tiny", VOCAB, "column", ctc_classes=5, key_head=True))
+    groups = _param_groups(both, TrainConfig(ctc=1.0, ctc_lr_scale=5.0, key_loss=1.0))
+    assert [g.get("lr_scale") for g in groups] == [None, 10.0, 5.0] and groups[2]["params"][0] is both.ctc.weight
+    assert sum(len(g["params"]) for g in groups) == len(list(both.parameters()))
 
 
 def test_system_keys_and_key_targets_come_from_the_first_key_signature():

@@ -248,6 +248,9 @@ def translator(
                                    "(step + octave), spelled (step + octave + flat/natural/sharp, the key "
                                    "signature and accidentals applied) or marked (step + octave + the printed "
                                    "accidental: none/sharp/flat/natural; the key from the key head)."),
+    ctc_lr_scale: float = typer.Option(1.0, "--ctc-lr-scale", min=0.0, help="With --ctc: the CTC head's learning "
+                                       "rate, times the model's (a head of new classes on a trained encoder: "
+                                       "--ctc-target marked from a written head)."),
     key_loss: float = typer.Option(0.0, "--key-loss", min=0.0, help="OMR, column layout: weight of the loss of a "
                                    "key-signature head on the first image columns (the image -> MIDI reading "
                                    "applies the key it reads to a written CTC head's pitches; results.md)."),

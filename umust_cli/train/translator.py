@@ -73,6 +73,7 @@ class TrainConfig:
     ctc_target: str = "written"               # ... as written (step + octave), spelled (with the alteration) or marked (with the printed accidental)
     key_loss: float = 0.0                     # OMR: weight of the key-signature head's loss (column layout)
     key_lr_scale: float = 10.0                # ... and its learning rate, times the model's
+    ctc_lr_scale: float = 1.0                 # the CTC head's learning rate, times the model's
     realscans: bool = False                   # OMR: realscan_train systems as pairs, realscan_valid scored
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
@@ -123,6 +124,7 @@ class TrainConfig:
         rest.setdefault("ctc_target", "written")
         rest.setdefault("key_loss", 0.0)
         rest.setdefault("key_lr_scale", 10.0)
+        rest.setdefault("ctc_lr_scale", 1.0)
         rest.setdefault("realscans", False)
         return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
@@ -137,7 +139,7 @@ FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--im
          "warmup_steps": "--warmup-steps", "decay_steps": "--decay-steps", "precision": "--precision",
          "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout",
          "guide": "--guide", "ctc": "--ctc", "ctc_target": "--ctc-target",
-         "key_loss": "--key-loss"}
+         "ctc_lr_scale": "--ctc-lr-scale", "key_loss": "--key-loss"}
 SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
             "scans": (None, "--no-scans"), "crops": ("--crops", None), "realscans": ("--realscans", None)}
 
@@ -544,10 +546,12 @@ def _check_real_pairs(corpus: Path, cfg: TrainConfig, data: Data, codes_dir: Pat
 def _param_groups(model: Translator, cfg: TrainConfig) -> list[dict]:
     """AdamW's parameter groups: the key-signature head (a linear classifier started fresh on a
     trained encoder: with the model's learning rate it stayed far from what the same features
-    allow) at ``key_lr_scale`` times the learning rate, the rest at it."""
-    head = [p for n, p in model.named_parameters() if n.startswith("key.")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("key.")]
-    return [{"params": rest}] + ([{"params": head, "lr_scale": cfg.key_lr_scale}] if head else [])
+    allow) at ``key_lr_scale`` times the learning rate, the CTC head at ``ctc_lr_scale`` times
+    it, the rest at it."""
+    scales = {"key.": cfg.key_lr_scale, "ctc.": cfg.ctc_lr_scale}
+    groups = {prefix: [p for n, p in model.named_parameters() if n.startswith(prefix)] for prefix in scales}
+    rest = [p for n, p in model.named_parameters() if not n.startswith(tuple(scales))]
+    return [{"params": rest}] + [{"params": groups[k], "lr_scale": s} for k, s in scales.items() if groups[k]]
 
 
 def _key_targets(keys: Sequence[int | None]) -> torch.Tensor:
