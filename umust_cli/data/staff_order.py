@@ -151,7 +151,7 @@ def system_key(tokens: Sequence[str]) -> int | None:
     return next((int(t.split(":")[2]) for t in tokens if t.startswith("key:fifths:")), None)
 
 
-def ctc_classes(target: str) -> list[tuple[str, int]]:
+def ctc_classes(target: str) -> list[tuple[str, int | None]]:
     """The CTC head's classes as (pitch name, alteration): ``written``, the pitch names read
     without alteration; ``spelled``, each name flat, natural and sharp (SPELLED_ALTERS);
     ``marked``, each name as printed: without an accidental (alteration None: the key's, or an
