@@ -382,6 +382,8 @@ def test_key_logits_add_the_count_of_accidentals_and_their_kind():
     groups = _param_groups(both, TrainConfig(ctc=1.0, ctc_lr_scale=5.0, key_loss=1.0))
     assert [g.get("lr_scale") for g in groups] == [None, 10.0, 5.0] and groups[2]["params"][0] is both.ctc.weight
     assert sum(len(g["params"]) for g in groups) == len(list(both.parameters()))
+    # at the default scale the CTC head stays with the model: the groups of runs saved before the option
+    assert [g.get("lr_scale") for g in _param_groups(both, TrainConfig(ctc=1.0, key_loss=1.0))] == [None, 10.0]
 
 
 def test_system_keys_and_key_targets_come_from_the_first_key_signature():

@@ -547,8 +547,9 @@ def _param_groups(model: Translator, cfg: TrainConfig) -> list[dict]:
     """AdamW's parameter groups: the key-signature head (a linear classifier started fresh on a
     trained encoder: with the model's learning rate it stayed far from what the same features
     allow) at ``key_lr_scale`` times the learning rate, the CTC head at ``ctc_lr_scale`` times
-    it, the rest at it."""
-    scales = {"key.": cfg.key_lr_scale, "ctc.": cfg.ctc_lr_scale}
+    it (a group of its own only when that is not 1: runs saved before the option resume with
+    their optimizer's groups), the rest at it."""
+    scales = {"key.": cfg.key_lr_scale, **({"ctc.": cfg.ctc_lr_scale} if cfg.ctc_lr_scale != 1.0 else {})}
     groups = {prefix: [p for n, p in model.named_parameters() if n.startswith(prefix)] for prefix in scales}
     rest = [p for n, p in model.named_parameters() if not n.startswith(tuple(scales))]
     return [{"params": rest}] + [{"params": groups[k], "lr_scale": s} for k, s in scales.items() if groups[k]]
