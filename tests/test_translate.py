@@ -161,6 +161,25 @@ def test_route_options_and_missing_models():
         Options(via="fast")
 
 
+def test_auto_takes_a_direct_route_only_where_the_default_model_measured_best():
+    from umust_cli import registry
+    from umust_cli.translate.engines import auto_direct
+
+    worse = lambda a, b: False    # noqa: E731 - the default model measured worse on every task
+    skipped = choose_route("notation", "image", Options(), _yes, worse)
+    assert skipped.kind == "render"
+    assert "measured worse than this route on notation->image" in skipped.note
+    assert choose_route("notation", "image", Options(via="direct"), _yes, worse).kind == "direct"
+    assert choose_route("image", "notation", Options(), _yes, worse).kind == "direct"   # the only route
+    assert choose_route("audio", "image", Options(), _yes, worse).describe().startswith(
+        "cascade (audio -transkun-> midi")
+    default, chosen = auto_direct(None), auto_direct("runs/a2i")
+    for task in registry.AUTO_DIRECT["translator-i2a"]:
+        assert default(*task.split(">"))
+    assert not default("notation", "image") and not default("audio", "midi")
+    assert chosen("notation", "image") and chosen("audio", "midi")
+
+
 def test_a_checkpoint_counts_for_the_tasks_it_was_trained_for(tiny, tmp_path):
     import shutil
 

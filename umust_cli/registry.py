@@ -45,6 +45,14 @@ MODELS: dict[str, dict[str, str]] = {
 }
 DEFAULTS: dict[str, str] = {"image-codec": "small", "audio-codec": "small", "retrieval": "rendered",
                             "translator-i2a": "small"}
+# The tasks ("source>target") that a direction's *default* model does under `--via auto`: those
+# on which it measured better than the task's other routes on the same judge (docs/results.md).
+# Its other trained tasks run only with `--via direct`; a model given with --model runs every
+# task it was trained for. A kind not listed here: every trained task.
+AUTO_DIRECT: dict[str, tuple[str, ...]] = {
+    "translator-i2a": ("image>notation", "image>midi"),
+    "translator-a2i": (),
+}
 PENDING: dict[str, dict[str, str]] = {
     "translator-a2i": {"small": "translator-a2i"},
 }

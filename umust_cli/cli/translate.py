@@ -74,7 +74,7 @@ def translate(
     output are refused before anything runs. A batch keeps going past bad inputs and lists
     them at the end (exit status 2 when all failed, 3 when some did).
     """
-    from umust_cli.translate.engines import Engines, RunConfig, has_model
+    from umust_cli.translate.engines import Engines, RunConfig, auto_direct, has_model
 
     config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
                        top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar,
@@ -92,7 +92,7 @@ def translate(
     jobs = plan_jobs(list(inputs), output, task)
     check_distinct_outputs([(str(j.source), [str(j.dest)]) for j in jobs])
     available = has_model(model)
-    routes = {j.task: choose_route(*j.task, options, available) for j in jobs}
+    routes = {j.task: choose_route(*j.task, options, available, auto_direct(model)) for j in jobs}
     engines = Engines(config)
     if not as_json:
         for route in dict.fromkeys(routes.values()):

@@ -85,6 +85,16 @@ def has_model(model: str | None) -> Callable[[str, str], bool]:
     return check
 
 
+def auto_direct(model: str | None) -> Callable[[str, str], bool]:
+    """For ``routes.choose_route``: may ``--via auto`` take the direct route of a task? With
+    ``--model``: yes (the model was chosen). With the default model: only for the tasks that
+    ``registry.AUTO_DIRECT`` lists for its kind, those it measured best on."""
+    def check(a: str, b: str) -> bool:
+        kind = MODEL_KIND[(a, b)]
+        return model is not None or kind not in registry.AUTO_DIRECT or f"{a}>{b}" in registry.AUTO_DIRECT[kind]
+    return check
+
+
 def has_ctc_head(folder: Path) -> bool:
     """Does the checkpoint's config give its model a CTC head (``TranslatorConfig.ctc_classes``)?"""
     model = read_config(folder).get("model")

@@ -207,10 +207,12 @@ def _direct(source: str, target: str) -> Route:
 
 
 def choose_route(source: str, target: str, options: Options,
-                 has_model: Callable[[str, str], bool]) -> Route:
+                 has_model: Callable[[str, str], bool],
+                 auto_direct: Callable[[str, str], bool] | None = None) -> Route:
     """The route of ``source -> target``: ``options.via`` if given, else the first candidate
-    whose translator tasks ``has_model(src, tgt)`` says are installed; the route carries a note
-    when a preferred one was skipped. CheckpointError naming --model when none can run."""
+    whose translator tasks ``has_model(src, tgt)`` says are installed and, for a direct route,
+    which ``auto_direct(src, tgt)`` says measured best (None: every installed task); the route
+    carries a note when a preferred one was skipped. CheckpointError naming --model when none can run."""
     routes = candidates(source, target, options)
     if options.via != "auto":
         picked = [r for r in routes if _matches(r, options.via)]
@@ -220,7 +222,9 @@ def choose_route(source: str, target: str, options: Options,
         routes = picked
     for route in routes:
         missing = [(a, b) for a, b, e in route.steps() if e == "umust" and not has_model(a, b)]
-        if not missing:
+        worse = (options.via == "auto" and route.kind == "direct" and len(routes) > 1
+                 and auto_direct is not None and not auto_direct(route.source, route.target))
+        if not missing and not worse:
             return _with_note(route, routes[0], has_model)
     first = routes[0]
     need = [f"{a}->{b} ({MODEL_KIND[(a, b)]})" for a, b, e in first.steps() if e == "umust" and not has_model(a, b)]
@@ -244,5 +248,9 @@ def _with_note(route: Route, preferred: Route, has_model: Callable[[str, str], b
     if route is preferred or preferred.kind != "direct":
         return route
     a, b = preferred.source, preferred.target
-    why = f"no direct {a}->{b} model (none installed or given with --model is trained for it)"
+    if has_model(a, b):
+        why = (f"the default {MODEL_KIND[(a, b)]} model measured worse than this route on {a}->{b} "
+               f"(docs/results.md); --via direct runs it")
+    else:
+        why = f"no direct {a}->{b} model (none installed or given with --model is trained for it)"
     return Route(route.kind, route.stages, route.engines, why)

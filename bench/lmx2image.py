@@ -1,0 +1,112 @@
+"""Notation -> image by each route, judged by one reader: the shipped OMR model.
+
+For each system of a corpus split (``--limit N``: N spread evenly, as `umust eval` picks them)
+the system's LMX goes to an image by the ``render`` route (verovio, what `umust translate
+x.lmx -o x.png` does without a model) and, with ``--model``, by the ``direct`` route (a
+``translator-a2i`` checkpoint's lmx2image task). The shipped OMR model reads every image back
+to LMX. The prediction folders are in the layout `umust eval` reads, so the judge is the
+standard command, the same for both routes:
+
+    python bench/lmx2image.py --data CORPUS --split valid --limit 48 --model RUN --out WORK
+    umust eval omr WORK/direct/omr --data CORPUS --split valid --limit 48 --json
+    umust eval emd WORK/direct/omr --data CORPUS --split valid --limit 48 --json
+    (the same for WORK/render/omr)
+
+WORK/<route>/png holds the images (``<piece_id>/<NNN>.png``); WORK/<route>/times.json the
+wall time of each route's images, the systems whose image failed (eval counts them missing)
+and those the reader could not read (no staff found): their reading is empty, which `eval omr`
+scores as all deletions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROUTES = ("render", "direct")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="a corpus made by `umust dataset build`")
+    p.add_argument("--split", default="valid")
+    p.add_argument("--limit", type=int, default=None, help="N systems spread evenly over the split")
+    p.add_argument("--model", default=None, help="translator-a2i checkpoint (a run folder) for the direct route")
+    p.add_argument("--routes", default="render,direct", help="comma-separated: render, direct")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    return p.parse_args(argv)
+
+
+def route_engines(route: str, model: str | None):
+    """(Route, Engines) that turn notation into an image by ``route``."""
+    from umust_cli.translate.engines import Engines, RunConfig
+    from umust_cli.translate.routes import Route
+
+    if route == "direct":
+        if model is None:
+            raise SystemExit("the direct route needs --model")
+        return Route("direct", ("notation", "image"), ("umust",)), Engines(RunConfig(model=model))
+    return Route("render", ("notation", "image"), ("verovio",)), Engines(RunConfig())
+
+
+def run_route_over(rows, route: str, model: str | None, reader, out: Path) -> dict:
+    """Images of every row's LMX by ``route``, then the reader's LMX of each; times and failures."""
+    from umust_cli.codecs.notation import lmx_file_text
+    from umust_cli.errors import UmustError
+    from umust_cli.eval.corpus import ref_path, system_key
+    from umust_cli.translate.pipeline import run_route
+
+    to_image, engines = route_engines(route, model)
+    read_route, read_engines = reader
+    seconds, failed, unread = 0.0, [], []
+    for row in rows:
+        key = system_key(row)
+        png, lmx = out / route / "png" / f"{key}.png", out / route / "omr" / f"{key}.lmx"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        lmx.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            start = time.perf_counter()
+            run_route(to_image, ref_path(row, "lmx"), png, engines)
+            seconds += time.perf_counter() - start
+        except UmustError as e:
+            failed.append({"system": key, "error": str(e)})
+            print(f"{route} {key}: {e}", file=sys.stderr)
+            continue
+        try:
+            run_route(read_route, png, lmx, read_engines)
+        except UmustError as e:       # an image the reader cannot read: an empty reading (all deletions)
+            lmx.write_text(lmx_file_text(""))
+            unread.append({"system": key, "error": str(e)})
+    done = len(rows) - len(failed)
+    return {"route": route, "systems": len(rows), "failed": failed, "unread": unread,
+            "image_seconds": round(seconds, 2), "seconds_per_image": round(seconds / max(1, done), 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from umust_cli.eval.corpus import split_rows
+    from umust_cli.translate.engines import Engines, RunConfig
+    from umust_cli.translate.routes import Route
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    routes = [r.strip() for r in args.routes.split(",") if r.strip()]
+    if not routes or any(r not in ROUTES for r in routes):
+        raise SystemExit(f"--routes: comma-separated {', '.join(ROUTES)}")
+    rows = split_rows(args.data, args.split, args.limit)
+    reader = (Route("direct", ("image", "notation"), ("umust",)), Engines(RunConfig()))
+    for route in routes:
+        report = run_route_over(rows, route, args.model, reader, args.out)
+        (args.out / route / "times.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report | {"failed": len(report["failed"]), "unread": len(report["unread"])}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
