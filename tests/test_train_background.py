@@ -187,7 +187,7 @@ def test_promote_can_use_an_eval_omr_result_of_the_valid_split(tmp_path):
                                          "limit": 48}}
     out = background.promote(run, dest, result)
     assert out["value"] == 0.7 and out["step"] == 70
-    assert ckpt_io.read_config(dest)["val"] == {"SER": 0.7, "ser_systems": 48, "scored_by": "umust eval omr",
+    assert ckpt_io.read_config(dest)["val"] == {"SER": 0.7, "scored_systems": 48, "scored_by": "umust eval omr",
                                                  "limit": 48}
     worse = {"task": "omr", "summary": {**result["summary"], "SER": 0.75}}
     with pytest.raises(BadInputError, match=r"0\.75 .*not better than .*0\.7"):

@@ -395,7 +395,7 @@ def eval_scored(source: Path, result: dict, option: str = "--scored") -> dict:
         raise BadInputError(f"{option}: {summary.get('missing')} missing and {summary.get('failed')} failed "
                             "predictions; score every system")
     metric, figure, _ = SCORED_BY[task]
-    val = {metric: summary[figure], "ser_systems": summary["files"], "scored_by": f"umust eval {task}",
+    val = {metric: summary[figure], "scored_systems": summary["files"], "scored_by": f"umust eval {task}",
            "limit": summary.get("limit")}
     if task == "amt":
         val.update(metric=metric, onset_tolerance_ms=summary.get("onset_tolerance_ms"))
@@ -411,7 +411,7 @@ def check_better(new: dict, old: dict | None, dest: Path) -> None:
     if old["value"] is None or old["metric"] != new["metric"]:
         raise BadInputError(f"not promoted: {dest} records no {what} to compare with (it has "
                             f"{old['metric']} {old['value']}); score both the same way")
-    n_new, n_old = new["val"].get("ser_systems"), old["val"].get("ser_systems")
+    n_new, n_old = scored_systems(new["val"]), scored_systems(old["val"])
     if new["metric"] != "loss" and n_new != n_old:
         raise BadInputError(f"not promoted: the run's {new['metric']} was scored on {n_new} valid systems, "
                             f"{dest}'s on {n_old}; score both on the same systems")
@@ -421,6 +421,14 @@ def check_better(new: dict, old: dict | None, dest: Path) -> None:
     if not (new["value"] > old["value"] if higher else new["value"] < old["value"]):
         raise BadInputError(f"not promoted: the run's {what} {new['value']} (step {new['step']}) is not better "
                             f"than {dest}'s {old['value']} (step {old['step']})")
+
+
+def scored_systems(val: dict) -> int | None:
+    """How many valid systems a saved score was measured on: ``scored_systems`` (an eval result,
+    ``--scored``), else the trainer's own ``ser_systems`` (also what weights promoted before the
+    rename recorded for an eval result)."""
+    n = val.get("scored_systems", val.get("ser_systems"))
+    return None if n is None else int(n)
 
 
 def _replace_folder(stage: Path, dest: Path) -> None:
@@ -467,7 +475,7 @@ def _card_part(run_dir: Path, dest: Path, scored: dict, flags: str = "") -> list
     init = next((r["init"] for r in rows if "init" in r), None)
     tasks = ", ".join(f"{t}: {d.get('train')} train / {d.get('valid')} valid pairs" for t, d in data.items())
     val = scored["val"]
-    n = f" on {val['ser_systems']} valid systems" if "ser_systems" in val else ""
+    n = f" on {scored_systems(val)} valid systems" if scored_systems(val) is not None else ""
     first = starts[0] if starts else {}
     extras = first.get("extras") or []
     command = [f"umust train background translator RUNS/{run_dir.name} --data CORPUS"
@@ -483,7 +491,7 @@ def _card_part(run_dir: Path, dest: Path, scored: dict, flags: str = "") -> list
             f"{st['wall_hours']} wall hours, {st['cpu_hours'] if st['cpu_hours'] is not None else 'unrecorded'} "
             "CPU core-hours.",
             f"- Checkpoint: step {scored['step']}, "
-            + (f"scored with `{val['scored_by']}` on {val['ser_systems']} valid systems (`--scored`)."
+            + (f"scored with `{val['scored_by']}` on {scored_systems(val)} valid systems (`--scored`)."
                if val.get("scored_by") else f"the best valid {scored['metric']} of the run."), "",
             "## Metrics", "", f"Valid {scored['metric']} {scored['value']}{n} (step {scored['step']}); "
             f"every validation row: `umust train status RUNS/{run_dir.name}`.", "",
