@@ -38,7 +38,7 @@ from umust_cli.translate.values import Notation, lmx_tokens
 SAMPLE_RATE = 44100
 AUDIO_WINDOW_S = 10.0        # audio sources are translated in windows of at most this
 MIDI_WINDOW_S = 10.0         # MIDI sources in segments of at most this
-IMAGE_HEIGHT_PATCHES = 10    # height of a generated system image (160 px at the codec's scale)
+IMAGE_HEIGHT_PATCHES = 14    # height of a generated system image (224 px): the median corpus system at the codec's scale (11-20 rows)
 COLUMN_SECONDS = 0.12        # image -> MIDI reading: time per image patch column (16 px)
 SYSTEM_GAP_COLUMNS = 4       # ... and the silence between two systems, in columns
 READING_VELOCITY = 80
