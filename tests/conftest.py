@@ -43,3 +43,20 @@ def vocab():
     from umust_cli.codecs.vocab import default_vocabulary
 
     return default_vocabulary()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random tiny translator saved with the checkpoint module, for the shipped vocabulary."""
+    import torch
+
+    from umust_cli.checkpoint import save_model
+    from umust_cli.codecs.vocab import default_vocabulary
+    from umust_cli.model.translator import MODEL_KIND, Translator, make_config
+
+    torch.manual_seed(0)
+    vocab = default_vocabulary()
+    cfg = make_config("tiny", vocab)
+    ckpt = tmp_path_factory.mktemp("tiny")
+    save_model(ckpt, Translator(cfg).state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()}, vocab)
+    return ckpt

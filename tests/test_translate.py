@@ -82,23 +82,6 @@ def files(tmp_path_factory):
             "mid": mid, "wav": d / "notes.wav", "musicxml": FIXTURES / "piano_clefs.musicxml", "krn": KERN}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A random tiny translator saved with the checkpoint module, for the shipped vocabulary."""
-    import torch
-
-    from umust_cli.checkpoint import save_model
-    from umust_cli.codecs.vocab import default_vocabulary
-    from umust_cli.model.translator import MODEL_KIND, Translator, make_config
-
-    torch.manual_seed(0)
-    vocab = default_vocabulary()
-    cfg = make_config("tiny", vocab)
-    ckpt = tmp_path_factory.mktemp("tiny")
-    save_model(ckpt, Translator(cfg).state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()}, vocab)
-    return ckpt
-
-
 def _run(args: list[str]):
     return runner.invoke(app, ["translate", *map(str, args)])
 
