@@ -37,30 +37,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default=None, help="translator-a2i checkpoint (a run folder) for the direct route")
     p.add_argument("--routes", default="render,direct", help="comma-separated: render, direct")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="direct route: sampling temperature (0: greedy; default: translate's for images)")
+    p.add_argument("--top-k", type=int, default=0, help="direct route: sample among the k likeliest codes (0: all)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     return p.parse_args(argv)
 
 
-def route_engines(route: str, model: str | None):
-    """(Route, Engines) that turn notation into an image by ``route``."""
+def route_engines(route: str, args: argparse.Namespace):
+    """(Route, Engines) that turn notation into an image by ``route`` (the direct route decodes
+    as ``args`` say)."""
     from umust_cli.translate.engines import Engines, RunConfig
     from umust_cli.translate.routes import Route
 
     if route == "direct":
-        if model is None:
+        if args.model is None:
             raise SystemExit("the direct route needs --model")
-        return Route("direct", ("notation", "image"), ("umust",)), Engines(RunConfig(model=model))
+        config = RunConfig(model=args.model, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+        return Route("direct", ("notation", "image"), ("umust",)), Engines(config)
     return Route("render", ("notation", "image"), ("verovio",)), Engines(RunConfig())
 
 
-def run_route_over(rows, route: str, model: str | None, reader, out: Path) -> dict:
+def run_route_over(rows, route: str, args: argparse.Namespace, reader) -> dict:
     """Images of every row's LMX by ``route``, then the reader's LMX of each; times and failures."""
     from umust_cli.codecs.notation import lmx_file_text
     from umust_cli.errors import UmustError
     from umust_cli.eval.corpus import ref_path, system_key
     from umust_cli.translate.pipeline import run_route
 
-    to_image, engines = route_engines(route, model)
+    to_image, engines, out = *route_engines(route, args), args.out
     read_route, read_engines = reader
     seconds, failed, unread = 0.0, [], []
     for row in rows:
@@ -83,7 +89,13 @@ def run_route_over(rows, route: str, model: str | None, reader, out: Path) -> di
             unread.append({"system": key, "error": str(e)})
     done = len(rows) - len(failed)
     return {"route": route, "systems": len(rows), "failed": failed, "unread": unread,
+            "decoding": _decoding(engines) if route == "direct" else None,
             "image_seconds": round(seconds, 2), "seconds_per_image": round(seconds / max(1, done), 3)}
+
+
+def _decoding(engines) -> dict:
+    d = engines.decoding("image")
+    return {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p, "seed": d.seed}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = split_rows(args.data, args.split, args.limit)
     reader = (Route("direct", ("image", "notation"), ("umust",)), Engines(RunConfig()))
     for route in routes:
-        report = run_route_over(rows, route, args.model, reader, args.out)
+        report = run_route_over(rows, route, args, reader)
         (args.out / route / "times.json").write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps(report | {"failed": len(report["failed"]), "unread": len(report["unread"])}))
     return 0

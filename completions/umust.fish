@@ -398,7 +398,7 @@ complete -c umust -n '__umust_path_is \'translate\'' -l transcriber -r -d 'Trans
 complete -c umust -n '__umust_path_is \'translate\'' -l synth -r -d 'MIDI -> audio in cascades: fluidsynth, neural (neural: the i2a model\'s MIDI->audio task).'
 complete -c umust -n '__umust_path_is \'translate\'' -l soundfont -r -d 'FluidSynth soundfont name (fluidr3, timgm6mb, musescore, ...; default fluidr3).'
 complete -c umust -n '__umust_path_is \'translate\'' -l tempo -r -d 'Quantizing MIDI into notation: the tempo in BPM (default: estimated).'
-complete -c umust -n '__umust_path_is \'translate\'' -l temperature -r -d 'Sampling temperature; 0 = greedy.'
+complete -c umust -n '__umust_path_is \'translate\'' -l temperature -r -d 'Sampling temperature; 0 = greedy (default: image and audio outputs of a model sampled at 1.0, notation and MIDI greedy).'
 complete -c umust -n '__umust_path_is \'translate\'' -l top-k -r -d 'Sample among the k most likely tokens (0: all).'
 complete -c umust -n '__umust_path_is \'translate\'' -l top-p -r -d 'Nucleus sampling probability.'
 complete -c umust -n '__umust_path_is \'translate\'' -l seed -r -d 'Seed of sampling and of performance MIDI.'

@@ -522,3 +522,16 @@ def test_a_batch_keeps_going_past_a_bad_file(files, tmp_path):
     assert [Path(r["output"]).name for r in report["done"]] == ["notes.wav"]
     assert [Path(r["input"]).name for r in report["failed"]] == ["corrupt.mid"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["notes.wav"]
+
+
+def test_image_and_audio_codes_are_sampled_unless_a_temperature_is_given():
+    from umust_cli.translate.engines import CODE_TEMPERATURE, Engines, RunConfig
+
+    default, greedy = Engines(RunConfig(beam_size=3)), Engines(RunConfig(temperature=0.0))
+    assert CODE_TEMPERATURE > 0
+    for target in ("image", "audio"):
+        assert default.decoding(target).temperature == CODE_TEMPERATURE and default.decoding(target).beam_size == 1
+        assert greedy.decoding(target).temperature == 0.0
+    for target in ("notation", "midi"):
+        assert default.decoding(target).temperature == 0.0 and default.decoding(target).beam_size == 3
+    assert Engines(RunConfig(temperature=0.7)).decoding("notation").temperature == 0.7

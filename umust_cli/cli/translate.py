@@ -35,7 +35,9 @@ def translate(
                                             "(fluidr3, timgm6mb, musescore, ...; default fluidr3)."),
     tempo: Optional[float] = typer.Option(None, "--tempo", min=20.0, max=400.0,
                                           help="Quantizing MIDI into notation: the tempo in BPM (default: estimated)."),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Sampling temperature; 0 = greedy."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", min=0.0, help="Sampling temperature; 0 = "
+                                                "greedy (default: image and audio outputs of a model sampled at "
+                                                "1.0, notation and MIDI greedy)."),
     top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the k most likely tokens (0: all)."),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="Nucleus sampling probability."),
     seed: int = typer.Option(0, "--seed", help="Seed of sampling and of performance MIDI."),

@@ -29,6 +29,7 @@ from umust_cli.model.translator import (CODES_PER_STEP, MODEL_KIND as CHECKPOINT
 from umust_cli.translate.routes import MODEL_KIND
 
 DEFAULT_SOUNDFONT = "fluidr3"
+CODE_TEMPERATURE = 1.0      # image and audio targets are sampled, not decoded greedily (see Engines.decoding)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class RunConfig:
     model: str | None = None            # --model NAME|PATH: the direction model
     device: str = "cpu"                 # auto | cpu | cuda | cuda:N
     seed: int = 0                       # torch seed, sampling seed, performance seed
-    temperature: float = 0.0            # decoding (generate.DecodingOptions); 0 = greedy
+    temperature: float | None = None    # decoding (generate.DecodingOptions); 0 = greedy; None: CODE_TEMPERATURE
+                                        # for image and audio codes, greedy for notation and MIDI
     top_k: int = 0
     top_p: float = 1.0
     soundfont: str | None = None        # FluidSynth soundfont name; None: fluidr3 or the first installed
@@ -48,7 +50,7 @@ class RunConfig:
     ctc_pitches: bool = True            # OMR: pitches from the model's CTC head where they align, key from its key head
 
     def __post_init__(self) -> None:    # bad decoding settings fail before any input is read
-        DecodingOptions(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+        DecodingOptions(temperature=self.temperature or 0.0, top_k=self.top_k, top_p=self.top_p,
                         beam_size=self.beam_size)
 
 
@@ -166,8 +168,11 @@ class Engines:
 
     def decoding(self, target: str, seed_offset: int = 0) -> DecodingOptions:
         """The decoding options of a ``target`` translation: the beam applies to the one-code
-        (symbolic) targets, image and audio codes are chosen step by step."""
+        (symbolic) targets, image and audio codes are chosen step by step, sampled at
+        CODE_TEMPERATURE unless a temperature was given (greedy image decoding draws blank
+        systems: docs/results.md, "Notation -> image")."""
         c = self.config
-        beam = c.beam_size if CODES_PER_STEP[target] == 1 else 1
-        return DecodingOptions(temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed + seed_offset,
-                               beam_size=beam)
+        symbolic = CODES_PER_STEP[target] == 1
+        temperature = c.temperature if c.temperature is not None else (0.0 if symbolic else CODE_TEMPERATURE)
+        return DecodingOptions(temperature=temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed + seed_offset,
+                               beam_size=c.beam_size if symbolic else 1)
