@@ -12,6 +12,11 @@ standard command, the same for both routes:
     umust eval emd WORK/direct/omr --data CORPUS --split valid --limit 48 --json
     (the same for WORK/render/omr)
 
+The script also scores each route against a wrong-system floor, the reading of each image
+against the LMX of another system (the next one in the list, cyclically), with a paired
+bootstrap over systems: a route whose images follow their notation reads closer to its own
+system's LMX than to another's (the "judge" entry of times.json, printed).
+
 WORK/<route>/png holds the images (``<piece_id>/<NNN>.png``); WORK/<route>/times.json the
 wall time of each route's images, the systems whose image failed (eval counts them missing)
 and those the reader could not read (no staff found): their reading is empty, which `eval omr`
@@ -98,6 +103,37 @@ def _decoding(engines) -> dict:
     return {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p, "seed": d.seed}
 
 
+def wrong_system_judge(rows, omr_dir: Path, resamples: int = 2000, seed: int = 0) -> dict:
+    """Pooled SER of each system's reading against its own LMX and against the next system's
+    (cyclically), and own - wrong with a 95% paired bootstrap interval over systems; systems
+    without a reading (a failed image) are left out."""
+    import numpy as np
+
+    from umust_cli.eval.corpus import ref_path, system_key
+    from umust_cli.eval.metrics import ser_counts
+    from umust_cli.eval.report import read_lmx_tokens
+
+    refs = [read_lmx_tokens(ref_path(row, "lmx")) for row in rows]
+    own, wrong = [], []
+    for i, row in enumerate(rows):
+        pred = omr_dir / f"{system_key(row)}.lmx"
+        if not pred.is_file():
+            continue
+        tokens = read_lmx_tokens(pred)
+        a, b = ser_counts(tokens, refs[i]), ser_counts(tokens, refs[(i + 1) % len(rows)])
+        own.append((a.errors, a.ref_len))
+        wrong.append((b.errors, b.ref_len))
+    if len(own) < 2:
+        return {"systems": len(own)}
+    o, w = np.array(own, dtype=float), np.array(wrong, dtype=float)
+    ser = lambda m: m[..., 0].sum(-1) / m[..., 1].sum(-1)    # noqa: E731 - pooled SER of (systems, 2)
+    idx = np.random.default_rng(seed).integers(0, len(o), size=(resamples, len(o)))
+    diff = ser(o[idx]) - ser(w[idx])
+    return {"systems": len(o), "own_ser": round(float(ser(o)), 4), "wrong_system_ser": round(float(ser(w)), 4),
+            "difference": round(float(ser(o) - ser(w)), 4),
+            "difference_95": [round(float(x), 4) for x in np.percentile(diff, [2.5, 97.5])]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -115,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     reader = (Route("direct", ("image", "notation"), ("umust",)), Engines(RunConfig()))
     for route in routes:
         report = run_route_over(rows, route, args, reader)
+        report["judge"] = wrong_system_judge(rows, args.out / route / "omr")
         (args.out / route / "times.json").write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps(report | {"failed": len(report["failed"]), "unread": len(report["unread"])}))
     return 0

@@ -40,6 +40,7 @@ def test_both_routes_are_read_back_and_scored_by_eval_omr(tmp_path, tiny):
     # a random tiny model draws no staff: the reader reads nothing, which scores as all deletions
     direct = json.loads((work / "direct" / "times.json").read_text())
     assert len(direct["unread"]) == 2
+    assert direct["judge"]["own_ser"] == direct["judge"]["wrong_system_ser"] == 1.0
     result = CliRunner().invoke(app, ["eval", "omr", str(work / "direct" / "omr"), "--data", str(corpus),
                                       "--split", "valid", "--json"])
     assert result.exit_code == 0, result.output
@@ -52,6 +53,18 @@ def test_both_routes_are_read_back_and_scored_by_eval_omr(tmp_path, tiny):
     summary = json.loads(result.stdout)["summary"]
     assert summary["files"] == 2 and summary["empty_predictions"] == 0
     assert not json.loads((work / "render" / "times.json").read_text())["unread"]
+
+
+def test_the_wrong_system_judge_prefers_a_reading_of_its_own_system(tmp_path):
+    corpus = _corpus(tmp_path / "corpus")
+    rows = [{"piece_id": "p", "system": i, "lmx": f"pieces/p/systems/{i:03d}.lmx", "root": corpus} for i in (0, 1)]
+    omr = tmp_path / "omr" / "p"
+    omr.mkdir(parents=True)
+    for i, text in enumerate(LMX):                        # each reading is its own system's LMX
+        (omr / f"{i:03d}.lmx").write_text(text + "\n")
+    judge = lmx2image.wrong_system_judge(rows, tmp_path / "omr", resamples=200)
+    assert judge["systems"] == 2 and judge["own_ser"] == 0.0 and judge["wrong_system_ser"] > 0.5
+    assert judge["difference"] == -judge["wrong_system_ser"] and judge["difference_95"][1] < 0
 
 
 def test_the_direct_route_needs_a_model(tmp_path):
