@@ -60,3 +60,25 @@ def tiny(tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("tiny")
     save_model(ckpt, Translator(cfg).state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()}, vocab)
     return ckpt
+
+
+def tiny_roll_model(ckpt: Path) -> Path:
+    """A random tiny transcription model whose roll head reads C4 starting in every audio frame and
+    sounding throughout (so one C4 per window: a plateau's first frame is its onset)."""
+    import torch
+
+    from umust_cli.checkpoint import save_model
+    from umust_cli.codecs.vocab import default_vocabulary
+    from umust_cli.model.translator import MODEL_KIND, ROLL_LOW, ROLL_PITCHES, Translator, make_config
+
+    torch.manual_seed(0)
+    vocab = default_vocabulary()
+    cfg = make_config("tiny", vocab, roll_head=True)
+    model = Translator(cfg)
+    with torch.no_grad():
+        model.roll.weight.zero_()
+        bias = model.roll.bias.fill_(-10.0).view(2, ROLL_PITCHES)
+        bias[:, 60 - ROLL_LOW] = 10.0
+    save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict(), "tasks": ["transcription"]},
+               vocab)
+    return ckpt

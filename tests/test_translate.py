@@ -4,6 +4,7 @@ the render/cascade routes with the real verovio and FluidSynth, bad inputs and b
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from umust_cli.translate.routes import Options, choose_route, plan_jobs
 from umust_cli.translate.symbolic import estimate_tempo, read_systems
 from umust_cli.translate.values import Notation, musicxml_of
 
-from .conftest import REPO
+from .conftest import REPO, tiny_roll_model
 
 runner = CliRunner()
 FIXTURES = REPO / "tests" / "fixtures" / "notation"
@@ -465,6 +466,33 @@ def test_the_ctc_reading_route_writes_midi_and_audio(files, tiny_ctc, tmp_path, 
     assert row["stages"] == ["image", "midi", "audio"] and row["engines"] == ["umust", "fluidsynth"]
     audio, sr = soundfile.read(str(wav))
     assert sr == SR and len(audio) / sr > notes[-1].start and np.abs(audio).max() > 0.01
+
+
+def test_transcription_reads_the_roll_head_window_by_window(files, tmp_path, one_torch_thread):
+    from umust_cli.data.roll import FRAME_SECONDS
+
+    model = tiny_roll_model(tmp_path / "roll")
+    mid = tmp_path / "o" / "x.mid"
+    (row,) = _json(_run([files["wav"], "-o", mid, "--model", model, "--json"]))["done"]
+    assert row["route"] == "direct" and row["stages"] == ["audio", "midi"]
+    notes = pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes
+    window = TINY_AUDIO_STEPS * FRAME_SECONDS
+    duration = soundfile.info(str(files["wav"])).duration
+    assert {n.pitch for n in notes} == {60} and len(notes) == math.ceil(duration / window - 1e-6)
+    assert [n.start for n in notes] == pytest.approx([k * window for k in range(len(notes))], abs=1e-3)
+    assert notes[0].end == pytest.approx(window, abs=1e-3)                   # held to the window's end
+
+
+def test_no_roll_reading_decodes_midi_tokens_instead(files, tmp_path, monkeypatch, one_torch_thread):
+    from umust_cli.model import generate as generate_mod
+    from umust_cli.translate import direct
+
+    model, calls = tiny_roll_model(tmp_path / "roll"), []
+    monkeypatch.setattr(direct, "roll_midi", lambda *a: calls.append("roll"))
+    decode = generate_mod.generate_from_memory
+    monkeypatch.setattr(direct, "generate_from_memory", lambda m, *a, **k: calls.append("decode") or decode(m, *a, **k))
+    _run([files["wav"], "-o", tmp_path / "o" / "decoded.mid", "--model", model, "--no-roll-reading"])
+    assert calls and set(calls) == {"decode"}
 
 
 def _bad_inputs(d: Path) -> dict[str, Path]:

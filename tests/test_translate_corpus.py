@@ -19,6 +19,8 @@ from umust_cli.inputs import load_lmx
 from umust_cli.model.generate import DecodingOptions, generate, step_positions
 from umust_cli.model.translator import MODEL_KIND, Translator, make_config
 
+from .conftest import tiny_roll_model
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
 LMX = NotationCodec().token_names()
@@ -104,11 +106,51 @@ def test_limit_picks_the_systems_eval_limit_scores(corpus, tiny, tmp_path):
 def test_corpus_mode_bad_options_are_one_line(corpus, tiny, tmp_path):
     base = ["translate", "--data", str(corpus), "--model", str(tiny), "-o", str(tmp_path / "p")]
     for extra, words in ((["--copy", "photo"], "--copy"), (["--split", "valid"], "no engraved image codes"),
-                         (["--task", "amt"], "--data translates")):
+                         (["--task", "m2a"], "--data translates"), (["--task", "a2m"], "no audio codes")):
         result = runner.invoke(app, base + extra)
         assert result.exit_code == 2 and words in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "p").exists()
+
+
+def test_a2m_mode_transcribes_each_systems_audio_codes_for_eval_amt(corpus, tmp_path):
+    """--task a2m: NNN.mid of every system's audio codes by the roll head (one C4 per system here:
+    the tiny model's roll reads C4 from the first frame on), batched like OMR, scored by eval amt."""
+    import shutil
+
+    import pretty_midi
+
+    audio = tmp_path / "c"
+    shutil.copytree(corpus, audio)
+    rows, rng = [json.loads(line) for line in (audio / "manifest.jsonl").read_text().splitlines()], np.random.default_rng(1)
+    for row, frames in zip(rows, (20, 40, 9, 60, 30)):
+        stem = row["png"][:-len(".png")]
+        np.save(audio / f"{stem}.audio.npy", rng.integers(0, 1024, (1, 4, frames)).astype(np.int16))
+        row["wav"], row["mid"] = f"{stem}.wav", f"{stem}.mid"
+        _write_midi(audio / row["mid"])
+    (audio / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model, out = tiny_roll_model(tmp_path / "roll"), tmp_path / "pred"
+    result = runner.invoke(app, ["translate", "--data", str(audio), "--task", "a2m", "--model", str(model),
+                                 "--batch-size", "3", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["written"] == 4 and summary["empty"] == 0 and "roll reading" in summary["route"]
+    for key, frames in (("alpha/000", 20), ("alpha/001", 40), ("beta/000", 9), ("beta/001", 60)):
+        (note,) = pretty_midi.PrettyMIDI(str(out / f"{key}.mid")).instruments[0].notes
+        assert note.pitch == 60 and note.start == 0.0 and note.end == pytest.approx(frames * 512 / 44100, abs=5e-3)   # MIDI ticks
+    scored = runner.invoke(app, ["eval", "amt", str(out), "--data", str(audio), "--json"])
+    assert scored.exit_code == 0, scored.output
+    summary = json.loads(scored.stdout)["summary"]
+    assert summary["files"] == 4 and 0.0 < summary["onset_F1"] < 1.0      # each reference has one C4 at 0 and more
+
+
+def _write_midi(path: Path) -> None:
+    import pretty_midi
+
+    pm, piano = pretty_midi.PrettyMIDI(), pretty_midi.Instrument(0)
+    piano.notes.extend([pretty_midi.Note(80, 60, 0.0, 0.1), pretty_midi.Note(80, 64, 0.05, 0.1)])
+    pm.instruments.append(piano)
+    pm.write(str(path))
 
 
 MEASURE = ("measure key:fifths:1 time beats:3 beat-type:4 clef:G2 staff:1 D5 voice:1 quarter staff:1 G4 quarter "

@@ -254,6 +254,9 @@ def translator(
     key_loss: float = typer.Option(0.0, "--key-loss", min=0.0, help="OMR, column layout: weight of the loss of a "
                                    "key-signature head on the first image columns (the image -> MIDI reading "
                                    "applies the key it reads to a written CTC head's pitches; results.md)."),
+    roll: float = typer.Option(0.0, "--roll", min=0.0, help="Transcription (audio > midi): weight of the loss of a "
+                               "piano-roll head (onsets and sounding notes per audio frame) on the encoder; "
+                               "'translate' reads MIDI from it without decoding (results.md)."),
     realscans: bool = typer.Option(False, "--realscans", help="OMR: the corpus's realscan_train systems (real "
                                    "scans, 'umust dataset scans', tokenized) as more pairs; realscan_valid "
                                    "validated too (realscan/loss, realscan/SER)."),

@@ -47,6 +47,9 @@ def translate(
                                      "a CTC head: each staff's pitches from the CTC reading where it aligns with "
                                      "the decoded notes, and with a key head its key signature (measured "
                                      "better: docs/results.md)."),
+    roll_reading: bool = typer.Option(True, "--roll-reading/--no-roll-reading", help="Audio -> MIDI with a "
+                                      "model that has a piano-roll head: the notes it reads per audio frame, "
+                                      "without decoding MIDI tokens."),
     beam_size: int = typer.Option(1, "--beam-size", min=1, max=32, help="Notation and MIDI outputs of a "
                                   "model (OMR, transcription): beam search with this many hypotheses (1: greedy; "
                                   "not with --temperature)."),
@@ -55,7 +58,8 @@ def translate(
                                         "split into -o FOLDER/<piece_id>/<NNN>.lmx, for `umust eval omr FOLDER "
                                         "--data CORPUS` (batched, from the codes of `umust dataset tokenize`); with --task i2a "
                                         "NNN.wav for `umust eval i2a FOLDER --data CORPUS`, through MIDI (NNN.mid, "
-                                        "no .lmx) or, --via notation, through the .lmx."),
+                                        "no .lmx) or, --via notation, through the .lmx; with --task a2m NNN.mid "
+                                        "of each system's audio codes, for `umust eval amt FOLDER --data CORPUS`."),
     split: str = typer.Option("test", "--split", help="With --data: train, valid or test; or realscan_train, "
                               "realscan_valid or realscan_test (real scans, 'umust dataset scans', tokenized)."),
     copy: str = typer.Option("engraved", "--copy", help="With --data: engraved, or scanK (the K-th "
@@ -80,11 +84,15 @@ def translate(
 
     config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
                        top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar,
-                       beam_size=beam_size, ctc_pitches=ctc_pitches)
+                       beam_size=beam_size, ctc_pitches=ctc_pitches,
+                       roll_reading=roll_reading)
     if data is not None:
-        if inputs or task not in (None, "omr", "i2n", "i2a"):
-            raise BadInputError("--data translates a corpus split (OMR, or --task i2a: OMR then the cascade "
-                                "to audio); give no INPUTS and no other --task")
+        if inputs or task not in (None, "omr", "i2n", "i2a", "a2m", "amt", "transcription"):
+            raise BadInputError("--data translates a corpus split (OMR, --task i2a: OMR then the cascade "
+                                "to audio, or --task a2m: transcription); give no INPUTS and no other --task")
+        if task in ("a2m", "amt", "transcription"):
+            _corpus_amt(data, split, codes, batch_size, limit, output, Engines(config), as_json)
+            return
         route = _corpus_audio_route(via, has_model(model)) if task == "i2a" else None
         _corpus_omr(data, split, copy, codes, batch_size, limit, output, Engines(config), as_json, route)
         return
@@ -143,6 +151,33 @@ def _corpus_audio_route(via: str, available):
     if via not in ("midi", "notation"):
         raise BadInputError(f"--data --task i2a goes through MIDI or notation: --via midi, notation or auto, not {via}")
     return choose_route("image", "audio", Options(via=via), available)
+
+
+def _corpus_amt(data: Path, split: str, codes: Optional[Path], batch_size: int, limit: Optional[int],
+                output: Path, engines, as_json: bool) -> None:
+    """`--data --task a2m`: transcription of a corpus split's audio codes to NNN.mid under a
+    progress bar; a summary line (or JSON)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from umust_cli.translate.corpus import SplitJob, predict_transcription, split_systems
+
+    job = SplitJob(corpus=data, split=split, codes=codes, batch_size=batch_size, limit=limit)
+    total = len(split_systems(job, "audio"))
+    model = engines.translator("audio", "midi")
+    how = "roll reading" if model.cfg.roll_head and engines.config.roll_reading else "decoded MIDI"
+    route = f"direct (audio -umust-> midi, {how})"
+    if not as_json:
+        typer.secho(f"route: {route} over {total} {split} systems", err=True, fg=typer.colors.CYAN)
+    with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                  disable=as_json) as progress:
+        bar = progress.add_task("transcribe", total=total)
+        summary = predict_transcription(job, engines, output, on_batch=lambda n: progress.advance(bar, n))
+    if as_json:
+        print_json({**summary, "route": route, "output": str(output)})
+        return
+    typer.echo(f"{summary['written']} systems transcribed ({summary['skipped']} already there, "
+               f"{summary['empty']} without notes) -> {output}")
 
 
 def _corpus_omr(data: Path, split: str, copy: str, codes: Optional[Path], batch_size: int, limit: Optional[int],

@@ -50,6 +50,7 @@ CTC_STAVES = 2       # CTC head: one target sequence per staff
 KEY_FIFTHS = tuple(range(-7, 8))   # key-signature head: its classes (sharps > 0, flats < 0)
 KEY_COUNTS = 8       # ... scored as a count of accidentals (0-7) plus their kind (sharp or flat)
 KEY_COLUMNS = 12     # ... reads the first image columns (clef, key signature, time signature)
+ROLL_LOW, ROLL_PITCHES = 21, 88   # roll head: piano keys A0..C8, onset and sounding per audio frame
 
 
 # ---------------------------------------------------------------------------
@@ -108,6 +109,7 @@ class TranslatorConfig:
     ctc_classes: int = 0                   # > 0: a CTC head over image columns (training aid; ctc_loss)
     ctc_target: str = "written"            # its classes: pitch names (step + octave), or names x flat/natural/sharp, or x printed sign
     key_head: bool = False                 # a key-signature classifier on the first columns (key_loss)
+    roll_head: bool = False                # audio sources: a piano roll (onsets, sounding notes) per frame (roll_loss)
 
     def __post_init__(self) -> None:
         if self.image_layout not in LAYOUTS:
@@ -142,9 +144,10 @@ def _tuples(v: Any) -> Any:
 
 
 def make_config(preset: str, vocab: Any, image_layout: str = "grid", column_norm: bool = False,
-                ctc_classes: int = 0, ctc_target: str = "written", key_head: bool = False) -> TranslatorConfig:
+                ctc_classes: int = 0, ctc_target: str = "written", key_head: bool = False,
+                roll_head: bool = False) -> TranslatorConfig:
     """A preset's sizes with ``vocab``'s layout (a codecs.vocab.Vocabulary). The defaults of
-    ``image_layout``, ``column_norm``, ``ctc_classes`` and ``key_head`` are those of checkpoints
+    ``image_layout``, ``column_norm``, ``ctc_classes``, ``key_head`` and ``roll_head`` are those of checkpoints
     saved before the options."""
     if preset not in PRESETS:
         raise BadInputError(f"unknown translator preset {preset!r}; choose one of "
@@ -156,7 +159,7 @@ def make_config(preset: str, vocab: Any, image_layout: str = "grid", column_norm
     return TranslatorConfig(len(vocab), ranges, tuple(vocab.sos(m) for m in MODALITIES),
                             tuple(vocab.eos(m) for m in MODALITIES),
                             image_layout=image_layout, column_norm=column_norm, ctc_classes=ctc_classes,
-                            ctc_target=ctc_target, key_head=key_head,
+                            ctc_target=ctc_target, key_head=key_head, roll_head=roll_head,
                             **asdict(PRESETS[preset]))
 
 
@@ -397,6 +400,8 @@ class Translator(nn.Module):
             self.ctc = nn.Linear(d, CTC_STAVES * CTC_FRAMES * (cfg.ctc_classes + 1))
         if cfg.key_head:      # the first KEY_COLUMNS columns, side by side -> accidental count + kind
             self.key = nn.Linear(KEY_COLUMNS * d, KEY_COUNTS + 2)
+        if cfg.roll_head:     # per audio frame: onset and sounding logits of every piano key
+            self.roll = nn.Linear(d, 2 * ROLL_PITCHES)
         blocks = (cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout)
         self.encoder = nn.ModuleList(EncoderBlock(*blocks) for _ in range(cfg.n_encoder_layers))
         self.decoder = nn.ModuleList(DecoderBlock(*blocks) for _ in range(cfg.n_decoder_layers))
@@ -518,7 +523,8 @@ class Translator(nn.Module):
                 tgt_pos: torch.Tensor, src_modality: str, tgt_modality: str,
                 token_dropout: float = 0.0, guide: float = 0.0, ctc: float = 0.0,
                 ctc_targets: torch.Tensor | None = None, key: float = 0.0,
-                key_targets: torch.Tensor | None = None) -> torch.Tensor:
+                key_targets: torch.Tensor | None = None, roll: float = 0.0,
+                roll_targets: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced mean cross-entropy over the target's codes.
 
         ``tgt`` is the whole target, [SOS] step .. [EOS] step (then [PAD] steps): the decoder
@@ -527,7 +533,8 @@ class Translator(nn.Module):
         from the target's own history alone and has to read the source. ``guide`` > 0 adds
         that multiple of :func:`guided_attention_loss` (training only), and ``ctc`` > 0 that
         multiple of :meth:`ctc_loss` on ``ctc_targets`` (training only; an image source), and
-        ``key`` > 0 that multiple of :meth:`key_loss` on ``key_targets`` (the same).
+        ``key`` > 0 that multiple of :meth:`key_loss` on ``key_targets`` (the same), and ``roll``
+        > 0 that multiple of :meth:`roll_loss` on ``roll_targets`` (training only; an audio source).
         """
         memory, mask = self.encode(src, src_pos, src_modality, tgt_modality)
         self.check_positions(tgt_pos, tgt_modality)
@@ -546,6 +553,8 @@ class Translator(nn.Module):
             extra = extra + ctc * self.ctc_loss(memory, mask, ctc_targets)
         if self.training and key > 0 and key_targets is not None:
             extra = extra + key * self.key_loss(memory, mask, key_targets)
+        if self.training and roll > 0 and roll_targets is not None:
+            extra = extra + roll * self.roll_loss(memory, roll_targets)
         return self._target_loss(h, tgt[:, 1:], tgt_modality) + extra
 
     def ctc_loss(self, memory: torch.Tensor, mask: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
@@ -640,6 +649,23 @@ class Translator(nn.Module):
     def read_keys(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[int]:
         """The key signature (fifths: sharps > 0, flats < 0) the head reads in each image."""
         return [KEY_FIFTHS[i] for i in self.key_logits(memory, mask).argmax(-1).tolist()]
+
+    def roll_logits(self, memory: torch.Tensor) -> torch.Tensor:
+        """The roll head on the encoder's audio steps (B, S, d) -> (B, S, 2, ROLL_PITCHES) logits:
+        [..., 0, k] a note of piano key k starts in the step's frame, [..., 1, k] it sounds there."""
+        if not self.cfg.roll_head:
+            raise CheckpointError("this model has no piano-roll head (roll_head = false)")
+        return self.roll(memory).view(*memory.shape[:2], 2, ROLL_PITCHES)
+
+    def roll_loss(self, memory: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of :meth:`roll_logits` on ``targets`` (B, S, 2, ROLL_PITCHES) of 0/1,
+        -1 on the steps that are no audio frame ([SOS], [EOS], [PAD]): summed over the keys and
+        both kinds, averaged over the frames (``data.roll.RollTargets``)."""
+        logits = self.roll_logits(memory).float()
+        valid = targets >= 0
+        loss = F.binary_cross_entropy_with_logits(logits, targets.clamp_min(0).float(), reduction="none")
+        frames = valid[..., 0, 0].sum().clamp_min(1)
+        return (loss * valid).sum() / frames
 
     def _target_loss(self, h: torch.Tensor, labels: torch.Tensor, tgt_modality: str) -> torch.Tensor:
         """Mean cross-entropy of the main-decoder states ``h`` (B, T, d) on ``labels`` (B, T, 4)."""

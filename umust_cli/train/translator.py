@@ -43,13 +43,14 @@ from umust_cli.codecs.vocab import Vocabulary
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.pairs import Batch, Caps, TaskSpec
+from umust_cli.data.roll import RollTargets, roll_notes
 from umust_cli.data.staff_order import MARKS, SPELLED_ALTERS, StaffTargets, ctc_classes
 from umust_cli.data.tokenize import corpus_vocabulary
 from umust_cli.device import fast_bf16, resolve_device
 from umust_cli.errors import BadInputError
-from umust_cli.eval.metrics import pooled_ser, ser_counts
+from umust_cli.eval.metrics import MatchConfig, Notes, match_counts, pooled_prf, pooled_ser, ser_counts
 from umust_cli.model.generate import DecodingOptions, generate
-from umust_cli.model.translator import (CTC_TARGETS, KEY_FIFTHS, MODEL_KIND, Translator, TranslatorConfig,
+from umust_cli.model.translator import (CTC_TARGETS, KEY_FIFTHS, MODEL_KIND, PAD, Translator, TranslatorConfig,
                                         init_from_codebooks, make_config, read_codec_codebooks)
 from umust_cli.train.engine import ModelAndOptimizerState, RunOptions, TrainResult, check_resumable, fit
 
@@ -74,6 +75,7 @@ class TrainConfig:
     key_loss: float = 0.0                     # OMR: weight of the key-signature head's loss (column layout)
     key_lr_scale: float = 10.0                # ... and its learning rate, times the model's
     ctc_lr_scale: float = 1.0                 # the CTC head's learning rate, times the model's
+    roll: float = 0.0                         # transcription: weight of the piano-roll head's loss (audio sources)
     realscans: bool = False                   # OMR: realscan_train systems as pairs, realscan_valid scored
     tasks: tuple[TaskSpec, ...] = ()          # () = the direction's paper tasks
     caps: Caps = field(default_factory=Caps)
@@ -125,6 +127,7 @@ class TrainConfig:
         rest.setdefault("key_loss", 0.0)
         rest.setdefault("key_lr_scale", 10.0)
         rest.setdefault("ctc_lr_scale", 1.0)
+        rest.setdefault("roll", 0.0)
         rest.setdefault("realscans", False)
         return cls(tasks=tuple(TaskSpec(**t) for t in obj.get("tasks", ())),
                    caps=Caps(**obj.get("caps", {})), betas=tuple(obj.get("betas", (0.9, 0.98))), **rest)
@@ -139,7 +142,7 @@ FLAGS = {"direction": "--direction", "preset": "--preset", "image_layout": "--im
          "warmup_steps": "--warmup-steps", "decay_steps": "--decay-steps", "precision": "--precision",
          "best_metric": "--best-metric", "seed": "--seed", "token_dropout": "--token-dropout",
          "guide": "--guide", "ctc": "--ctc", "ctc_target": "--ctc-target",
-         "ctc_lr_scale": "--ctc-lr-scale", "key_loss": "--key-loss"}
+         "ctc_lr_scale": "--ctc-lr-scale", "key_loss": "--key-loss", "roll": "--roll"}
 SWITCHES = {"column_norm": ("--column-norm", "--no-column-norm"), "codebook_init": (None, "--no-codebook-init"),
             "scans": (None, "--no-scans"), "crops": ("--crops", None), "realscans": ("--realscans", None)}
 
@@ -299,8 +302,9 @@ class TranslatorTask(ModelAndOptimizerState):
             raise BadInputError("--compile needs a CUDA device (torch.compile's CPU backend builds C++ "
                                 "for minutes and is not supported here)")
         self.model_cfg = make_config(cfg.preset, vocab, cfg.image_layout, cfg.column_norm,
-                                     _ctc_classes(cfg), cfg.ctc_target, cfg.key_loss > 0)
+                                     _ctc_classes(cfg), cfg.ctc_target, cfg.key_loss > 0, cfg.roll > 0)
         self.staff_targets = _staff_targets(vocab, cfg.ctc_target) if cfg.ctc > 0 or cfg.key_loss > 0 else None
+        self.roll_targets = RollTargets(vocab) if cfg.roll > 0 else None
         real_codes = realscan_codes or codes_dir
         self.train_data = load_data(corpus, "train", cfg, self.model_cfg, vocab, codes_dir,
                                     RealScans(REALSCAN_TRAIN, real_codes) if cfg.realscans else None, self.left_out)
@@ -357,13 +361,15 @@ class TranslatorTask(ModelAndOptimizerState):
     def _loss(self, net: torch.nn.Module, b: Batch) -> torch.Tensor:
         spec = self.cfg.tasks[b.task]
         b = b.to(self.device)
-        targets = keys = None
+        targets = keys = rolls = None
         if self.staff_targets is not None and (spec.source, spec.target) == ("image", "notation"):
             targets = self.staff_targets(b.tgt[..., 0]).to(self.device) if self.cfg.ctc > 0 else None
             keys = _key_targets(self.staff_targets.keys(b.tgt[..., 0])).to(self.device)
+        if self.roll_targets is not None and (spec.source, spec.target) == ("audio", "midi"):
+            rolls = self.roll_targets(b.src, b.tgt[..., 0]).to(self.device)
         with self._autocast():
             return net(b.src, b.src_pos, b.tgt, b.tgt_pos, spec.source, spec.target, self.cfg.token_dropout,
-                       self.cfg.guide, self.cfg.ctc, targets, self.cfg.key_loss, keys).float()
+                       self.cfg.guide, self.cfg.ctc, targets, self.cfg.key_loss, keys, self.cfg.roll, rolls).float()
 
     def train_step(self, batch: list[Batch], step: int) -> dict:
         lr = lr_at(self.cfg, step)
@@ -430,6 +436,9 @@ class TranslatorTask(ModelAndOptimizerState):
         omr = [i for i, t in enumerate(self.cfg.tasks) if is_omr(t)]
         if omr and data.pairs[omr[0]] and self.run.eval_items > 0:
             out.update(self._omr_ser(omr[0], data))
+        amt = [i for i, t in enumerate(self.cfg.tasks) if (t.source, t.target) == ("audio", "midi")]
+        if amt and data.pairs[amt[0]] and self.roll_targets is not None:
+            out.update(self._roll_f1(amt[0], data))
         return out
 
     def _valid_batches(self, data: Data, t: int, limit: int) -> Iterator[Batch]:
@@ -463,6 +472,21 @@ class TranslatorTask(ModelAndOptimizerState):
             counts.append(ser_counts([names[i - off] for i in ids], ref))
         return {"SER": round(pooled_ser(counts), 5), "ser_systems": len(counts), **self._key_accuracy(t, data)}
 
+    def _roll_f1(self, t: int, data: Data) -> dict:
+        """Onset F1 (50 ms, pooled) of the roll head's reading (``data.roll.roll_notes``) of the
+        first EVAL_PAIRS transcription pairs of ``data`` against their MIDI."""
+        counts, onset_only = [], MatchConfig(offset_ratio=None)
+        for b in self._valid_batches(data, t, EVAL_PAIRS):
+            b = b.to(self.device)
+            with self._autocast():
+                memory, _ = self.model.encode(b.src, b.src_pos, "audio", "midi")
+                probs = self.model.roll_logits(memory).float().sigmoid().cpu().numpy()
+            frames = (b.src[..., 1] != PAD).cpu().numpy()
+            for p, f, ids in zip(probs, frames, b.tgt[..., 0].tolist()):
+                est = roll_notes(p[f, 0], p[f, 1])
+                counts.append(match_counts(_notes(est), _notes(self.roll_targets.notes(ids)), onset_only))
+        return {"roll_onset_F1": round(pooled_prf(counts)[2], 5), "roll_systems": len(counts)}
+
     def _key_accuracy(self, t: int, data: Data) -> dict:
         """With a key head: the share of ``data``'s OMR pairs (all of them) whose key signature it reads."""
         if not self.model_cfg.key_head:
@@ -489,15 +513,17 @@ class TranslatorTask(ModelAndOptimizerState):
         ckpt_io.save_model(ckpt_dir, self.model.state_dict(), config, self.vocab)
 
     def warm_start(self, init: Path) -> dict:
-        def normalize(saved: dict) -> dict:   # the CTC and key heads are added heads: an init may lack them
+        def normalize(saved: dict) -> dict:   # the CTC, key and roll heads are added heads: an init may lack them
             return dict(TranslatorConfig.from_dict(saved).to_dict(), ctc_classes=self.model_cfg.ctc_classes,
-                        ctc_target=self.model_cfg.ctc_target, key_head=self.model_cfg.key_head)
+                        ctc_target=self.model_cfg.ctc_target, key_head=self.model_cfg.key_head,
+                        roll_head=self.model_cfg.roll_head)
 
         saved = TranslatorConfig.from_dict(ckpt_io.read_config(init).get("model") or {})
         other_head = (saved.ctc_classes, saved.ctc_target) != (self.model_cfg.ctc_classes, self.model_cfg.ctc_target)
-        drop = (("ctc.",) if other_head else ()) + (("key.",) if saved.key_head != self.model_cfg.key_head else ())
+        drop = ((("ctc.",) if other_head else ()) + (("key.",) if saved.key_head != self.model_cfg.key_head else ())
+                + (("roll.",) if saved.roll_head != self.model_cfg.roll_head else ()))
         row = ckpt_io.warm_start(self.model, init, MODEL_KIND, self.model_cfg.to_dict(), self.vocab,
-                                 normalize=normalize, fresh=("ctc.", "key."), drop=drop)
+                                 normalize=normalize, fresh=("ctc.", "key.", "roll."), drop=drop)
         variants = {"spelled": (len(SPELLED_ALTERS), SPELLED_ALTERS.index(0)), "marked": (len(MARKS), 0)}
         if other_head and saved.ctc_classes and saved.ctc_target == "written" and self.model_cfg.ctc_target in variants:
             state, _ = ckpt_io.load_model(init, self.vocab)      # the written head spells the new one's start
@@ -553,6 +579,11 @@ def _param_groups(model: Translator, cfg: TrainConfig) -> list[dict]:
     groups = {prefix: [p for n, p in model.named_parameters() if n.startswith(prefix)] for prefix in scales}
     rest = [p for n, p in model.named_parameters() if not n.startswith(tuple(scales))]
     return [{"params": rest}] + [{"params": groups[k], "lr_scale": s} for k, s in scales.items() if groups[k]]
+
+
+def _notes(notes: Sequence) -> Notes:
+    """pretty_midi notes -> the metrics' Notes."""
+    return Notes.from_arrays([n.start for n in notes], [n.end for n in notes], [n.pitch for n in notes])
 
 
 def _key_targets(keys: Sequence[int | None]) -> torch.Tensor:

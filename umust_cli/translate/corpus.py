@@ -14,7 +14,9 @@ FluidSynth: the steps ``umust translate score.png -o out.wav`` takes after OMR) 
 notation yields no notes gets one second of silence, so that it is scored (as nothing heard)
 rather than left out, and is counted. ``predict_reading`` is the other route to audio
 (``--via midi``): the CTC reading of each system's codes, timed by image column, to
-``NNN.mid`` and ``NNN.wav``, without decoding.
+``NNN.mid`` and ``NNN.wav``, without decoding. ``predict_transcription`` reads each system's
+audio codes into ``NNN.mid`` (the audio -> image direction model's transcription) for
+`umust eval amt PRED_DIR --data CORPUS`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pretty_midi
 import torch
 
+from umust_cli.codecs.midi import MidiCodec
 from umust_cli.codecs.notation import NotationCodec, lmx_file_text
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.synth import SAMPLE_RATE, write_wav
@@ -32,7 +36,7 @@ from umust_cli.errors import BadInputError, NotationError, TranslationError
 from umust_cli.eval.corpus import spread
 from umust_cli.io import write_text_atomic
 from umust_cli.model.generate import batch_steps, generate_from_memory, step_positions
-from umust_cli.translate.direct import column_reading, encode_images, read_staff_pitches, reading_midi
+from umust_cli.translate.direct import column_reading, encode_images, read_rolls, read_staff_pitches, reading_midi
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.pipeline import run_route, write_output
 from umust_cli.translate.symbolic import synthesize_audio
@@ -59,14 +63,16 @@ class SplitJob:
             raise BadInputError("--batch-size must be >= 1")
 
 
-def split_systems(job: SplitJob) -> list[pairs_io.System]:
-    """The split's systems of the chosen copy that have image codes, in (piece, system) order."""
-    scans = job.copy != "engraved"
-    systems, _ = pairs_io.load_systems(job.corpus, job.split, None, job.codes, ("image",), scans=scans)
-    chosen = [s for s in systems if s.copy == ("" if not scans else job.copy) and s.has("image")]
+def split_systems(job: SplitJob, modality: str = "image") -> list[pairs_io.System]:
+    """The split's systems of the chosen copy that have ``modality``'s codes (image or audio), in
+    (piece, system) order."""
+    scans = job.copy != "engraved" and modality == "image"
+    systems, _ = pairs_io.load_systems(job.corpus, job.split, None, job.codes, (modality,), scans=scans)
+    chosen = [s for s in systems if s.copy == ("" if not scans else job.copy) and s.has(modality)]
     if not chosen:
-        raise BadInputError(f"{job.corpus}: no {job.copy} image codes on the {job.split} split; run "
-                            f"`umust dataset tokenize {job.corpus} --split {job.split}"
+        what = f"{job.copy} image" if modality == "image" else modality
+        raise BadInputError(f"{job.corpus}: no {what} codes on the "
+                            f"{job.split} split; run `umust dataset tokenize {job.corpus} --split {job.split}"
                             f"{' --scans' if scans else ''}` first")
     return spread(sorted(chosen, key=lambda s: s.key), job.limit)   # the systems eval --limit picks
 
@@ -131,6 +137,47 @@ def render_audio(job: SplitJob, engines: Engines, out: Path,
     return {"systems": len(systems), "written": written, "skipped": len(systems) - written, "silent": silent,
             "split": job.split, "copy": job.copy}
 
+
+
+def predict_transcription(job: SplitJob, engines: Engines, out: Path,
+                          on_batch: Callable[[int], None] | None = None) -> dict:
+    """Transcription over a split: ``out/<piece>/<NNN>.mid`` from each system's audio codes (variant
+    0), the roll head's reading where the model has one (``RunConfig.roll_reading``), else the
+    MIDI it decodes greedily; for `umust eval amt OUT --data CORPUS`. ``empty``: no notes."""
+    model = engines.translator("audio", "midi")
+    systems = split_systems(job, "audio")
+    todo = [s for s in systems if not _dest(out, s).with_suffix(".mid").is_file()]
+    store = pairs_io.SequenceStore(todo, model.cfg)
+    order, empty = sorted(range(len(todo)), key=lambda i: todo[i].length("audio")), 0
+    for lo in range(0, len(order), job.batch_size):
+        idx = order[lo:lo + job.batch_size]
+        src = batch_steps([store.steps(i, "audio")[0] for i in idx]).to(engines.device)
+        for i, midi in zip(idx, _transcribe(model, src, engines)):
+            empty += not midi.instruments[0].notes
+            write_output(_dest(out, todo[i]).with_suffix(".mid"), "midi", midi)
+        if on_batch:
+            on_batch(len(idx))
+    return {"systems": len(systems), "written": len(todo), "skipped": len(systems) - len(todo), "empty": empty,
+            "split": job.split, "copy": "audio"}
+
+
+def _transcribe(model, src: torch.Tensor, engines: Engines) -> list[pretty_midi.PrettyMIDI]:
+    """One piano track per example of a batch of audio steps: roll reading or decoded MIDI."""
+    if model.cfg.roll_head and engines.config.roll_reading:
+        tracks = read_rolls(model, src)
+    else:
+        with torch.inference_mode():
+            memory, mask = model.encode(src, step_positions(src, "audio"), "audio", "midi")
+        ids = generate_from_memory(model, memory, mask, "midi", engines.decoding("midi"))
+        decoded = [MidiCodec().decode(engines.vocab.to_local("midi", x)) for x in ids]
+        tracks = [[n for inst in m.instruments if not inst.is_drum for n in inst.notes] for m in decoded]
+    out = []
+    for notes in tracks:
+        midi, piano = pretty_midi.PrettyMIDI(), pretty_midi.Instrument(program=0, name="piano")
+        piano.notes.extend(notes)
+        midi.instruments.append(piano)
+        out.append(midi)
+    return out
 
 
 def predict_reading(job: SplitJob, engines: Engines, out: Path,

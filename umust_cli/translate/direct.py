@@ -31,7 +31,8 @@ from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
 from umust_cli.errors import BadInputError, TranslationError
 from umust_cli.model.generate import generate_from_memory, step_positions, to_steps
 from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, key_alters, midi_of, read_pitches
-from umust_cli.model.translator import SLOTS, Translator
+from umust_cli.data.roll import roll_notes
+from umust_cli.model.translator import PAD, SLOTS, Translator
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.values import Notation, lmx_tokens
 
@@ -212,9 +213,36 @@ def audio_windows(samples: np.ndarray, engines: Engines, target: str) -> list[tu
 
 
 def audio_to_midi(samples: np.ndarray, engines: Engines) -> pretty_midi.PrettyMIDI:
+    """Transcription: each window's notes from the model's roll head where it has one (and
+    ``RunConfig.roll_reading``), else the MIDI tokens it decodes."""
+    model = engines.translator("audio", "midi")
+    if model.cfg.roll_head and engines.config.roll_reading:
+        return roll_midi(engines, model, audio_windows(samples, engines, "midi"))
     segments = [MidiSegment(round(a, 6), round(b, 6), translate_ids(engines, "audio", "midi", ids, piece=i))
                 for i, (a, b, ids) in enumerate(audio_windows(samples, engines, "midi"))]
     return MidiCodec().decode_segments(segments)
+
+
+def roll_midi(engines: Engines, model: Translator, windows: Sequence[tuple[float, float, list[int]]]
+              ) -> pretty_midi.PrettyMIDI:
+    """One piano track of the roll head's reading (``data.roll.roll_notes``) of audio ``windows``
+    (``audio_windows``), each timed from its start."""
+    midi, piano = pretty_midi.PrettyMIDI(), pretty_midi.Instrument(program=0, name="piano")
+    for start, _, ids in windows:
+        steps = to_steps(engines.vocab.wrap("audio", ids), "audio", model.cfg)[None].to(engines.device)
+        piano.notes.extend(pretty_midi.Note(n.velocity, n.pitch, n.start + start, n.end + start)
+                           for n in read_rolls(model, steps)[0])
+    midi.instruments.append(piano)
+    return midi
+
+
+def read_rolls(model: Translator, src: torch.Tensor) -> list[list[pretty_midi.Note]]:
+    """The roll head's notes of a batch of audio steps (B, S, 4), in seconds from each one's first frame."""
+    with torch.inference_mode():
+        memory, _ = model.encode(src, step_positions(src, "audio"), "audio", "midi")
+        probs = model.roll_logits(memory).float().sigmoid().cpu().numpy()     # (B, S, 2, keys)
+    frames = (src[..., 1] != PAD).cpu().numpy()
+    return [roll_notes(p[f, 0], p[f, 1]) for p, f in zip(probs, frames)]
 
 
 def audio_to_image(samples: np.ndarray, engines: Engines) -> list[np.ndarray]:

@@ -48,6 +48,7 @@ class RunConfig:
     grammar: bool = True                # notation targets: decode under codecs.notation.ChordRule
     beam_size: int = 1                  # notation / MIDI targets: beam search with this many hypotheses
     ctc_pitches: bool = True            # OMR: pitches from the model's CTC head where they align, key from its key head
+    roll_reading: bool = True           # transcription: notes from the model's roll head (no decoding) where it has one
 
     def __post_init__(self) -> None:    # bad decoding settings fail before any input is read
         DecodingOptions(temperature=self.temperature or 0.0, top_k=self.top_k, top_p=self.top_p,
