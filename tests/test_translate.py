@@ -436,6 +436,63 @@ def test_the_reading_plays_the_key_signature_its_key_head_reads(files, tmp_path_
     assert {n.pitch for n in pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes} == {61}
 
 
+def _key_reader_reading(ckpt: Path, fifths: int) -> Path:
+    """A key-reader checkpoint that reads ``fifths`` in every image (its scores are its bias)."""
+    import torch
+
+    from umust_cli.checkpoint import save_model
+    from umust_cli.model.key_reader import MODEL_KIND, KeyReader, KeyReaderConfig
+    from umust_cli.model.translator import KEY_COUNTS
+
+    cfg = KeyReaderConfig(channels=2)
+    model = KeyReader(cfg)
+    with torch.no_grad():
+        model.out.weight.zero_()
+        scores = model.out.bias.fill_(0.0)
+        scores[abs(fifths)] = 10.0
+        if fifths:
+            scores[KEY_COUNTS + int(fifths > 0)] = 10.0
+    save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()})
+    return ckpt
+
+
+def test_a_key_reader_overrides_the_key_head_in_the_reading_and_in_omr(files, tmp_path_factory, one_torch_thread):
+    model = _tiny_reader(tmp_path_factory.mktemp("tiny-key2"), 2)      # key head: D major (C read as C sharp)
+    reader = _key_reader_reading(tmp_path_factory.mktemp("reader"), -1)  # key reader: F major (C stays C)
+    out = tmp_path_factory.mktemp("out")
+    _json(_run([files["png"], "-o", out / "r.mid", "--model", model, "--key-reader", reader, "--json"]))
+    assert {n.pitch for n in pretty_midi.PrettyMIDI(str(out / "r.mid")).instruments[0].notes} == {60}
+    _json(_run([files["png"], "-o", out / "h.mid", "--model", model, "--key-reader", "none", "--json"]))
+    assert {n.pitch for n in pretty_midi.PrettyMIDI(str(out / "h.mid")).instruments[0].notes} == {61}
+    result = _run([files["png"], "-o", out / "x.mid", "--model", model, "--key-reader", out / "missing"])
+    _one_error_line(result, 2, "missing")
+
+
+def test_omr_writes_the_key_signature_the_key_reader_reads(files, tmp_path_factory, monkeypatch, one_torch_thread):
+    """The decoder's first key signature is replaced by the key reader's (else by the key head's)."""
+    from umust_cli.codecs.notation import NotationCodec
+    from umust_cli.translate import direct
+
+    model = _tiny_reader(tmp_path_factory.mktemp("tiny-key3"), 2)
+    reader = _key_reader_reading(tmp_path_factory.mktemp("reader3"), -3)
+    names = NotationCodec().token_names()
+    decoded = "measure key:fifths:0 time beats:3 beat-type:4 clef:G2 staff:1 C4 voice:1 quarter staff:1".split()
+
+    def fake_generate(model_, memory, mask, target, *args, **kwargs):
+        from umust_cli.codecs.vocab import default_vocabulary
+
+        ids = default_vocabulary().to_global("notation", [names.index(t) for t in decoded])
+        return [list(ids) for _ in range(memory.shape[0])]
+
+    monkeypatch.setattr(direct, "generate_from_memory", fake_generate)
+    out = tmp_path_factory.mktemp("out3")
+    for choice, want in ((reader, "key:fifths:-3"), ("none", "key:fifths:2")):
+        dest = out / f"{want[-2:]}.lmx"
+        _json(_run([files["png"], "-o", dest, "--model", model, "--key-reader", choice, "--json"]))
+        tokens = dest.read_text().split("---")[-1].split()
+        assert [t for t in tokens if t.startswith("key:")] == [want], tokens      # one system
+
+
 def test_omr_encodes_each_system_once_for_its_decoder_and_its_heads(files, tmp_path_factory, monkeypatch,
                                                                    one_torch_thread):
     """The decoder and the CTC and key heads read one encoding of each system (a page of two

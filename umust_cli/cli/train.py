@@ -217,6 +217,46 @@ TASKS_HELP = ("Comma-separated tasks: omr, midi2audio, image2audio, transcriptio
               "Default: the direction's three tasks with the paper's curriculum.")
 
 
+@app.command("key-reader")
+@handle_errors
+def key_reader(
+    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` (its system PNGs, scanned-look "
+                              "copies and LMX)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop after this long."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per step."),
+    lr: float = typer.Option(2e-3, "--lr", help="AdamW peak learning rate."),
+    warmup_steps: int = typer.Option(100, "--warmup-steps", min=0, help="Linear warm-up steps."),
+    decay_steps: int = typer.Option(4000, "--decay-steps", min=1, help="Cosine decay to 5% of --lr by this step."),
+    channels: int = typer.Option(16, "--channels", min=1, help="Width of the first convolution (then x2, x4, x4)."),
+    no_scans: bool = typer.Option(False, "--no-scans", help="Train on the engravings only."),
+    init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, the batches and their shifts."),
+    save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Score the valid split every N steps (and at the end)."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Train the key-signature reader: a small CNN on the first columns of each system image, read
+    by OMR and the image -> MIDI reading instead of the translator's key head (results.md)."""
+    from umust_cli.model.key_reader import KeyReaderConfig
+    from umust_cli.train.engine import RunOptions
+    from umust_cli.train.key_reader import TrainConfig, train_key_reader
+
+    dev = _setup("small", {"small": None}, max_steps, max_minutes, threads, device)
+    cfg = TrainConfig(model=KeyReaderConfig(channels=channels), batch_size=batch_size, lr=lr,
+                      warmup_steps=warmup_steps, decay_steps=decay_steps, scans=not no_scans, seed=seed)
+    run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
+                     eval_every=eval_every, device=str(dev), progress=not quiet and not as_json)
+    result = train_key_reader(data, output, cfg, run, init=_init("key-reader", init))
+    ev = result.eval or {}
+    score = ", ".join(f"{k.split('/')[1]} {v:.1%}" for k, v in ev.items() if k.startswith("key_accuracy/"))
+    _report(result, output, as_json, f", valid keys right: {score}" if score else "")
+
+
 @app.command("translator")
 @handle_errors
 def translator(

@@ -47,6 +47,10 @@ def translate(
                                      "a CTC head: each staff's pitches from the CTC reading where it aligns with "
                                      "the decoded notes, and with a key head its key signature (measured "
                                      "better: docs/results.md)."),
+    key_reader: str = typer.Option("auto", "--key-reader", metavar="auto|none|NAME|PATH", help="OMR and image -> "
+                                   "MIDI: the key signature from this key-signature reader (a CNN on the "
+                                   "system's first columns; auto: the shipped one where installed), none: from "
+                                   "the translator's key head."),
     roll_reading: bool = typer.Option(True, "--roll-reading/--no-roll-reading", help="Audio -> MIDI with a "
                                       "model that has a piano-roll head: the notes it reads per audio frame, "
                                       "without decoding MIDI tokens."),
@@ -85,7 +89,7 @@ def translate(
     config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
                        top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar,
                        beam_size=beam_size, ctc_pitches=ctc_pitches,
-                       roll_reading=roll_reading)
+                       roll_reading=roll_reading, key_reader=key_reader)
     if data is not None:
         if inputs or task not in (None, "omr", "i2n", "i2a", "a2m", "amt", "transcription"):
             raise BadInputError("--data translates a corpus split (OMR, --task i2a: OMR then the cascade "

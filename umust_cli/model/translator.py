@@ -633,10 +633,7 @@ class Translator(nn.Module):
         if mask is not None:
             first = first * mask[:, 0, 0, :KEY_COLUMNS, None]
         first = F.pad(first, (0, 0, 0, KEY_COLUMNS - first.shape[1]))             # (B, KEY_COLUMNS, d)
-        scores = self.key(first.reshape(b, KEY_COLUMNS * d))                        # (B, KEY_COUNTS + 2)
-        fifths = torch.tensor(KEY_FIFTHS, device=memory.device)
-        kind = scores[:, KEY_COUNTS + (fifths > 0).long()] * (fifths != 0)          # (B, 15): sharp or flat
-        return scores[:, fifths.abs()] + kind
+        return key_scores_to_logits(self.key(first.reshape(b, KEY_COLUMNS * d)))  # (B, KEY_COUNTS + 2) -> (B, 15)
 
     def key_loss(self, memory: torch.Tensor, mask: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of :meth:`key_logits` on ``targets`` (B,): the index in KEY_FIFTHS of
@@ -682,6 +679,14 @@ class Translator(nn.Module):
             total = total + F.cross_entropy(logits, cls, reduction="sum")
             count = count + (cls != -100).sum()
         return total / count.clamp_min(1)
+
+
+def key_scores_to_logits(scores: torch.Tensor) -> torch.Tensor:
+    """(B, KEY_COUNTS + 2) scores -> (B, len(KEY_FIFTHS)) logits: the count's score plus, unless
+    none, the kind's (sharp or flat)."""
+    fifths = torch.tensor(KEY_FIFTHS, device=scores.device)
+    kind = scores[:, KEY_COUNTS + (fifths > 0).long()] * (fifths != 0)
+    return scores[:, fifths.abs()] + kind
 
 
 def guided_attention_loss(weights: list[torch.Tensor], tgt_valid: torch.Tensor, src_valid: torch.Tensor,

@@ -28,15 +28,18 @@ from typing import Callable
 import pretty_midi
 import torch
 
+from umust_cli.codecs.image import load_gray
 from umust_cli.codecs.midi import MidiCodec
 from umust_cli.codecs.notation import NotationCodec, lmx_file_text
+from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.synth import SAMPLE_RATE, write_wav
 from umust_cli.errors import BadInputError, NotationError, TranslationError
 from umust_cli.eval.corpus import spread
 from umust_cli.io import write_text_atomic
 from umust_cli.model.generate import batch_steps, generate_from_memory, step_positions
-from umust_cli.translate.direct import column_reading, encode_images, read_rolls, read_staff_pitches, reading_midi
+from umust_cli.translate.direct import (column_reading, encode_images, read_rolls, read_staff_pitches,
+                                        reader_keys, reading_midi)
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.pipeline import run_route, write_output
 from umust_cli.translate.symbolic import synthesize_audio
@@ -89,13 +92,39 @@ def _image_batch(store: pairs_io.SequenceStore, idx: list[int], engines: Engines
     return src, step_positions(src, "image", torch.tensor([h for _, h in seqs]))
 
 
+def _reader_keys(paths: dict[str, Path], systems: list[pairs_io.System], engines: Engines) -> list[int | None]:
+    """The key reader's key signature of each system's image file (``paths``: ``image_paths``);
+    Nones where the run has no key reader or an image file is missing (the translator's key head
+    reads those)."""
+    if engines.key_reader() is None:
+        return [None] * len(systems)
+    found = [paths.get(s.key) for s in systems]
+    keys = reader_keys(engines, [load_gray(p) for p in found if p is not None])
+    return [keys.pop(0) if p is not None else None for p in found]
+
+
+def image_paths(job: SplitJob, engines: Engines) -> dict[str, Path]:
+    """System key ("piece/NNN", a scanned-look copy's with "/scanK") -> its image file, of ``job``'s
+    split; {} for a run without a key reader (which reads them)."""
+    out: dict[str, Path] = {}
+    if engines.key_reader() is None:
+        return out
+    for row in corpus_io.system_rows(job.corpus, (job.split,)):
+        key = f"{row['piece_id']}/{int(row['system']):03d}"
+        if row.get("png"):
+            out[key] = job.corpus / row["png"]
+        for k, rel in enumerate(row.get("scans") or ()):
+            out[f"{key}/scan{k}"] = job.corpus / rel
+    return {k: p for k, p in out.items() if p.is_file()}
+
+
 def predict_omr(job: SplitJob, engines: Engines, out: Path,
                 on_batch: Callable[[int], None] | None = None) -> dict:
     """Write ``out/<piece>/<NNN>.lmx`` for every chosen system; counts of what was done."""
     model = engines.translator("image", "notation")
     systems = split_systems(job)
     todo = [s for s in systems if not _dest(out, s).is_file()]
-    store = pairs_io.SequenceStore(todo, model.cfg)
+    store, paths = pairs_io.SequenceStore(todo, model.cfg), image_paths(job, engines)
     names = NotationCodec().token_names()
     order = sorted(range(len(todo)), key=lambda i: todo[i].length("image"))
     written, empty = 0, 0
@@ -104,7 +133,7 @@ def predict_omr(job: SplitJob, engines: Engines, out: Path,
         memory, mask = encode_images(model, *_image_batch(store, idx, engines))
         ids = generate_from_memory(model, memory, mask, "notation", engines.decoding("notation"),
                                    rule=engines.rule("notation", len(idx)))
-        ids = read_staff_pitches(engines, model, memory, mask, ids)
+        ids = read_staff_pitches(engines, model, memory, mask, ids, _reader_keys(paths, [todo[i] for i in idx], engines))
         for i, out_ids in zip(idx, ids):
             tokens = [names[t] for t in engines.vocab.to_local("notation", out_ids)]
             empty += not tokens
@@ -188,11 +217,14 @@ def predict_reading(job: SplitJob, engines: Engines, out: Path,
     model = engines.translator("image", "midi")
     systems = split_systems(job)
     todo = [s for s in systems if not _dest(out, s).with_suffix(".wav").is_file()]
-    store = pairs_io.SequenceStore(todo, model.cfg)
+    store, paths = pairs_io.SequenceStore(todo, model.cfg), image_paths(job, engines)
     silent = 0
     for lo in range(0, len(todo), job.batch_size):
         idx = list(range(lo, min(lo + job.batch_size, len(todo))))
-        for i, reading in zip(idx, column_reading(model, *encode_images(model, *_image_batch(store, idx, engines)))):
+        readings = column_reading(model, *encode_images(model, *_image_batch(store, idx, engines)))
+        keys = _reader_keys(paths, [todo[i] for i in idx], engines)
+        for i, reading, fifths in zip(idx, readings, keys):
+            reading = reading if fifths is None else reading._replace(fifths=fifths)
             midi, dest = reading_midi([reading], model.cfg.ctc_target), _dest(out, todo[i])
             write_output(dest.with_suffix(".mid"), "midi", midi)
             try:

@@ -31,6 +31,7 @@ from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
 from umust_cli.errors import BadInputError, TranslationError
 from umust_cli.model.generate import generate_from_memory, step_positions, to_steps
 from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, key_alters, midi_of, read_pitches
+from umust_cli.data.key_crops import key_crop
 from umust_cli.data.roll import roll_notes
 from umust_cli.model.translator import PAD, SLOTS, Translator
 from umust_cli.translate.engines import Engines
@@ -46,8 +47,10 @@ READING_VELOCITY = 80
 
 
 def translate_ids(engines: Engines, source: str, target: str, local_ids: Sequence[int],
-                  src_height: int | None = None, tgt_height: int | None = None, piece: int = 0) -> list[int]:
-    """Local ids of one source piece -> the local ids the direction model generates."""
+                  src_height: int | None = None, tgt_height: int | None = None, piece: int = 0,
+                  fifths: int | None = None) -> list[int]:
+    """Local ids of one source piece -> the local ids the direction model generates (OMR: with
+    the key signature ``fifths`` where the key reader read one, ``read_staff_pitches``)."""
     model = engines.translator(source, target)
     steps = to_steps(engines.vocab.wrap(source, list(local_ids)), source, model.cfg)[None].to(engines.device)
     with torch.inference_mode():
@@ -55,23 +58,26 @@ def translate_ids(engines: Engines, source: str, target: str, local_ids: Sequenc
     out = generate_from_memory(model, memory, mask, target, engines.decoding(target, piece), height=tgt_height,
                                rule=engines.rule(target))
     if (source, target) == ("image", "notation"):
-        out = read_staff_pitches(engines, model, memory, mask, out)
+        out = read_staff_pitches(engines, model, memory, mask, out, [fifths])
     return engines.vocab.to_local(target, out[0])
 
 
 def read_staff_pitches(engines: Engines, model: Translator, memory: torch.Tensor, mask: torch.Tensor | None,
-                       ids: list[list[int]]) -> list[list[int]]:
+                       ids: list[list[int]], fifths: Sequence[int | None] | None = None) -> list[list[int]]:
     """OMR outputs (global notation ids per source image, decoded from the encoder's ``memory``
     and ``mask``) with each staff's pitch tokens taken
     from the model's CTC head where they align with the decoded notes
-    (``data.staff_order.read_pitches``) and the first key signature from its key head; unchanged
-    for a model without them or with ``RunConfig.ctc_pitches`` off. Measured on valid systems:
-    results.md, "CTC pitch reading" and "Key signatures"."""
-    if not (engines.config.ctc_pitches and (model.cfg.ctc_classes or model.cfg.key_head)):
+    (``data.staff_order.read_pitches``) and the first key signature from ``fifths`` (the key
+    reader's, one per image or None) or else its key head; unchanged for a model without them or
+    with ``RunConfig.ctc_pitches`` off. Measured on valid systems: results.md, "CTC pitch
+    reading" and "Key signatures"."""
+    read = list(fifths) if fifths is not None else [None] * len(ids)
+    if not (engines.config.ctc_pitches and (model.cfg.ctc_classes or model.cfg.key_head or any(read))):
         return ids
     names, out = NotationCodec().token_names(), []
     pitches = [n for n, _ in ctc_classes(model.cfg.ctc_target)]
-    for seq, reading in zip(ids, column_reading(model, memory, mask)):
+    readings = [r if k is None else r._replace(fifths=k) for r, k in zip(column_reading(model, memory, mask), read)]
+    for seq, reading in zip(ids, readings):
         tokens = [names[t] for t in engines.vocab.to_local("notation", seq)]
         if model.cfg.ctc_classes:
             staves = [[pitches[c] for _, c in staff] for staff in reading.staves]
@@ -176,26 +182,37 @@ def image_to_audio(systems: list[np.ndarray], engines: Engines) -> np.ndarray:
 
 def image_to_midi(systems: list[np.ndarray], engines: Engines) -> pretty_midi.PrettyMIDI:
     """The OMR model's CTC reading of every system, timed by image column (``reading_midi``), its
-    key signature from the key head where the model has one: no decoding, so no rhythm and no
-    accidentals; measured against the notation cascade on the same judge in results.md."""
+    key signature from the key reader where one is installed, else from the model's key head: no
+    decoding, so no rhythm and no accidentals; measured against the notation cascade on the same
+    judge in results.md."""
     model, codec, readings = engines.translator("image", "midi"), engines.image_codec(), []
-    for gray in systems:
+    for gray, fifths in zip(systems, reader_keys(engines, systems)):
         codes = codec.encode(gray)
         steps = to_steps(engines.vocab.wrap("image", list(codes.ids)), "image", model.cfg)[None].to(engines.device)
-        readings.extend(column_reading(model, *encode_images(model, steps, step_positions(steps, "image",
-                                                                                            codes.shape[0]))))
+        (reading,) = column_reading(model, *encode_images(model, steps, step_positions(steps, "image", codes.shape[0])))
+        readings.append(reading if fifths is None else reading._replace(fifths=fifths))
     midi = reading_midi(readings, model.cfg.ctc_target)
     if not midi.instruments[0].notes:
         raise TranslationError("the model read no notes in the image")
     return midi
 
 
+def reader_keys(engines: Engines, systems: Sequence[np.ndarray]) -> list[int | None]:
+    """The key reader's key signature of each grayscale system image (``data.key_crops.key_crop``);
+    Nones where the run has no key reader (``Engines.key_reader``)."""
+    reader = engines.key_reader()
+    if reader is None or not systems:
+        return [None] * len(systems)
+    return [k for k, _ in reader.read(np.stack([key_crop(g) for g in systems]))]
+
+
 def image_to_notation(systems: list[np.ndarray], engines: Engines) -> Notation:
     """OMR: the LMX tokens of every system, one after another (consecutive measures)."""
     codec, names, tokens = engines.image_codec(), NotationCodec().token_names(), []
-    for i, gray in enumerate(systems):
+    for i, (gray, fifths) in enumerate(zip(systems, reader_keys(engines, systems))):
         codes = codec.encode(gray)
-        ids = translate_ids(engines, "image", "notation", codes.ids, src_height=codes.shape[0], piece=i)
+        ids = translate_ids(engines, "image", "notation", codes.ids, src_height=codes.shape[0], piece=i,
+                            fifths=fifths)
         tokens.extend(names[t] for t in ids)
     return Notation(lmx=tuple(tokens))
 

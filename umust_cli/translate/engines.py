@@ -1,4 +1,4 @@
-"""What a translation run loads, each thing once: translator models, codecs, soundfont.
+"""What a translation run loads, each thing once: translator models, the key reader, codecs, soundfont.
 
 ``RunConfig`` holds the run's settings (the CLI's options); ``Engines`` loads what the
 steps ask for on first use. The direction model of a task (registry kind
@@ -24,6 +24,7 @@ from umust_cli.data.synth import available_soundfonts
 from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, CheckpointError, RenderError
 from umust_cli.model.generate import DecodingOptions
+from umust_cli.model.key_reader import MODEL_KIND as KEY_READER_KIND, KeyReader, KeyReaderConfig
 from umust_cli.model.translator import (CODES_PER_STEP, MODEL_KIND as CHECKPOINT_KIND, Translator,
                                         TranslatorConfig)
 from umust_cli.translate.routes import MODEL_KIND
@@ -49,6 +50,8 @@ class RunConfig:
     beam_size: int = 1                  # notation / MIDI targets: beam search with this many hypotheses
     ctc_pitches: bool = True            # OMR: pitches from the model's CTC head where they align, key from its key head
     roll_reading: bool = True           # transcription: notes from the model's roll head (no decoding) where it has one
+    key_reader: str = "auto"            # OMR and image -> MIDI: the key signature from this key reader (NAME|PATH);
+                                        # auto: the shipped one where installed, none: the translator's key head
 
     def __post_init__(self) -> None:    # bad decoding settings fail before any input is read
         DecodingOptions(temperature=self.temperature or 0.0, top_k=self.top_k, top_p=self.top_p,
@@ -119,6 +122,11 @@ def trained_tasks(folder: Path) -> set[tuple[str, str]] | None:
     return out
 
 
+def load_key_reader(folder: Path) -> KeyReader:
+    """A key-reader checkpoint (one-line CheckpointError for another kind or weights that do not fit)."""
+    return load_module(folder, KEY_READER_KIND, lambda cfg: KeyReader(KeyReaderConfig.from_dict(cfg)))
+
+
 def load_translator(folder: Path, vocab: Any) -> Translator:
     """A translator checkpoint; one-line CheckpointError for another kind, another vocabulary
     (VocabularyMismatchError) or weights that do not fit their config."""
@@ -145,6 +153,16 @@ class Engines:
         if folder is None:
             raise CheckpointError(f"no {kind} model is installed; give a checkpoint folder with --model")
         return self._once(kind, lambda: load_translator(folder, self.vocab).to(self.device).eval())
+
+    def key_reader(self) -> KeyReader | None:
+        """The key-signature reader of ``RunConfig.key_reader`` (None: none asked for or installed)."""
+        choice = self.config.key_reader
+        if choice == "none":
+            return None
+        folder = model_folder("key-reader", None if choice == "auto" else choice)
+        if folder is None:
+            return None
+        return self._once("key-reader", lambda: load_key_reader(folder).to(self.device).eval())
 
     def image_codec(self) -> ImageCodec:
         return self._once("image-codec", lambda: ImageCodec.load(
