@@ -82,3 +82,23 @@ def tiny_roll_model(ckpt: Path) -> Path:
     save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict(), "tasks": ["transcription"]},
                vocab)
     return ckpt
+
+
+def key_reader_reading(ckpt: Path, fifths: int) -> Path:
+    """A key-reader checkpoint that reads ``fifths`` in every image (its scores are its bias)."""
+    import torch
+
+    from umust_cli.checkpoint import save_model
+    from umust_cli.model.key_reader import MODEL_KIND, KeyReader, KeyReaderConfig
+    from umust_cli.model.translator import KEY_COUNTS
+
+    cfg = KeyReaderConfig(channels=2)
+    model = KeyReader(cfg)
+    with torch.no_grad():
+        model.out.weight.zero_()
+        scores = model.out.bias.fill_(0.0)
+        scores[abs(fifths)] = 10.0
+        if fifths:
+            scores[KEY_COUNTS + int(fifths > 0)] = 10.0
+    save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()})
+    return ckpt

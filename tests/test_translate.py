@@ -21,7 +21,7 @@ from umust_cli.translate.routes import Options, choose_route, plan_jobs
 from umust_cli.translate.symbolic import estimate_tempo, read_systems
 from umust_cli.translate.values import Notation, musicxml_of
 
-from .conftest import REPO, tiny_roll_model
+from .conftest import REPO, key_reader_reading, tiny_roll_model
 
 runner = CliRunner()
 FIXTURES = REPO / "tests" / "fixtures" / "notation"
@@ -436,29 +436,9 @@ def test_the_reading_plays_the_key_signature_its_key_head_reads(files, tmp_path_
     assert {n.pitch for n in pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes} == {61}
 
 
-def _key_reader_reading(ckpt: Path, fifths: int) -> Path:
-    """A key-reader checkpoint that reads ``fifths`` in every image (its scores are its bias)."""
-    import torch
-
-    from umust_cli.checkpoint import save_model
-    from umust_cli.model.key_reader import MODEL_KIND, KeyReader, KeyReaderConfig
-    from umust_cli.model.translator import KEY_COUNTS
-
-    cfg = KeyReaderConfig(channels=2)
-    model = KeyReader(cfg)
-    with torch.no_grad():
-        model.out.weight.zero_()
-        scores = model.out.bias.fill_(0.0)
-        scores[abs(fifths)] = 10.0
-        if fifths:
-            scores[KEY_COUNTS + int(fifths > 0)] = 10.0
-    save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()})
-    return ckpt
-
-
 def test_a_key_reader_overrides_the_key_head_in_the_reading_and_in_omr(files, tmp_path_factory, one_torch_thread):
     model = _tiny_reader(tmp_path_factory.mktemp("tiny-key2"), 2)      # key head: D major (C read as C sharp)
-    reader = _key_reader_reading(tmp_path_factory.mktemp("reader"), -1)  # key reader: F major (C stays C)
+    reader = key_reader_reading(tmp_path_factory.mktemp("reader"), -1)  # key reader: F major (C stays C)
     out = tmp_path_factory.mktemp("out")
     _json(_run([files["png"], "-o", out / "r.mid", "--model", model, "--key-reader", reader, "--json"]))
     assert {n.pitch for n in pretty_midi.PrettyMIDI(str(out / "r.mid")).instruments[0].notes} == {60}
@@ -474,7 +454,7 @@ def test_omr_writes_the_key_signature_the_key_reader_reads(files, tmp_path_facto
     from umust_cli.translate import direct
 
     model = _tiny_reader(tmp_path_factory.mktemp("tiny-key3"), 2)
-    reader = _key_reader_reading(tmp_path_factory.mktemp("reader3"), -3)
+    reader = key_reader_reading(tmp_path_factory.mktemp("reader3"), -3)
     names = NotationCodec().token_names()
     decoded = "measure key:fifths:0 time beats:3 beat-type:4 clef:G2 staff:1 C4 voice:1 quarter staff:1".split()
 

@@ -19,7 +19,7 @@ from umust_cli.inputs import load_lmx
 from umust_cli.model.generate import DecodingOptions, generate, step_positions
 from umust_cli.model.translator import MODEL_KIND, Translator, make_config
 
-from .conftest import tiny_roll_model
+from .conftest import key_reader_reading, tiny_roll_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -155,6 +155,34 @@ def _write_midi(path: Path) -> None:
 
 MEASURE = ("measure key:fifths:1 time beats:3 beat-type:4 clef:G2 staff:1 D5 voice:1 quarter staff:1 G4 quarter "
            "A4 quarter")
+
+
+def test_corpus_omr_takes_each_systems_key_from_the_key_reader_where_its_image_is(corpus, tiny, tmp_path,
+                                                                                  monkeypatch):
+    """With a key reader, each system's image file (the chosen copy's) is read for its key
+    signature; a system whose file is missing keeps the decoded one."""
+    import shutil
+
+    from PIL import Image
+
+    from umust_cli.translate import corpus as corpus_mode
+
+    copy = tmp_path / "c"
+    shutil.copytree(corpus, copy)
+    for stem in ("alpha/systems/000", "alpha/systems/001", "beta/systems/000"):      # beta/001 has no PNG
+        Image.fromarray(np.full((120, 300), 255, np.uint8)).save(copy / f"pieces/{stem}.scan0.png")
+    decoded = "measure key:fifths:0 time beats:3 beat-type:4 clef:G2 staff:1 C4 voice:1 quarter staff:1".split()
+    ids = default_vocabulary().to_global("notation", [LMX.index(t) for t in decoded])
+    monkeypatch.setattr(corpus_mode, "generate_from_memory", lambda m, memory, *a, **k: [list(ids)] * memory.shape[0])
+    reader = key_reader_reading(tmp_path / "reader", 4)
+    out = tmp_path / "pred"
+    result = runner.invoke(app, ["translate", "--data", str(copy), "--model", str(tiny), "--copy", "scan0",
+                                 "--key-reader", str(reader), "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    keys = {k: [t for t in _tokens(out / f"{k}.lmx") if t.startswith("key:")] for k in
+            ("alpha/000", "alpha/001", "beta/000", "beta/001")}
+    assert keys == {"alpha/000": ["key:fifths:4"], "alpha/001": ["key:fifths:4"], "beta/000": ["key:fifths:4"],
+                    "beta/001": ["key:fifths:0"]}
 
 
 def test_i2a_mode_renders_each_prediction_through_the_cascade(corpus, tiny, tmp_path):
