@@ -431,7 +431,7 @@ def tiny_ctc(tmp_path_factory):
 def test_the_reading_plays_the_key_signature_its_key_head_reads(files, tmp_path_factory, one_torch_thread):
     model = _tiny_reader(tmp_path_factory.mktemp("tiny-key"), 2)       # D major: C is read as C sharp
     mid = tmp_path_factory.mktemp("out") / "x.mid"
-    (row,) = _json(_run([files["png"], "-o", mid, "--model", model, "--json"]))["done"]
+    (row,) = _json(_run([files["png"], "-o", mid, "--model", model, "--key-reader", "none", "--json"]))["done"]
     assert row["route"] == "direct"
     assert {n.pitch for n in pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes} == {61}
 
