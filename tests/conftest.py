@@ -102,3 +102,23 @@ def key_reader_reading(ckpt: Path, fifths: int) -> Path:
             scores[KEY_COUNTS + int(fifths > 0)] = 10.0
     save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()})
     return ckpt
+
+
+def pitch_reader_reading(ckpt: Path, name: str) -> Path:
+    """A pitch-reader checkpoint (written classes) that reads ``name`` (e.g. "F4") in the first frame
+    of every column of the upper staff and nothing on the lower one (its logits are its bias)."""
+    import torch
+
+    from umust_cli.checkpoint import save_model
+    from umust_cli.data.staff_order import pitch_names
+    from umust_cli.model.pitch_reader import MODEL_KIND, PitchReader, PitchReaderConfig
+
+    cfg = PitchReaderConfig(channels=2, hidden=8, layers=1, ctc_target="written", ctc_classes=len(pitch_names()))
+    model = PitchReader(cfg)
+    with torch.no_grad():
+        model.ctc.weight.zero_()
+        frames = model.ctc.bias.fill_(-10.0).view(2, 2, -1)        # (staves, frames, classes + blank)
+        frames[..., -1] = 0.0
+        frames[0, 0, pitch_names().index(name)] = 10.0
+    save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()})
+    return ckpt

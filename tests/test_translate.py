@@ -21,7 +21,7 @@ from umust_cli.translate.routes import Options, choose_route, plan_jobs
 from umust_cli.translate.symbolic import estimate_tempo, read_systems
 from umust_cli.translate.values import Notation, musicxml_of
 
-from .conftest import REPO, key_reader_reading, tiny_roll_model
+from .conftest import REPO, key_reader_reading, pitch_reader_reading, tiny_roll_model
 
 runner = CliRunner()
 FIXTURES = REPO / "tests" / "fixtures" / "notation"
@@ -445,6 +445,23 @@ def test_a_key_reader_overrides_the_key_head_in_the_reading_and_in_omr(files, tm
     _json(_run([files["png"], "-o", out / "h.mid", "--model", model, "--key-reader", "none", "--json"]))
     assert {n.pitch for n in pretty_midi.PrettyMIDI(str(out / "h.mid")).instruments[0].notes} == {61}
     result = _run([files["png"], "-o", out / "x.mid", "--model", model, "--key-reader", out / "missing"])
+    _one_error_line(result, 2, "missing")
+
+
+def test_a_pitch_reader_reads_the_pitches_at_the_codes_columns(files, tmp_path_factory, one_torch_thread):
+    """The pitch reader's emissions replace the CTC head's, one per image code column (15 columns of
+    16 px: the system is 240 px wide at the codec's scale), and sound in the key the key reader reads."""
+    model = _tiny_reader(tmp_path_factory.mktemp("tiny-pr"), None)          # CTC head: C4 in every column
+    reader = pitch_reader_reading(tmp_path_factory.mktemp("pr"), "F4")      # pitch reader: F4 in every column
+    key = key_reader_reading(tmp_path_factory.mktemp("pr-key"), 1)          # G major: F sounds F sharp
+    out = tmp_path_factory.mktemp("pr-out")
+    for name, choice in (("p", reader), ("h", "none")):
+        _json(_run([files["png"], "-o", out / f"{name}.mid", "--model", model, "--key-reader", key,
+                    "--pitch-reader", choice, "--json"]))
+    read, head = (pretty_midi.PrettyMIDI(str(out / f"{n}.mid")).instruments[0].notes for n in "ph")
+    assert {n.pitch for n in read} == {66} and {n.pitch for n in head} == {60}
+    assert [round(n.start / 0.12) for n in read] == list(range(15)) and len(head) >= 15   # MIDI ticks round a little
+    result = _run([files["png"], "-o", out / "x.mid", "--model", model, "--pitch-reader", out / "missing"])
     _one_error_line(result, 2, "missing")
 
 

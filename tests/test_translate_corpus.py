@@ -19,7 +19,7 @@ from umust_cli.inputs import load_lmx
 from umust_cli.model.generate import DecodingOptions, generate, step_positions
 from umust_cli.model.translator import MODEL_KIND, Translator, make_config
 
-from .conftest import key_reader_reading, tiny_roll_model
+from .conftest import key_reader_reading, pitch_reader_reading, tiny_roll_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -231,6 +231,41 @@ def test_i2a_mode_via_midi_reads_each_system_without_decoding(corpus, tmp_path):
     assert refused.exit_code == 2 and "image->midi" in refused.output
     direct = runner.invoke(app, args + ["--model", str(ckpt), "--via", "direct"])
     assert direct.exit_code == 2 and "--via midi, notation or auto" in direct.output
+
+
+def test_i2a_mode_via_midi_reads_pitches_with_the_pitch_reader_where_the_image_is(corpus, tmp_path):
+    """With a pitch reader, each system whose image file is there is read from its pixels; the
+    others keep the CTC head's reading."""
+    import shutil
+
+    import pretty_midi
+    from PIL import Image
+
+    from umust_cli.data.staff_order import pitch_names
+
+    copy = tmp_path / "c"
+    shutil.copytree(corpus, copy)
+    gray = np.full((120, 300), 255, np.uint8)
+    gray[40:45, 20:280] = 0
+    for stem in ("alpha/systems/000", "beta/systems/000"):
+        Image.fromarray(gray).save(copy / f"pieces/{stem}.png")
+    torch.manual_seed(0)
+    vocab = default_vocabulary()
+    cfg = make_config("tiny", vocab, "column", ctc_classes=len(pitch_names()))
+    model = Translator(cfg)
+    with torch.no_grad():                                   # the CTC head reads nothing
+        model.ctc.weight.zero_()
+        model.ctc.bias.fill_(-10.0).view(2, 2, -1)[..., -1] = 10.0
+    save_model(tmp_path / "ctc", model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()}, vocab)
+    reader = pitch_reader_reading(tmp_path / "reader", "A4")
+    out = tmp_path / "pred"
+    result = runner.invoke(app, ["translate", "--data", str(copy), "--task", "i2a", "--model", str(tmp_path / "ctc"),
+                                 "--key-reader", "none", "--pitch-reader", str(reader), "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    pitches = {k: {n.pitch for i in pretty_midi.PrettyMIDI(str(out / f"{k}.mid")).instruments for n in i.notes}
+               for k in ("alpha/000", "alpha/001", "beta/000", "beta/001")}
+    assert pitches == {"alpha/000": {69}, "alpha/001": set(), "beta/000": {69}, "beta/001": set()}
+    assert json.loads(result.stdout)["silent"] == 2
 
 
 def tiny_no_ctc(tmp_path: Path) -> Path:

@@ -257,6 +257,55 @@ def key_reader(
     _report(result, output, as_json, f", valid keys right: {score}" if score else "")
 
 
+@app.command("pitch-reader")
+@handle_errors
+def pitch_reader(
+    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` (its system PNGs, scanned-look "
+                              "copies and LMX)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop after this long."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="System images per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW peak learning rate."),
+    warmup_steps: int = typer.Option(200, "--warmup-steps", min=0, help="Linear warm-up steps."),
+    decay_steps: int = typer.Option(20000, "--decay-steps", min=1, help="Cosine decay to 5% of --lr by this step."),
+    channels: int = typer.Option(16, "--channels", min=1, help="Width of the first convolution (then x2, x4, x4)."),
+    hidden: int = typer.Option(192, "--hidden", min=2, help="Column features and GRU width (even)."),
+    target: str = typer.Option("marked", "--ctc-target", help="The classes read: written, spelled or marked "
+                               "(each pitch name as printed: unmarked, sharp, flat or natural)."),
+    no_scans: bool = typer.Option(False, "--no-scans", help="Train on the engravings only."),
+    init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, the batches and their shifts."),
+    save_every: int = typer.Option(250, "--save-every", help="Checkpoint every N steps."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Score the valid split every N steps (and at the end)."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Train the pitch reader: a convolutional-recurrent CTC model reading each staff's pitches from
+    the pixels of a system image, read by the image -> MIDI reading instead of the translator's CTC
+    head (results.md)."""
+    from umust_cli.data.staff_order import ctc_classes
+    from umust_cli.model.pitch_reader import PitchReaderConfig
+    from umust_cli.model.translator import CTC_TARGETS
+    from umust_cli.train.engine import RunOptions
+    from umust_cli.train.pitch_reader import TrainConfig, train_pitch_reader
+
+    if target not in CTC_TARGETS:
+        raise BadInputError(f"unknown --ctc-target {target!r}; choose {' or '.join(CTC_TARGETS)}")
+    dev = _setup("small", {"small": None}, max_steps, max_minutes, threads, device)
+    model = PitchReaderConfig(channels=channels, hidden=hidden, ctc_target=target, ctc_classes=len(ctc_classes(target)))
+    cfg = TrainConfig(model=model, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+                      decay_steps=decay_steps, scans=not no_scans, seed=seed)
+    run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
+                     eval_every=eval_every, device=str(dev), progress=not quiet and not as_json)
+    result = train_pitch_reader(data, output, cfg, run, init=_init("pitch-reader", init))
+    ev = result.eval or {}
+    score = ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in ev.items() if k.startswith("staff_error_rate/"))
+    _report(result, output, as_json, f", valid staff error rate: {score}" if score else "")
+
+
 @app.command("translator")
 @handle_errors
 def translator(

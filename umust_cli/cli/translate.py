@@ -51,6 +51,10 @@ def translate(
                                    "MIDI: the key signature from this key-signature reader (a CNN on the "
                                    "system's first columns; auto: the shipped one where installed), none: from "
                                    "the translator's key head."),
+    pitch_reader: str = typer.Option("auto", "--pitch-reader", metavar="auto|none|NAME|PATH", help="Image -> "
+                                     "MIDI and audio: each staff's pitches from this pitch reader (a CNN + GRU on "
+                                     "the system's pixels; auto: the shipped one where installed), none: from "
+                                     "the translator's CTC head."),
     roll_reading: bool = typer.Option(True, "--roll-reading/--no-roll-reading", help="Audio -> MIDI with a "
                                       "model that has a piano-roll head: the notes it reads per audio frame, "
                                       "without decoding MIDI tokens."),
@@ -89,7 +93,8 @@ def translate(
     config = RunConfig(model=model, device=device, seed=seed, temperature=temperature, top_k=top_k,
                        top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar,
                        beam_size=beam_size, ctc_pitches=ctc_pitches,
-                       roll_reading=roll_reading, key_reader=key_reader)
+                       roll_reading=roll_reading, key_reader=key_reader,
+                       pitch_reader=pitch_reader)
     if data is not None:
         if inputs or task not in (None, "omr", "i2n", "i2a", "a2m", "amt", "transcription"):
             raise BadInputError("--data translates a corpus split (OMR, --task i2a: OMR then the cascade "

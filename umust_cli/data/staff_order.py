@@ -220,6 +220,18 @@ def staff_marked_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[
     return [[(tokens[j], marks.get(j)) for j in staff] for staff in staff_pitch_positions(tokens, staves)]
 
 
+def staff_classes(tokens: Sequence[str], target: str = "written", staves: int = STAVES,
+                  classes: dict | None = None) -> list[list[int]]:
+    """``staves`` lists: each staff's CTC classes (``ctc_classes(target)``) in reading order;
+    spelled and marked: double alterations count as single ones."""
+    classes = classes if classes is not None else {c: i for i, c in enumerate(ctc_classes(target))}
+    if target == "spelled":
+        return [[classes[(n, max(-1, min(1, a)))] for n, a in s] for s in staff_spelled_sequences(tokens, staves)]
+    if target == "marked":
+        return [[classes[c] for c in s] for s in staff_marked_sequences(tokens, staves)]
+    return [[classes[(p, 0)] for p in s] for s in staff_pitch_sequences(tokens, staves)]
+
+
 class StaffTargets:
     """Global notation ids of a batch -> padded CTC targets ``(B, staves, L)`` of the classes of
     ``ctc_classes(target)`` (spelled and marked: double alterations count as single ones)."""
@@ -230,12 +242,7 @@ class StaffTargets:
         self.staves, self.target = staves, target
 
     def _rows(self, tokens: list[str]) -> list[list[int]]:
-        if self.target == "spelled":
-            return [[self.classes[(n, max(-1, min(1, a)))] for n, a in s]
-                    for s in staff_spelled_sequences(tokens, self.staves)]
-        if self.target == "marked":
-            return [[self.classes[c] for c in s] for s in staff_marked_sequences(tokens, self.staves)]
-        return [[self.classes[(p, 0)] for p in s] for s in staff_pitch_sequences(tokens, self.staves)]
+        return staff_classes(tokens, self.target, self.staves, self.classes)
 
     def tokens(self, ids: torch.Tensor) -> list[list[str]]:
         """(B, T) global ids -> each row's LMX tokens ([SOS]/[EOS]/[PAD] dropped)."""

@@ -43,13 +43,6 @@ class KeyReaderConfig:
         return cls(**{k: obj[k] for k in ("height", "width", "channels", "dropout") if k in obj})
 
 
-def key_scores_to_logits(scores: torch.Tensor) -> torch.Tensor:
-    """(B, KEY_COUNTS + 2) scores -> (B, len(KEY_FIFTHS)) logits: count score + kind score."""
-    fifths = torch.tensor(KEY_FIFTHS, device=scores.device)
-    kind = scores[:, KEY_COUNTS + (fifths > 0).long()] * (fifths != 0)
-    return scores[:, fifths.abs()] + kind
-
-
 class KeyReader(nn.Module):
     def __init__(self, cfg: KeyReaderConfig):
         super().__init__()

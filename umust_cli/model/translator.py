@@ -559,24 +559,11 @@ class Translator(nn.Module):
 
     def ctc_loss(self, memory: torch.Tensor, mask: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
         """CTC of the encoder's image columns (B, C, d) against each staff's pitch classes
-        ``targets`` (B, CTC_STAVES, L; -1 pads; ``data.staff_order``), blank = the last class.
-        Each column gives CTC_FRAMES frames per staff. Mean over sequences of the loss per target
-        token; a sequence no alignment fits adds 0 (``zero_infinity``)."""
+        ``targets`` (B, CTC_STAVES, L; -1 pads; ``data.staff_order``): :func:`column_ctc_loss`
+        of the head's logits."""
         if not self.cfg.ctc_classes:
             raise CheckpointError("this model has no CTC head (ctc_classes = 0)")
-        b, c, _ = memory.shape
-        n = self.cfg.ctc_classes + 1
-        frames = self.ctc(memory).float().view(b, c, CTC_STAVES, CTC_FRAMES, n)
-        frames = frames.permute(2, 1, 3, 0, 4).reshape(CTC_STAVES, c * CTC_FRAMES, b, n).log_softmax(-1)
-        cols = mask[:, 0, 0].sum(-1) if mask is not None else memory.new_full((b,), c, dtype=torch.long)
-        lengths = (cols * CTC_FRAMES).long()
-        total = memory.new_zeros((), dtype=torch.float32)
-        for k in range(CTC_STAVES):
-            tgt = targets[:, k]
-            tgt_len = (tgt >= 0).sum(-1)
-            total = total + F.ctc_loss(frames[k], tgt.clamp_min(0), lengths, tgt_len, blank=n - 1,
-                                       reduction="mean", zero_infinity=True)
-        return total / CTC_STAVES
+        return column_ctc_loss(self.ctc(memory), _mask_columns(memory, mask), targets)
 
     @torch.no_grad()
     def spell_ctc_head(self, weight: torch.Tensor, bias: torch.Tensor, alters: int, keep: int,
@@ -598,24 +585,11 @@ class Translator(nn.Module):
         self.ctc.bias.copy_(new_b)
 
     def ctc_emissions(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[tuple[int, int]]]]:
-        """The CTC head's best path per staff of the encoder's image columns (B, C, d), as
-        (image column, pitch class) of every emission (argmax frames, repeats merged, blanks
-        dropped): [example][staff], in reading order."""
+        """The CTC head's best path per staff of the encoder's image columns (B, C, d):
+        :func:`column_ctc_emissions` of its logits."""
         if not self.cfg.ctc_classes:
             raise CheckpointError("this model has no CTC head (ctc_classes = 0)")
-        b, c, _ = memory.shape
-        blank = self.cfg.ctc_classes
-        best = self.ctc(memory).view(b, c, CTC_STAVES, CTC_FRAMES, blank + 1).argmax(-1)  # (B, C, staves, frames)
-        cols = mask[:, 0, 0].sum(-1).tolist() if mask is not None else [c] * b
-        out = []
-        for i in range(b):
-            staves = []
-            for k in range(CTC_STAVES):
-                path = best[i, :cols[i], k].reshape(-1).tolist()                    # (C * frames,)
-                staves.append([(j // CTC_FRAMES, p) for j, p in enumerate(path)
-                               if p != blank and (j == 0 or p != path[j - 1])])
-            out.append(staves)
-        return out
+        return column_ctc_emissions(self.ctc(memory), _mask_columns(memory, mask))
 
     def ctc_paths(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[int]]]:
         """:meth:`ctc_emissions` without the columns: [example][staff] pitch classes, in reading order."""
@@ -679,6 +653,49 @@ class Translator(nn.Module):
             total = total + F.cross_entropy(logits, cls, reduction="sum")
             count = count + (cls != -100).sum()
         return total / count.clamp_min(1)
+
+
+def _mask_columns(memory: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B,) valid image columns of an encoder memory (B, C, d) and its attention mask."""
+    if mask is None:
+        return memory.new_full((memory.shape[0],), memory.shape[1], dtype=torch.long)
+    return mask[:, 0, 0].sum(-1).long()
+
+
+def column_ctc_loss(logits: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CTC of per-column logits (B, C, CTC_STAVES * CTC_FRAMES * n; n = classes + blank, the blank
+    last) against each staff's classes ``targets`` (B, CTC_STAVES, L; -1 pads), ``cols`` (B,) valid
+    columns each. Each column gives CTC_FRAMES frames per staff. Mean over sequences of the loss
+    per target token; a sequence no alignment fits adds 0 (``zero_infinity``)."""
+    b, c, width = logits.shape
+    n = width // (CTC_STAVES * CTC_FRAMES)
+    frames = logits.float().view(b, c, CTC_STAVES, CTC_FRAMES, n)
+    frames = frames.permute(2, 1, 3, 0, 4).reshape(CTC_STAVES, c * CTC_FRAMES, b, n).log_softmax(-1)
+    lengths = cols.long() * CTC_FRAMES
+    total = logits.new_zeros((), dtype=torch.float32)
+    for k in range(CTC_STAVES):
+        tgt = targets[:, k]
+        total = total + F.ctc_loss(frames[k], tgt.clamp_min(0), lengths, (tgt >= 0).sum(-1), blank=n - 1,
+                                   reduction="mean", zero_infinity=True)
+    return total / CTC_STAVES
+
+
+def column_ctc_emissions(logits: torch.Tensor, cols: torch.Tensor) -> list[list[list[tuple[int, int]]]]:
+    """The best path per staff of per-column CTC logits (B, C, CTC_STAVES * CTC_FRAMES * n), as
+    (column, class) of every emission (argmax frames, repeats merged, blanks dropped, only the
+    first ``cols`` (B,) columns): [example][staff], in reading order."""
+    b, c, width = logits.shape
+    blank = width // (CTC_STAVES * CTC_FRAMES) - 1
+    best = logits.view(b, c, CTC_STAVES, CTC_FRAMES, blank + 1).argmax(-1)   # (B, C, staves, frames)
+    out = []
+    for i, n_cols in enumerate(cols.tolist()):
+        staves = []
+        for k in range(CTC_STAVES):
+            path = best[i, :n_cols, k].reshape(-1).tolist()                     # (C * frames,)
+            staves.append([(j // CTC_FRAMES, p) for j, p in enumerate(path)
+                           if p != blank and (j == 0 or p != path[j - 1])])
+        out.append(staves)
+    return out
 
 
 def key_scores_to_logits(scores: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,8 @@ from umust_cli.errors import BadInputError, NotationError, TranslationError
 from umust_cli.eval.corpus import spread
 from umust_cli.io import write_text_atomic
 from umust_cli.model.generate import batch_steps, generate_from_memory, step_positions
-from umust_cli.translate.direct import (column_reading, encode_images, read_rolls, read_staff_pitches,
-                                        reader_keys, reading_midi)
+from umust_cli.translate.direct import (column_reading, encode_images, pixel_readings, read_rolls,
+                                        read_staff_pitches, reader_keys, reading_midi, with_readers)
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.pipeline import run_route, write_output
 from umust_cli.translate.symbolic import synthesize_audio
@@ -103,11 +103,21 @@ def _reader_keys(paths: dict[str, Path], systems: list[pairs_io.System], engines
     return [keys.pop(0) if p is not None else None for p in found]
 
 
+def _pixel_readings(paths: dict[str, Path], systems: list[pairs_io.System], engines: Engines) -> list:
+    """The pitch reader's reading of each system's image file (``paths``: ``image_paths``); Nones
+    where the run has no pitch reader or an image file is missing (the translator's CTC head reads those)."""
+    if engines.pitch_reader() is None:
+        return [None] * len(systems)
+    found = [paths.get(s.key) for s in systems]
+    read = pixel_readings(engines, [load_gray(p) for p in found if p is not None])
+    return [read.pop(0) if p is not None else None for p in found]
+
+
 def image_paths(job: SplitJob, engines: Engines) -> dict[str, Path]:
     """System key ("piece/NNN", a scanned-look copy's with "/scanK") -> its image file, of ``job``'s
-    split; {} for a run without a key reader (which reads them)."""
+    split; {} for a run without a key reader or a pitch reader (which read them)."""
     out: dict[str, Path] = {}
-    if engines.key_reader() is None:
+    if engines.key_reader() is None and engines.pitch_reader() is None:
         return out
     for row in corpus_io.system_rows(job.corpus, (job.split,)):
         key = f"{row['piece_id']}/{int(row['system']):03d}"
@@ -223,8 +233,9 @@ def predict_reading(job: SplitJob, engines: Engines, out: Path,
         idx = list(range(lo, min(lo + job.batch_size, len(todo))))
         readings = column_reading(model, *encode_images(model, *_image_batch(store, idx, engines)))
         keys = _reader_keys(paths, [todo[i] for i in idx], engines)
-        for i, reading, fifths in zip(idx, readings, keys):
-            reading = reading if fifths is None else reading._replace(fifths=fifths)
+        pixels = _pixel_readings(paths, [todo[i] for i in idx], engines)
+        for i, reading, fifths, pixel in zip(idx, readings, keys, pixels):
+            reading = with_readers(reading, fifths, pixel)
             midi, dest = reading_midi([reading], model.cfg.ctc_target), _dest(out, todo[i])
             write_output(dest.with_suffix(".mid"), "midi", midi)
             try:

@@ -32,6 +32,7 @@ from umust_cli.errors import BadInputError, TranslationError
 from umust_cli.model.generate import generate_from_memory, step_positions, to_steps
 from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, key_alters, midi_of, read_pitches
 from umust_cli.data.key_crops import key_crop
+from umust_cli.data.staff_images import staff_image
 from umust_cli.data.roll import roll_notes
 from umust_cli.model.translator import PAD, SLOTS, Translator
 from umust_cli.translate.engines import Engines
@@ -101,6 +102,8 @@ class Reading(NamedTuple):
     columns: int                           # the image's patch columns
     staves: list[list[tuple[int, int]]]    # per staff the CTC head's (column, class) emissions ([] without one)
     fifths: int | None                     # the key signature the key head reads (None without one)
+    target: str | None = None              # the classes of ``staves`` where not the translator's CTC head's
+                                           # (a pitch reader's ctc_target)
 
 
 def encode_images(model: Translator, src: torch.Tensor, src_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -152,7 +155,8 @@ def reading_midi(systems: Sequence[Reading], ctc_target: str) -> pretty_midi.Pre
     classes, one system after another."""
     midi, piano, start = pretty_midi.PrettyMIDI(), pretty_midi.Instrument(program=0, name="piano"), 0.0
     for reading in systems:
-        piano.notes.extend(column_notes(reading.staves, reading_pitches(ctc_target, reading.fifths), start))
+        pitches = reading_pitches(reading.target or ctc_target, reading.fifths)
+        piano.notes.extend(column_notes(reading.staves, pitches, start))
         start += (reading.columns + SYSTEM_GAP_COLUMNS) * COLUMN_SECONDS
     midi.instruments.append(piano)
     return midi
@@ -181,20 +185,39 @@ def image_to_audio(systems: list[np.ndarray], engines: Engines) -> np.ndarray:
 
 
 def image_to_midi(systems: list[np.ndarray], engines: Engines) -> pretty_midi.PrettyMIDI:
-    """The OMR model's CTC reading of every system, timed by image column (``reading_midi``), its
-    key signature from the key reader where one is installed, else from the model's key head: no
-    decoding, so no rhythm and no accidentals; measured against the notation cascade on the same
-    judge in results.md."""
+    """Every system's pitches read by the pitch reader where one is installed, else by the OMR
+    model's CTC head, timed by image column (``reading_midi``), its key signature from the key
+    reader where one is installed, else from the model's key head: no decoding, so no rhythm;
+    measured against the notation cascade on the same judge in results.md."""
     model, codec, readings = engines.translator("image", "midi"), engines.image_codec(), []
-    for gray, fifths in zip(systems, reader_keys(engines, systems)):
+    pixels = pixel_readings(engines, systems)
+    for gray, fifths, pixel in zip(systems, reader_keys(engines, systems), pixels):
         codes = codec.encode(gray)
         steps = to_steps(engines.vocab.wrap("image", list(codes.ids)), "image", model.cfg)[None].to(engines.device)
         (reading,) = column_reading(model, *encode_images(model, steps, step_positions(steps, "image", codes.shape[0])))
-        readings.append(reading if fifths is None else reading._replace(fifths=fifths))
+        readings.append(with_readers(reading, fifths, pixel))
     midi = reading_midi(readings, model.cfg.ctc_target)
     if not midi.instruments[0].notes:
         raise TranslationError("the model read no notes in the image")
     return midi
+
+
+def with_readers(reading: Reading, fifths: int | None, pixel: Reading | None) -> Reading:
+    """The translator's ``reading`` of a system with the key reader's key signature ``fifths`` and
+    the pitch reader's columns and staves (``pixel``) where they read one."""
+    if pixel is not None:
+        reading = reading._replace(columns=pixel.columns, staves=pixel.staves, target=pixel.target)
+    return reading if fifths is None else reading._replace(fifths=fifths)
+
+
+def pixel_readings(engines: Engines, systems: Sequence[np.ndarray]) -> list[Reading | None]:
+    """The pitch reader's reading of each grayscale system image (``data.staff_images.staff_image``;
+    no key signature); Nones where the run has no pitch reader (``Engines.pitch_reader``)."""
+    reader = engines.pitch_reader()
+    if reader is None or not systems:
+        return [None] * len(systems)
+    read = reader.read([staff_image(g, reader.cfg.height) for g in systems])
+    return [Reading(cols, staves, None, reader.cfg.ctc_target) for cols, staves in read]
 
 
 def reader_keys(engines: Engines, systems: Sequence[np.ndarray]) -> list[int | None]:

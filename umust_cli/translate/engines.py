@@ -25,6 +25,7 @@ from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, CheckpointError, RenderError
 from umust_cli.model.generate import DecodingOptions
 from umust_cli.model.key_reader import MODEL_KIND as KEY_READER_KIND, KeyReader, KeyReaderConfig
+from umust_cli.model.pitch_reader import MODEL_KIND as PITCH_READER_KIND, PitchReader, PitchReaderConfig
 from umust_cli.model.translator import (CODES_PER_STEP, MODEL_KIND as CHECKPOINT_KIND, Translator,
                                         TranslatorConfig)
 from umust_cli.translate.routes import MODEL_KIND
@@ -52,6 +53,8 @@ class RunConfig:
     roll_reading: bool = True           # transcription: notes from the model's roll head (no decoding) where it has one
     key_reader: str = "auto"            # OMR and image -> MIDI: the key signature from this key reader (NAME|PATH);
                                         # auto: the shipped one where installed, none: the translator's key head
+    pitch_reader: str = "auto"          # image -> MIDI: each staff's pitches from this pitch reader (NAME|PATH);
+                                        # auto: the shipped one where installed, none: the translator's CTC head
 
     def __post_init__(self) -> None:    # bad decoding settings fail before any input is read
         DecodingOptions(temperature=self.temperature or 0.0, top_k=self.top_k, top_p=self.top_p,
@@ -68,7 +71,7 @@ def model_folder(kind: str, model: str | None) -> Path | None:
         if not path.is_dir():
             raise CheckpointError(f"--model {model!r} is not a checkpoint folder (no {kind} model ships yet)")
         return path
-    if kind not in registry.MODELS:
+    if kind not in registry.MODELS or kind not in registry.DEFAULTS:
         return None
     try:
         return registry.resolve(kind, None)
@@ -127,6 +130,11 @@ def load_key_reader(folder: Path) -> KeyReader:
     return load_module(folder, KEY_READER_KIND, lambda cfg: KeyReader(KeyReaderConfig.from_dict(cfg)))
 
 
+def load_pitch_reader(folder: Path) -> PitchReader:
+    """A pitch-reader checkpoint (one-line CheckpointError for another kind or weights that do not fit)."""
+    return load_module(folder, PITCH_READER_KIND, lambda cfg: PitchReader(PitchReaderConfig.from_dict(cfg)))
+
+
 def load_translator(folder: Path, vocab: Any) -> Translator:
     """A translator checkpoint; one-line CheckpointError for another kind, another vocabulary
     (VocabularyMismatchError) or weights that do not fit their config."""
@@ -156,13 +164,19 @@ class Engines:
 
     def key_reader(self) -> KeyReader | None:
         """The key-signature reader of ``RunConfig.key_reader`` (None: none asked for or installed)."""
-        choice = self.config.key_reader
+        return self._reader("key-reader", self.config.key_reader, load_key_reader)
+
+    def pitch_reader(self) -> PitchReader | None:
+        """The pitch reader of ``RunConfig.pitch_reader`` (None: none asked for or installed)."""
+        return self._reader("pitch-reader", self.config.pitch_reader, load_pitch_reader)
+
+    def _reader(self, kind: str, choice: str, load: Callable[[Path], Any]) -> Any:
         if choice == "none":
             return None
-        folder = model_folder("key-reader", None if choice == "auto" else choice)
+        folder = model_folder(kind, None if choice == "auto" else choice)
         if folder is None:
             return None
-        return self._once("key-reader", lambda: load_key_reader(folder).to(self.device).eval())
+        return self._once(kind, lambda: load(folder).to(self.device).eval())
 
     def image_codec(self) -> ImageCodec:
         return self._once("image-codec", lambda: ImageCodec.load(
