@@ -11,56 +11,34 @@ target class) of the valid split, engraved and scanned-look apart; keep-best min
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from itertools import count
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 
-from umust_cli import checkpoint as ckpt_io
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data.staff_images import StaffImages, split_staff_images
 from umust_cli.data.staff_order import PAD_TARGET, STAVES, ctc_classes
-from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError
 from umust_cli.eval.metrics import edit_distance
 from umust_cli.model.pitch_reader import MODEL_KIND, PitchReader, PitchReaderConfig, images_to_ink
 from umust_cli.model.translator import column_ctc_loss
-from umust_cli.train.engine import ModelAndOptimizerState, RunOptions, TrainResult, fit
-from umust_cli.train.key_reader import shift
-from umust_cli.train.translator import lr_at
+from umust_cli.train.engine import RunOptions, TrainResult, fit
+from umust_cli.train.pixel_reader import ReaderTask, ReaderTrainConfig, jitter
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]     # ink (B, 1, H, W), columns (B,), targets (B, staves, L)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ReaderTrainConfig):
     """Everything that shapes the training trajectory (saved; must match on resume)."""
 
     model: PitchReaderConfig = field(default_factory=PitchReaderConfig)
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.01
     warmup_steps: int = 200
     decay_steps: int = 20000
-    min_lr_ratio: float = 0.05
     shift_y: int = 12          # largest vertical move of a batch, pixels
-    scans: bool = True         # scanned-look copies train too
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.lr <= 0:
-            raise BadInputError("--batch-size must be >= 1 and --lr > 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, obj: dict) -> "TrainConfig":
-        rest = {k: v for k, v in obj.items() if k != "model"}
-        return cls(model=PitchReaderConfig.from_dict(obj.get("model") or {}), **rest)
 
 
 def pad_targets(targets: list[list[list[int]]]) -> torch.Tensor:
@@ -78,12 +56,9 @@ def make_batch(data: StaffImages, cfg: TrainConfig, step: int) -> Batch:
     rng = np.random.default_rng((cfg.seed, step))
     idx = rng.integers(0, len(data.images), cfg.batch_size).tolist()
     images = [data.images[i] for i in idx]
-    ink = shift(images_to_ink(images), int(rng.integers(-cfg.shift_y, cfg.shift_y + 1)), 0)
-    contrast = torch.from_numpy(rng.uniform(0.7, 1.3, (len(idx), 1, 1, 1)).astype(np.float32))
-    noise = torch.from_numpy(rng.standard_normal(ink.shape).astype(np.float32)) * 0.05
-    noise *= torch.from_numpy(rng.uniform(0, 1, (len(idx), 1, 1, 1)).astype(np.float32))
+    ink = jitter(images_to_ink(images), rng, int(rng.integers(-cfg.shift_y, cfg.shift_y + 1)), 0)
     cols = torch.tensor([img.shape[1] // 16 for img in images])
-    return ink * contrast + noise, cols, pad_targets([data.targets[i] for i in idx])
+    return ink, cols, pad_targets([data.targets[i] for i in idx])
 
 
 def error_rates(model: PitchReader, data: StaffImages) -> dict:
@@ -98,15 +73,12 @@ def error_rates(model: PitchReader, data: StaffImages) -> dict:
     return {f"staff_error_rate/{name}": round(e / n, 5) for name, (e, n) in edits.items() if n}
 
 
-def _model_config(cfg: TrainConfig, step: int) -> dict:
-    train = cfg.to_dict()
-    return {"kind": MODEL_KIND, "format": 1, "step": step, "model": train.pop("model"), "train": train}
-
-
-class PitchReaderTask(ModelAndOptimizerState):
+class PitchReaderTask(ReaderTask):
     """The pitch reader as a :class:`umust_cli.train.engine.Task`."""
 
     name = "pitch-reader"
+    kind = MODEL_KIND
+    grad_clip = 1.0
 
     def __init__(self, corpus: Path, cfg: TrainConfig, run: RunOptions):
         if cfg.model.ctc_classes != len(ctc_classes(cfg.model.ctc_target)):
@@ -118,26 +90,14 @@ class PitchReaderTask(ModelAndOptimizerState):
         self.valid_data = split_staff_images(corpus, "valid", target, height=height)
         if not self.train_data.images:
             raise BadInputError(f"{corpus}: no train systems with an image and LMX")
-        self.device = resolve_device(run.device)
-        torch.manual_seed(cfg.seed)
-        self.model = PitchReader(cfg.model).to(self.device).train()
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.cfg = cfg
+        self.setup(lambda: PitchReader(cfg.model), cfg, run)
 
-    def batches(self, start: int) -> Iterator[Batch]:
-        return (make_batch(self.train_data, self.cfg, step) for step in count(start))
+    def make_batch(self, step: int) -> Batch:
+        return make_batch(self.train_data, self.cfg, step)
 
-    def train_step(self, batch: Batch, step: int) -> dict:
-        lr = lr_at(self.cfg, step)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-        ink, cols, targets = (t.to(self.device) for t in batch)
-        loss = column_ctc_loss(self.model(ink, cols), cols, targets)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
-        return {"loss": round(loss.item(), 5), "lr": lr}
+    def loss(self, batch: Batch) -> torch.Tensor:
+        ink, cols, targets = batch
+        return column_ctc_loss(self.model(ink, cols), cols, targets)
 
     def evaluate(self) -> dict | None:
         return error_rates(self.model, self.valid_data) if self.valid_data.images else None
@@ -145,12 +105,6 @@ class PitchReaderTask(ModelAndOptimizerState):
     def score(self, scores: dict) -> float | None:
         values = [v for k, v in scores.items() if k.startswith("staff_error_rate/")]
         return -sum(values) / len(values) if values else None
-
-    def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
-        ckpt_io.save_model(ckpt_dir, self.model.state_dict(), {**_model_config(self.cfg, step), **extra})
-
-    def warm_start(self, init: Path) -> dict:
-        return ckpt_io.warm_start(self.model, init, MODEL_KIND, self.cfg.model.to_dict())
 
 
 def train_pitch_reader(corpus: str | Path, ckpt_dir: str | Path, cfg: TrainConfig, run: RunOptions,
