@@ -490,6 +490,33 @@ def test_omr_writes_the_key_signature_the_key_reader_reads(files, tmp_path_facto
         assert [t for t in tokens if t.startswith("key:")] == [want], tokens      # one system
 
 
+def test_omr_takes_the_pitch_readers_pitches_where_they_align(files, tmp_path_factory, monkeypatch, one_torch_thread):
+    """The decoded notes keep their rhythm; their pitch names come from the pitch reader where one
+    is given, else from the CTC head."""
+    from umust_cli.codecs.notation import NotationCodec
+    from umust_cli.translate import direct
+
+    model = _tiny_reader(tmp_path_factory.mktemp("tiny-pr2"), None)           # CTC head: C4
+    reader = pitch_reader_reading(tmp_path_factory.mktemp("pr2"), "A4")
+    names = NotationCodec().token_names()
+    decoded = "measure key:fifths:0 time beats:3 beat-type:4 clef:G2 staff:1 E4 voice:1 half staff:1".split()
+
+    def fake_generate(model_, memory, mask, target, *args, **kwargs):
+        from umust_cli.codecs.vocab import default_vocabulary
+
+        ids = default_vocabulary().to_global("notation", [names.index(t) for t in decoded])
+        return [list(ids) for _ in range(memory.shape[0])]
+
+    monkeypatch.setattr(direct, "generate_from_memory", fake_generate)
+    out = tmp_path_factory.mktemp("out-pr2")
+    for choice, want in ((reader, "A4"), ("none", "C4")):
+        dest = out / f"{want}.lmx"
+        _json(_run([files["png"], "-o", dest, "--model", model, "--key-reader", "none", "--pitch-reader", choice,
+                    "--json"]))
+        tokens = dest.read_text().split("---")[-1].split()
+        assert [t for t in tokens if t[0] in "ABCDEFG" and t[-1].isdigit()] == [want] and "half" in tokens
+
+
 def test_omr_encodes_each_system_once_for_its_decoder_and_its_heads(files, tmp_path_factory, monkeypatch,
                                                                    one_torch_thread):
     """The decoder and the CTC and key heads read one encoding of each system (a page of two

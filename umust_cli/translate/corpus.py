@@ -143,7 +143,9 @@ def predict_omr(job: SplitJob, engines: Engines, out: Path,
         memory, mask = encode_images(model, *_image_batch(store, idx, engines))
         ids = generate_from_memory(model, memory, mask, "notation", engines.decoding("notation"),
                                    rule=engines.rule("notation", len(idx)))
-        ids = read_staff_pitches(engines, model, memory, mask, ids, _reader_keys(paths, [todo[i] for i in idx], engines))
+        chosen = [todo[i] for i in idx]
+        ids = read_staff_pitches(engines, model, memory, mask, ids, _reader_keys(paths, chosen, engines),
+                                 _pixel_readings(paths, chosen, engines))
         for i, out_ids in zip(idx, ids):
             tokens = [names[t] for t in engines.vocab.to_local("notation", out_ids)]
             empty += not tokens

@@ -49,9 +49,10 @@ READING_VELOCITY = 80
 
 def translate_ids(engines: Engines, source: str, target: str, local_ids: Sequence[int],
                   src_height: int | None = None, tgt_height: int | None = None, piece: int = 0,
-                  fifths: int | None = None) -> list[int]:
+                  fifths: int | None = None, pixel: Reading | None = None) -> list[int]:
     """Local ids of one source piece -> the local ids the direction model generates (OMR: with
-    the key signature ``fifths`` where the key reader read one, ``read_staff_pitches``)."""
+    the key signature ``fifths`` where the key reader read one and the pitch reader's ``pixel``
+    reading where it read one, ``read_staff_pitches``)."""
     model = engines.translator(source, target)
     steps = to_steps(engines.vocab.wrap(source, list(local_ids)), source, model.cfg)[None].to(engines.device)
     with torch.inference_mode():
@@ -59,30 +60,32 @@ def translate_ids(engines: Engines, source: str, target: str, local_ids: Sequenc
     out = generate_from_memory(model, memory, mask, target, engines.decoding(target, piece), height=tgt_height,
                                rule=engines.rule(target))
     if (source, target) == ("image", "notation"):
-        out = read_staff_pitches(engines, model, memory, mask, out, [fifths])
+        out = read_staff_pitches(engines, model, memory, mask, out, [fifths], [pixel])
     return engines.vocab.to_local(target, out[0])
 
 
 def read_staff_pitches(engines: Engines, model: Translator, memory: torch.Tensor, mask: torch.Tensor | None,
-                       ids: list[list[int]], fifths: Sequence[int | None] | None = None) -> list[list[int]]:
+                       ids: list[list[int]], fifths: Sequence[int | None] | None = None,
+                       pixels: Sequence[Reading | None] | None = None) -> list[list[int]]:
     """OMR outputs (global notation ids per source image, decoded from the encoder's ``memory``
-    and ``mask``) with each staff's pitch tokens taken
-    from the model's CTC head where they align with the decoded notes
-    (``data.staff_order.read_pitches``) and the first key signature from ``fifths`` (the key
-    reader's, one per image or None) or else its key head; unchanged for a model without them or
-    with ``RunConfig.ctc_pitches`` off. Measured on valid systems: results.md, "CTC pitch
-    reading" and "Key signatures"."""
+    and ``mask``) with each staff's pitch tokens taken from the pitch reader's reading
+    (``pixels``, one per image or None) or else the model's CTC head, where they align with the
+    decoded notes (``data.staff_order.read_pitches``), and the first key signature from
+    ``fifths`` (the key reader's, one per image or None) or else its key head; unchanged for a
+    model without them or with ``RunConfig.ctc_pitches`` off. Measured on valid systems:
+    results.md, "CTC pitch reading", "Key signatures" and "Pitch reader"."""
     read = list(fifths) if fifths is not None else [None] * len(ids)
-    if not (engines.config.ctc_pitches and (model.cfg.ctc_classes or model.cfg.key_head or any(read))):
+    pixels = list(pixels) if pixels is not None else [None] * len(ids)
+    if not (engines.config.ctc_pitches and (model.cfg.ctc_classes or model.cfg.key_head or any(read)
+                                            or any(p is not None for p in pixels))):
         return ids
     names, out = NotationCodec().token_names(), []
-    pitches = [n for n, _ in ctc_classes(model.cfg.ctc_target)]
-    readings = [r if k is None else r._replace(fifths=k) for r, k in zip(column_reading(model, memory, mask), read)]
+    readings = [with_readers(r, k, p) for r, k, p in zip(column_reading(model, memory, mask), read, pixels)]
     for seq, reading in zip(ids, readings):
         tokens = [names[t] for t in engines.vocab.to_local("notation", seq)]
-        if model.cfg.ctc_classes:
-            staves = [[pitches[c] for _, c in staff] for staff in reading.staves]
-            tokens, _ = read_pitches(tokens, staves)
+        if model.cfg.ctc_classes or reading.target:
+            pitches = [n for n, _ in ctc_classes(reading.target or model.cfg.ctc_target)]
+            tokens, _ = read_pitches(tokens, [[pitches[c] for _, c in staff] for staff in reading.staves])
         out.append(engines.vocab.to_global("notation", tokens_to_ids(with_key(tokens, reading.fifths))))
     return out
 
@@ -232,10 +235,11 @@ def reader_keys(engines: Engines, systems: Sequence[np.ndarray]) -> list[int | N
 def image_to_notation(systems: list[np.ndarray], engines: Engines) -> Notation:
     """OMR: the LMX tokens of every system, one after another (consecutive measures)."""
     codec, names, tokens = engines.image_codec(), NotationCodec().token_names(), []
-    for i, (gray, fifths) in enumerate(zip(systems, reader_keys(engines, systems))):
+    read = zip(systems, reader_keys(engines, systems), pixel_readings(engines, systems))
+    for i, (gray, fifths, pixel) in enumerate(read):
         codes = codec.encode(gray)
         ids = translate_ids(engines, "image", "notation", codes.ids, src_height=codes.shape[0], piece=i,
-                            fifths=fifths)
+                            fifths=fifths, pixel=pixel)
         tokens.extend(names[t] for t in ids)
     return Notation(lmx=tuple(tokens))
 
