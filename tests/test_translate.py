@@ -463,6 +463,12 @@ def test_a_pitch_reader_reads_the_pitches_at_the_codes_columns(files, tmp_path_f
     assert [round(n.start / 0.12) for n in read] == list(range(15)) and len(head) >= 15   # MIDI ticks round a little
     result = _run([files["png"], "-o", out / "x.mid", "--model", model, "--pitch-reader", out / "missing"])
     _one_error_line(result, 2, "missing")
+    config = json.loads((reader / "config.json").read_text())
+    config["classes"] = [["C4", 0], ["D4", 0]]                              # another vocabulary's pitch names
+    (reader / "config.json").write_text(json.dumps(config))
+    result = _run([files["png"], "-o", out / "y.mid", "--model", model, "--pitch-reader", reader])
+    _one_error_line(result, 2, "classes")
+    assert not (out / "y.mid").exists()
 
 
 def test_omr_writes_the_key_signature_the_key_reader_reads(files, tmp_path_factory, monkeypatch, one_torch_thread):

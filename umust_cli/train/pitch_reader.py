@@ -99,6 +99,10 @@ class PitchReaderTask(ReaderTask):
         ink, cols, targets = batch
         return column_ctc_loss(self.model(ink, cols), cols, targets)
 
+    def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
+        classes = [list(c) for c in ctc_classes(self.cfg.model.ctc_target)]     # checked on load (engines)
+        super().save(ckpt_dir, step, {"classes": classes, **extra})
+
     def evaluate(self) -> dict | None:
         return error_rates(self.model, self.valid_data) if self.valid_data.images else None
 

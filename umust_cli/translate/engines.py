@@ -20,6 +20,7 @@ from umust_cli.codecs.image import ImageCodec
 from umust_cli.codecs.notation import ChordRule
 from umust_cli.codecs.vocab import default_vocabulary
 from umust_cli.data.pairs import ALIASES, TASKS
+from umust_cli.data.staff_order import ctc_classes
 from umust_cli.data.synth import available_soundfonts
 from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, CheckpointError, RenderError
@@ -131,8 +132,14 @@ def load_key_reader(folder: Path) -> KeyReader:
 
 
 def load_pitch_reader(folder: Path) -> PitchReader:
-    """A pitch-reader checkpoint (one-line CheckpointError for another kind or weights that do not fit)."""
-    return load_module(folder, PITCH_READER_KIND, lambda cfg: PitchReader(PitchReaderConfig.from_dict(cfg)))
+    """A pitch-reader checkpoint (one-line CheckpointError for another kind, weights that do not fit,
+    or classes that are not this install's pitch names: another notation vocabulary)."""
+    model = load_module(folder, PITCH_READER_KIND, lambda cfg: PitchReader(PitchReaderConfig.from_dict(cfg)))
+    saved = read_config(folder).get("classes")
+    if saved is not None and [tuple(c) for c in saved] != ctc_classes(model.cfg.ctc_target):
+        raise CheckpointError(f"{folder}: the pitch reader's {len(saved)} classes are not this install's "
+                              f"{model.cfg.ctc_target} pitch names (another notation vocabulary)")
+    return model
 
 
 def load_translator(folder: Path, vocab: Any) -> Translator:
