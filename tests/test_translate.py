@@ -471,23 +471,23 @@ def test_a_pitch_reader_reads_the_pitches_at_the_codes_columns(files, tmp_path_f
     assert not (out / "y.mid").exists()
 
 
-def test_omr_writes_the_key_signature_the_key_reader_reads(files, tmp_path_factory, monkeypatch, one_torch_thread):
-    """The decoder's first key signature is replaced by the key reader's (else by the key head's)."""
+def _decode_always(monkeypatch, lmx: str) -> None:
+    """OMR's decoder replaced by one that writes the LMX tokens ``lmx`` for every image."""
     from umust_cli.codecs.notation import NotationCodec
+    from umust_cli.codecs.vocab import default_vocabulary
     from umust_cli.translate import direct
 
+    names = NotationCodec().token_names()
+    ids = default_vocabulary().to_global("notation", [names.index(t) for t in lmx.split()])
+    monkeypatch.setattr(direct, "generate_from_memory", lambda model_, memory, *a, **k: [list(ids)] * memory.shape[0])
+
+
+def test_omr_writes_the_key_signature_the_key_reader_reads(files, tmp_path_factory, monkeypatch, one_torch_thread):
+    """The decoder's first key signature is replaced by the key reader's (else by the key head's)."""
     model = _tiny_reader(tmp_path_factory.mktemp("tiny-key3"), 2)
     reader = key_reader_reading(tmp_path_factory.mktemp("reader3"), -3)
-    names = NotationCodec().token_names()
-    decoded = "measure key:fifths:0 time beats:3 beat-type:4 clef:G2 staff:1 C4 voice:1 quarter staff:1".split()
-
-    def fake_generate(model_, memory, mask, target, *args, **kwargs):
-        from umust_cli.codecs.vocab import default_vocabulary
-
-        ids = default_vocabulary().to_global("notation", [names.index(t) for t in decoded])
-        return [list(ids) for _ in range(memory.shape[0])]
-
-    monkeypatch.setattr(direct, "generate_from_memory", fake_generate)
+    _decode_always(monkeypatch, "measure key:fifths:0 time beats:3 beat-type:4 clef:G2 staff:1 C4 voice:1 quarter "
+                                "staff:1")
     out = tmp_path_factory.mktemp("out3")
     for choice, want in ((reader, "key:fifths:-3"), ("none", "key:fifths:2")):
         dest = out / f"{want[-2:]}.lmx"
@@ -499,21 +499,9 @@ def test_omr_writes_the_key_signature_the_key_reader_reads(files, tmp_path_facto
 def test_omr_takes_the_pitch_readers_pitches_where_they_align(files, tmp_path_factory, monkeypatch, one_torch_thread):
     """The decoded notes keep their rhythm; their pitch names come from the pitch reader where one
     is given, else from the CTC head."""
-    from umust_cli.codecs.notation import NotationCodec
-    from umust_cli.translate import direct
-
     model = _tiny_reader(tmp_path_factory.mktemp("tiny-pr2"), None)           # CTC head: C4
     reader = pitch_reader_reading(tmp_path_factory.mktemp("pr2"), "A4")
-    names = NotationCodec().token_names()
-    decoded = "measure key:fifths:0 time beats:3 beat-type:4 clef:G2 staff:1 E4 voice:1 half staff:1".split()
-
-    def fake_generate(model_, memory, mask, target, *args, **kwargs):
-        from umust_cli.codecs.vocab import default_vocabulary
-
-        ids = default_vocabulary().to_global("notation", [names.index(t) for t in decoded])
-        return [list(ids) for _ in range(memory.shape[0])]
-
-    monkeypatch.setattr(direct, "generate_from_memory", fake_generate)
+    _decode_always(monkeypatch, "measure key:fifths:0 time beats:3 beat-type:4 clef:G2 staff:1 E4 voice:1 half staff:1")
     out = tmp_path_factory.mktemp("out-pr2")
     for choice, want in ((reader, "A4"), ("none", "C4")):
         dest = out / f"{want}.lmx"

@@ -217,27 +217,40 @@ TASKS_HELP = ("Comma-separated tasks: omr, midi2audio, image2audio, transcriptio
               "Default: the direction's three tasks with the paper's curriculum.")
 
 
+# Options the reader trainers share (key-reader, pitch-reader)
+READER_DATA = typer.Option(..., "--data", help="Corpus of `umust dataset build` (its system PNGs, scanned-look "
+                           "copies and LMX).")
+READER_OUTPUT = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run).")
+READER_MAX_MINUTES = typer.Option(None, "--max-minutes", help="Save and stop after this long.")
+READER_MAX_STEPS = typer.Option(None, "--max-steps", help="Stop at this total step count.")
+READER_DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+READER_NO_SCANS = typer.Option(False, "--no-scans", help="Train on the engravings only.")
+READER_SEED = typer.Option(0, "--seed", help="Seed of the initial weights, the batches and their shifts.")
+READER_EVAL_EVERY = typer.Option(0, "--eval-every", help="Score the valid split every N steps (and at the end).")
+READER_THREADS = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default).")
+READER_QUIET = typer.Option(False, "--quiet", help="No progress bar.")
+
+
 @app.command("key-reader")
 @handle_errors
 def key_reader(
-    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` (its system PNGs, scanned-look "
-                              "copies and LMX)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop after this long."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    data: Path = READER_DATA,
+    output: Path = READER_OUTPUT,
+    max_minutes: Optional[float] = READER_MAX_MINUTES,
+    max_steps: Optional[int] = READER_MAX_STEPS,
+    device: str = READER_DEVICE,
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Crops per step."),
     lr: float = typer.Option(2e-3, "--lr", help="AdamW peak learning rate."),
     warmup_steps: int = typer.Option(100, "--warmup-steps", min=0, help="Linear warm-up steps."),
     decay_steps: int = typer.Option(4000, "--decay-steps", min=1, help="Cosine decay to 5% of --lr by this step."),
     channels: int = typer.Option(16, "--channels", min=1, help="Width of the first convolution (then x2, x4, x4)."),
-    no_scans: bool = typer.Option(False, "--no-scans", help="Train on the engravings only."),
+    no_scans: bool = READER_NO_SCANS,
     init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, the batches and their shifts."),
+    seed: int = READER_SEED,
     save_every: int = typer.Option(500, "--save-every", help="Checkpoint every N steps."),
-    eval_every: int = typer.Option(0, "--eval-every", help="Score the valid split every N steps (and at the end)."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    eval_every: int = READER_EVAL_EVERY,
+    threads: int = READER_THREADS,
+    quiet: bool = READER_QUIET,
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Train the key-signature reader: a small CNN on the first columns of each system image, read
@@ -260,12 +273,11 @@ def key_reader(
 @app.command("pitch-reader")
 @handle_errors
 def pitch_reader(
-    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` (its system PNGs, scanned-look "
-                              "copies and LMX)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint directory (resumed if it holds a run)."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Save and stop after this long."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop at this total step count."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    data: Path = READER_DATA,
+    output: Path = READER_OUTPUT,
+    max_minutes: Optional[float] = READER_MAX_MINUTES,
+    max_steps: Optional[int] = READER_MAX_STEPS,
+    device: str = READER_DEVICE,
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="System images per step."),
     lr: float = typer.Option(1e-3, "--lr", help="AdamW peak learning rate."),
     warmup_steps: int = typer.Option(200, "--warmup-steps", min=0, help="Linear warm-up steps."),
@@ -274,13 +286,13 @@ def pitch_reader(
     hidden: int = typer.Option(192, "--hidden", min=2, help="Column features and GRU width (even)."),
     target: str = typer.Option("marked", "--ctc-target", help="The classes read: written, spelled or marked "
                                "(each pitch name as printed: unmarked, sharp, flat or natural)."),
-    no_scans: bool = typer.Option(False, "--no-scans", help="Train on the engravings only."),
+    no_scans: bool = READER_NO_SCANS,
     init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, the batches and their shifts."),
+    seed: int = READER_SEED,
     save_every: int = typer.Option(250, "--save-every", help="Checkpoint every N steps."),
-    eval_every: int = typer.Option(0, "--eval-every", help="Score the valid split every N steps (and at the end)."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    eval_every: int = READER_EVAL_EVERY,
+    threads: int = READER_THREADS,
+    quiet: bool = READER_QUIET,
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Train the pitch reader: a convolutional-recurrent CTC model reading each staff's pitches from
