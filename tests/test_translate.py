@@ -431,7 +431,8 @@ def tiny_ctc(tmp_path_factory):
 def test_the_reading_plays_the_key_signature_its_key_head_reads(files, tmp_path_factory, one_torch_thread):
     model = _tiny_reader(tmp_path_factory.mktemp("tiny-key"), 2)       # D major: C is read as C sharp
     mid = tmp_path_factory.mktemp("out") / "x.mid"
-    (row,) = _json(_run([files["png"], "-o", mid, "--model", model, "--key-reader", "none", "--json"]))["done"]
+    (row,) = _json(_run([files["png"], "-o", mid, "--model", model, "--key-reader", "none", "--pitch-reader", "none",
+                         "--json"]))["done"]
     assert row["route"] == "direct"
     assert {n.pitch for n in pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes} == {61}
 
@@ -440,9 +441,11 @@ def test_a_key_reader_overrides_the_key_head_in_the_reading_and_in_omr(files, tm
     model = _tiny_reader(tmp_path_factory.mktemp("tiny-key2"), 2)      # key head: D major (C read as C sharp)
     reader = key_reader_reading(tmp_path_factory.mktemp("reader"), -1)  # key reader: F major (C stays C)
     out = tmp_path_factory.mktemp("out")
-    _json(_run([files["png"], "-o", out / "r.mid", "--model", model, "--key-reader", reader, "--json"]))
+    _json(_run([files["png"], "-o", out / "r.mid", "--model", model, "--key-reader", reader, "--pitch-reader", "none",
+                "--json"]))
     assert {n.pitch for n in pretty_midi.PrettyMIDI(str(out / "r.mid")).instruments[0].notes} == {60}
-    _json(_run([files["png"], "-o", out / "h.mid", "--model", model, "--key-reader", "none", "--json"]))
+    _json(_run([files["png"], "-o", out / "h.mid", "--model", model, "--key-reader", "none", "--pitch-reader", "none",
+                "--json"]))
     assert {n.pitch for n in pretty_midi.PrettyMIDI(str(out / "h.mid")).instruments[0].notes} == {61}
     result = _run([files["png"], "-o", out / "x.mid", "--model", model, "--key-reader", out / "missing"])
     _one_error_line(result, 2, "missing")
@@ -531,13 +534,13 @@ def test_the_ctc_reading_route_writes_midi_and_audio(files, tiny_ctc, tmp_path, 
 
     assert has_model(str(tiny_ctc))("image", "midi") and not has_model(str(tiny_ctc))("image", "audio")
     mid, wav = tmp_path / "o" / "x.mid", tmp_path / "o" / "x.wav"
-    (row,) = _json(_run([files["png"], "-o", mid, "--model", tiny_ctc, "--json"]))["done"]
+    (row,) = _json(_run([files["png"], "-o", mid, "--model", tiny_ctc, "--pitch-reader", "none", "--json"]))["done"]
     assert row["route"] == "direct" and row["stages"] == ["image", "midi"]
     notes = pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes
     # one C4 per image column (the bias repeats it, the blank frame between separates them)
     assert len(notes) > 3 and {n.pitch for n in notes} == {60}
     assert all(b.start > a.start for a, b in zip(notes, notes[1:]))
-    (row,) = _json(_run([files["png"], "-o", wav, "--model", tiny_ctc, "--json"]))["done"]
+    (row,) = _json(_run([files["png"], "-o", wav, "--model", tiny_ctc, "--pitch-reader", "none", "--json"]))["done"]
     assert row["stages"] == ["image", "midi", "audio"] and row["engines"] == ["umust", "fluidsynth"]
     audio, sr = soundfile.read(str(wav))
     assert sr == SR and len(audio) / sr > notes[-1].start and np.abs(audio).max() > 0.01

@@ -28,7 +28,7 @@ from umust_cli.codecs.audio import HOP, flatten as flatten_audio
 from umust_cli.codecs.base import Codes
 from umust_cli.codecs.midi import MidiCodec, MidiSegment
 from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
-from umust_cli.errors import BadInputError, TranslationError
+from umust_cli.errors import BadInputError, ImageError, TranslationError
 from umust_cli.model.generate import generate_from_memory, step_positions, to_steps
 from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, key_alters, midi_of, read_pitches
 from umust_cli.data.key_crops import key_crop
@@ -215,12 +215,23 @@ def with_readers(reading: Reading, fifths: int | None, pixel: Reading | None) ->
 
 def pixel_readings(engines: Engines, systems: Sequence[np.ndarray]) -> list[Reading | None]:
     """The pitch reader's reading of each grayscale system image (``data.staff_images.staff_image``;
-    no key signature); Nones where the run has no pitch reader (``Engines.pitch_reader``)."""
+    no key signature); Nones where the run has no pitch reader (``Engines.pitch_reader``) and for
+    blank images."""
     reader = engines.pitch_reader()
     if reader is None or not systems:
         return [None] * len(systems)
-    read = reader.read([staff_image(g, reader.cfg.height) for g in systems])
-    return [Reading(cols, staves, None, reader.cfg.ctc_target) for cols, staves in read]
+    images = [_staff_image_or_none(g, reader.cfg.height) for g in systems]
+    read = reader.read([img for img in images if img is not None])
+    return [None if img is None else Reading(*read.pop(0), None, reader.cfg.ctc_target) for img in images]
+
+
+def _staff_image_or_none(gray: np.ndarray, height: int) -> np.ndarray | None:
+    """The pitch reader's image of a system (``staff_image``); None for a blank one (ImageError:
+    the translator's CTC head reads it, as its codes were made)."""
+    try:
+        return staff_image(gray, height)
+    except ImageError:
+        return None
 
 
 def reader_keys(engines: Engines, systems: Sequence[np.ndarray]) -> list[int | None]:
