@@ -20,6 +20,7 @@ retrieval      small      retrieval-small: RNN-FZ trained on CPU, ~5x faster on 
 retrieval      scans      retrieval-scans: older small model fine-tuned on scanned scores
 translator-i2a small      translator-i2a: image->audio direction, OMR task only (default)
 key-reader     small      key-reader: key signatures from a system's first columns (default)
+pitch-reader   small      pitch-reader: each staff's pitch names from a system's pixels (default)
 =============  =========  ===========================================================
 
 Kinds whose weights are trained here but do not ship yet are in ``PENDING`` (kind -> name ->
@@ -44,9 +45,11 @@ MODELS: dict[str, dict[str, str]] = {
     "retrieval": {"rendered": "retrieval", "small": "retrieval-small", "scans": "retrieval-scans"},
     "translator-i2a": {"small": "translator-i2a"},
     "key-reader": {"small": "key-reader"},
+    "pitch-reader": {"small": "pitch-reader"},
 }
 DEFAULTS: dict[str, str] = {"image-codec": "small", "audio-codec": "small", "retrieval": "rendered",
-                            "translator-i2a": "small", "key-reader": "small"}
+                            "translator-i2a": "small", "key-reader": "small",
+                            "pitch-reader": "small"}
 # The tasks ("source>target") that a direction's *default* model does under `--via auto`: those
 # on which it measured better than the task's other routes on the same judge (docs/results.md).
 # Its other trained tasks run only with `--via direct`; a model given with --model runs every
@@ -57,7 +60,6 @@ AUTO_DIRECT: dict[str, tuple[str, ...]] = {
 }
 PENDING: dict[str, dict[str, str]] = {
     "translator-a2i": {"small": "translator-a2i"},
-    "pitch-reader": {"small": "pitch-reader"},
 }
 
 
