@@ -238,9 +238,9 @@ def test_column_notes_time_each_reading_by_its_column():
 
     names, written = pitch_names(), ctc_class_pitches("written")
     c4, e4, g4, c3 = (names.index(n) for n in ("C4", "E4", "G4", "C3"))
-    staves = [[(0, c4), (1, e4), (4, g4)], [(1, c3)]]          # staff 1: C4, E4 a column later, G4; staff 2: C3
+    staves = [[(0, c4), (1, e4), (4, g4)], [(1, c3)]]          # staff 1: chord C4-E4 read over two columns, G4
     notes = column_notes(staves, written, start=1.0, column_seconds=0.5)
-    assert [(n.pitch, n.start, n.end) for n in notes] == [(60, 1.0, 1.5), (48, 1.5, 2.0), (64, 1.5, 3.0),
+    assert [(n.pitch, n.start, n.end) for n in notes] == [(60, 1.25, 3.0), (64, 1.25, 3.0), (48, 1.5, 2.0),
                                                            (67, 3.0, 3.5)]
     assert column_notes([[], []], written) == []
     midi = reading_midi([Reading(5, staves, None), Reading(3, [[(0, g4)], []], None)], "written")
@@ -252,6 +252,22 @@ def test_column_notes_time_each_reading_by_its_column():
                            "spelled")
     assert [n.pitch for n in spelled.instruments[0].notes] == [60, 61, 61]
     assert len(ctc_class_pitches("spelled")) == 3 * len(names)
+
+
+def test_chord_columns_join_rising_emissions_within_a_column():
+    from umust_cli.data.staff_order import ctc_class_pitches
+    from umust_cli.translate.direct import chord_columns
+
+    names, written = pitch_names(), ctc_class_pitches("written")
+    c4, e4, g4 = (names.index(n) for n in ("C4", "E4", "G4"))
+    assert chord_columns([], written) == []
+    # a chord C4-E4-G4 in one column stays there; rising C4, E4 a column apart join at 0.5,
+    # G4 two columns after C4 starts the next onset (a rising run is not one chord)
+    assert chord_columns([(5, c4), (5, e4), (5, g4)], written) == [5.0, 5.0, 5.0]
+    assert chord_columns([(0, c4), (1, e4), (2, g4)], written) == [0.5, 0.5, 2.0]
+    # falling or repeated pitches are separate onsets, however close
+    assert chord_columns([(3, g4), (4, e4), (4, e4)], written) == [3.0, 4.0, 4.0]
+    assert chord_columns([(3, e4), (4, e4)], written) == [3.0, 4.0]
 
 
 def test_spelled_pitches_follow_key_signatures_and_accidentals_in_the_measure():

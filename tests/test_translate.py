@@ -451,16 +451,23 @@ def test_a_key_reader_overrides_the_key_head_in_the_reading_and_in_omr(files, tm
     _one_error_line(result, 2, "missing")
 
 
-def test_a_pitch_reader_reads_the_pitches_at_the_codes_columns(files, tmp_path_factory, one_torch_thread):
+def test_a_pitch_reader_reads_the_pitches_at_the_codes_columns(files, tmp_path_factory, monkeypatch,
+                                                              one_torch_thread):
     """The pitch reader's emissions replace the CTC head's, one per image code column (15 columns of
-    16 px: the system is 240 px wide at the codec's scale), and sound in the key the key reader reads."""
+    16 px: the system is 240 px wide at the codec's scale), and sound in the key the key reader reads;
+    with both readers the translator's head is not run."""
+    from umust_cli.translate import direct
+
     model = _tiny_reader(tmp_path_factory.mktemp("tiny-pr"), None)          # CTC head: C4 in every column
     reader = pitch_reader_reading(tmp_path_factory.mktemp("pr"), "F4")      # pitch reader: F4 in every column
     key = key_reader_reading(tmp_path_factory.mktemp("pr-key"), 1)          # G major: F sounds F sharp
-    out = tmp_path_factory.mktemp("pr-out")
+    out, heads = tmp_path_factory.mktemp("pr-out"), []
+    monkeypatch.setattr(direct, "head_reading", lambda engines, gray, run=direct.head_reading:
+                        heads.append(gray.shape) or run(engines, gray))
     for name, choice in (("p", reader), ("h", "none")):
         _json(_run([files["png"], "-o", out / f"{name}.mid", "--model", model, "--key-reader", key,
                     "--pitch-reader", choice, "--json"]))
+        assert len(heads) == (name == "h")                                  # the head reads only without the reader
     read, head = (pretty_midi.PrettyMIDI(str(out / f"{n}.mid")).instruments[0].notes for n in "ph")
     assert {n.pitch for n in read} == {66} and {n.pitch for n in head} == {60}
     assert [round(n.start / 0.12) for n in read] == list(range(15)) and len(head) >= 15   # MIDI ticks round a little
