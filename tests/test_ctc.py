@@ -227,7 +227,7 @@ def test_ctc_emissions_give_each_pitch_its_image_column():
     memory, mask = model.encode(src, sp, "image", "notation")
     first, second = model.ctc_emissions(memory, mask)
     assert first[0] == [(0, 2), (1, 2), (2, 2)]               # 2 columns + the [EOS] column
-    assert first[1] == [(c, k) for c in range(3) for k in (3, 4)]
+    assert first[1] == [(c + f / CTC_FRAMES, k) for c in range(3) for f, k in enumerate((3, 4))]   # frame positions
     assert [col for col, _ in second[0]] == [0, 1, 2, 3]
     assert model.ctc_paths(memory, mask) == [[[p for _, p in s] for s in e] for e in (first, second)]
 
@@ -238,8 +238,8 @@ def test_column_notes_time_each_reading_by_its_column():
 
     names, written = pitch_names(), ctc_class_pitches("written")
     c4, e4, g4, c3 = (names.index(n) for n in ("C4", "E4", "G4", "C3"))
-    staves = [[(0, c4), (1, e4), (4, g4)], [(1, c3)]]          # staff 1: chord C4-E4 read over two columns, G4
-    notes = column_notes(staves, written, start=1.0, column_seconds=0.5)
+    staves = [[(0.5, c4), (1, e4), (4, g4)], [(1, c3)]]        # staff 1: chord C4-E4 written back to back
+    notes = column_notes(staves, written, start=1.0, column_seconds=0.5)   # over two columns, then G4
     assert [(n.pitch, n.start, n.end) for n in notes] == [(60, 1.25, 3.0), (64, 1.25, 3.0), (48, 1.5, 2.0),
                                                            (67, 3.0, 3.5)]
     assert column_notes([[], []], written) == []
@@ -254,20 +254,20 @@ def test_column_notes_time_each_reading_by_its_column():
     assert len(ctc_class_pitches("spelled")) == 3 * len(names)
 
 
-def test_chord_columns_join_rising_emissions_within_a_column():
+def test_chord_columns_join_rising_emissions_written_back_to_back():
     from umust_cli.data.staff_order import ctc_class_pitches
     from umust_cli.translate.direct import chord_columns
 
     names, written = pitch_names(), ctc_class_pitches("written")
     c4, e4, g4 = (names.index(n) for n in ("C4", "E4", "G4"))
+    half = 1 / CTC_FRAMES
     assert chord_columns([], written) == []
-    # a chord C4-E4-G4 in one column stays there; rising C4, E4 a column apart join at 0.5,
-    # G4 two columns after C4 starts the next onset (a rising run is not one chord)
-    assert chord_columns([(5, c4), (5, e4), (5, g4)], written) == [5.0, 5.0, 5.0]
-    assert chord_columns([(0, c4), (1, e4), (2, g4)], written) == [0.5, 0.5, 2.0]
-    # falling or repeated pitches are separate onsets, however close
-    assert chord_columns([(3, g4), (4, e4), (4, e4)], written) == [3.0, 4.0, 4.0]
-    assert chord_columns([(3, e4), (4, e4)], written) == [3.0, 4.0]
+    # a chord C4-E4-G4 in consecutive frames: the two frames of column 5, then column 6's first
+    assert chord_columns([(5, c4), (5 + half, e4), (6, g4)], written) == [5 + 1 / 3] * 3
+    # a blank frame between rising notes: separate onsets, each at its column
+    assert chord_columns([(0, c4), (1, e4), (1 + half, g4)], written) == [0.0, 1.0, 1.0]
+    # falling or repeated pitches written back to back are separate onsets
+    assert chord_columns([(3, g4), (3 + half, e4), (4, e4)], written) == [3.0, 3.0, 4.0]
 
 
 def test_spelled_pitches_follow_key_signatures_and_accidentals_in_the_measure():

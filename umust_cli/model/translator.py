@@ -584,7 +584,7 @@ class Translator(nn.Module):
         self.ctc.weight.copy_(new_w)
         self.ctc.bias.copy_(new_b)
 
-    def ctc_emissions(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[tuple[int, int]]]]:
+    def ctc_emissions(self, memory: torch.Tensor, mask: torch.Tensor | None) -> list[list[list[tuple[float, int]]]]:
         """The CTC head's best path per staff of the encoder's image columns (B, C, d):
         :func:`column_ctc_emissions` of its logits."""
         if not self.cfg.ctc_classes:
@@ -680,10 +680,12 @@ def column_ctc_loss(logits: torch.Tensor, cols: torch.Tensor, targets: torch.Ten
     return total / CTC_STAVES
 
 
-def column_ctc_emissions(logits: torch.Tensor, cols: torch.Tensor) -> list[list[list[tuple[int, int]]]]:
+def column_ctc_emissions(logits: torch.Tensor, cols: torch.Tensor) -> list[list[list[tuple[float, int]]]]:
     """The best path per staff of per-column CTC logits (B, C, CTC_STAVES * CTC_FRAMES * n), as
-    (column, class) of every emission (argmax frames, repeats merged, blanks dropped, only the
-    first ``cols`` (B,) columns): [example][staff], in reading order."""
+    (position, class) of every emission (argmax frames, repeats merged, blanks dropped, only the
+    first ``cols`` (B,) columns): [example][staff], in reading order. The position is the
+    emitting frame's, in columns: column + frame / CTC_FRAMES (its integer part is the column;
+    emissions one frame apart were written back to back, no blank between)."""
     b, c, width = logits.shape
     blank = width // (CTC_STAVES * CTC_FRAMES) - 1
     best = logits.view(b, c, CTC_STAVES, CTC_FRAMES, blank + 1).argmax(-1)   # (B, C, staves, frames)
@@ -692,7 +694,7 @@ def column_ctc_emissions(logits: torch.Tensor, cols: torch.Tensor) -> list[list[
         staves = []
         for k in range(CTC_STAVES):
             path = best[i, :n_cols, k].reshape(-1).tolist()                     # (C * frames,)
-            staves.append([(j // CTC_FRAMES, p) for j, p in enumerate(path)
+            staves.append([(j / CTC_FRAMES, p) for j, p in enumerate(path)
                            if p != blank and (j == 0 or p != path[j - 1])])
         out.append(staves)
     return out

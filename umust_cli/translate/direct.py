@@ -34,7 +34,7 @@ from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, key_alter
 from umust_cli.data.key_crops import key_crop
 from umust_cli.data.staff_images import staff_image
 from umust_cli.data.roll import roll_notes
-from umust_cli.model.translator import PAD, SLOTS, Translator
+from umust_cli.model.translator import CTC_FRAMES, PAD, SLOTS, Translator
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.values import Notation, lmx_tokens
 
@@ -103,7 +103,7 @@ class Reading(NamedTuple):
     """One image's reading by the OMR model's heads, without decoding."""
 
     columns: int                           # the image's patch columns
-    staves: list[list[tuple[int, int]]]    # per staff the CTC head's (column, class) emissions ([] without one)
+    staves: list[list[tuple[float, int]]]  # per staff the CTC head's (position in columns, class) emissions
     fifths: int | None                     # the key signature the key head reads (None without one)
     target: str | None = None              # the classes of ``staves`` where not the translator's CTC head's
                                            # (a pitch reader's ctc_target)
@@ -125,17 +125,18 @@ def column_reading(model: Translator, memory: torch.Tensor, mask: torch.Tensor |
     return [Reading(*r) for r in zip(cols, emissions, keys)]
 
 
-def chord_columns(staff: Sequence[tuple[int, int]], class_pitches: Sequence[int]) -> list[float]:
-    """The onset column of each emission of one staff's CTC reading (column, class), in order.
+def chord_columns(staff: Sequence[tuple[float, int]], class_pitches: Sequence[int]) -> list[float]:
+    """The onset column of each emission of one staff's CTC reading (position, class), in order.
 
-    A chord is read upwards (``data.staff_order``), but its notes are emitted over the columns
-    around the chord's x, one or two apart. Emissions of rising pitch that stay within one column
-    of the first are taken as one chord, at their mean column. Measured in results.md ("Chord
-    columns"): valid reading F1 of the pitch reader 0.690 -> (see there)."""
-    cols = [float(c) for c, _ in staff]
-    first = 0
+    A chord is read upwards (``data.staff_order``), one note per CTC frame, and a column has only
+    CTC_FRAMES frames: a chord of more notes runs on into the next column's frames. Emissions of
+    rising pitch written back to back (one frame apart, no blank between) are taken as one chord,
+    sounding at the mean of their columns; every other emission at its own column. Chosen on the
+    valid split, results.md ("Chord columns")."""
+    cols, first = [float(int(pos)) for pos, _ in staff], 0
+    step = 1.0 / CTC_FRAMES
     for j in range(1, len(staff) + 1):
-        if (j < len(staff) and cols[j] - cols[first] <= 1
+        if (j < len(staff) and abs(staff[j][0] - staff[j - 1][0] - step) < 1e-6
                 and class_pitches[staff[j][1]] > class_pitches[staff[j - 1][1]]):
             continue
         cols[first:j] = [sum(cols[first:j]) / (j - first)] * (j - first)
@@ -143,12 +144,12 @@ def chord_columns(staff: Sequence[tuple[int, int]], class_pitches: Sequence[int]
     return cols
 
 
-def column_notes(staves: Sequence[Sequence[tuple[int, int]]], class_pitches: Sequence[int], start: float = 0.0,
+def column_notes(staves: Sequence[Sequence[tuple[float, int]]], class_pitches: Sequence[int], start: float = 0.0,
                  column_seconds: float = COLUMN_SECONDS) -> list[pretty_midi.Note]:
-    """Notes of one system's CTC reading: each emission (column, class) is a note of the class's
-    MIDI pitch (``class_pitches``: ``reading_pitches``) at ``start + column * column_seconds``
-    (a chord's notes at their mean column: ``chord_columns``), held to the staff's next onset
-    (one column at the end)."""
+    """Notes of one system's CTC reading: each emission (position, class) is a note of the class's
+    MIDI pitch (``class_pitches``: ``reading_pitches``) at ``start + column * column_seconds``,
+    its column that of its chord (``chord_columns``), held to the staff's next onset (one column
+    at the end)."""
     notes = []
     for staff in staves:
         cols = chord_columns(staff, class_pitches)
