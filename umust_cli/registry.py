@@ -60,6 +60,7 @@ AUTO_DIRECT: dict[str, tuple[str, ...]] = {
 }
 PENDING: dict[str, dict[str, str]] = {
     "translator-a2i": {"small": "translator-a2i"},
+    "note-reader": {"small": "note-reader"},
 }
 
 

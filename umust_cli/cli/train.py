@@ -318,6 +318,48 @@ def pitch_reader(
     _report(result, output, as_json, f", valid staff error rate: {score}" if score else "")
 
 
+@app.command("note-reader")
+@handle_errors
+def note_reader(
+    data: Path = typer.Option(..., "--data", help="Corpus of `umust dataset build` (its system WAVs and MIDI)."),
+    output: Path = READER_OUTPUT,
+    max_minutes: Optional[float] = READER_MAX_MINUTES,
+    max_steps: Optional[int] = READER_MAX_STEPS,
+    device: str = READER_DEVICE,
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Audio crops per step."),
+    lr: float = typer.Option(6e-4, "--lr", help="AdamW peak learning rate."),
+    warmup_steps: int = typer.Option(200, "--warmup-steps", min=0, help="Linear warm-up steps."),
+    decay_steps: int = typer.Option(20000, "--decay-steps", min=1, help="Cosine decay to 5% of --lr by this step."),
+    crop_seconds: float = typer.Option(5.0, "--crop-seconds", help="Seconds of audio per crop."),
+    channels: int = typer.Option(16, "--channels", min=1, help="Width of the first convolutions (the third: x2)."),
+    hidden: int = typer.Option(256, "--hidden", min=2, help="Frame features and GRU width (even)."),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="auto (bf16 where the device has native bf16, else fp32), bf16 or fp32."),
+    init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights, the crops and their gains."),
+    save_every: int = typer.Option(250, "--save-every", help="Checkpoint every N steps."),
+    eval_every: int = READER_EVAL_EVERY,
+    threads: int = READER_THREADS,
+    quiet: bool = READER_QUIET,
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Train the note reader: a convolutional-recurrent piano transcriber on the log-mel spectrogram
+    (onset and frame rolls), the audio -> MIDI engine of `--transcriber umust` (results.md)."""
+    from umust_cli.model.note_reader import NoteReaderConfig
+    from umust_cli.train.engine import RunOptions
+    from umust_cli.train.note_reader import TrainConfig, train_note_reader
+
+    dev = _setup("small", {"small": None}, max_steps, max_minutes, threads, device)
+    cfg = TrainConfig(model=NoteReaderConfig(channels=channels, hidden=hidden), batch_size=batch_size, lr=lr,
+                      warmup_steps=warmup_steps, decay_steps=decay_steps, crop_seconds=crop_seconds,
+                      precision=precision, seed=seed)
+    run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,
+                     eval_every=eval_every, device=str(dev), progress=not quiet and not as_json)
+    result = train_note_reader(data, output, cfg, run, init=_init("note-reader", init))
+    ev = result.eval or {}
+    _report(result, output, as_json, f", valid onset F1 {ev['onset_f1']:.3f}" if "onset_f1" in ev else "")
+
+
 @app.command("translator")
 @handle_errors
 def translator(

@@ -9,8 +9,8 @@ import typer
 
 from umust_cli.cli._common import JSON_OPTION_HELP, check_distinct_outputs, finish_batch, handle_errors, print_json
 from umust_cli.errors import BadInputError, UmustError
-from umust_cli.translate.routes import (SYNTHS, TASKS, TRANSCRIBERS, VIAS, Options, choose_route, plan_jobs,
-                                       task_name)
+from umust_cli.translate.routes import (SYNTHS, TASKS, TRANSCRIBERS, VIAS, Options, Route, choose_route,
+                                       plan_jobs, task_name)
 
 @handle_errors
 def translate(
@@ -27,8 +27,10 @@ def translate(
     model: Optional[str] = typer.Option(None, "--model", metavar="NAME|PATH",
                                         help="The direction model (translator-i2a / translator-a2i): a "
                                         "registered name or a checkpoint folder."),
-    transcriber: str = typer.Option("transkun", "--transcriber", help=f"Transcription engine of cascades from "
-                                    f"audio: {', '.join(TRANSCRIBERS)} (umust: the a2i model's audio->MIDI task)."),
+    transcriber: str = typer.Option("auto", "--transcriber", help=f"Transcription engine of audio -> MIDI and of "
+                                    f"cascades from audio: {', '.join(TRANSCRIBERS)} (auto: transkun, with --data "
+                                    "the a2i model; umust: the a2i model's audio->MIDI task; note-reader: umust's "
+                                    "piano transcriber on the spectrogram)."),
     synth: str = typer.Option("fluidsynth", "--synth", help=f"MIDI -> audio in cascades: {', '.join(SYNTHS)} "
                               "(neural: the i2a model's MIDI->audio task)."),
     soundfont: Optional[str] = typer.Option(None, "--soundfont", help="FluidSynth soundfont name "
@@ -55,6 +57,8 @@ def translate(
                                      "MIDI and audio: each staff's pitches from this pitch reader (a CNN + GRU on "
                                      "the system's pixels; auto: the shipped one where installed), none: from "
                                      "the translator's CTC head."),
+    note_reader: str = typer.Option("auto", "--note-reader", metavar="auto|NAME|PATH", help="The note reader of "
+                                    "--transcriber note-reader (auto: the shipped one where installed)."),
     roll_reading: bool = typer.Option(True, "--roll-reading/--no-roll-reading", help="Audio -> MIDI with a "
                                       "model that has a piano-roll head: the notes it reads per audio frame, "
                                       "without decoding MIDI tokens."),
@@ -94,13 +98,17 @@ def translate(
                        top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar,
                        beam_size=beam_size, ctc_pitches=ctc_pitches,
                        roll_reading=roll_reading, key_reader=key_reader,
-                       pitch_reader=pitch_reader)
+                       pitch_reader=pitch_reader, note_reader=note_reader)
     if data is not None:
         if inputs or task not in (None, "omr", "i2n", "i2a", "a2m", "amt", "transcription"):
             raise BadInputError("--data translates a corpus split (OMR, --task i2a: OMR then the cascade "
                                 "to audio, or --task a2m: transcription); give no INPUTS and no other --task")
         if task in ("a2m", "amt", "transcription"):
-            _corpus_amt(data, split, codes, batch_size, limit, output, Engines(config), as_json)
+            Options(transcriber=transcriber)     # a bad --transcriber fails here
+            if transcriber in ("transkun", "note-reader"):
+                _corpus_files_amt(data, split, limit, output, Engines(config), transcriber, as_json)
+            else:
+                _corpus_amt(data, split, codes, batch_size, limit, output, Engines(config), as_json)
             return
         route = _corpus_audio_route(via, has_model(model)) if task == "i2a" else None
         _corpus_omr(data, split, copy, codes, batch_size, limit, output, Engines(config), as_json, route)
@@ -184,6 +192,30 @@ def _corpus_amt(data: Path, split: str, codes: Optional[Path], batch_size: int, 
         summary = predict_transcription(job, engines, output, on_batch=lambda n: progress.advance(bar, n))
     if as_json:
         print_json({**summary, "route": route, "output": str(output)})
+        return
+    typer.echo(f"{summary['written']} systems transcribed ({summary['skipped']} already there, "
+               f"{summary['empty']} without notes) -> {output}")
+
+
+def _corpus_files_amt(data: Path, split: str, limit: Optional[int], output: Path, engines, transcriber: str,
+                      as_json: bool) -> None:
+    """`--data --task a2m --transcriber transkun|note-reader`: each system's WAV transcribed by that
+    engine to NNN.mid under a progress bar; a summary line (or JSON)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from umust_cli.translate.corpus import transcribe_split_audio
+
+    route = Route("direct" if transcriber == "note-reader" else "reference", ("audio", "midi"), (transcriber,))
+    if not as_json:
+        typer.secho(f"route: {route.describe()} over the {split} systems", err=True, fg=typer.colors.CYAN)
+    with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                  disable=as_json) as progress:
+        bar = progress.add_task("transcribe", total=None)
+        summary = transcribe_split_audio(data, split, limit, route, engines, output,
+                                         on_system=lambda total: progress.update(bar, total=total, advance=1))
+    if as_json:
+        print_json({**summary, "route": route.describe(), "output": str(output)})
         return
     typer.echo(f"{summary['written']} systems transcribed ({summary['skipped']} already there, "
                f"{summary['empty']} without notes) -> {output}")

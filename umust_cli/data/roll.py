@@ -27,26 +27,28 @@ SOUNDING_THRESHOLD = 0.5   # ... held while the sounding probability stays at or
 READ_VELOCITY = 80
 
 
-def note_roll(notes: Iterable[pretty_midi.Note], frames: int) -> np.ndarray:
-    """(frames, 2, ROLL_PITCHES) uint8 roll of ``notes`` (seconds from the first frame); notes
-    outside the piano's keys or the frames are left out, each sounds at least its onset frame."""
+def note_roll(notes: Iterable[pretty_midi.Note], frames: int, frame_seconds: float = FRAME_SECONDS) -> np.ndarray:
+    """(frames, 2, ROLL_PITCHES) uint8 roll of ``notes`` (seconds from the first frame) at frames of
+    ``frame_seconds``; notes outside the piano's keys or the frames are left out, each sounds at
+    least its onset frame."""
     roll = np.zeros((frames, 2, ROLL_PITCHES), dtype=np.uint8)
     for n in notes:
-        k, on = n.pitch - ROLL_LOW, int(round(n.start / FRAME_SECONDS))
+        k, on = n.pitch - ROLL_LOW, int(round(n.start / frame_seconds))
         if not 0 <= k < ROLL_PITCHES or not 0 <= on < frames:
             continue
-        off = min(frames, max(on + 1, int(round(n.end / FRAME_SECONDS))))
+        off = min(frames, max(on + 1, int(round(n.end / frame_seconds))))
         roll[on, 0, k] = 1
         roll[on:off, 1, k] = 1
     return roll
 
 
 def roll_notes(onset: np.ndarray, sounding: np.ndarray, start: float = 0.0,
-               onset_threshold: float = ONSET_THRESHOLD) -> list[pretty_midi.Note]:
-    """Notes of a roll's probabilities ``onset`` and ``sounding`` (frames, ROLL_PITCHES): one where a
-    key's onset probability has a local peak >= ``onset_threshold``, held until its sounding
-    probability falls below SOUNDING_THRESHOLD or the key's next onset (at least one frame);
-    times in seconds from ``start``."""
+               onset_threshold: float = ONSET_THRESHOLD,
+               frame_seconds: float = FRAME_SECONDS) -> list[pretty_midi.Note]:
+    """Notes of a roll's probabilities ``onset`` and ``sounding`` (frames, ROLL_PITCHES) at frames of
+    ``frame_seconds``: one where a key's onset probability has a local peak >= ``onset_threshold``,
+    held until its sounding probability falls below SOUNDING_THRESHOLD or the key's next onset (at
+    least one frame); times in seconds from ``start``."""
     frames = onset.shape[0]
     before = np.vstack([np.zeros((1, onset.shape[1])), onset[:-1]])
     after = np.vstack([onset[1:], np.zeros((1, onset.shape[1]))])
@@ -59,8 +61,8 @@ def roll_notes(onset: np.ndarray, sounding: np.ndarray, start: float = 0.0,
             off = on + 1
             while off < stop and sounding[off, k] >= SOUNDING_THRESHOLD:
                 off += 1
-            notes.append(pretty_midi.Note(READ_VELOCITY, ROLL_LOW + k, start + on * FRAME_SECONDS,
-                                          start + off * FRAME_SECONDS))
+            notes.append(pretty_midi.Note(READ_VELOCITY, ROLL_LOW + k, start + on * frame_seconds,
+                                          start + off * frame_seconds))
     return sorted(notes, key=lambda n: (n.start, n.pitch))
 
 

@@ -32,6 +32,7 @@ from umust_cli.train.pixel_reader import ReaderTask, ReaderTrainConfig, jitter
 class TrainConfig(ReaderTrainConfig):
     """Everything that shapes the training trajectory (saved; must match on resume)."""
 
+    scans: bool = True         # scanned-look copies train too
     model: KeyReaderConfig = field(default_factory=KeyReaderConfig)
     batch_size: int = 32
     lr: float = 2e-3

@@ -35,6 +35,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]     # ink (B, 1, H, W), 
 class TrainConfig(ReaderTrainConfig):
     """Everything that shapes the training trajectory (saved; must match on resume)."""
 
+    scans: bool = True         # scanned-look copies train too
     model: PitchReaderConfig = field(default_factory=PitchReaderConfig)
     warmup_steps: int = 200
     decay_steps: int = 20000

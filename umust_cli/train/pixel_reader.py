@@ -1,8 +1,9 @@
-"""What the trainers of the two pixel readers share (``train.key_reader``, ``train.pitch_reader``).
+"""What the trainers of the readers share (``train.key_reader``, ``train.pitch_reader`` and, but for
+the ink, ``train.note_reader``).
 
-Both read a corpus's system images into memory once, draw each step's batch as a pure function of
-(seed, step) (so a resumed run sees what an uninterrupted run sees), jitter its ink (a whole-batch
-move, per-image contrast and noise), and train one module with AdamW under the translator's
+Each reads a corpus's systems into memory once, draws each step's batch as a pure function of
+(seed, step) (so a resumed run sees what an uninterrupted run sees), the pixel readers jitter its
+ink (a whole-batch move, per-image contrast and noise), and each trains one module with AdamW under the translator's
 learning-rate schedule (``train.translator.lr_at``) on the one engine (``train.engine.fit``).
 """
 
@@ -34,7 +35,6 @@ class ReaderTrainConfig:
     warmup_steps: int = 100
     decay_steps: int = 4000
     min_lr_ratio: float = 0.05
-    scans: bool = True         # scanned-look copies train too
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -16,7 +16,8 @@ rather than left out, and is counted. ``predict_reading`` is the other route to 
 (``--via midi``): the CTC reading of each system's codes, timed by image column, to
 ``NNN.mid`` and ``NNN.wav``, without decoding. ``predict_transcription`` reads each system's
 audio codes into ``NNN.mid`` (the audio -> image direction model's transcription) for
-`umust eval amt PRED_DIR --data CORPUS`.
+`umust eval amt PRED_DIR --data CORPUS`; ``transcribe_split_audio`` does the same from each
+system's WAV with transkun or the note reader.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from umust_cli.data import corpus as corpus_io
 from umust_cli.data import pairs as pairs_io
 from umust_cli.data.synth import SAMPLE_RATE, write_wav
 from umust_cli.errors import BadInputError, NotationError, TranslationError
-from umust_cli.eval.corpus import spread
+from umust_cli.eval.corpus import split_rows, spread
 from umust_cli.io import write_text_atomic
 from umust_cli.model.generate import batch_steps, generate_from_memory, step_positions
 from umust_cli.translate.direct import (column_reading, encode_images, pixel_readings, read_rolls,
@@ -200,6 +201,26 @@ def predict_transcription(job: SplitJob, engines: Engines, out: Path,
             on_batch(len(idx))
     return {"systems": len(systems), "written": len(todo), "skipped": len(systems) - len(todo), "empty": empty,
             "split": job.split, "copy": "audio"}
+
+
+def transcribe_split_audio(corpus: Path, split: str, limit: int | None, route: Route, engines: Engines, out: Path,
+                           on_system: Callable[[int], None] | None = None) -> dict:
+    """Transcription of each system's WAV along ``route`` (audio -> MIDI by transkun or the note
+    reader) into ``out/<piece>/<NNN>.mid``, for `umust eval amt OUT --data CORPUS`; systems already
+    written are skipped. ``on_system(total)`` after each. ``empty``: no notes."""
+    rows = [r for r in split_rows(corpus, split, limit) if r.get("wav")]
+    if not rows:
+        raise BadInputError(f"{corpus}: no {split} systems with audio")
+    written = empty = 0
+    for row in rows:
+        dest = out / row["piece_id"] / f"{int(row['system']):03d}.mid"
+        if not dest.is_file():
+            empty += run_route(route, Path(corpus, row["wav"]), dest, engines)["notes"] == 0
+            written += 1
+        if on_system:
+            on_system(len(rows))
+    return {"systems": len(rows), "written": written, "skipped": len(rows) - written, "empty": empty,
+            "split": split, "copy": "audio"}
 
 
 def _transcribe(model, src: torch.Tensor, engines: Engines) -> list[pretty_midi.PrettyMIDI]:

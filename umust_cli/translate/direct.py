@@ -24,7 +24,7 @@ import numpy as np
 import pretty_midi
 import torch
 
-from umust_cli.codecs.audio import HOP, flatten as flatten_audio
+from umust_cli.codecs.audio import HOP, SAMPLE_RATE as AUDIO_RATE, flatten as flatten_audio, resample
 from umust_cli.codecs.base import Codes
 from umust_cli.codecs.midi import MidiCodec, MidiSegment
 from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
@@ -308,6 +308,17 @@ def audio_to_midi(samples: np.ndarray, engines: Engines) -> pretty_midi.PrettyMI
     segments = [MidiSegment(round(a, 6), round(b, 6), translate_ids(engines, "audio", "midi", ids, piece=i))
                 for i, (a, b, ids) in enumerate(audio_windows(samples, engines, "midi"))]
     return MidiCodec().decode_segments(segments)
+
+
+def read_notes(samples: np.ndarray, engines: Engines) -> pretty_midi.PrettyMIDI:
+    """Transcription by the note reader (``--transcriber note-reader``): one piano track of the
+    notes its onset and frame rolls read (``data.roll.roll_notes``) from 44.1 kHz ``samples``."""
+    reader = engines.note_reader()
+    onset, frame = reader.probabilities(resample(samples, AUDIO_RATE, reader.cfg.sample_rate))
+    midi, piano = pretty_midi.PrettyMIDI(), pretty_midi.Instrument(program=0, name="piano")
+    piano.notes.extend(roll_notes(onset, frame, frame_seconds=reader.cfg.frame_seconds))
+    midi.instruments.append(piano)
+    return midi
 
 
 def roll_midi(engines: Engines, model: Translator, windows: Sequence[tuple[float, float, list[int]]]

@@ -26,6 +26,7 @@ from umust_cli.device import resolve_device
 from umust_cli.errors import BadInputError, CheckpointError, RenderError
 from umust_cli.model.generate import DecodingOptions
 from umust_cli.model.key_reader import MODEL_KIND as KEY_READER_KIND, KeyReader, KeyReaderConfig
+from umust_cli.model.note_reader import MODEL_KIND as NOTE_READER_KIND, NoteReader, NoteReaderConfig
 from umust_cli.model.pitch_reader import MODEL_KIND as PITCH_READER_KIND, PitchReader, PitchReaderConfig
 from umust_cli.model.translator import (CODES_PER_STEP, MODEL_KIND as CHECKPOINT_KIND, Translator,
                                         TranslatorConfig)
@@ -56,6 +57,7 @@ class RunConfig:
                                         # auto: the shipped one where installed, none: the translator's key head
     pitch_reader: str = "auto"          # image -> MIDI: each staff's pitches from this pitch reader (NAME|PATH);
                                         # auto: the shipped one where installed, none: the translator's CTC head
+    note_reader: str = "auto"           # the note-reader engine (--transcriber note-reader): NAME|PATH; auto: shipped
 
     def __post_init__(self) -> None:    # bad decoding settings fail before any input is read
         DecodingOptions(temperature=self.temperature or 0.0, top_k=self.top_k, top_p=self.top_p,
@@ -142,6 +144,11 @@ def load_pitch_reader(folder: Path) -> PitchReader:
     return model
 
 
+def load_note_reader(folder: Path) -> NoteReader:
+    """A note-reader checkpoint (one-line CheckpointError for another kind or weights that do not fit)."""
+    return load_module(folder, NOTE_READER_KIND, lambda cfg: NoteReader(NoteReaderConfig.from_dict(cfg)))
+
+
 def load_translator(folder: Path, vocab: Any) -> Translator:
     """A translator checkpoint; one-line CheckpointError for another kind, another vocabulary
     (VocabularyMismatchError) or weights that do not fit their config."""
@@ -176,6 +183,14 @@ class Engines:
     def pitch_reader(self) -> PitchReader | None:
         """The pitch reader of ``RunConfig.pitch_reader`` (None: none asked for or installed)."""
         return self._reader("pitch-reader", self.config.pitch_reader, load_pitch_reader)
+
+    def note_reader(self) -> NoteReader:
+        """The note reader of ``RunConfig.note_reader``; CheckpointError when none is installed or given."""
+        found = self._reader("note-reader", self.config.note_reader, load_note_reader)
+        if found is None:
+            raise CheckpointError("no note-reader model is installed; give a checkpoint folder with --note-reader "
+                                  "(umust train note-reader makes one)")
+        return found
 
     def _reader(self, kind: str, choice: str, load: Callable[[Path], Any]) -> Any:
         if choice == "none":

@@ -48,6 +48,7 @@ STEPS: dict[tuple[str, str, str], Step] = {
     ("notation", "midi", "perform"): symbolic.perform_midi,
     ("midi", "audio", "fluidsynth"): symbolic.synthesize_audio,
     ("audio", "midi", "transkun"): symbolic.transcribe_audio,
+    ("audio", "midi", "note-reader"): direct.read_notes,
     ("midi", "notation", "quantize"): symbolic.quantize_midi,
 }
 

@@ -18,6 +18,10 @@ the task is done, always named on the screen and in ``--json``:
 * ``reference``: audio->MIDI by the reference transcriber (transkun) where no
   umust model is installed.
 
+Audio -> MIDI has a third engine, ``note-reader`` (``--transcriber note-reader``): umust's
+piano transcriber on the log-mel spectrogram (``model.note_reader``), a direct route of its own
+and the first step of cascades from audio.
+
 Every step (an *edge* between two modalities) names its engine: ``umust`` (a
 translator model), ``transkun``, ``fluidsynth``, ``verovio``, ``perform``
 (performance MIDI from the score) or ``quantize`` (music21's MIDI quantization).
@@ -48,7 +52,7 @@ ALIASES = {"omr": "i2n", "amt": "a2m",   # and the trainer's task names (data.pa
            "transcription": "a2m", "image2audio": "i2a", "midi2audio": "m2a", "lmx2image": "n2i",
            "audio2image": "a2i", "midi2lmx": "m2n", "lmx2midi": "n2m"}
 VIAS = ("auto", "direct", "midi", "notation", "render")
-TRANSCRIBERS = ("transkun", "umust")
+TRANSCRIBERS = ("auto", "transkun", "umust", "note-reader")   # auto: transkun (the a2i model with --data)
 SYNTHS = ("fluidsynth", "neural")
 ROUTE_KINDS = ("direct", "cascade", "render", "reference")
 # The direction model of each task a translator does end to end (U-MusT trains one per direction).
@@ -62,10 +66,10 @@ TASKS = tuple(f"{LETTER[s]}2{LETTER[t]}" for s in MODALITIES for t in MODALITIES
 @dataclass(frozen=True)
 class Options:
     """What the user asked for: ``via`` (auto|direct|notation|render), the transcriber of
-    cascades from audio, the synthesizer of MIDI -> audio steps."""
+    cascades from audio (and, ``note-reader``, of audio -> MIDI), the synthesizer of MIDI -> audio steps."""
 
     via: str = "auto"
-    transcriber: str = "transkun"
+    transcriber: str = "auto"
     synth: str = "fluidsynth"
 
     def __post_init__(self) -> None:
@@ -177,7 +181,8 @@ def candidates(source: str, target: str, options: Options) -> list[Route]:
     synth = "umust" if options.synth == "neural" else "fluidsynth"
     hear = ("notation", "midi", "audio")                       # notation -> MIDI -> audio
     hear_engines = ("perform", synth)
-    transcribe = "umust" if options.transcriber == "umust" else "transkun"
+    transcribe = options.transcriber if options.transcriber in ("umust", "note-reader") else "transkun"
+    reader = [Route("direct", ("audio", "midi"), ("note-reader",))] if transcribe == "note-reader" else []
     table: dict[tuple[str, str], list[Route]] = {
         ("image", "audio"): [_direct("image", "audio"),
                              Route("cascade", ("image", "midi", "audio"), ("umust", synth)),
@@ -186,7 +191,7 @@ def candidates(source: str, target: str, options: Options) -> list[Route]:
         ("image", "midi"): [_direct("image", "midi"),
                             Route("cascade", ("image", "notation", "midi"), ("umust", "perform"))],
         ("midi", "audio"): [_direct("midi", "audio"), Route("render", ("midi", "audio"), ("fluidsynth",))],
-        ("audio", "midi"): [_direct("audio", "midi"), Route("reference", ("audio", "midi"), ("transkun",))],
+        ("audio", "midi"): [*reader, _direct("audio", "midi"), Route("reference", ("audio", "midi"), ("transkun",))],
         ("audio", "image"): [_direct("audio", "image"),
                              Route("cascade", ("audio", "midi", "notation", "image"),
                                    (transcribe, "quantize", "verovio"))],
@@ -222,7 +227,7 @@ def choose_route(source: str, target: str, options: Options,
         routes = picked
     for route in routes:
         missing = [(a, b) for a, b, e in route.steps() if e == "umust" and not has_model(a, b)]
-        worse = (options.via == "auto" and route.kind == "direct" and len(routes) > 1
+        worse = (options.via == "auto" and route.kind == "direct" and "umust" in route.engines and len(routes) > 1
                  and auto_direct is not None and not auto_direct(route.source, route.target))
         if not missing and not worse:
             return _with_note(route, routes[0], has_model)
