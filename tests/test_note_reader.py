@@ -136,3 +136,15 @@ def test_translate_with_another_kind_of_checkpoint_fails_in_one_line(corpus, tmp
                                    "--transcriber", "note-reader", "--note-reader",
                                    str(registry.resolve("key-reader", None)), "--device", "cpu"])
     assert run.exit_code in (1, 2) and "umust-note-reader" in run.output and not (tmp_path / "x.mid").exists()
+
+
+def test_corpus_audio_to_notation_writes_lmx_of_each_system(corpus, tmp_path):
+    out, pred = tmp_path / "run", tmp_path / "pred"
+    assert _train(corpus, out, 5).exit_code == 0
+    run = CliRunner().invoke(app, ["translate", "--data", str(corpus), "--split", "valid", "--task", "a2n",
+                                   "--transcriber", "note-reader", "--note-reader", str(out), "-o", str(pred),
+                                   "--tempo", "120", "--device", "cpu", "--json"])
+    assert run.exit_code == 0, run.output
+    summary = json.loads(run.stdout)
+    assert summary["systems"] == 2 and "note-reader" in summary["route"] and "quantize" in summary["route"]
+    assert sorted(p.relative_to(pred).as_posix() for p in pred.rglob("*.lmx")) == ["c/000.lmx", "c/001.lmx"]

@@ -71,7 +71,9 @@ def translate(
                                         "--data CORPUS` (batched, from the codes of `umust dataset tokenize`); with --task i2a "
                                         "NNN.wav for `umust eval i2a FOLDER --data CORPUS`, through MIDI (NNN.mid, "
                                         "no .lmx) or, --via notation, through the .lmx; with --task a2m NNN.mid "
-                                        "of each system's audio codes, for `umust eval amt FOLDER --data CORPUS`."),
+                                        "of each system's audio codes, for `umust eval amt FOLDER --data CORPUS` "
+                                        "(--transcriber transkun|note-reader: of each system's WAV), with --task "
+                                        "a2n NNN.lmx of the transcription, quantized (`umust eval emd`)."),
     split: str = typer.Option("test", "--split", help="With --data: train, valid or test; or realscan_train, "
                               "realscan_valid or realscan_test (real scans, 'umust dataset scans', tokenized)."),
     copy: str = typer.Option("engraved", "--copy", help="With --data: engraved, or scanK (the K-th "
@@ -100,15 +102,18 @@ def translate(
                        roll_reading=roll_reading, key_reader=key_reader,
                        pitch_reader=pitch_reader, note_reader=note_reader)
     if data is not None:
-        if inputs or task not in (None, "omr", "i2n", "i2a", "a2m", "amt", "transcription"):
+        if inputs or task not in (None, "omr", "i2n", "i2a", "a2m", "amt", "transcription", "a2n"):
             raise BadInputError("--data translates a corpus split (OMR, --task i2a: OMR then the cascade "
-                                "to audio, or --task a2m: transcription); give no INPUTS and no other --task")
-        if task in ("a2m", "amt", "transcription"):
-            Options(transcriber=transcriber)     # a bad --transcriber fails here
-            if transcriber in ("transkun", "note-reader"):
-                _corpus_files_amt(data, split, limit, output, Engines(config), transcriber, as_json)
-            else:
+                                "to audio, --task a2m: transcription, or --task a2n: transcription then "
+                                "quantization); give no INPUTS and no other --task")
+        if task in ("a2m", "amt", "transcription", "a2n"):
+            options = Options(transcriber=transcriber)
+            if task != "a2n" and transcriber in ("auto", "umust"):
                 _corpus_amt(data, split, codes, batch_size, limit, output, Engines(config), as_json)
+                return
+            route = choose_route("audio", "notation" if task == "a2n" else "midi", options, has_model(model),
+                                 auto_direct(model))
+            _corpus_from_audio(data, split, limit, output, Engines(config), route, as_json)
             return
         route = _corpus_audio_route(via, has_model(model)) if task == "i2a" else None
         _corpus_omr(data, split, copy, codes, batch_size, limit, output, Engines(config), as_json, route)
@@ -197,16 +202,15 @@ def _corpus_amt(data: Path, split: str, codes: Optional[Path], batch_size: int, 
                f"{summary['empty']} without notes) -> {output}")
 
 
-def _corpus_files_amt(data: Path, split: str, limit: Optional[int], output: Path, engines, transcriber: str,
-                      as_json: bool) -> None:
-    """`--data --task a2m --transcriber transkun|note-reader`: each system's WAV transcribed by that
-    engine to NNN.mid under a progress bar; a summary line (or JSON)."""
+def _corpus_from_audio(data: Path, split: str, limit: Optional[int], output: Path, engines, route: Route,
+                       as_json: bool) -> None:
+    """`--data --task a2m|a2n` with a transcriber engine: each system's WAV along ``route`` to
+    NNN.mid or NNN.lmx under a progress bar; a summary line (or JSON)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from umust_cli.translate.corpus import transcribe_split_audio
 
-    route = Route("direct" if transcriber == "note-reader" else "reference", ("audio", "midi"), (transcriber,))
     if not as_json:
         typer.secho(f"route: {route.describe()} over the {split} systems", err=True, fg=typer.colors.CYAN)
     with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),

@@ -205,17 +205,18 @@ def predict_transcription(job: SplitJob, engines: Engines, out: Path,
 
 def transcribe_split_audio(corpus: Path, split: str, limit: int | None, route: Route, engines: Engines, out: Path,
                            on_system: Callable[[int], None] | None = None) -> dict:
-    """Transcription of each system's WAV along ``route`` (audio -> MIDI by transkun or the note
-    reader) into ``out/<piece>/<NNN>.mid``, for `umust eval amt OUT --data CORPUS`; systems already
-    written are skipped. ``on_system(total)`` after each. ``empty``: no notes."""
+    """Each system's WAV along ``route`` (audio -> MIDI by transkun or the note reader, or on to
+    notation) into ``out/<piece>/<NNN>.mid`` (or ``.lmx``), for `umust eval amt|emd OUT --data
+    CORPUS`; systems already written are skipped. ``on_system(total)`` after each. ``empty``: no notes."""
     rows = [r for r in split_rows(corpus, split, limit) if r.get("wav")]
     if not rows:
         raise BadInputError(f"{corpus}: no {split} systems with audio")
-    written = empty = 0
+    suffix, written, empty = ".mid" if route.target == "midi" else ".lmx", 0, 0
     for row in rows:
-        dest = out / row["piece_id"] / f"{int(row['system']):03d}.mid"
+        dest = out / row["piece_id"] / f"{int(row['system']):03d}{suffix}"
         if not dest.is_file():
-            empty += run_route(route, Path(corpus, row["wav"]), dest, engines)["notes"] == 0
+            summary = run_route(route, Path(corpus, row["wav"]), dest, engines)
+            empty += summary.get("notes", summary.get("tokens", 1)) == 0
             written += 1
         if on_system:
             on_system(len(rows))
