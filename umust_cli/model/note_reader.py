@@ -45,10 +45,14 @@ class NoteReaderConfig:
     hidden: int = 256             # frame features and GRU width (both directions together)
     layers: int = 2               # GRU layers
     dropout: float = 0.2          # on the frame features, in training
+    onset_threshold: float = 0.5  # reading (data.roll.roll_notes): a note where onset probability peaks at or
+                                  # above this; chosen on the valid split after training (results.md)
 
     def __post_init__(self) -> None:
         if self.mels < 4 or self.channels < 1 or self.hidden % 2 or self.layers < 1 or self.hop < 1:
             raise BadInputError("a note reader needs mels >= 4, channels, layers and hop >= 1, hidden even")
+        if not 0 < self.onset_threshold < 1:
+            raise BadInputError("a note reader's onset threshold must be between 0 and 1")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             raise BadInputError("a note reader needs 0 <= fmin < fmax <= sample_rate / 2")
 

@@ -98,8 +98,10 @@ def make_batch(data: NoteData, cfg: TrainConfig, step: int) -> Batch:
     return torch.from_numpy(mel), torch.from_numpy(roll)
 
 
-def onset_f1(model: NoteReader, data: NoteData, onset_threshold: float = 0.5) -> dict:
-    """Pooled onset precision, recall and F1 (50 ms, offsets ignored) of ``data`` read by ``model``."""
+def onset_f1(model: NoteReader, data: NoteData, onset_threshold: float | None = None) -> dict:
+    """Pooled onset precision, recall and F1 (50 ms, offsets ignored) of ``data`` read by ``model``
+    (notes where onset probability peaks at ``onset_threshold``, default: the model's)."""
+    onset_threshold = onset_threshold or model.cfg.onset_threshold
     was, counts, match = model.training, [], MatchConfig(offset_ratio=None)
     device = next(model.parameters()).device
     model.eval()

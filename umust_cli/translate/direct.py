@@ -316,7 +316,8 @@ def read_notes(samples: np.ndarray, engines: Engines) -> pretty_midi.PrettyMIDI:
     reader = engines.note_reader()
     onset, frame = reader.probabilities(resample(samples, AUDIO_RATE, reader.cfg.sample_rate))
     midi, piano = pretty_midi.PrettyMIDI(), pretty_midi.Instrument(program=0, name="piano")
-    piano.notes.extend(roll_notes(onset, frame, frame_seconds=reader.cfg.frame_seconds))
+    piano.notes.extend(roll_notes(onset, frame, onset_threshold=reader.cfg.onset_threshold,
+                                  frame_seconds=reader.cfg.frame_seconds))
     midi.instruments.append(piano)
     return midi
 
