@@ -108,21 +108,24 @@ def test_bash_completion_completes_groups_commands_and_options():
     assert _bash_complete(["umust", "tokenize", "midi", "x.mid", "--max"]) == ["--max-seconds", "--max-tokens"]
 
 
-@pytest.mark.parametrize("command", ["key-reader", "pitch-reader"])
+@pytest.mark.parametrize("command", ["key-reader", "pitch-reader", "note-reader"])
 def test_reader_trainers_option_defaults_are_their_train_configs(command):
-    """`umust train key-reader|pitch-reader` write their defaults in the options (help shows them
+    """`umust train key-reader|pitch-reader|note-reader` write their defaults in the options (help shows them
     without importing torch); each must be the TrainConfig's own, or a run started without an
     option would not be the documented default."""
     from dataclasses import asdict
 
     from typer.main import get_command
 
-    from umust_cli.train import key_reader, pitch_reader
+    from umust_cli.train import key_reader, note_reader, pitch_reader
 
-    cfg = {"key-reader": key_reader.TrainConfig, "pitch-reader": pitch_reader.TrainConfig}[command]()
+    cfg = {"key-reader": key_reader.TrainConfig, "pitch-reader": pitch_reader.TrainConfig,
+           "note-reader": note_reader.TrainConfig}[command]()
     fields = {**asdict(cfg.model), **{k: v for k, v in asdict(cfg).items() if k != "model"}}
-    fields["target"], fields["no_scans"] = fields.get("ctc_target"), not cfg.scans
+    fields["target"], fields["no_scans"] = fields.get("ctc_target"), not getattr(cfg, "scans", True)
     options = {p.name: p.default for p in get_command(app).commands["train"].commands[command].params}
     shared = sorted(set(options) & set(fields))
-    assert {"batch_size", "lr", "warmup_steps", "decay_steps", "channels", "seed", "no_scans"} <= set(shared)
+    expected = {"batch_size", "lr", "warmup_steps", "decay_steps", "channels", "seed"}
+    expected |= {"crop_seconds", "hidden", "precision"} if command == "note-reader" else {"no_scans"}
+    assert expected <= set(shared)
     assert {k: options[k] for k in shared} == {k: fields[k] for k in shared}
