@@ -53,7 +53,8 @@ def main() -> None:
             counts.append(match_counts(Notes.from_arrays([n.start for n in est], [n.end for n in est],
                                                          [n.pitch for n in est]), ref, match))
         p, r, f = pooled_prf(counts)
-        rows.append({"threshold": th, "onset_precision": round(p, 4), "onset_recall": round(r, 4), "onset_f1": round(f, 4)})
+        rows.append({"threshold": th, "onset_precision": round(p, 4), "onset_recall": round(r, 4),
+                     "onset_f1": round(f, 4)})
         print(json.dumps(rows[-1]))
     if args.json:
         args.json.write_text(json.dumps({"split": args.split, "systems": len(probs), "rows": rows}, indent=2) + "\n")

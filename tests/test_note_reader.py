@@ -58,7 +58,8 @@ def test_shapes_and_chunked_reading_equal_one_pass(monkeypatch):
 
 
 def test_rolls_at_the_readers_frame_rate_read_back_their_notes():
-    notes = [pretty_midi.Note(80, 60, 0.10, 0.50), pretty_midi.Note(80, 64, 0.30, 0.42), pretty_midi.Note(80, 60, 0.70, 0.9)]
+    notes = [pretty_midi.Note(80, 60, 0.10, 0.50), pretty_midi.Note(80, 64, 0.30, 0.42),
+             pretty_midi.Note(80, 60, 0.70, 0.9)]
     roll = note_roll(notes, 60, 0.02).astype(np.float32)
     back = roll_notes(roll[:, 0], roll[:, 1], frame_seconds=0.02)
     assert [(n.pitch, round(n.start, 3), round(n.end, 3)) for n in back] == [
