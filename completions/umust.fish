@@ -253,7 +253,7 @@ complete -c umust -n '__umust_path_is \'tokenize notation\'' -l json -d 'Print m
 complete -c umust -n '__umust_path_is \'tokenize notation\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -f -n '__umust_path_is \'train\'' -a background -d 'Start a detached training run that resumes where the last one stopped.'
 complete -c umust -f -n '__umust_path_is \'train\'' -a codec -d 'Train a modality codec (tokenizer).'
-complete -c umust -f -n '__umust_path_is \'train\'' -a curves -d 'Learning curves of runs: train loss and its running mean, valid loss and SER, one panel each.'
+complete -c umust -f -n '__umust_path_is \'train\'' -a curves -d 'Learning curves of runs: train loss and its running mean, valid loss and the validation figures (SER, onset F1, staff error rates, key accuracies), one panel each.'
 complete -c umust -f -n '__umust_path_is \'train\'' -a key-reader -d 'Train the key-signature reader: a small CNN on the first columns of each system image, read by OMR and the image -> MIDI reading instead of the translator\'s key head (results.md).'
 complete -c umust -f -n '__umust_path_is \'train\'' -a note-reader -d 'Train the note reader: a convolutional-recurrent piano transcriber on the log-mel spectrogram (onset and frame rolls), the audio -> MIDI engine of `--transcriber umust` (results.md).'
 complete -c umust -f -n '__umust_path_is \'train\'' -a pitch-reader -d 'Train the pitch reader: a convolutional-recurrent CTC model reading each staff\'s pitches from the pixels of a system image, read by the image -> MIDI reading instead of the translator\'s CTC head (results.md).'

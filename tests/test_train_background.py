@@ -307,3 +307,24 @@ def test_a_learning_curve_keeps_the_last_row_of_a_resumed_step_and_is_drawn(tmp_
     for bad in (empty, tmp_path / "missing"):
         refused = runner.invoke(app, ["train", "curves", str(bad), "-o", str(tmp_path / "x.png")])
         assert refused.exit_code == 2 and not (tmp_path / "x.png").exists()
+
+
+def test_curves_plot_the_readers_validation_figures(tmp_path):
+    """A reader run's validation rows (onset F1, staff error rates, key accuracies) are the
+    figures its panel plots; counts and losses are not."""
+    from umust_cli.eval.plots import validation_figures
+
+    evals = [{"step": 1000, "onset_precision": 0.99, "onset_f1": 0.48},
+             {"step": 2000, "onset_f1": 0.77, "staff_error_rate/engraved": 0.2, "ser_systems": 24, "loss": 1.0},
+             {"step": 3000, "key_accuracy/scan0": 0.95, "SER": 0.7}]
+    assert validation_figures(evals) == {"onset_f1": [(1000, 0.48), (2000, 0.77)],
+                                         "staff_error_rate/engraved": [(2000, 0.2)],
+                                         "key_accuracy/scan0": [(3000, 0.95)], "SER": [(3000, 0.7)]}
+    run = tmp_path / "nr"
+    run.mkdir()
+    rows = [{"step": s, "loss": 1.0 / s, "time_s": float(s)} for s in range(1, 2001)]
+    rows += [{"step": e["step"], "eval": {k: v for k, v in e.items() if k != "step"}} for e in evals[:2]]
+    (run / ckpt_io.TRAIN_LOG).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = runner.invoke(app, ["train", "curves", str(run), "-o", str(tmp_path / "nr.png")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "nr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

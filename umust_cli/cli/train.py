@@ -584,7 +584,8 @@ def curves(
     output: Path = typer.Option(..., "-o", "--output", help="PNG to write (one panel per run)."),
     window: int = typer.Option(100, "--window", min=1, help="Steps in the running mean of the train loss."),
 ) -> None:
-    """Learning curves of runs: train loss and its running mean, valid loss and SER, one panel each."""
+    """Learning curves of runs: train loss and its running mean, valid loss and the validation figures (SER,
+    onset F1, staff error rates, key accuracies), one panel each."""
     from umust_cli.eval.plots import plot_training_curves
     from umust_cli.train.background import run_curve
 

@@ -57,8 +57,8 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def plot_training_curves(curves: list[dict], dest: str | Path, window: int = 100) -> Path:
     """One panel per run (``train.background.run_curve``): the train loss (thin) and its
-    running mean over ``window`` steps, the validation loss as dots, and the validation SER
-    (where the run scored it) as squares on a second axis."""
+    running mean over ``window`` steps, the validation loss as dots, and the validation figures
+    the run scored (``validation_figures``: SER, onset F1, ...) as markers on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,6 +86,23 @@ def _save_png(fig, dest: str | Path, dpi: int) -> Path:
     return dest
 
 
+# The validation figures a run's log rows may hold (besides the loss): the translator's SER, the
+# note reader's onset F1, the pitch reader's staff error rates and the key reader's accuracies
+# (a name ending in "/" takes every key under it: "staff_error_rate/engraved", ...).
+VALID_FIGURES = ("SER", "onset_f1", "staff_error_rate/", "key_accuracy/")
+
+
+def validation_figures(evals: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """Figure name -> [(step, value)] of the VALID_FIGURES in a run's validation rows, in order."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for row in evals:
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and any(
+                    key == f or (f.endswith("/") and key.startswith(f)) for f in VALID_FIGURES):
+                out.setdefault(key, []).append((row["step"], float(value)))
+    return out
+
+
 def _draw_curve(ax, curve: dict, window: int) -> None:
     steps, loss = np.asarray(curve["steps"]), np.asarray(curve["loss"])
     ax.plot(steps, loss, color="tab:blue", alpha=0.2, linewidth=0.5)
@@ -96,11 +113,13 @@ def _draw_curve(ax, curve: dict, window: int) -> None:
     if ev:
         ax.plot([e["step"] for e in ev], [e["loss"] for e in ev], "o", color="tab:green", ms=4,
                 label="valid loss")
-    ser = [e for e in curve["evals"] if "SER" in e]
-    if ser:
+    figures = validation_figures(curve["evals"])
+    if figures:
         ax2 = ax.twinx()
-        ax2.plot([e["step"] for e in ser], [e["SER"] for e in ser], "s", color="tab:red", ms=4)
-        ax2.set_ylabel("valid SER", color="tab:red", fontsize=8)
+        for (name, points), marker in zip(figures.items(), "s^vD<>"):
+            ax2.plot(*zip(*points), marker, ms=4, label=name)
+        ax2.set_ylabel("valid " + (next(iter(figures)) if len(figures) == 1 else "figures"), fontsize=8)
+        ax2.legend(fontsize=6, loc="center right")
     title = curve["run"] + (f" (from {curve['init']})" if curve.get("init") else "")
     ax.set_title(title, fontsize=8, loc="left")
     ax.set_xlabel("step", fontsize=8)
