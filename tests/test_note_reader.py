@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,38 @@ def test_corpus_audio_to_notation_writes_lmx_of_each_system(corpus, tmp_path):
     summary = json.loads(run.stdout)
     assert summary["systems"] == 2 and "note-reader" in summary["route"] and "quantize" in summary["route"]
     assert sorted(p.relative_to(pred).as_posix() for p in pred.rglob("*.lmx")) == ["c/000.lmx", "c/001.lmx"]
+
+
+def test_background_note_reader_starts_resumes_with_its_saved_options_and_promotes(corpus, tmp_path):
+    """`umust train background note-reader`: a fresh run (an architecture option given), resumed
+    by a second start that names none of its saved options, scored and promoted by onset F1."""
+    from umust_cli.checkpoint import read_config
+    from umust_cli.train import background
+
+    run, runner = tmp_path / "nr", CliRunner()
+    tiny = ["--channels", "2", "--hidden", "8", "--batch-size", "4", "--lr", "1e-2", "--warmup-steps", "2",
+            "--decay-steps", "60", "--crop-seconds", "2", "--precision", "fp32", "--device", "cpu"]
+    for extras in ([*tiny, "--eval-every", "10", "--max-steps", "10"], ["--eval-every", "10", "--max-steps", "20"]):
+        started = runner.invoke(app, ["train", "background", "note-reader", str(run), "--data", str(corpus),
+                                      "--budget-minutes", "5", "--threads", "1", "--json", "--", *extras])
+        assert started.exit_code == 0, started.output
+        deadline = time.monotonic() + 300
+        while background.running_pid(run) is not None:
+            assert time.monotonic() < deadline, (run / background.LOG).read_text()
+            time.sleep(0.5)
+    first, second = background.sessions(run)
+    assert (first["action"], first["init"], second["action"], second["start_step"]) == ("fresh", None, "resume", 10)
+    assert second["argv"][:5] == ["train", "note-reader", "--data", str(corpus), "-o"]
+    assert {"--channels", "--hidden", "--crop-seconds"} <= set(second["argv"])     # its saved options, given back
+    config = read_config(run)
+    assert config["step"] == 20 and config["model"]["channels"] == 2 and config["train"]["crop_seconds"] == 2.0
+    status = json.loads(runner.invoke(app, ["train", "status", str(run), "--json"]).stdout)
+    assert status["sessions"] == 2 and status["best"]["metric"] == "onset_f1"
+    assert [e["step"] for e in status["evals"]] == [10, 20]
+    dest = tmp_path / "shipped"
+    promoted = runner.invoke(app, ["train", "promote", str(run), "--to", str(dest), "--json"])
+    assert promoted.exit_code == 0, promoted.output
+    assert json.loads(promoted.stdout)["metric"] == "onset_f1"
+    assert read_config(dest)["kind"] == "umust-note-reader" and "note-reader" in (dest / "MODEL_CARD.md").read_text()
+    again = runner.invoke(app, ["train", "promote", str(run), "--to", str(dest)])   # not better than itself
+    assert again.exit_code == 2 and "not promoted" in again.output

@@ -328,3 +328,39 @@ def test_curves_plot_the_readers_validation_figures(tmp_path):
     out = runner.invoke(app, ["train", "curves", str(run), "-o", str(tmp_path / "nr.png")])
     assert out.exit_code == 0, out.output
     assert (tmp_path / "nr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_readers_saved_config_becomes_the_same_trainer_options(tmp_path):
+    """reader_flags: the non-default fields of a saved pitch-reader config (model and train, a
+    switched-off scans as --no-scans) are the options that rebuild it; plan_reader resumes with
+    them, passes an option given again once, and starts a new run from the shipped weights."""
+    import typer
+
+    from umust_cli.cli.train import reader_flags
+
+    saved = {"kind": "umust-pitch-reader", "model": {"channels": 8, "hidden": 192, "ctc_target": "written"},
+             "train": {"lr": 0.0005, "decay_steps": 9000, "scans": False, "batch_size": 8, "seed": 0}}
+    flags = reader_flags("pitch-reader", saved)
+    assert sorted(flags) == sorted([("--channels", "8"), ("--ctc-target", "written"), ("--lr", "0.0005"),
+                                    ("--decay-steps", "9000"), ("--no-scans",)])
+    argv = ["--data", "C", "-o", "R", *[w for f in flags for w in f]]
+    params = typer.main.get_command(train_app).commands["pitch-reader"].make_context("pitch-reader", argv).params
+    assert (params["channels"], params["target"], params["lr"], params["decay_steps"], params["no_scans"]) == (
+        8, "written", 0.0005, 9000, True)
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt_io.write_json_atomic(run / ckpt_io.CONFIG, {**saved, "step": 40})
+    (run / ckpt_io.TRAIN_STATE).write_bytes(b"state")
+    req = BackgroundRequest(run, tmp_path, budget_minutes=9, threads=1, extras=("--lr", "0.0001", "--eval-every", "5"))
+    plan = background.plan_reader("pitch-reader", req, reader_flags)
+    assert plan.action == "resume" and plan.argv.count("--lr") == 1 and "0.0001" in plan.argv
+    assert {"--no-scans", "--ctc-target", "--decay-steps"} <= set(plan.argv) and plan.session["start_step"] == 40
+    weights = tmp_path / "weights"
+    (weights / "pitch-reader").mkdir(parents=True)
+    new = background.plan_reader("pitch-reader", BackgroundRequest(tmp_path / "new", tmp_path), reader_flags, weights)
+    assert new.action == "init" and new.init == weights / "pitch-reader"
+    fresh = background.plan_reader("pitch-reader", BackgroundRequest(tmp_path / "new", tmp_path,
+                                                                     extras=("--hidden", "64")), reader_flags, weights)
+    assert fresh.action == "fresh" and "--init" not in fresh.argv
+    with pytest.raises(BadInputError, match="unknown reader"):
+        background.plan_reader("tempo-reader", req, reader_flags)

@@ -58,6 +58,8 @@ AUTO_DIRECT: dict[str, tuple[str, ...]] = {
     "translator-i2a": ("image>notation", "image>midi"),
     "translator-a2i": (),
 }
+# The kinds trained by a reader's trainer (`umust train KIND`, `umust train background KIND`).
+READER_KINDS = ("note-reader", "pitch-reader", "key-reader")
 PENDING: dict[str, dict[str, str]] = {
     "translator-a2i": {"small": "translator-a2i"},
     "note-reader": {"small": "note-reader"},

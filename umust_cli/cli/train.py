@@ -517,34 +517,101 @@ def background_translator(
                                        tuple(ctx.args))
     plan = background.plan_translator(req)
     _check_trainer_options(plan)
+    _start_background(plan, dry_run, as_json)
+
+
+def _reader_background(kind: str):
+    """`umust train background KIND`: the background command of one reader trainer."""
+
+    @background_app.command(kind, context_settings=EXTRA_ARGS)
+    @handle_errors
+    def command(
+        ctx: typer.Context,
+        run_dir: Path = typer.Argument(..., metavar="RUN", help="Run folder: resumed if it holds a run; else a new "
+                                       "run from the reader's shipped weights, or a fresh one."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Corpus (default on resume: the last start's)."),
+        budget_minutes: float = typer.Option(170.0, "--budget-minutes", min=1.0, help="Train this long (the run "
+                                             "saves before the budget ends); loading comes on top."),
+        save_minutes: float = typer.Option(5.0, "--save-minutes", min=0.1, help="Save about this often."),
+        threads: int = typer.Option(0, "--threads", min=0, help="CPU threads (0: every core this process may use)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Check and print the trainer's command; start nothing."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+    ) -> None:
+        from umust_cli.train import background
+
+        req = background.BackgroundRequest(run_dir, data, None, None, budget_minutes, save_minutes, threads,
+                                           tuple(ctx.args))
+        plan = background.plan_reader(kind, req, reader_flags)
+        _parse_trainer_options(kind, plan.argv[2:])
+        _start_background(plan, dry_run, as_json)
+
+    command.__doc__ = (f"Start `umust train {kind}` in the background for a wall-clock budget.\n\n"
+                       "Trainer options go after `--` (e.g. `-- --eval-every 1000 --decay-steps 15000`); a resumed "
+                       "run keeps its saved options, and the last start's other trainer options unless new ones "
+                       "are given. The log is RUN/background.log; stop the run with `kill $(cat "
+                       "RUN/background.pid)` (it saves first).")
+    return command
+
+
+def reader_flags(kind: str, saved: dict) -> list[tuple[str, ...]]:
+    """The options of `umust train KIND` that recreate a saved reader config (its "train" and
+    "model" fields under the options' names; ``--no-X`` for a switched-off X): one tuple per
+    option whose value is not the option's default."""
+    fields = {**(saved.get("model") or {}), **(saved.get("train") or {})}
+    out: list[tuple[str, ...]] = []
+    for param in typer.main.get_command(app).commands[kind].params:
+        flag = next((o for o in param.opts if o.startswith("--")), None)
+        name = (flag or "")[2:].replace("-", "_")
+        if flag and name.startswith("no_") and name[3:] in fields:
+            if fields[name[3:]] is False:
+                out.append((flag,))
+        elif flag and name in fields and fields[name] != param.default:
+            out.append((flag, repr(fields[name]) if isinstance(fields[name], float) else str(fields[name])))
+    return out
+
+
+def _parse_trainer_options(kind: str, args) -> dict:
+    """The trainer command's options parsed as `umust train KIND` would (BadInputError if it
+    would refuse them; InputNotFoundError for a --data that is not a folder)."""
+    from typer._click.exceptions import ClickException
+
+    try:
+        params = typer.main.get_command(app).commands[kind].make_context(kind, list(args)).params
+    except ClickException as e:
+        raise BadInputError(f"trainer options: {e.format_message()}") from e
+    if not params["data"].is_dir():
+        raise InputNotFoundError(f"--data {params['data']} is not a folder")
+    return params
+
+
+def _start_background(plan, dry_run: bool, as_json: bool) -> None:
+    """Print the plan's command (``dry_run``) or start it and say how to watch and stop it."""
+    from umust_cli.train import background
+
     command = "umust " + " ".join(plan.argv)
     if dry_run:
         print_json({"action": plan.action, "command": list(plan.argv)}) if as_json else typer.echo(command)
         return
     pid = background.start(plan).pid
-    info = {"action": plan.action, "pid": pid, "log": str(run_dir / background.LOG), "command": list(plan.argv),
-            "stop": f"kill {pid}"}
+    info = {"action": plan.action, "pid": pid, "log": str(plan.run_dir / background.LOG),
+            "command": list(plan.argv), "stop": f"kill {pid}"}
     if as_json:
         print_json(info)
         return
     typer.echo(f"{plan.action}: {command}\nprocess {pid}; log {info['log']}; status: umust train status "
-               f"{run_dir}; stop (saves first): kill {pid}")
+               f"{plan.run_dir}; stop (saves first): kill {pid}")
+
+
+for _kind in registry.READER_KINDS:
+    _reader_background(_kind)
 
 
 def _check_trainer_options(plan) -> None:
     """Parse the plan's trainer command as `train translator` would, before anything starts: bad
     options, a config a resumed run would refuse, an --init that does not resolve."""
-    from typer._click.exceptions import ClickException
-
     from umust_cli.train.engine import check_config
 
-    command = typer.main.get_command(app).commands["translator"]
-    try:
-        params = command.make_context("translator", list(plan.argv[2:])).params
-    except ClickException as e:
-        raise BadInputError(f"trainer options: {e.format_message()}") from e
-    if not params["data"].is_dir():
-        raise InputNotFoundError(f"--data {params['data']} is not a folder")
+    params = _parse_trainer_options("translator", plan.argv[2:])
     cfg = _translator_config(params, 1)
     if plan.saved_train is not None:
         check_config(plan.run_dir, cfg, plan.saved_train)
@@ -600,8 +667,8 @@ def curves(
 @handle_errors
 def promote(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="Run folder (its best/ checkpoint, else its last save)."),
-    kind: Optional[str] = typer.Option(None, "--kind", help="translator-i2a or translator-a2i (default: the run's "
-                                       "direction)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="translator-i2a, translator-a2i, note-reader, "
+                                       "pitch-reader or key-reader (default: the run's)."),
     name: str = typer.Option("small", "--name", help="Model name of the kind (its folder comes from "
                              "umust_cli/registry.py)."),
     to: Optional[Path] = typer.Option(None, "--to", help="Weights folder to write (default: the package's folder "
@@ -624,7 +691,9 @@ def promote(
     from umust_cli.train.background import promote as promote_run
 
     if kind is None:
-        kind = f"translator-{read_config(run_dir).get('direction', 'i2a')}"
+        config = read_config(run_dir)
+        reader = str(config.get("kind", "")).removeprefix("umust-")
+        kind = reader if reader in registry.READER_KINDS else f"translator-{config.get('direction', 'i2a')}"
     dest = to if to is not None else registry.WEIGHTS_DIR / registry.folder_name(kind, name)
     out = promote_run(run_dir, dest, _json_object(scored) if scored is not None else None,
                       _json_object(against) if against is not None else None, last)

@@ -1,7 +1,8 @@
 """Background training on a CPU: one command to start (or resume) a run, its status, and the
 deliberate promotion of its best checkpoint into the package's weights.
 
-A background run is a ``umust train translator`` process started detached (its own session,
+A background run is a ``umust train translator`` process (or one of a reader's: ``umust train
+note-reader|pitch-reader|key-reader``, ``plan_reader``) started detached (its own session,
 stdin closed, output appended to ``RUN/background.log``, its id in ``RUN/background.pid``);
 each start appends a row to ``RUN/background.jsonl`` (when, what it did, the corpus, the
 trainer options, threads, budget, the step it started from), which is what later starts and
@@ -31,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from umust_cli import checkpoint as ckpt_io
 from umust_cli import registry
@@ -51,7 +53,7 @@ ALWAYS = ("direction", "preset", "tasks")   # written even at their defaults (ta
 
 @dataclass(frozen=True)
 class BackgroundRequest:
-    """What `umust train background translator` was asked for."""
+    """What `umust train background translator|KIND` was asked for."""
 
     run_dir: Path
     data: Path | None = None          # None on resume: the last start's
@@ -90,14 +92,8 @@ def sessions(run_dir: Path) -> list[dict]:
 
 def plan_translator(req: BackgroundRequest, weights_dir: Path | None = None) -> BackgroundPlan:
     """Resume, --init from the shipped weights of the kind (under ``weights_dir``) or start fresh."""
-    run_dir, past = req.run_dir, sessions(req.run_dir)
-    last = past[-1] if past else {}
-    _refuse_owned(req.extras)
-    data = req.data.resolve() if req.data else (Path(last["data"]) if last.get("data") else None)
-    if data is None:
-        raise BadInputError(f"give --data CORPUS ({run_dir} has no earlier background start to take it from)")
-    codes = req.codes.resolve() if req.codes else (Path(last["codes"]) if last.get("codes") else None)
-    extras = req.extras or tuple(last.get("extras", ()))
+    run_dir = req.run_dir
+    data, codes, extras = _inputs(req)
     if holds_run(run_dir):
         extras = _without(extras, "--init")   # the engine ignores it on resume; its folder may be gone
         action, init, saved, flags = "resume", None, *_resume_flags(run_dir, req.direction)
@@ -106,14 +102,72 @@ def plan_translator(req: BackgroundRequest, weights_dir: Path | None = None) -> 
     else:
         action, init, flags = _new_run(req.direction or "i2a", extras, weights_dir)
         saved = None
+    head = ["train", "translator", "--data", str(data), *(["--codes", str(codes)] if codes else []),
+            "-o", str(run_dir), *flags, *extras]
+    return _plan(req, action, init, saved, head, {"data": str(data), "codes": str(codes) if codes else None,
+                                                  "extras": list(extras)})
+
+
+# The pixel and note readers: `umust train KIND` trainers with --data, -o, --init, --max-minutes,
+# --threads, --save-every and --quiet, whose saved config is their options (``ReaderFlags``).
+READER_KINDS = registry.READER_KINDS
+# The validation figure each reader keeps its best checkpoint on (a name ending in "/": the mean
+# of the keys under it, one per image copy).
+READER_FIGURES = {"umust-note-reader": "onset_f1", "umust-pitch-reader": "staff_error_rate/",
+                  "umust-key-reader": "key_accuracy/"}
+READER_ARCHITECTURE_FLAGS = ("--channels", "--hidden", "--ctc-target")   # a new run with these starts fresh
+HIGHER_READER_FIGURES = ("onset_f1", "key_accuracy")   # the others: lower is better
+ReaderFlags = Callable[[str, dict], list[tuple[str, ...]]]   # (kind, saved config) -> options, one tuple each
+
+
+def plan_reader(kind: str, req: BackgroundRequest, reader_flags: ReaderFlags,
+                weights_dir: Path | None = None) -> BackgroundPlan:
+    """Resume a reader run with the options of its saved config (``reader_flags``: the CLI's
+    map of a config to the trainer's options; one given again among the trainer options is
+    passed once), else start one ``--init`` from the kind's default shipped weights (under
+    ``weights_dir``) unless the options name an ``--init`` or choose an architecture
+    (READER_ARCHITECTURE_FLAGS), else fresh."""
+    if kind not in READER_KINDS:
+        raise BadInputError(f"unknown reader {kind!r}; choose {', '.join(READER_KINDS)}")
+    run_dir = req.run_dir
+    data, _, extras = _inputs(req)
+    if holds_run(run_dir):
+        extras, action, init, saved = _without(extras, "--init"), "resume", None, _run_config(run_dir)
+        named = _flag_names(extras)
+        flags = [w for option in reader_flags(kind, saved) if option[0] not in named for w in option]
+    else:
+        names = _flag_names(extras)
+        given, own = "--init" in names, bool(names & set(READER_ARCHITECTURE_FLAGS))
+        init = None if given or own else registry.default_folder(kind, weights_dir)
+        action, saved, flags = "init" if given or init else "fresh", None, []
+    head = ["train", kind, "--data", str(data), "-o", str(run_dir), *flags, *extras]
+    return _plan(req, action, init, saved.get("train") if saved else None, head,
+                 {"kind": kind, "data": str(data), "extras": list(extras)})
+
+
+def _inputs(req: BackgroundRequest) -> tuple[Path, Path | None, tuple[str, ...]]:
+    """(corpus, codes folder, trainer options) of a start: the request's, else the last start's."""
+    past = sessions(req.run_dir)
+    last = past[-1] if past else {}
+    _refuse_owned(req.extras)
+    data = req.data.resolve() if req.data else (Path(last["data"]) if last.get("data") else None)
+    if data is None:
+        raise BadInputError(f"give --data CORPUS ({req.run_dir} has no earlier background start to take it from)")
+    codes = req.codes.resolve() if req.codes else (Path(last["codes"]) if last.get("codes") else None)
+    return data, codes, req.extras or tuple(last.get("extras", ()))
+
+
+def _plan(req: BackgroundRequest, action: str, init: Path | None, saved: dict | None, head: list[str],
+          session: dict) -> BackgroundPlan:
+    """The plan of ``head`` (the trainer's command and options) run for the request's budget, on its
+    threads, saving about every ``save_minutes``; ``session``: what its background.jsonl row adds."""
+    run_dir, extras = req.run_dir, session["extras"]
     save_every = ([] if "--save-every" in _flag_names(extras)
                   else ["--save-every", str(save_every_for(run_dir, req.save_minutes))])
     threads = req.threads or len(os.sched_getaffinity(0))
-    argv = ["train", "translator", "--data", str(data), *(["--codes", str(codes)] if codes else []),
-            "-o", str(run_dir), *flags, *extras, *(["--init", str(init)] if init else []),
-            "--max-minutes", f"{req.budget_minutes:g}", "--threads", str(threads), *save_every, "--quiet"]
-    session = {"action": action, "init": str(init) if init else None, "data": str(data),
-               "codes": str(codes) if codes else None, "extras": list(extras), "threads": threads,
+    argv = [*head, *(["--init", str(init)] if init else []), "--max-minutes", f"{req.budget_minutes:g}",
+            "--threads", str(threads), *save_every, "--quiet"]
+    session = {"action": action, "init": str(init) if init else None, **session, "threads": threads,
                "budget_minutes": req.budget_minutes, "start_step": _saved_step(run_dir), "argv": argv}
     return BackgroundPlan(run_dir, action, init, tuple(argv), saved, session)
 
@@ -320,6 +374,11 @@ def _scored(ckpt_dir: Path) -> dict:
     (SER when the run trains OMR and the best metric is auto, as the trainer)."""
     config = ckpt_io.read_config(ckpt_dir)
     train, val = config.get("train") or {}, config.get("val") or {}
+    if config.get("kind") in READER_FIGURES:   # a reader: the mean of its figure's keys (what it keeps best on)
+        figure = READER_FIGURES[config["kind"]]
+        values = [v for k, v in val.items() if k == figure or (figure.endswith("/") and k.startswith(figure))]
+        return {"step": config.get("step"), "metric": figure.rstrip("/"), "val": val, "train": train,
+                "value": round(sum(values) / len(values), 5) if values else None}
     metric = train.get("best_metric", "auto")
     if metric == "auto":
         metric = "ser" if any(t.get("name") == "omr" for t in train.get("tasks", ())) else "loss"
@@ -417,7 +476,7 @@ def check_better(new: dict, old: dict | None, dest: Path) -> None:
                             f"{dest}'s on {n_old}; score both on the same systems")
     if new["val"].get("onset_tolerance_ms") != old["val"].get("onset_tolerance_ms"):
         raise BadInputError("not promoted: the two readings were scored at different onset tolerances")
-    higher = any(m == new["metric"] and up for m, _, up in SCORED_BY.values())
+    higher = new["metric"] in HIGHER_READER_FIGURES or any(m == new["metric"] and up for m, _, up in SCORED_BY.values())
     if not (new["value"] > old["value"] if higher else new["value"] < old["value"]):
         raise BadInputError(f"not promoted: the run's {what} {new['value']} (step {new['step']}) is not better "
                             f"than {dest}'s {old['value']} (step {old['step']})")
@@ -458,11 +517,13 @@ def model_card(run_dir: Path, dest: Path, scored: dict, old_card: str | None, fl
     if old_card:
         return old_card.rstrip("\n") + "\n\n" + part + "\n"
     train = scored["train"]
+    what = f"translator {train.get('direction', '')}" if "direction" in train else dest.name
     return "\n".join([
-        f"# Model card: translator {train.get('direction', '')} (`umust_cli/weights/{dest.name}`)", "",
+        f"# Model card: {what} (`umust_cli/weights/{dest.name}`)", "",
         "## What it is", "", "TO WRITE: what it translates, how well, the commit that shipped it.", "",
         "## Architecture and size", "",
-        f"The `{train.get('preset')}` preset, image layout `{train.get('image_layout')}` (config.json).", "",
+        (f"The `{train.get('preset')}` preset, image layout `{train.get('image_layout')}` (config.json)."
+         if "preset" in train else "TO WRITE (config.json has its dimensions)."), "",
         part, "", "## Known failure modes", "", "TO WRITE.", "",
         "## License of the training material", "",
         "TO WRITE. Beethoven's piano sonatas are held out: never training or tuning material.", ""])
@@ -473,12 +534,13 @@ def _card_part(run_dir: Path, dest: Path, scored: dict, flags: str = "") -> list
     st, rows, starts = run_status(run_dir), read_log(run_dir), sessions(run_dir)
     data = next((r["data"] for r in rows if "data" in r), {})
     init = next((r["init"] for r in rows if "init" in r), None)
-    tasks = ", ".join(f"{t}: {d.get('train')} train / {d.get('valid')} valid pairs" for t, d in data.items())
+    tasks = ", ".join(f"{t}: {d.get('train')} train / {d.get('valid')} valid pairs" for t, d in data.items()
+                      if isinstance(d, dict))
     val = scored["val"]
     n = f" on {scored_systems(val)} valid systems" if scored_systems(val) is not None else ""
     first = starts[0] if starts else {}
     extras = first.get("extras") or []
-    command = [f"umust train background translator RUNS/{run_dir.name} --data CORPUS"
+    command = [f"umust train background {first.get('kind', 'translator')} RUNS/{run_dir.name} --data CORPUS"
                + (" --codes CODES" if first.get("codes") else "")
                + "".join(f" {_placeholder(a)}" for a in (["--", *extras] if extras else [])),
                f"umust train status RUNS/{run_dir.name}",
