@@ -233,7 +233,7 @@ def test_i2a_mode_via_midi_reads_each_system_without_decoding(corpus, tmp_path):
     assert direct.exit_code == 2 and "--via midi, notation or auto" in direct.output
 
 
-def test_i2a_mode_via_midi_reads_pitches_with_the_pitch_reader_where_the_image_is(corpus, tmp_path):
+def test_i2a_mode_via_midi_reads_pitches_with_the_pitch_reader_where_the_image_is(corpus, tmp_path, monkeypatch):
     """With a pitch reader, each system whose image file is there is read from its pixels; the
     others keep the CTC head's reading."""
     import shutil
@@ -266,6 +266,19 @@ def test_i2a_mode_via_midi_reads_pitches_with_the_pitch_reader_where_the_image_i
                for k in ("alpha/000", "alpha/001", "beta/000", "beta/001")}
     assert pitches == {"alpha/000": {69}, "alpha/001": set(), "beta/000": {69}, "beta/001": set()}
     assert json.loads(result.stdout)["silent"] == 2
+    # With a key reader too, the two systems both readers read never reach the translator: only
+    # the two without an image are encoded (one batch of 2), and the key reader's key is played.
+    from umust_cli.translate import corpus as corpus_route
+
+    encoded, encode = [], corpus_route.encode_images
+    monkeypatch.setattr(corpus_route, "encode_images",
+                        lambda model, steps, pos: encoded.append(steps.shape[0]) or encode(model, steps, pos))
+    keyed = runner.invoke(app, ["translate", "--data", str(copy), "--task", "i2a", "--model", str(tmp_path / "ctc"),
+                                "--key-reader", str(key_reader_reading(tmp_path / "key", 2)), "--pitch-reader",
+                                str(reader), "-o", str(tmp_path / "keyed"), "--json"])
+    assert keyed.exit_code == 0, keyed.output
+    assert encoded == [2] and {n.pitch for n in pretty_midi.PrettyMIDI(
+        str(tmp_path / "keyed" / "alpha" / "000.mid")).instruments[0].notes} == {69}
 
 
 def tiny_no_ctc(tmp_path: Path) -> Path:

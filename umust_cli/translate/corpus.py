@@ -243,6 +243,17 @@ def _transcribe(model, src: torch.Tensor, engines: Engines) -> list[pretty_midi.
     return out
 
 
+def _batch_readings(model, store: pairs_io.SequenceStore, idx: list[int], keys: list[int | None],
+                    pixels: list, engines: Engines) -> list:
+    """The readings of systems ``idx``: the readers' where both read one (the key reader's key,
+    the pitch reader's columns), else the translator's heads' with what a reader read; the
+    translator encodes only the systems a reader missed (as ``direct.image_to_midi``)."""
+    heads = [i for i, fifths, pixel in zip(idx, keys, pixels) if fifths is None or pixel is None]
+    found = iter(column_reading(model, *encode_images(model, *_image_batch(store, heads, engines))) if heads else ())
+    return [pixel._replace(fifths=fifths) if fifths is not None and pixel is not None
+            else with_readers(next(found), fifths, pixel) for fifths, pixel in zip(keys, pixels)]
+
+
 def predict_reading(job: SplitJob, engines: Engines, out: Path,
                     on_batch: Callable[[int], None] | None = None) -> dict:
     """The ``--via midi`` route over a split: ``out/<piece>/<NNN>.mid``, each chosen system's
@@ -255,11 +266,9 @@ def predict_reading(job: SplitJob, engines: Engines, out: Path,
     silent = 0
     for lo in range(0, len(todo), job.batch_size):
         idx = list(range(lo, min(lo + job.batch_size, len(todo))))
-        readings = column_reading(model, *encode_images(model, *_image_batch(store, idx, engines)))
         keys = _reader_keys(paths, [todo[i] for i in idx], engines)
         pixels = _pixel_readings(paths, [todo[i] for i in idx], engines)
-        for i, reading, fifths, pixel in zip(idx, readings, keys, pixels):
-            reading = with_readers(reading, fifths, pixel)
+        for i, reading in zip(idx, _batch_readings(model, store, idx, keys, pixels, engines)):
             midi, dest = reading_midi([reading], model.cfg.ctc_target), _dest(out, todo[i])
             write_output(dest.with_suffix(".mid"), "midi", midi)
             try:
