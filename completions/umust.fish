@@ -371,6 +371,7 @@ complete -c umust -n '__umust_path_is \'train note-reader\'' -l decay-steps -r -
 complete -c umust -n '__umust_path_is \'train note-reader\'' -l crop-seconds -r -d 'Seconds of audio per crop.'
 complete -c umust -n '__umust_path_is \'train note-reader\'' -l channels -r -d 'Width of the first convolutions (the third: x2).'
 complete -c umust -n '__umust_path_is \'train note-reader\'' -l hidden -r -d 'Frame features and GRU width (even).'
+complete -c umust -n '__umust_path_is \'train note-reader\'' -l onset-threshold -r -d 'Onset probability a note needs in the reading the valid split is scored on (saved with the weights; the shipped reader\'s was chosen on valid: bench/note_threshold.py).'
 complete -c umust -n '__umust_path_is \'train note-reader\'' -l precision -r -d 'auto (bf16 where the device has native bf16, else fp32), bf16 or fp32.'
 complete -c umust -n '__umust_path_is \'train note-reader\'' -l init -r -d 'Start a new run from these weights: a shipped model\'s name (e.g. small) or a checkpoint folder; ignored when --output already holds a run.'
 complete -c umust -n '__umust_path_is \'train note-reader\'' -l seed -r -d 'Seed of the initial weights, the crops and their gains.'

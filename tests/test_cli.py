@@ -126,6 +126,6 @@ def test_reader_trainers_option_defaults_are_their_train_configs(command):
     options = {p.name: p.default for p in get_command(app).commands["train"].commands[command].params}
     shared = sorted(set(options) & set(fields))
     expected = {"batch_size", "lr", "warmup_steps", "decay_steps", "channels", "seed"}
-    expected |= {"crop_seconds", "hidden", "precision"} if command == "note-reader" else {"no_scans"}
+    expected |= {"crop_seconds", "hidden", "precision", "onset_threshold"} if command == "note-reader" else {"no_scans"}
     assert expected <= set(shared)
     assert {k: options[k] for k in shared} == {k: fields[k] for k in shared}

@@ -357,8 +357,11 @@ def test_a_readers_saved_config_becomes_the_same_trainer_options(tmp_path):
     assert {"--no-scans", "--ctc-target", "--decay-steps"} <= set(plan.argv) and plan.session["start_step"] == 40
     weights = tmp_path / "weights"
     (weights / "pitch-reader").mkdir(parents=True)
-    new = background.plan_reader("pitch-reader", BackgroundRequest(tmp_path / "new", tmp_path), reader_flags, weights)
+    ckpt_io.write_json_atomic(weights / "pitch-reader" / ckpt_io.CONFIG, {**saved, "step": 11000})
+    new = background.plan_reader("pitch-reader", BackgroundRequest(tmp_path / "new", tmp_path,
+                                                                   extras=("--lr", "0.0002")), reader_flags, weights)
     assert new.action == "init" and new.init == weights / "pitch-reader"
+    assert {"--ctc-target", "--no-scans"} <= set(new.argv) and new.argv.count("--lr") == 1 and "0.0002" in new.argv
     fresh = background.plan_reader("pitch-reader", BackgroundRequest(tmp_path / "new", tmp_path,
                                                                      extras=("--hidden", "64")), reader_flags, weights)
     assert fresh.action == "fresh" and "--init" not in fresh.argv

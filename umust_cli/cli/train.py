@@ -333,6 +333,9 @@ def note_reader(
     crop_seconds: float = typer.Option(5.0, "--crop-seconds", help="Seconds of audio per crop."),
     channels: int = typer.Option(16, "--channels", min=1, help="Width of the first convolutions (the third: x2)."),
     hidden: int = typer.Option(256, "--hidden", min=2, help="Frame features and GRU width (even)."),
+    onset_threshold: float = typer.Option(0.5, "--onset-threshold", help="Onset probability a note needs in the "
+                                          "reading the valid split is scored on (saved with the weights; the "
+                                          "shipped reader's was chosen on valid: bench/note_threshold.py)."),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (bf16 where the device has native bf16, else fp32), bf16 or fp32."),
     init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
@@ -350,7 +353,8 @@ def note_reader(
     from umust_cli.train.note_reader import TrainConfig, train_note_reader
 
     dev = _setup("small", {"small": None}, max_steps, max_minutes, threads, device)
-    cfg = TrainConfig(model=NoteReaderConfig(channels=channels, hidden=hidden), batch_size=batch_size, lr=lr,
+    model = NoteReaderConfig(channels=channels, hidden=hidden, onset_threshold=onset_threshold)
+    cfg = TrainConfig(model=model, batch_size=batch_size, lr=lr,
                       warmup_steps=warmup_steps, decay_steps=decay_steps, crop_seconds=crop_seconds,
                       precision=precision, seed=seed)
     run = RunOptions(max_steps=max_steps, max_minutes=max_minutes, save_every=save_every,

@@ -125,21 +125,23 @@ def plan_reader(kind: str, req: BackgroundRequest, reader_flags: ReaderFlags,
     """Resume a reader run with the options of its saved config (``reader_flags``: the CLI's
     map of a config to the trainer's options; one given again among the trainer options is
     passed once), else start one ``--init`` from the kind's default shipped weights (under
-    ``weights_dir``) unless the options name an ``--init`` or choose an architecture
-    (READER_ARCHITECTURE_FLAGS), else fresh."""
+    ``weights_dir``), with the options they were trained with, unless the options name an
+    ``--init`` or choose an architecture (READER_ARCHITECTURE_FLAGS), else fresh."""
     if kind not in READER_KINDS:
         raise BadInputError(f"unknown reader {kind!r}; choose {', '.join(READER_KINDS)}")
     run_dir = req.run_dir
     data, _, extras = _inputs(req)
     if holds_run(run_dir):
         extras, action, init, saved = _without(extras, "--init"), "resume", None, _run_config(run_dir)
-        named = _flag_names(extras)
-        flags = [w for option in reader_flags(kind, saved) if option[0] not in named for w in option]
+        start = saved
     else:
         names = _flag_names(extras)
         given, own = "--init" in names, bool(names & set(READER_ARCHITECTURE_FLAGS))
         init = None if given or own else registry.default_folder(kind, weights_dir)
-        action, saved, flags = "init" if given or init else "fresh", None, []
+        action, saved = "init" if given or init else "fresh", None
+        start = ckpt_io.read_config(init) if init else {}   # from shipped weights: their options to start with
+    named = _flag_names(extras)
+    flags = [w for option in reader_flags(kind, start) if option[0] not in named for w in option]
     head = ["train", kind, "--data", str(data), "-o", str(run_dir), *flags, *extras]
     return _plan(req, action, init, saved.get("train") if saved else None, head,
                  {"kind": kind, "data": str(data), "extras": list(extras)})
