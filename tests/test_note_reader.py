@@ -182,6 +182,8 @@ def test_background_note_reader_starts_resumes_with_its_saved_options_and_promot
     promoted = runner.invoke(app, ["train", "promote", str(run), "--to", str(dest), "--json"])
     assert promoted.exit_code == 0, promoted.output
     assert json.loads(promoted.stdout)["metric"] == "onset_f1"
-    assert read_config(dest)["kind"] == "umust-note-reader" and "note-reader" in (dest / "MODEL_CARD.md").read_text()
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert read_config(dest)["kind"] == "umust-note-reader" and "train background note-reader" in card
+    assert "codebook" not in card
     again = runner.invoke(app, ["train", "promote", str(run), "--to", str(dest)])   # not better than itself
     assert again.exit_code == 2 and "not promoted" in again.output

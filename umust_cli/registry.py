@@ -21,6 +21,7 @@ retrieval      scans      retrieval-scans: older small model fine-tuned on scann
 translator-i2a small      translator-i2a: image->audio direction, OMR task only (default)
 key-reader     small      key-reader: key signatures from a system's first columns (default)
 pitch-reader   small      pitch-reader: each staff's pitch names from a system's pixels (default)
+note-reader    small      note-reader: piano transcription on the spectrogram (--transcriber note-reader)
 =============  =========  ===========================================================
 
 Kinds whose weights are trained here but do not ship yet are in ``PENDING`` (kind -> name ->
@@ -46,10 +47,11 @@ MODELS: dict[str, dict[str, str]] = {
     "translator-i2a": {"small": "translator-i2a"},
     "key-reader": {"small": "key-reader"},
     "pitch-reader": {"small": "pitch-reader"},
+    "note-reader": {"small": "note-reader"},
 }
 DEFAULTS: dict[str, str] = {"image-codec": "small", "audio-codec": "small", "retrieval": "rendered",
                             "translator-i2a": "small", "key-reader": "small",
-                            "pitch-reader": "small"}
+                            "pitch-reader": "small", "note-reader": "small"}
 # The tasks ("source>target") that a direction's *default* model does under `--via auto`: those
 # on which it measured better than the task's other routes on the same judge (docs/results.md).
 # Its other trained tasks run only with `--via direct`; a model given with --model runs every
@@ -62,7 +64,6 @@ AUTO_DIRECT: dict[str, tuple[str, ...]] = {
 READER_KINDS = ("note-reader", "pitch-reader", "key-reader")
 PENDING: dict[str, dict[str, str]] = {
     "translator-a2i": {"small": "translator-a2i"},
-    "note-reader": {"small": "note-reader"},
 }
 
 

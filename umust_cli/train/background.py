@@ -541,8 +541,11 @@ def _card_part(run_dir: Path, dest: Path, scored: dict, flags: str = "") -> list
     val = scored["val"]
     n = f" on {scored_systems(val)} valid systems" if scored_systems(val) is not None else ""
     first = starts[0] if starts else {}
+    reader = str(_run_config(run_dir).get("kind", "")).removeprefix("umust-")
+    kind = first.get("kind") or (reader if reader in READER_KINDS else "translator")
     extras = first.get("extras") or []
-    command = [f"umust train background {first.get('kind', 'translator')} RUNS/{run_dir.name} --data CORPUS"
+    fresh = "random weights" + ("" if kind in READER_KINDS else " (codebook-initialised embeddings)")
+    command = [f"umust train background {kind} RUNS/{run_dir.name} --data CORPUS"
                + (" --codes CODES" if first.get("codes") else "")
                + "".join(f" {_placeholder(a)}" for a in (["--", *extras] if extras else [])),
                f"umust train status RUNS/{run_dir.name}",
@@ -550,7 +553,7 @@ def _card_part(run_dir: Path, dest: Path, scored: dict, flags: str = "") -> list
     return ["## Training", "",
             f"- Data: {tasks or 'see the run log'} (the corpus's train split; the valid split chooses "
             "the checkpoint; Beethoven's piano sonatas are held out).",
-            f"- Started from: {Path(init).name if init else 'random weights (codebook-initialised embeddings)'}.",
+            f"- Started from: {Path(init).name if init else fresh}.",
             f"- Compute: {st['logged_step']} steps in {st['sessions'] or 'unrecorded'} background session(s), "
             f"{st['wall_hours']} wall hours, {st['cpu_hours'] if st['cpu_hours'] is not None else 'unrecorded'} "
             "CPU core-hours.",
