@@ -39,14 +39,14 @@ from umust_cli.translate.engines import Engines, RunConfig  # noqa: E402
 TOLERANCE_S = 0.1
 
 
-def column(staff, pitches) -> list[float]:
+def column(staff) -> list[float]:
     return [float(int(pos)) for pos, _ in staff]
 
 
-def rising_in_a_column(staff, pitches) -> list[float]:
-    cols, first = column(staff, pitches), 0
+def rising_in_a_column(staff) -> list[float]:
+    cols, first = column(staff), 0
     for j in range(1, len(staff) + 1):
-        if j < len(staff) and cols[j] - cols[first] <= 1 and pitches[staff[j][1]] > pitches[staff[j - 1][1]]:
+        if j < len(staff) and cols[j] - cols[first] <= 1 and staff[j][1] > staff[j - 1][1]:
             continue
         cols[first:j] = [sum(cols[first:j]) / (j - first)] * (j - first)
         first = j
@@ -57,16 +57,19 @@ RULES = {"column": column, "rising-in-a-column": rising_in_a_column, "back-to-ba
 
 
 def notes_of(reading: direct.Reading, rule) -> Notes:
-    """The reading's notes with onsets by ``rule``, each held to its staff's next onset."""
-    pitches, on, off, pitch = direct.reading_pitches(reading.target, reading.fifths), [], [], []
-    for staff in reading.staves:
-        cols = rule(staff, pitches)
+    """The reading's struck notes (``direct.staff_notes``; tied continuations are not struck) with
+    onsets by ``rule``, each held to its staff's next onset."""
+    on, off, pitch = [], [], []
+    for emissions in reading.staves:
+        staff = [(s.position, s.pitch) for s in direct.staff_notes(emissions, reading.target, reading.fifths)
+                 if not s.tied]
+        cols = rule(staff)
         onsets = sorted(set(cols))
         following = dict(zip(onsets, onsets[1:] + onsets[-1:]))
-        for col, (_, cls) in zip(cols, staff):
+        for col, (_, p) in zip(cols, staff):
             on.append(col * direct.COLUMN_SECONDS)
             off.append((following[col] + (following[col] == col)) * direct.COLUMN_SECONDS)
-            pitch.append(pitches[cls])
+            pitch.append(p)
     return Notes.from_arrays(on, off, pitch)
 
 

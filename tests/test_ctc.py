@@ -234,15 +234,16 @@ def test_ctc_emissions_give_each_pitch_its_image_column():
 
 def test_column_notes_time_each_reading_by_its_column():
     from umust_cli.data.staff_order import ctc_class_pitches
-    from umust_cli.translate.direct import COLUMN_SECONDS, SYSTEM_GAP_COLUMNS, Reading, column_notes, reading_midi
+    from umust_cli.translate.direct import (COLUMN_SECONDS, SYSTEM_GAP_COLUMNS, Reading, column_notes, reading_midi,
+                                            staff_notes)
 
     names, written = pitch_names(), ctc_class_pitches("written")
     c4, e4, g4, c3 = (names.index(n) for n in ("C4", "E4", "G4", "C3"))
     staves = [[(0.5, c4), (1, e4), (4, g4)], [(1, c3)]]        # staff 1: chord C4-E4 written back to back
-    notes = column_notes(staves, written, start=1.0, column_seconds=0.5)   # over two columns, then G4
+    notes = column_notes([staff_notes(s, "written", None) for s in staves], start=1.0, column_seconds=0.5)
     assert [(n.pitch, n.start, n.end) for n in notes] == [(60, 1.25, 3.0), (64, 1.25, 3.0), (48, 1.5, 2.0),
-                                                           (67, 3.0, 3.5)]
-    assert column_notes([[], []], written) == []
+                                                           (67, 3.0, 3.5)]       # over two columns, then G4
+    assert column_notes([[], []]) == []
     midi = reading_midi([Reading(5, staves, None), Reading(3, [[(0, g4)], []], None)], "written")
     piano = midi.instruments[0]
     assert len(piano.notes) == 5 and not piano.is_drum
@@ -255,19 +256,17 @@ def test_column_notes_time_each_reading_by_its_column():
 
 
 def test_chord_columns_join_rising_emissions_written_back_to_back():
-    from umust_cli.data.staff_order import ctc_class_pitches
     from umust_cli.translate.direct import chord_columns
 
-    names, written = pitch_names(), ctc_class_pitches("written")
-    c4, e4, g4 = (names.index(n) for n in ("C4", "E4", "G4"))
+    c4, e4, g4 = 60, 64, 67
     half = 1 / CTC_FRAMES
-    assert chord_columns([], written) == []
+    assert chord_columns([]) == []
     # a chord C4-E4-G4 in consecutive frames: the two frames of column 5, then column 6's first
-    assert chord_columns([(5, c4), (5 + half, e4), (6, g4)], written) == [5 + 1 / 3] * 3
+    assert chord_columns([(5, c4), (5 + half, e4), (6, g4)]) == [5 + 1 / 3] * 3
     # a blank frame between rising notes: separate onsets, each at its column
-    assert chord_columns([(0, c4), (1, e4), (1 + half, g4)], written) == [0.0, 1.0, 1.0]
+    assert chord_columns([(0, c4), (1, e4), (1 + half, g4)]) == [0.0, 1.0, 1.0]
     # falling or repeated pitches written back to back are separate onsets
-    assert chord_columns([(3, g4), (3 + half, e4), (4, e4)], written) == [3.0, 3.0, 4.0]
+    assert chord_columns([(3, g4), (3 + half, e4), (4, e4)]) == [3.0, 3.0, 4.0]
 
 
 def test_spelled_pitches_follow_key_signatures_and_accidentals_in_the_measure():
@@ -328,6 +327,46 @@ def test_marked_classes_are_the_printed_accidentals_and_the_reading_applies_key_
     g_major, no_key = reading_pitches("marked", 1), reading_pitches("marked", None)
     assert [g_major[at[c]] for c in [("F5", None), ("F5", 0), ("F5", 1), ("B2", -1), ("B2", None)]] == [78, 77, 78, 46, 47]
     assert [no_key[at[c]] for c in [("F5", None), ("F5", 1), ("B2", -1)]] == [77, 78, 46]
+
+
+def test_notated_classes_mark_tied_continuations_and_bar_lines():
+    from umust_cli.data.staff_order import BAR, TIE, StaffTargets, ctc_classes, staff_notated_sequences
+
+    # three measures; staff 2 rests in the second; G4 tied over the first bar line, then a sharp C5
+    tokens = ("measure key:fifths:0 staff:1 G4 voice:1 half tied:start staff:1 backup half C3 voice:5 half staff:2 "
+              "measure G4 voice:1 quarter tied:stop staff:1 C5 quarter sharp C5 quarter chord E5 quarter "
+              "measure A4 voice:1 half staff:1 backup half C3 voice:5 half staff:2").split()
+    assert staff_notated_sequences(tokens) == [
+        [("G4", None), BAR, ("G4", TIE), ("C5", 1), ("C5", None), ("E5", None), BAR, ("A4", None)],
+        [("C3", None), BAR, BAR, ("C3", None)]]
+    classes = ctc_classes("notated")
+    assert len(classes) == 5 * len(ctc_classes("written")) + 1 and classes[-1] == BAR
+    assert set(ctc_classes("marked")) < set(classes)
+    vocab = default_vocabulary()
+    local = vocab.names("notation")
+    names = {vocab.to_global("notation", [i])[0]: n for i, n in enumerate(local)}
+    out = StaffTargets(names, target="notated")(torch.tensor([vocab.wrap("notation", [local.index(t) for t in tokens])]))
+    assert [classes[i] for i in out[0, 1].tolist()[:4]] == staff_notated_sequences(tokens)[1]
+
+
+def test_a_notated_reading_carries_accidentals_to_the_bar_line_and_holds_tied_notes():
+    from umust_cli.data.staff_order import BAR, TIE, ctc_classes
+    from umust_cli.translate.direct import Reading, reading_midi, staff_notes
+
+    at = {c: i for i, c in enumerate(ctc_classes("notated"))}
+    # D major (F and C sharp): F4 printed natural, F4 unmarked (still natural), bar line, F4 (sharp again),
+    # tied on over the next bar line (held, not struck), then C5 tied with no C5 before it (struck)
+    staff = [(0, at[("F4", 0)]), (1, at[("F4", None)]), (2, at[BAR]), (3, at[("F4", None)]),
+             (4, at[BAR]), (5, at[("F4", TIE)]), (6, at[("C5", TIE)])]
+    notes = staff_notes(staff, "notated", 2)
+    assert [(s.pitch, s.tied) for s in notes] == [(65, False), (65, False), (66, False), (66, True), (73, False)]
+    played = reading_midi([Reading(8, [staff, []], 2, "notated")]).instruments[0].notes
+    assert [(n.pitch, n.start) for n in played] == [(65, 0.0), (65, 0.12), (66, 0.36), (73, 0.72)]
+    assert played[2].end == pytest.approx(0.72)               # F#4 held over the tie to C5's onset
+    # a marked reading has no bar lines: a printed accidental holds for its note only
+    marked = {c: i for i, c in enumerate(ctc_classes("marked"))}
+    plain = staff_notes([(0, marked[("F4", 0)]), (1, marked[("F4", None)])], "marked", 2)
+    assert [s.pitch for s in plain] == [65, 66]
 
 
 def test_a_marked_head_starts_from_a_written_one_reading_the_same_names_unmarked():

@@ -130,3 +130,37 @@ def test_train_pitch_reader_scores_valid_keeps_the_best_and_resumes(corpus, tmp_
     assert [r["step"] for r in read_log(out) if "eval" in r] == [30, 60]
     other = runner.invoke(app, base[:-1] + ["--max-steps", "61", "--ctc-target", "marked"])
     assert other.exit_code == 2 and "another training config" in other.output   # other classes: not resumed
+
+
+def test_a_notated_run_starts_from_a_marked_reader_reading_what_it_read(corpus, tmp_path):
+    from umust_cli.checkpoint import load_model
+    from umust_cli.model.translator import remap_ctc_head
+
+    runner, marked, notated = CliRunner(), tmp_path / "marked", tmp_path / "notated"
+    base = ["train", "pitch-reader", "--data", str(corpus), "--channels", "4", "--hidden", "16", "--batch-size", "4",
+            "--lr", "1e-2", "--warmup-steps", "2", "--device", "cpu", "--json"]
+    first = runner.invoke(app, base + ["-o", str(marked), "--max-steps", "20", "--ctc-target", "marked"])
+    assert first.exit_code == 0, first.output
+    state, config = load_model(marked)
+    blank = torch.arange(len(state["ctc.bias"])) % (len(ctc_classes("marked")) + 1) == len(ctc_classes("marked"))
+    state["ctc.bias"][blank] -= 5.0                    # a barely trained reader: make it read something
+    old = PitchReader(PitchReaderConfig.from_dict(config["model"])).eval()
+    old.load_state_dict(state)
+    cfg = PitchReaderConfig.from_dict(dict(config["model"], ctc_target="notated",
+                                           ctc_classes=len(ctc_classes("notated"))))
+    new = PitchReader(cfg).eval()
+    new.load_state_dict({k: v for k, v in state.items() if not k.startswith("ctc.")}, strict=False)
+    weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes("marked"), ctc_classes("notated"))
+    new.ctc.weight.data.copy_(weight)
+    new.ctc.bias.data.copy_(bias)
+    images = split_staff_images(corpus, "valid", "marked", scans=False).images
+    read_old, read_new = old.read(images), new.read(images)
+    old_classes, new_classes = ctc_classes("marked"), ctc_classes("notated")
+    assert any(staff for _, staves in read_old for staff in staves)
+    assert [[[(p, new_classes[c]) for p, c in s] for s in staves] for _, staves in read_new] == \
+        [[[(p, old_classes[c]) for p, c in s] for s in staves] for _, staves in read_old]
+    # the trainer does the same when --init holds another target's reader, and then trains on
+    second = runner.invoke(app, base + ["-o", str(notated), "--max-steps", "2", "--ctc-target", "notated",
+                                        "--init", str(marked)])
+    assert second.exit_code == 0, second.output
+    assert load_model(notated)[1]["model"]["ctc_target"] == "notated"

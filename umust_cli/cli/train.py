@@ -284,8 +284,10 @@ def pitch_reader(
     decay_steps: int = typer.Option(20000, "--decay-steps", min=1, help="Cosine decay to 5% of --lr by this step."),
     channels: int = typer.Option(16, "--channels", min=1, help="Width of the first convolution (then x2, x4, x4)."),
     hidden: int = typer.Option(192, "--hidden", min=2, help="Column features and GRU width (even)."),
-    target: str = typer.Option("marked", "--ctc-target", help="The classes read: written, spelled or marked "
-                               "(each pitch name as printed: unmarked, sharp, flat or natural)."),
+    target: str = typer.Option("marked", "--ctc-target", help="The classes read: written, spelled, marked "
+                               "(each pitch name as printed: unmarked, sharp, flat or natural) or notated (marked, "
+                               "plus each name as a tied continuation and the bar line; --init from a marked reader "
+                               "gives the classes they share their rows)."),
     no_scans: bool = READER_NO_SCANS,
     init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
     seed: int = READER_SEED,
@@ -394,7 +396,8 @@ def translator(
     ctc_target: str = typer.Option("written", "--ctc-target", help="With --ctc: the classes it reads, written "
                                    "(step + octave), spelled (step + octave + flat/natural/sharp, the key "
                                    "signature and accidentals applied) or marked (step + octave + the printed "
-                                   "accidental: none/sharp/flat/natural; the key from the key head)."),
+                                   "accidental: none/sharp/flat/natural; the key from the key head) or notated "
+                                   "(marked, tied continuations and bar lines)."),
     ctc_lr_scale: float = typer.Option(1.0, "--ctc-lr-scale", min=0.0, help="With --ctc: the CTC head's learning "
                                        "rate, times the model's (a head of new classes on a trained encoder: "
                                        "--ctc-target marked from a written head)."),

@@ -66,10 +66,11 @@ def _duration(item: Sequence[str]) -> Fraction:
     return value
 
 
-def staff_pitch_positions(tokens: Sequence[str], staves: int = STAVES) -> list[list[int]]:
-    """``staves`` lists: the indices in ``tokens`` of each staff's pitch tokens, in reading
-    order (module docstring)."""
-    found: list[tuple[int, int, Fraction, int, int]] = []   # staff, measure, onset, item, token index
+def _staff_notes(tokens: Sequence[str], staves: int = STAVES) -> list[list[tuple[int, int, list[str]]]]:
+    """``staves`` lists: each staff's notes with a pitch as (measure, index of the pitch token in
+    ``tokens``, the note's tokens), in reading order (module docstring); measures count from 1
+    at the first ``measure`` token."""
+    found: list[tuple[int, int, Fraction, int, int, list[str]]] = []   # staff, measure, onset, item, token, note
     staff, measure, time, onset = 1, 0, Fraction(0), Fraction(0)
     for i, (start, item) in enumerate(_items(tokens)):
         head = item[0]
@@ -86,9 +87,15 @@ def staff_pitch_positions(tokens: Sequence[str], staves: int = STAVES) -> list[l
             time = time if grace else time + _duration(item)
         at = next((k for k, t in enumerate(item) if is_pitch(t)), None)
         if at is not None and staff <= staves:
-            found.append((staff, measure, onset, i, start + at))
-    found.sort()
-    return [[j for s, _, _, _, j in found if s == k] for k in range(1, staves + 1)]
+            found.append((staff, measure, onset, i, start + at, item))
+    found.sort(key=lambda f: f[:4])
+    return [[(m, j, item) for s, m, _, _, j, item in found if s == k] for k in range(1, staves + 1)]
+
+
+def staff_pitch_positions(tokens: Sequence[str], staves: int = STAVES) -> list[list[int]]:
+    """``staves`` lists: the indices in ``tokens`` of each staff's pitch tokens, in reading
+    order (module docstring)."""
+    return [[j for _, j, _ in notes] for notes in _staff_notes(tokens, staves)]
 
 
 STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
@@ -96,6 +103,9 @@ ACCIDENTALS = {"sharp": 1, "flat": -1, "natural": 0, "double-sharp": 2, "flat-fl
                "natural-flat": -1}
 SPELLED_ALTERS = (-1, 0, 1)     # the spelled CTC classes: each pitch name flat, natural, sharp
 MARKS = (None, 1, -1, 0)        # the marked CTC classes: each pitch name unmarked, or printed with a sharp, flat or natural
+TIE = "tie"                     # the notated classes add each name as a tied continuation (held on, not struck) ...
+BAR = ("bar", None)             # ... and a bar line (it ends the accidentals of its measure)
+NOTATED_MARKS = MARKS + (TIE,)
 
 
 def key_alters(fifths: int) -> dict[str, int]:
@@ -151,21 +161,25 @@ def system_key(tokens: Sequence[str]) -> int | None:
     return next((int(t.split(":")[2]) for t in tokens if t.startswith("key:fifths:")), None)
 
 
-def ctc_classes(target: str) -> list[tuple[str, int | None]]:
+def ctc_classes(target: str) -> list[tuple[str, int | str | None]]:
     """The CTC head's classes as (pitch name, alteration): ``written``, the pitch names read
     without alteration; ``spelled``, each name flat, natural and sharp (SPELLED_ALTERS);
     ``marked``, each name as printed: without an accidental (alteration None: the key's, or an
-    earlier accidental's in the measure) or with a sharp, flat or natural sign (MARKS)."""
+    earlier accidental's in the measure) or with a sharp, flat or natural sign (MARKS);
+    ``notated``, the marked classes, each name as a tied continuation (TIE) and the bar line (BAR)."""
     if target == "spelled":
         return [(n, a) for n in pitch_names() for a in SPELLED_ALTERS]
     if target == "marked":
         return [(n, m) for n in pitch_names() for m in MARKS]
+    if target == "notated":
+        return [(n, m) for n in pitch_names() for m in NOTATED_MARKS] + [BAR]
     return [(n, 0) for n in pitch_names()]
 
 
-def ctc_class_pitches(target: str) -> list[int]:
-    """The MIDI pitch of each CTC class (``ctc_classes``; an unmarked class: its name's)."""
-    return [midi_of(n, a or 0) for n, a in ctc_classes(target)]
+def ctc_class_pitches(target: str) -> list[int | None]:
+    """The MIDI pitch of each CTC class (``ctc_classes``; an unmarked or tied class: its name's;
+    the bar line: None)."""
+    return [None if (n, a) == BAR else midi_of(n, a if isinstance(a, int) else 0) for n, a in ctc_classes(target)]
 
 
 def staff_pitch_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[str]]:
@@ -220,21 +234,41 @@ def staff_marked_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[
     return [[(tokens[j], marks.get(j)) for j in staff] for staff in staff_pitch_positions(tokens, staves)]
 
 
+def staff_notated_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[tuple[str, int | str | None]]]:
+    """``staves`` lists: each staff's notated classes in reading order: (pitch name, TIE) for a
+    tied continuation (``tied:stop``), else (pitch name, printed accidental or None), and BAR at
+    every bar line between the system's first and last measure (a measure without notes on a
+    staff still has its bar lines there)."""
+    marks, measures = printed_accidentals(tokens), sum(t == "measure" for t in tokens)
+    out = []
+    for notes in _staff_notes(tokens, staves):
+        seq: list[tuple[str, int | str | None]] = []
+        bar = 1
+        for measure, j, item in notes:
+            seq.extend([BAR] * max(0, measure - bar))
+            bar = max(bar, measure)
+            seq.append((tokens[j], TIE if "tied:stop" in item else marks.get(j)))
+        out.append(seq + [BAR] * max(0, measures - bar))
+    return out
+
+
 def staff_classes(tokens: Sequence[str], target: str = "written", staves: int = STAVES,
                   classes: dict | None = None) -> list[list[int]]:
     """``staves`` lists: each staff's CTC classes (``ctc_classes(target)``) in reading order;
-    spelled and marked: double alterations count as single ones."""
+    spelled, marked and notated: double alterations count as single ones."""
     classes = classes if classes is not None else {c: i for i, c in enumerate(ctc_classes(target))}
     if target == "spelled":
         return [[classes[(n, max(-1, min(1, a)))] for n, a in s] for s in staff_spelled_sequences(tokens, staves)]
     if target == "marked":
         return [[classes[c] for c in s] for s in staff_marked_sequences(tokens, staves)]
+    if target == "notated":
+        return [[classes[c] for c in s] for s in staff_notated_sequences(tokens, staves)]
     return [[classes[(p, 0)] for p in s] for s in staff_pitch_sequences(tokens, staves)]
 
 
 class StaffTargets:
     """Global notation ids of a batch -> padded CTC targets ``(B, staves, L)`` of the classes of
-    ``ctc_classes(target)`` (spelled and marked: double alterations count as single ones)."""
+    ``ctc_classes(target)`` (spelled, marked and notated: double alterations count as single ones)."""
 
     def __init__(self, names_by_global: dict[int, str], staves: int = STAVES, target: str = "written"):
         self.names = names_by_global               # every notation id of the vocabulary -> token

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -44,7 +44,7 @@ PAD = 0
 LAYOUTS = ("grid", "column")
 MODEL_KIND = "umust-translator"
 GUIDE_SIGMA = 0.2    # width of the guided-attention diagonal (the TTS paper's g)
-CTC_TARGETS = ("written", "spelled", "marked")    # data.staff_order.ctc_classes
+CTC_TARGETS = ("written", "spelled", "marked", "notated")    # data.staff_order.ctc_classes
 CTC_FRAMES = 2       # CTC head: frames per image column (a chord needs one frame per note)
 CTC_STAVES = 2       # CTC head: one target sequence per staff
 KEY_FIFTHS = tuple(range(-7, 8))   # key-signature head: its classes (sharps > 0, flats < 0)
@@ -698,6 +698,28 @@ def column_ctc_emissions(logits: torch.Tensor, cols: torch.Tensor) -> list[list[
                            if p != blank and (j == 0 or p != path[j - 1])])
         out.append(staves)
     return out
+
+
+@torch.no_grad()
+def remap_ctc_head(weight: torch.Tensor, bias: torch.Tensor, old: Sequence[tuple], new: Sequence[tuple],
+                   offset: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CTC head's ``weight`` (CTC_STAVES * CTC_FRAMES * (len(old) + 1), d) and ``bias`` over the
+    classes ``old`` (``data.staff_order.ctc_classes``; blank last) remapped to the classes ``new``:
+    a class in both keeps its row; a new variant of a name (e.g. a tied continuation) starts from
+    the name's unmarked row (its class (name, None)), ``offset`` lower in bias; any other new class
+    (the bar line) from zero weights and the blank's bias less ``offset``; the blank keeps its row."""
+    d, n = weight.shape[-1], len(old) + 1
+    if weight.shape[0] != CTC_STAVES * CTC_FRAMES * n:
+        raise CheckpointError(f"a CTC head of {weight.shape[0]} rows is not one over {len(old)} classes")
+    w, b = weight.view(CTC_STAVES, CTC_FRAMES, n, d), bias.view(CTC_STAVES, CTC_FRAMES, n)
+    index = {tuple(c): i for i, c in enumerate(old)}
+    new_w = w.new_zeros(CTC_STAVES, CTC_FRAMES, len(new) + 1, d)
+    new_b = b[:, :, -1:].repeat(1, 1, len(new) + 1) - offset
+    for k, c in enumerate(list(map(tuple, new)) + [None]):
+        src = n - 1 if c is None else index.get(c, index.get((c[0], None)))
+        if src is not None:
+            new_w[:, :, k], new_b[:, :, k] = w[:, :, src], b[:, :, src] - (offset if c is not None and c not in index else 0)
+    return new_w.reshape(-1, d), new_b.reshape(-1)
 
 
 def key_scores_to_logits(scores: torch.Tensor) -> torch.Tensor:

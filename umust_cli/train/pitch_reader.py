@@ -18,13 +18,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from umust_cli import checkpoint as ckpt_io
 from umust_cli.data import corpus as corpus_io
 from umust_cli.data.staff_images import StaffImages, split_staff_images
 from umust_cli.data.staff_order import PAD_TARGET, STAVES, ctc_classes
 from umust_cli.errors import BadInputError
 from umust_cli.eval.metrics import edit_distance
 from umust_cli.model.pitch_reader import MODEL_KIND, PitchReader, PitchReaderConfig, images_to_ink
-from umust_cli.model.translator import column_ctc_loss
+from umust_cli.model.translator import column_ctc_loss, remap_ctc_head
 from umust_cli.train.engine import RunOptions, TrainResult, fit
 from umust_cli.train.pixel_reader import ReaderTask, ReaderTrainConfig, jitter
 
@@ -103,6 +104,25 @@ class PitchReaderTask(ReaderTask):
     def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
         classes = [list(c) for c in ctc_classes(self.cfg.model.ctc_target)]     # checked on load (engines)
         super().save(ckpt_dir, step, {"classes": classes, **extra})
+
+    def warm_start(self, init: Path) -> dict:
+        """Start from ``init``'s weights; an init of other classes (e.g. ``marked`` for a ``notated``
+        run) gives its head's rows to the classes they share (``model.translator.remap_ctc_head``)."""
+        saved = ckpt_io.read_config(init).get("model") or {}
+        old_target = saved.get("ctc_target", self.cfg.model.ctc_target)
+        if old_target == self.cfg.model.ctc_target:
+            return super().warm_start(init)
+        state, _ = ckpt_io.load_model(init)
+        weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes(old_target),
+                                      ctc_classes(self.cfg.model.ctc_target))
+        def normalize(model: dict) -> dict:    # the head's classes are the run's: remapped below
+            return dict(model, ctc_target=self.cfg.model.ctc_target, ctc_classes=self.cfg.model.ctc_classes)
+
+        row = ckpt_io.warm_start(self.model, init, self.kind, self.cfg.model.to_dict(), normalize=normalize,
+                                 fresh=("ctc.",), drop=("ctc.",))
+        self.model.ctc.weight.data.copy_(weight)
+        self.model.ctc.bias.data.copy_(bias)
+        return {**row, "ctc_head": f"{self.cfg.model.ctc_target} from the init's {old_target} head"}
 
     def evaluate(self) -> dict | None:
         return error_rates(self.model, self.valid_data) if self.valid_data.images else None

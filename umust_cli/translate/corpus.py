@@ -40,7 +40,8 @@ from umust_cli.eval.corpus import split_rows, spread
 from umust_cli.io import write_text_atomic
 from umust_cli.model.generate import batch_steps, generate_from_memory, step_positions
 from umust_cli.translate.direct import (column_reading, encode_images, pixel_readings, read_rolls,
-                                        read_staff_pitches, reader_keys, reading_midi, with_readers)
+                                        read_staff_pitches, reader_keys, readers_reading, reading_midi,
+                                        with_readers)
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.pipeline import run_route, write_output
 from umust_cli.translate.symbolic import synthesize_audio
@@ -248,10 +249,11 @@ def _batch_readings(model, store: pairs_io.SequenceStore, idx: list[int], keys: 
     """The readings of systems ``idx``: the readers' where both read one (the key reader's key,
     the pitch reader's columns), else the translator's heads' with what a reader read; the
     translator encodes only the systems a reader missed (as ``direct.image_to_midi``)."""
-    heads = [i for i, fifths, pixel in zip(idx, keys, pixels) if fifths is None or pixel is None]
+    own = [readers_reading(fifths, pixel) for fifths, pixel in zip(keys, pixels)]
+    heads = [i for i, reading in zip(idx, own) if reading is None]
     found = iter(column_reading(model, *encode_images(model, *_image_batch(store, heads, engines))) if heads else ())
-    return [pixel._replace(fifths=fifths) if fifths is not None and pixel is not None
-            else with_readers(next(found), fifths, pixel) for fifths, pixel in zip(keys, pixels)]
+    return [reading if reading is not None else with_readers(next(found), fifths, pixel)
+            for reading, fifths, pixel in zip(own, keys, pixels)]
 
 
 def predict_reading(job: SplitJob, engines: Engines, out: Path,

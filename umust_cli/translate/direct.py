@@ -30,7 +30,8 @@ from umust_cli.codecs.midi import MidiCodec, MidiSegment
 from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
 from umust_cli.errors import BadInputError, ImageError, TranslationError
 from umust_cli.model.generate import generate_from_memory, step_positions, to_steps
-from umust_cli.data.staff_order import ctc_class_pitches, ctc_classes, key_alters, midi_of, read_pitches
+from umust_cli.data.staff_order import (BAR, MARKS, TIE, ctc_class_pitches, ctc_classes, key_alters, midi_of,
+                                        read_pitches)
 from umust_cli.data.key_crops import key_crop
 from umust_cli.data.staff_images import staff_image
 from umust_cli.data.roll import roll_notes
@@ -84,8 +85,9 @@ def read_staff_pitches(engines: Engines, model: Translator, memory: torch.Tensor
     for seq, reading in zip(ids, readings):
         tokens = [names[t] for t in engines.vocab.to_local("notation", seq)]
         if model.cfg.ctc_classes or reading.target:
-            pitches = [n for n, _ in ctc_classes(reading.target or model.cfg.ctc_target)]
-            tokens, _ = read_pitches(tokens, [[pitches[c] for _, c in staff] for staff in reading.staves])
+            class_names = [n for n, _ in ctc_classes(reading.target or model.cfg.ctc_target)]
+            staves = [[class_names[c] for _, c in staff if class_names[c] != BAR[0]] for staff in reading.staves]
+            tokens, _ = read_pitches(tokens, staves)
         out.append(engines.vocab.to_global("notation", tokens_to_ids(with_key(tokens, reading.fifths))))
     return out
 
@@ -125,52 +127,92 @@ def column_reading(model: Translator, memory: torch.Tensor, mask: torch.Tensor |
     return [Reading(*r) for r in zip(cols, emissions, keys)]
 
 
-def chord_columns(staff: Sequence[tuple[float, int]], class_pitches: Sequence[int]) -> list[float]:
-    """The onset column of each emission of one staff's CTC reading (position, class), in order.
+def chord_columns(staff: Sequence[tuple[float, int]]) -> list[float]:
+    """The onset column of each note of one staff's CTC reading (position, MIDI pitch), in order.
 
     A chord is read upwards (``data.staff_order``), one note per CTC frame, and a column has only
-    CTC_FRAMES frames: a chord of more notes runs on into the next column's frames. Emissions of
+    CTC_FRAMES frames: a chord of more notes runs on into the next column's frames. Notes of
     rising pitch written back to back (one frame apart, no blank between) are taken as one chord,
-    sounding at the mean of their columns; every other emission at its own column. Chosen on the
+    sounding at the mean of their columns; every other note at its own column. Chosen on the
     valid split, results.md ("Chord columns")."""
     cols, first = [float(int(pos)) for pos, _ in staff], 0
     step = 1.0 / CTC_FRAMES
     for j in range(1, len(staff) + 1):
         if (j < len(staff) and abs(staff[j][0] - staff[j - 1][0] - step) < 1e-6
-                and class_pitches[staff[j][1]] > class_pitches[staff[j - 1][1]]):
+                and staff[j][1] > staff[j - 1][1]):
             continue
         cols[first:j] = [sum(cols[first:j]) / (j - first)] * (j - first)
         first = j
     return cols
 
 
-def column_notes(staves: Sequence[Sequence[tuple[float, int]]], class_pitches: Sequence[int], start: float = 0.0,
+class Sounding(NamedTuple):
+    """One note of a staff's reading (``staff_notes``)."""
+
+    position: float      # the emitting CTC frame's, in columns (Reading.staves)
+    pitch: int           # MIDI
+    tied: bool           # a tied continuation of the staff's last note of this pitch name: held, not struck
+
+
+def staff_notes(staff: Sequence[tuple[float, int]], target: str, fifths: int | None) -> list[Sounding]:
+    """One staff's CTC reading (position, class of ``ctc_classes(target)``) as the notes it plays.
+
+    Each class sounds as ``reading_pitches`` says; a target with bar lines (``notated``) also
+    carries a printed accidental to the later unmarked notes of its name (step and octave) up to
+    the next bar line, which it drops, and plays a tied continuation at the pitch of the last note
+    of its name on the staff (a tie with none before is struck)."""
+    classes, table = ctc_classes(target), reading_pitches(target, fifths)
+    barred = BAR in classes
+    carried: dict[str, int] = {}     # name -> MIDI pitch an accidental gave it in this measure
+    last: dict[str, int] = {}        # name -> MIDI pitch of its last note on the staff
+    out = []
+    for pos, cls in staff:
+        name, mark = classes[cls]
+        if (name, mark) == BAR:
+            carried = {}
+            continue
+        tied = mark == TIE and name in last
+        pitch = last[name] if tied else carried.get(name, table[cls]) if mark in (None, TIE) else table[cls]
+        if barred and mark in MARKS[1:]:
+            carried[name] = pitch
+        last[name] = pitch
+        out.append(Sounding(pos, pitch, tied))
+    return out
+
+
+def column_notes(staves: Sequence[Sequence[Sounding]], start: float = 0.0,
                  column_seconds: float = COLUMN_SECONDS) -> list[pretty_midi.Note]:
-    """Notes of one system's CTC reading: each emission (position, class) is a note of the class's
-    MIDI pitch (``class_pitches``: ``reading_pitches``) at ``start + column * column_seconds``,
-    its column that of its chord (``chord_columns``), held to the staff's next onset (one column
-    at the end)."""
+    """Notes of one system's reading (``staff_notes`` of each staff): each struck note at
+    ``start + column * column_seconds``, its column that of its chord (``chord_columns``), held
+    to the staff's next onset (one column at the end); a tied continuation holds the staff's
+    last note of its pitch on to the continuation's next onset instead."""
     notes = []
     for staff in staves:
-        cols = chord_columns(staff, class_pitches)
+        cols = chord_columns([(s.position, s.pitch) for s in staff])
         onsets = sorted(set(cols))
         following = dict(zip(onsets, onsets[1:] + [onsets[-1] + 1] if onsets else []))
-        for col, (_, cls) in zip(cols, staff):
-            notes.append(pretty_midi.Note(READING_VELOCITY, class_pitches[cls], start + col * column_seconds,
-                                          start + following[col] * column_seconds))
+        sounding: dict[int, pretty_midi.Note] = {}
+        for col, s in zip(cols, staff):
+            end = start + following[col] * column_seconds
+            if s.tied and s.pitch in sounding:
+                sounding[s.pitch].end = max(sounding[s.pitch].end, end)
+                continue
+            sounding[s.pitch] = pretty_midi.Note(READING_VELOCITY, s.pitch, start + col * column_seconds, end)
+            notes.append(sounding[s.pitch])
     return sorted(notes, key=lambda n: (n.start, n.pitch))
 
 
-def reading_pitches(ctc_target: str, fifths: int | None) -> list[int]:
+def reading_pitches(ctc_target: str, fifths: int | None) -> list[int | None]:
     """The MIDI pitch of each class of a CTC head of ``ctc_target``: a written head's names
     altered by the key signature ``fifths`` where a key head read one (no accidentals: measured
-    in results.md, "Key signatures"); a marked head's unmarked names the same way and its marked
-    ones by their sign (an accidental holds for that note only); a spelled head's classes carry
-    their own alteration."""
+    in results.md, "Key signatures"); a marked or notated head's unmarked (and tied) names the
+    same way and its marked ones by their sign; a spelled head's classes carry their own
+    alteration; the bar line None (``staff_notes`` reads what an accidental and a tie carry)."""
     if ctc_target == "spelled" or fifths is None:
         return ctc_class_pitches(ctc_target)
-    alters, marks = key_alters(fifths), ctc_target == "marked"
-    return [midi_of(name, alter if marks and alter is not None else alters.get(name[0], 0))
+    alters, marks = key_alters(fifths), ctc_target in ("marked", "notated")
+    return [None if (name, alter) == BAR else
+            midi_of(name, alter if marks and isinstance(alter, int) else alters.get(name[0], 0))
             for name, alter in ctc_classes(ctc_target)]
 
 
@@ -179,10 +221,10 @@ def reading_midi(systems: Sequence[Reading], ctc_target: str | None = None) -> p
     each reading's classes are its ``target``, else ``ctc_target`` (the translator head's)."""
     midi, piano, start = pretty_midi.PrettyMIDI(), pretty_midi.Instrument(program=0, name="piano"), 0.0
     for reading in systems:
-        if not (reading.target or ctc_target):
+        target = reading.target or ctc_target
+        if not target:
             raise ValueError("reading_midi: a reading without its classes' name (Reading.target or ctc_target)")
-        pitches = reading_pitches(reading.target or ctc_target, reading.fifths)
-        piano.notes.extend(column_notes(reading.staves, pitches, start))
+        piano.notes.extend(column_notes([staff_notes(s, target, reading.fifths) for s in reading.staves], start))
         start += (reading.columns + SYSTEM_GAP_COLUMNS) * COLUMN_SECONDS
     midi.instruments.append(piano)
     return midi
@@ -218,10 +260,8 @@ def image_to_midi(systems: list[np.ndarray], engines: Engines) -> pretty_midi.Pr
     loaded and run only for systems that a reader did not read."""
     keys, pixels, readings = reader_keys(engines, systems), pixel_readings(engines, systems), []
     for gray, fifths, pixel in zip(systems, keys, pixels):
-        if pixel is not None and fifths is not None:
-            readings.append(pixel._replace(fifths=fifths))
-        else:
-            readings.append(with_readers(head_reading(engines, gray), fifths, pixel))
+        own = readers_reading(fifths, pixel)
+        readings.append(own if own is not None else with_readers(head_reading(engines, gray), fifths, pixel))
     midi = reading_midi(readings)
     if not midi.instruments[0].notes:
         raise TranslationError("the model read no notes in the image")
@@ -235,6 +275,13 @@ def head_reading(engines: Engines, gray: np.ndarray) -> Reading:
     steps = to_steps(engines.vocab.wrap("image", list(codes.ids)), "image", model.cfg)[None].to(engines.device)
     (reading,) = column_reading(model, *encode_images(model, steps, step_positions(steps, "image", codes.shape[0])))
     return reading._replace(target=model.cfg.ctc_target)
+
+
+def readers_reading(fifths: int | None, pixel: Reading | None) -> Reading | None:
+    """A system's reading by the readers alone where both read it (the pitch reader's ``pixel``
+    staves in the key reader's key ``fifths``), else None: the translator's heads read it
+    (``with_readers``)."""
+    return pixel._replace(fifths=fifths) if fifths is not None and pixel is not None else None
 
 
 def with_readers(reading: Reading, fifths: int | None, pixel: Reading | None) -> Reading:
