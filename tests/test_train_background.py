@@ -236,6 +236,28 @@ def test_promote_can_use_the_readings_onset_f1_against_the_shipped_models(tmp_pa
     assert ckpt_io.read_config(dest)["step"] == 70
 
 
+def test_pitch_readers_of_other_classes_are_compared_only_on_the_same_predictions(tmp_path):
+    def reader(folder: Path, target: str, rate: float) -> Path:
+        config = {"kind": "umust-pitch-reader", "step": 100, "model": {"ctc_target": target}, "train": {},
+                  "val": {"staff_error_rate/engraved": rate, "staff_error_rate/scanned": rate}}
+        ckpt_io.save_model(folder, {"w": torch.zeros(2)}, config)
+        return folder
+
+    dest = reader(tmp_path / "weights" / "pitch-reader", "marked", 0.12)
+    notated = reader(tmp_path / "runs" / "n" / "best", "notated", 0.10).parent
+    with pytest.raises(BadInputError, match="notated classes .* marked ones"):
+        background.promote(notated, dest)
+    assert ckpt_io.read_config(dest)["model"]["ctc_target"] == "marked"
+    reading = {"task": "amt", "summary": {"files": 48, "onset_F1": 0.80, "missing": 0, "failed": 0, "split": "valid",
+                                          "limit": 48, "dtw": True, "onset_tolerance_ms": 100.0}}
+    shipped = {"task": "amt", "summary": {**reading["summary"], "onset_F1": 0.78}}
+    out = background.promote(notated, dest, reading, shipped)      # the same predictions' figure: compared
+    assert out["metric"] == "reading_F1" and ckpt_io.read_config(dest)["model"]["ctc_target"] == "notated"
+    better = reader(tmp_path / "runs" / "m" / "best", "marked", 0.05).parent
+    with pytest.raises(BadInputError, match="records no valid staff_error_rate"):
+        background.promote(better, dest)                           # the shipped weights record the reading now
+
+
 def test_a_new_run_starts_from_the_shipped_weights_of_its_kind(tmp_path, monkeypatch, corpus):
     weights = tmp_path / "weights"
     _fake_checkpoint(weights / "translator-i2a", 100, 0.5)

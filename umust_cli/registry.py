@@ -62,6 +62,13 @@ AUTO_DIRECT: dict[str, tuple[str, ...]] = {
 }
 # The kinds trained by a reader's trainer (`umust train KIND`, `umust train background KIND`).
 READER_KINDS = ("note-reader", "pitch-reader", "key-reader")
+# The validation figure a trained model's run keeps its best checkpoint on, by checkpoint kind,
+# and whether higher is better; a name ending in "/" is the mean of the keys under it, one per
+# image copy ("staff_error_rate/engraved", ...). `train curves` plots them, `train promote` compares them.
+VALID_FIGURES: dict[str, tuple[str, bool]] = {
+    "umust-translator": ("SER", False), "umust-note-reader": ("onset_f1", True),
+    "umust-pitch-reader": ("staff_error_rate/", False), "umust-key-reader": ("key_accuracy/", True),
+}
 PENDING: dict[str, dict[str, str]] = {
     "translator-a2i": {"small": "translator-a2i"},
 }

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from umust_cli import registry
 from umust_cli.eval.metrics import Notes
 from umust_cli.io import atomic_path
 
@@ -86,10 +87,8 @@ def _save_png(fig, dest: str | Path, dpi: int) -> Path:
     return dest
 
 
-# The validation figures a run's log rows may hold (besides the loss): the translator's SER, the
-# note reader's onset F1, the pitch reader's staff error rates and the key reader's accuracies
-# (a name ending in "/" takes every key under it: "staff_error_rate/engraved", ...).
-VALID_FIGURES = ("SER", "onset_f1", "staff_error_rate/", "key_accuracy/")
+# The validation figures a run's log rows may hold (besides the loss): registry.VALID_FIGURES.
+VALID_FIGURES = tuple(figure for figure, _ in registry.VALID_FIGURES.values())
 
 
 def validation_figures(evals: list[dict]) -> dict[str, list[tuple[int, float]]]:

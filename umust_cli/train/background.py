@@ -111,12 +111,10 @@ def plan_translator(req: BackgroundRequest, weights_dir: Path | None = None) -> 
 # The pixel and note readers: `umust train KIND` trainers with --data, -o, --init, --max-minutes,
 # --threads, --save-every and --quiet, whose saved config is their options (``ReaderFlags``).
 READER_KINDS = registry.READER_KINDS
-# The validation figure each reader keeps its best checkpoint on (a name ending in "/": the mean
-# of the keys under it, one per image copy).
-READER_FIGURES = {"umust-note-reader": "onset_f1", "umust-pitch-reader": "staff_error_rate/",
-                  "umust-key-reader": "key_accuracy/"}
+# The validation figure each reader keeps its best checkpoint on (registry.VALID_FIGURES).
+READER_FIGURES = {kind: figure for kind, (figure, _) in registry.VALID_FIGURES.items() if kind != "umust-translator"}
 READER_ARCHITECTURE_FLAGS = ("--channels", "--hidden", "--ctc-target")   # a new run with these starts fresh
-HIGHER_READER_FIGURES = ("onset_f1", "key_accuracy")   # the others: lower is better
+HIGHER_READER_FIGURES = tuple(f.rstrip("/") for f, up in registry.VALID_FIGURES.values() if up)
 ReaderFlags = Callable[[str, dict], list[tuple[str, ...]]]   # (kind, saved config) -> options, one tuple each
 
 
@@ -380,7 +378,8 @@ def _scored(ckpt_dir: Path) -> dict:
         figure = READER_FIGURES[config["kind"]]
         values = [v for k, v in val.items() if k == figure or (figure.endswith("/") and k.startswith(figure))]
         return {"step": config.get("step"), "metric": figure.rstrip("/"), "val": val, "train": train,
-                "value": round(sum(values) / len(values), 5) if values else None}
+                "value": round(sum(values) / len(values), 5) if values else None,
+                "classes": (config.get("model") or {}).get("ctc_target")}
     metric = train.get("best_metric", "auto")
     if metric == "auto":
         metric = "ser" if any(t.get("name") == "omr" for t in train.get("tasks", ())) else "loss"
@@ -472,6 +471,11 @@ def check_better(new: dict, old: dict | None, dest: Path) -> None:
     if old["value"] is None or old["metric"] != new["metric"]:
         raise BadInputError(f"not promoted: {dest} records no {what} to compare with (it has "
                             f"{old['metric']} {old['value']}); score both the same way")
+    own = {f.rstrip("/") for f in READER_FIGURES.values()}      # a reader's figure over its own classes
+    if new["metric"] in own and new.get("classes") != old.get("classes"):
+        raise BadInputError(f"not promoted: the run reads {new.get('classes')} classes and {dest} "
+                            f"{old.get('classes')} ones: their {new['metric']} counts other edits; score both "
+                            "on the same predictions (--scored VALID.json --against SHIPPED.json)")
     n_new, n_old = scored_systems(new["val"]), scored_systems(old["val"])
     if new["metric"] != "loss" and n_new != n_old:
         raise BadInputError(f"not promoted: the run's {new['metric']} was scored on {n_new} valid systems, "
