@@ -481,6 +481,22 @@ def test_a_pitch_reader_reads_the_pitches_at_the_codes_columns(files, tmp_path_f
     assert not (out / "y.mid").exists()
 
 
+def test_a_notated_pitch_readers_bar_lines_are_no_notes_and_no_omr_pitches(files, tmp_path_factory, one_torch_thread):
+    """A notated reader's bar lines sound as nothing; OMR aligns only its pitch names."""
+    model = _tiny_reader(tmp_path_factory.mktemp("tiny-bar"), None)
+    reader = pitch_reader_reading(tmp_path_factory.mktemp("pr-bar"), "F4", notated=True)   # F4, bar, F4, bar, ...
+    key = key_reader_reading(tmp_path_factory.mktemp("bar-key"), 1)                         # G major
+    out = tmp_path_factory.mktemp("bar-out")
+    _json(_run([files["png"], "-o", out / "n.mid", "--model", model, "--key-reader", key, "--pitch-reader", reader,
+                "--json"]))
+    notes = pretty_midi.PrettyMIDI(str(out / "n.mid")).instruments[0].notes
+    assert {n.pitch for n in notes} == {66} and [round(n.start / 0.12) for n in notes] == list(range(15))
+    _json(_run([files["png"], "-o", out / "n.lmx", "--model", model, "--key-reader", "none", "--pitch-reader", reader,
+                "--json"]))
+    tokens = (out / "n.lmx").read_text().split("---")[-1].split()
+    assert "bar" not in tokens and [t for t in tokens if t[0] in "ABCDEFG" and t[-1].isdigit()]
+
+
 def _decode_always(monkeypatch, lmx: str) -> None:
     """OMR's decoder replaced by one that writes the LMX tokens ``lmx`` for every image."""
     from umust_cli.codecs.notation import NotationCodec
