@@ -284,7 +284,7 @@ def pitch_reader(
     decay_steps: int = typer.Option(20000, "--decay-steps", min=1, help="Cosine decay to 5% of --lr by this step."),
     channels: int = typer.Option(16, "--channels", min=1, help="Width of the first convolution (then x2, x4, x4)."),
     hidden: int = typer.Option(192, "--hidden", min=2, help="Column features and GRU width (even)."),
-    target: str = typer.Option("marked", "--ctc-target", help="The classes read: written, spelled, marked "
+    target: str = typer.Option("notated", "--ctc-target", help="The classes read: written, spelled, marked "
                                "(each pitch name as printed: unmarked, sharp, flat or natural) or notated (marked, "
                                "plus each name as a tied continuation and the bar line; --init from a marked reader "
                                "gives the classes they share their rows)."),

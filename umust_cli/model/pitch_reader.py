@@ -39,8 +39,8 @@ class PitchReaderConfig:
     channels: int = 16            # of the first stage; then x2, x4, x4
     hidden: int = 192             # column features and GRU width (both directions together)
     layers: int = 2               # GRU layers
-    ctc_target: str = "marked"    # the classes (data.staff_order.ctc_classes)
-    ctc_classes: int = 280        # len(ctc_classes(ctc_target))
+    ctc_target: str = "notated"   # the classes (data.staff_order.ctc_classes)
+    ctc_classes: int = 351        # len(ctc_classes(ctc_target))
     dropout: float = 0.2          # on the column features, in training
 
     def __post_init__(self) -> None:
