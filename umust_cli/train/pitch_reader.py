@@ -112,14 +112,14 @@ class PitchReaderTask(ReaderTask):
         old_target = saved.get("ctc_target", self.cfg.model.ctc_target)
         if old_target == self.cfg.model.ctc_target:
             return super().warm_start(init)
-        state, _ = ckpt_io.load_model(init)
-        weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes(old_target),
-                                      ctc_classes(self.cfg.model.ctc_target))
         def normalize(model: dict) -> dict:    # the head's classes are the run's: remapped below
             return dict(model, ctc_target=self.cfg.model.ctc_target, ctc_classes=self.cfg.model.ctc_classes)
 
         row = ckpt_io.warm_start(self.model, init, self.kind, self.cfg.model.to_dict(), normalize=normalize,
-                                 fresh=("ctc.",), drop=("ctc.",))
+                                 fresh=("ctc.",), drop=("ctc.",))     # checks the init's kind and body first
+        state, _ = ckpt_io.load_model(init)
+        weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes(old_target),
+                                      ctc_classes(self.cfg.model.ctc_target))
         self.model.ctc.weight.data.copy_(weight)
         self.model.ctc.bias.data.copy_(bias)
         return {**row, "ctc_head": f"{self.cfg.model.ctc_target} from the init's {old_target} head"}
