@@ -88,12 +88,12 @@ declare -gA _umust_opts=(
   ["umust train curves"]="-o --output --window -h --help"
   ["umust train key-reader"]="--data -o --output --max-minutes --max-steps --device --batch-size --lr --warmup-steps --decay-steps --channels --no-scans --init --seed --save-every --eval-every --threads --quiet --json -h --help"
   ["umust train note-reader"]="--data -o --output --max-minutes --max-steps --device --batch-size --lr --warmup-steps --decay-steps --crop-seconds --channels --hidden --onset-threshold --precision --init --seed --save-every --eval-every --threads --quiet --json -h --help"
-  ["umust train pitch-reader"]="--data -o --output --max-minutes --max-steps --device --batch-size --lr --warmup-steps --decay-steps --channels --hidden --ctc-target --no-scans --init --seed --save-every --eval-every --threads --quiet --json -h --help"
+  ["umust train pitch-reader"]="--data -o --output --max-minutes --max-steps --device --batch-size --lr --warmup-steps --decay-steps --channels --hidden --ctc-target --frames --no-scans --init --seed --save-every --eval-every --threads --quiet --json -h --help"
   ["umust train promote"]="--kind --name --to --scored --against --last --json -h --help"
   ["umust train retrieval"]="--data -o --output --val-data --config --max-minutes --max-steps --batch-size --lr --margin --soundfont --stage --init --freeze-cnn --no-tempo-augment --eq-augment-db --eq-knots --reverb-augment --realscans --seed --save-every --eval-every --device --threads --workers --quiet --json -h --help"
   ["umust train status"]="--json -h --help"
   ["umust train translator"]="--data -o --output --direction --preset --tasks --max-minutes --max-steps --device --image-layout --column-norm --no-column-norm --token-dropout --crops --guide --ctc --ctc-target --ctc-lr-scale --key-loss --roll --realscans --realscan-codes --init --batch-tokens --accum --precision --compile --lr --warmup-steps --decay-steps --no-codebook-init --best-metric --no-scans --add-train --codes --seed --save-every --eval-every --eval-items --threads --quiet --json -h --help"
-  ["umust translate"]="-o --output --task --via --model --transcriber --synth --soundfont --tempo --temperature --top-k --top-p --seed --grammar --no-grammar --ctc-pitches --no-ctc-pitches --key-reader --pitch-reader --note-reader --no-roll-reading --roll-reading --beam-size --device --data --split --copy --codes --batch-size --limit --json -h --help"
+  ["umust translate"]="-o --output --task --via --model --transcriber --synth --soundfont --tempo --temperature --top-k --top-p --seed --grammar --no-grammar --ctc-pitches --no-ctc-pitches --key-reader --pitch-reader --rhythm-reader --note-reader --no-roll-reading --roll-reading --beam-size --device --data --split --copy --codes --batch-size --limit --json -h --help"
 )
 _umust() {
   local cur="${COMP_WORDS[COMP_CWORD]}" cmdpath="umust" w i

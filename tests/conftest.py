@@ -104,26 +104,32 @@ def key_reader_reading(ckpt: Path, fifths: int) -> Path:
     return ckpt
 
 
-def pitch_reader_reading(ckpt: Path, name: str, notated: bool = False) -> Path:
+def pitch_reader_reading(ckpt: Path, name: str, notated: bool = False, rhythmic: bool = False) -> Path:
     """A pitch-reader checkpoint (written classes) that reads ``name`` (e.g. "F4") in the first frame
     of every column of the upper staff and nothing on the lower one (its logits are its bias);
-    ``notated``: a notated reader that reads ``name`` unmarked and then a bar line in every column."""
+    ``notated``: a notated reader that reads ``name`` unmarked and then a bar line in every column;
+    ``rhythmic``: a rhythmic reader (4 frames a column) that reads ``name`` unmarked, a quarter's
+    value, a bar line and nothing in every column."""
     import torch
 
     from umust_cli.checkpoint import save_model
-    from umust_cli.data.staff_order import BAR, ctc_classes
+    from umust_cli.data.staff_order import BAR, VALUE, ctc_classes
     from umust_cli.model.pitch_reader import MODEL_KIND, PitchReader, PitchReaderConfig
 
-    target = "notated" if notated else "written"
+    target = "rhythmic" if rhythmic else "notated" if notated else "written"
     classes = ctc_classes(target)
-    cfg = PitchReaderConfig(channels=2, hidden=8, layers=1, ctc_target=target, ctc_classes=len(classes))
+    cfg = PitchReaderConfig(channels=2, hidden=8, layers=1, ctc_target=target, ctc_classes=len(classes),
+                            frames=4 if rhythmic else 2)
     model = PitchReader(cfg)
     with torch.no_grad():
         model.ctc.weight.zero_()
-        frames = model.ctc.bias.fill_(-10.0).view(2, 2, -1)        # (staves, frames, classes + blank)
+        frames = model.ctc.bias.fill_(-10.0).view(2, cfg.frames, -1)   # (staves, frames, classes + blank)
         frames[..., -1] = 0.0
-        frames[0, 0, classes.index((name, None) if notated else (name, 0))] = 10.0
+        frames[0, 0, classes.index((name, None) if notated or rhythmic else (name, 0))] = 10.0
         if notated:
             frames[0, 1, classes.index(BAR)] = 10.0
+        if rhythmic:
+            frames[0, 1, classes.index((VALUE, "quarter"))] = 10.0
+            frames[0, 2, classes.index(BAR)] = 10.0
     save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()})
     return ckpt

@@ -164,3 +164,38 @@ def test_a_notated_run_starts_from_a_marked_reader_reading_what_it_read(corpus, 
                                         "--init", str(marked)])
     assert second.exit_code == 0, second.output
     assert load_model(notated)[1]["model"]["ctc_target"] == "notated"
+
+
+def test_a_rhythmic_run_reads_four_frames_a_column_from_a_two_frame_reader(corpus, tmp_path):
+    """A rhythmic reader (4 frames a column) started from a marked one (2) reads at first what
+    that one read, where it read it: each old frame becomes the two new frames at its place."""
+    from umust_cli.checkpoint import load_model
+    from umust_cli.model.translator import remap_ctc_head
+
+    runner, marked, rhythmic = CliRunner(), tmp_path / "marked", tmp_path / "rhythmic"
+    base = ["train", "pitch-reader", "--data", str(corpus), "--channels", "4", "--hidden", "16", "--batch-size", "4",
+            "--lr", "1e-2", "--warmup-steps", "2", "--device", "cpu", "--json"]
+    assert runner.invoke(app, base + ["-o", str(marked), "--max-steps", "20", "--ctc-target", "marked"]).exit_code == 0
+    state, config = load_model(marked)
+    blank = torch.arange(len(state["ctc.bias"])) % (len(ctc_classes("marked")) + 1) == len(ctc_classes("marked"))
+    state["ctc.bias"][blank] -= 5.0
+    old = PitchReader(PitchReaderConfig.from_dict(config["model"])).eval()
+    old.load_state_dict(state)
+    cfg = PitchReaderConfig.from_dict(dict(config["model"], ctc_target="rhythmic", frames=4,
+                                           ctc_classes=len(ctc_classes("rhythmic"))))
+    new = PitchReader(cfg).eval()
+    new.load_state_dict({k: v for k, v in state.items() if not k.startswith("ctc.")}, strict=False)
+    weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes("marked"),
+                                  ctc_classes("rhythmic"), per_column=4)
+    new.ctc.weight.data.copy_(weight)
+    new.ctc.bias.data.copy_(bias)
+    images = split_staff_images(corpus, "valid", "marked", scans=False).images
+    old_classes, new_classes = ctc_classes("marked"), ctc_classes("rhythmic")
+    read_old = [[[(p, old_classes[c]) for p, c in s] for s in staves] for _, staves in old.read(images)]
+    assert any(staff for staves in read_old for staff in staves)
+    assert [[[(p, new_classes[c]) for p, c in s] for s in staves] for _, staves in new.read(images)] == read_old
+    run = runner.invoke(app, base + ["-o", str(rhythmic), "--max-steps", "2", "--ctc-target", "rhythmic",
+                                     "--init", str(marked)])
+    assert run.exit_code == 0, run.output
+    saved = load_model(rhythmic)[1]["model"]
+    assert (saved["ctc_target"], saved["frames"]) == ("rhythmic", 4)

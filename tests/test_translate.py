@@ -497,6 +497,34 @@ def test_a_notated_pitch_readers_bar_lines_are_no_notes_and_no_omr_pitches(files
     assert "bar" not in tokens and [t for t in tokens if t[0] in "ABCDEFG" and t[-1].isdigit()]
 
 
+def test_a_rhythmic_reader_writes_omrs_notes_and_plays_its_pitches(files, tmp_path_factory, monkeypatch,
+                                                                   one_torch_thread):
+    """OMR with a rhythm reader writes the LMX of its reading (a quarter F4 a measure), opened by
+    the decoded clefs and time signature; as a pitch reader, its image -> MIDI reading plays its
+    notes at their notated onsets and values (not at their columns)."""
+    model = _tiny_reader(tmp_path_factory.mktemp("tiny-rh"), None)
+    reader = pitch_reader_reading(tmp_path_factory.mktemp("pr-rh"), "F4", rhythmic=True)
+    key = key_reader_reading(tmp_path_factory.mktemp("rh-key"), 1)                            # G major
+    out = tmp_path_factory.mktemp("rh-out")
+    _json(_run([files["png"], "-o", out / "n.mid", "--model", model, "--key-reader", key, "--pitch-reader", reader,
+                "--json"]))
+    notes = pretty_midi.PrettyMIDI(str(out / "n.mid")).instruments[0].notes   # a quarter a measure, at 0.5 s each
+    assert {n.pitch for n in notes} == {66} and [(n.start, n.end) for n in notes] == [(k / 2, k / 2 + 0.5)
+                                                                                     for k in range(15)]
+    _decode_always(monkeypatch, "measure key:fifths:0 time beats:1 beat-type:4 clef:G2 staff:1 clef:F4 staff:2 "
+                                "E4 voice:1 half staff:1")
+    _json(_run([files["png"], "-o", out / "n.lmx", "--model", model, "--key-reader", key, "--rhythm-reader", reader,
+                "--json"]))
+    tokens = (out / "n.lmx").read_text().split("---")[-1].split()
+    measure = "measure F4 voice:1 quarter staff:1".split()
+    assert tokens[:13] == ("measure key:fifths:1 time beats:1 beat-type:4 clef:G2 staff:1 clef:F4 staff:2 "
+                           "F4 voice:1 quarter staff:1").split()
+    assert tokens[13:] == measure * 14 and "half" not in tokens
+    notated = pitch_reader_reading(tmp_path_factory.mktemp("pr-not"), "F4", notated=True)
+    result = _run([files["png"], "-o", out / "m.lmx", "--model", model, "--rhythm-reader", notated])
+    assert result.exit_code == 2 and "reads no rhythm" in result.output and not (out / "m.lmx").exists()
+
+
 def _decode_always(monkeypatch, lmx: str) -> None:
     """OMR's decoder replaced by one that writes the LMX tokens ``lmx`` for every image."""
     from umust_cli.codecs.notation import NotationCodec

@@ -71,6 +71,7 @@ VALID_FIGURES: dict[str, tuple[str, bool]] = {
 }
 PENDING: dict[str, dict[str, str]] = {
     "translator-a2i": {"small": "translator-a2i"},
+    "rhythm-reader": {"small": "rhythm-reader"},
 }
 
 

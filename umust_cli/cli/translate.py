@@ -57,6 +57,11 @@ def translate(
                                      "MIDI and audio: each staff's pitches from this pitch reader (a CNN + GRU on "
                                      "the system's pixels; auto: the shipped one where installed), none: from "
                                      "the translator's CTC head."),
+    rhythm_reader: str = typer.Option("auto", "--rhythm-reader", metavar="auto|none|NAME|PATH", help="OMR: write "
+                                      "each system's LMX from this rhythm reader's notes, rests and note values "
+                                      "(a pitch reader of rhythmic classes; auto: the shipped one where installed), "
+                                      "the decoded clefs and time signature and the key reader's key; none: the "
+                                      "decoded notes with the pitch reader's pitches."),
     note_reader: str = typer.Option("auto", "--note-reader", metavar="auto|NAME|PATH", help="The note reader of "
                                     "--transcriber note-reader (auto: the shipped one where installed)."),
     roll_reading: bool = typer.Option(True, "--roll-reading/--no-roll-reading", help="Audio -> MIDI with a "
@@ -100,7 +105,7 @@ def translate(
                        top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar,
                        beam_size=beam_size, ctc_pitches=ctc_pitches,
                        roll_reading=roll_reading, key_reader=key_reader,
-                       pitch_reader=pitch_reader, note_reader=note_reader)
+                       pitch_reader=pitch_reader, note_reader=note_reader, rhythm_reader=rhythm_reader)
     if data is not None:
         if inputs or task not in (None, "omr", "i2n", "i2a", "a2m", "amt", "transcription", "a2n"):
             raise BadInputError("--data translates a corpus split (OMR, --task i2a: OMR then the cascade "

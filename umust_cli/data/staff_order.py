@@ -16,6 +16,7 @@ grace note takes no time; ``backup``/``forward`` move by their own types. A staf
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Sequence
 
@@ -161,25 +162,113 @@ def system_key(tokens: Sequence[str]) -> int | None:
     return next((int(t.split(":")[2]) for t in tokens if t.startswith("key:fifths:")), None)
 
 
+TYPES = ("whole", "half", "quarter", "eighth", "16th", "32nd", "64th")
+GRACE, MEASURE_REST = "grace", "measure"
+# note values: type, dots ("."), a triplet ratio ("/3": 3in2); a grace note; a whole-measure rest
+VALUES = tuple(t + d for t in TYPES for d in ("", ".", "..")) + tuple(t + "/3" for t in TYPES) + (GRACE, MEASURE_REST)
+REST, SAME, VALUE = ("rest", None), ("same", None), "value"   # the classes the rhythmic target adds
+
+
+@dataclass(frozen=True)
+class Group:
+    """What one voice starts at one onset of one staff."""
+
+    pitches: tuple[tuple[str, int | str | None], ...]   # (name, printed accidental, TIE or None) upwards; () a rest
+    value: str                                           # one of VALUES
+    same: bool = False                                   # starts with the group before it
+
+
+def value_of(item: Sequence[str]) -> str:
+    """The note value (VALUES) of an LMX note's tokens; a ratio other than 3in2 is left out."""
+    if any(t.startswith("grace") for t in item):
+        return GRACE
+    if "rest:measure" in item:
+        return MEASURE_REST
+    kind = next((t for t in item if t in QUARTERS), "quarter")
+    kind = kind if kind in TYPES else ("whole" if QUARTERS[kind] > 4 else "64th")
+    if "3in2" in item:
+        return kind + "/3"
+    return kind + "." * min(2, sum(t == "dot" for t in item))
+
+
+def value_quarters(value: str) -> Fraction:
+    """The time a note value takes, in quarters (a grace note none; a measure rest: 0, set by the measure)."""
+    if value in (GRACE, MEASURE_REST):
+        return Fraction(0)
+    kind, dots = value.rstrip("./3"), value.count(".")
+    base = QUARTERS[kind] * (2 - Fraction(1, 2 ** dots))
+    return base * Fraction(2, 3) if value.endswith("/3") else base
+
+
+def staff_groups(tokens: Sequence[str], staves: int = STAVES) -> list[list[Group | tuple]]:
+    """``staves`` lists: each staff's groups (and BAR between measures) in reading order (module
+    docstring); a group's staff is its first note's."""
+    marks, found = printed_accidentals(tokens), []   # (staff, measure, onset, not grace, voice, order, group notes)
+    staff, voice, measure, time, last = 1, 1, 0, Fraction(0), None
+    for start, item in _items(tokens):
+        head = item[0]
+        if head == "measure":
+            measure, time, last = measure + 1, Fraction(0), None
+            continue
+        if head in ("backup", "forward"):
+            time += _duration(item) * (-1 if head == "backup" else 1)
+            last = None
+            continue
+        staff = next((int(t.split(":")[1]) for t in item if t.startswith("staff:")), staff)
+        voice = next((int(t.split(":")[1]) for t in item if t.startswith("voice:")), voice)
+        at = next((k for k, t in enumerate(item) if is_pitch(t)), None)
+        note = None if at is None else (item[at], TIE if "tied:stop" in item else marks.get(start + at))
+        if "chord" in item and last is not None:
+            last[-1].append(note)
+            continue
+        grace = any(t.startswith("grace") for t in item)
+        last = [staff, measure, time, not grace, voice, len(found), value_of(item), [] if note is None else [note]]
+        found.append(last)
+        time += Fraction(0) if grace else _duration(item)
+    return _ordered(found, staves, measure)
+
+
+def _ordered(found: list[list], staves: int, measures: int) -> list[list[Group | tuple]]:
+    """The groups ``staff_groups`` found, per staff in reading order, with the bar lines."""
+    out = []
+    for k in range(1, staves + 1):
+        seq, bar, prev = [], 1, None
+        for staff, measure, onset, struck, voice, _, value, notes in sorted(f for f in found if f[0] == k):
+            seq.extend([BAR] * max(0, measure - bar))
+            if measure != bar:
+                prev = None
+            bar = max(bar, measure)
+            same = struck and prev is not None and prev == onset
+            seq.append(Group(tuple(notes), value, same))
+            prev = onset if struck else prev
+        out.append(seq + [BAR] * max(0, measures - bar))
+    return out
+
+
+
 def ctc_classes(target: str) -> list[tuple[str, int | str | None]]:
     """The CTC head's classes as (pitch name, alteration): ``written``, the pitch names read
     without alteration; ``spelled``, each name flat, natural and sharp (SPELLED_ALTERS);
     ``marked``, each name as printed: without an accidental (alteration None: the key's, or an
     earlier accidental's in the measure) or with a sharp, flat or natural sign (MARKS);
-    ``notated``, the marked classes, each name as a tied continuation (TIE) and the bar line (BAR)."""
+    ``notated``, the marked classes, each name as a tied continuation (TIE) and the bar line (BAR);
+    ``rhythmic``, the notated classes, a rest (REST), a group at the onset of the one before
+    (SAME) and each note value (VALUE, VALUES): ``staff_groups``."""
     if target == "spelled":
         return [(n, a) for n in pitch_names() for a in SPELLED_ALTERS]
     if target == "marked":
         return [(n, m) for n in pitch_names() for m in MARKS]
     if target == "notated":
         return [(n, m) for n in pitch_names() for m in NOTATED_MARKS] + [BAR]
+    if target == "rhythmic":
+        return ctc_classes("notated") + [REST, SAME] + [(VALUE, v) for v in VALUES]
     return [(n, 0) for n in pitch_names()]
 
 
 def ctc_class_pitches(target: str) -> list[int | None]:
     """The MIDI pitch of each CTC class (``ctc_classes``; an unmarked or tied class: its name's;
-    the bar line: None)."""
-    return [None if (n, a) == BAR else midi_of(n, a if isinstance(a, int) else 0) for n, a in ctc_classes(target)]
+    the bar line, a rest and the rhythm classes: None)."""
+    return [midi_of(n, a if isinstance(a, int) else 0) if is_pitch(n) else None for n, a in ctc_classes(target)]
 
 
 def staff_pitch_sequences(tokens: Sequence[str], staves: int = STAVES) -> list[list[str]]:
@@ -252,6 +341,19 @@ def staff_notated_sequences(tokens: Sequence[str], staves: int = STAVES) -> list
     return out
 
 
+def rhythmic_sequence(staff: Sequence[Group | tuple]) -> list[tuple]:
+    """One staff's groups (``staff_groups``) as rhythmic classes: per group [SAME] its notes (or
+    REST), then (VALUE, its value); BAR as it is; double accidentals as single ones."""
+    out: list[tuple] = []
+    for g in staff:
+        if not isinstance(g, Group):
+            out.append(g)
+            continue
+        notes = [(n, max(-1, min(1, m)) if isinstance(m, int) else m) for n, m in g.pitches]
+        out += ([SAME] if g.same else []) + (notes or [REST]) + [(VALUE, g.value)]
+    return out
+
+
 def staff_classes(tokens: Sequence[str], target: str = "written", staves: int = STAVES,
                   classes: dict | None = None) -> list[list[int]]:
     """``staves`` lists: each staff's CTC classes (``ctc_classes(target)``) in reading order;
@@ -263,6 +365,8 @@ def staff_classes(tokens: Sequence[str], target: str = "written", staves: int = 
         return [[classes[c] for c in s] for s in staff_marked_sequences(tokens, staves)]
     if target == "notated":
         return [[classes[c] for c in s] for s in staff_notated_sequences(tokens, staves)]
+    if target == "rhythmic":
+        return [[classes[c] for c in rhythmic_sequence(s)] for s in staff_groups(tokens, staves)]
     return [[classes[(p, 0)] for p in s] for s in staff_pitch_sequences(tokens, staves)]
 
 

@@ -4,7 +4,7 @@ The translator's CTC head reads each staff's pitches from image codes; this mode
 from the image ``data.staff_images.staff_image`` makes (end-to-end OMR as in Calvo-Zaragoza et
 al. 2018, "End-to-end neural optical music recognition of monophonic scores", with one CTC
 sequence per staff). Its output has the layout of the translator's CTC head: per image code
-column (16 px), CTC_FRAMES frames for each of CTC_STAVES staves, over the classes of
+column (16 px), ``frames`` (CTC_FRAMES unless set) frames for each of CTC_STAVES staves, over the classes of
 ``data.staff_order.ctc_classes(ctc_target)`` plus the blank, so that the image -> MIDI reading
 (``translate.direct``) times its emissions by column exactly as it times the head's.
 
@@ -27,6 +27,8 @@ from umust_cli.errors import BadInputError, ImageError
 from umust_cli.model.translator import CTC_FRAMES, CTC_STAVES, CTC_TARGETS, column_ctc_emissions
 
 MODEL_KIND = "umust-pitch-reader"
+RHYTHMIC_FRAMES = 4  # frames a column for the rhythmic classes (a note value follows every chord): 2 leave
+                     # 3% of the corpus's systems more classes than frames (data.staff_order.staff_groups)
 MARGIN = 64          # blank pixels after every image: more than half the receptive field (87 px), so that a
                      # column reads the same alone and beside wider images in a batch (batch norm shifts blank paper)
 
@@ -42,11 +44,12 @@ class PitchReaderConfig:
     ctc_target: str = "notated"   # the classes (data.staff_order.ctc_classes)
     ctc_classes: int = 351        # len(ctc_classes(ctc_target))
     dropout: float = 0.2          # on the column features, in training
+    frames: int = CTC_FRAMES      # CTC frames per column and staff (a rhythmic reading needs more)
 
     def __post_init__(self) -> None:
-        if self.height % 16 or self.channels < 1 or self.hidden % 2 or self.layers < 1:
-            raise BadInputError("a pitch reader's height must be a multiple of 16, channels and layers >= 1, "
-                                "hidden even")
+        if self.height % 16 or self.channels < 1 or self.hidden % 2 or self.layers < 1 or self.frames < 1:
+            raise BadInputError("a pitch reader's height must be a multiple of 16, channels, layers and frames "
+                                ">= 1, hidden even")
         if self.ctc_target not in CTC_TARGETS or self.ctc_classes < 1:
             raise BadInputError(f"unknown pitch-reader target {self.ctc_target!r}; choose {' or '.join(CTC_TARGETS)}")
 
@@ -81,11 +84,11 @@ class PitchReader(nn.Module):
         self.stages = nn.ModuleList(Stage(a, b, k > 0) for k, (a, b) in enumerate(zip(chans, chans[1:])))
         self.proj = nn.Linear(4 * c * (cfg.height // 16), cfg.hidden)
         self.rnn = nn.GRU(cfg.hidden, cfg.hidden // 2, cfg.layers, batch_first=True, bidirectional=True)
-        self.ctc = nn.Linear(cfg.hidden, CTC_STAVES * CTC_FRAMES * (cfg.ctc_classes + 1))
+        self.ctc = nn.Linear(cfg.hidden, CTC_STAVES * cfg.frames * (cfg.ctc_classes + 1))
 
     def forward(self, ink: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, height, 16 C) ink in [0, 1] (1 = black), ``cols`` (B,) valid columns each (None:
-        all) -> (B, C, CTC_STAVES * CTC_FRAMES * (classes + 1)) CTC logits."""
+        all) -> (B, C, CTC_STAVES * frames * (classes + 1)) CTC logits."""
         if ink.shape[-2] != self.cfg.height or ink.shape[-1] % 16:
             raise ImageError(f"a pitch reader reads {self.cfg.height}-row images of whole 16-px columns, "
                              f"not {tuple(ink.shape[-2:])}")
@@ -112,7 +115,7 @@ class PitchReader(nn.Module):
             device = next(self.parameters()).device
             for img in images:
                 ink, cols = images_to_ink([img]).to(device), torch.tensor([img.shape[1] // 16])
-                out.append((int(cols[0]), column_ctc_emissions(self(ink), cols)[0]))
+                out.append((int(cols[0]), column_ctc_emissions(self(ink), cols, self.cfg.frames)[0]))
         finally:
             self.train(was)
         return out

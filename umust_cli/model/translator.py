@@ -44,7 +44,7 @@ PAD = 0
 LAYOUTS = ("grid", "column")
 MODEL_KIND = "umust-translator"
 GUIDE_SIGMA = 0.2    # width of the guided-attention diagonal (the TTS paper's g)
-CTC_TARGETS = ("written", "spelled", "marked", "notated")    # data.staff_order.ctc_classes
+CTC_TARGETS = ("written", "spelled", "marked", "notated", "rhythmic")    # data.staff_order.ctc_classes
 CTC_FRAMES = 2       # CTC head: frames per image column (a chord needs one frame per note)
 CTC_STAVES = 2       # CTC head: one target sequence per staff
 KEY_FIFTHS = tuple(range(-7, 8))   # key-signature head: its classes (sharps > 0, flats < 0)
@@ -662,16 +662,17 @@ def _mask_columns(memory: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     return mask[:, 0, 0].sum(-1).long()
 
 
-def column_ctc_loss(logits: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """CTC of per-column logits (B, C, CTC_STAVES * CTC_FRAMES * n; n = classes + blank, the blank
+def column_ctc_loss(logits: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
+                    per_column: int = CTC_FRAMES) -> torch.Tensor:
+    """CTC of per-column logits (B, C, CTC_STAVES * per_column * n; n = classes + blank, the blank
     last) against each staff's classes ``targets`` (B, CTC_STAVES, L; -1 pads), ``cols`` (B,) valid
-    columns each. Each column gives CTC_FRAMES frames per staff. Mean over sequences of the loss
-    per target token; a sequence no alignment fits adds 0 (``zero_infinity``)."""
+    columns each. Each column gives ``per_column`` frames per staff. Mean over sequences of the
+    loss per target token; a sequence no alignment fits adds 0 (``zero_infinity``)."""
     b, c, width = logits.shape
-    n = width // (CTC_STAVES * CTC_FRAMES)
-    frames = logits.float().view(b, c, CTC_STAVES, CTC_FRAMES, n)
-    frames = frames.permute(2, 1, 3, 0, 4).reshape(CTC_STAVES, c * CTC_FRAMES, b, n).log_softmax(-1)
-    lengths = cols.long() * CTC_FRAMES
+    n = width // (CTC_STAVES * per_column)
+    frames = logits.float().view(b, c, CTC_STAVES, per_column, n)
+    frames = frames.permute(2, 1, 3, 0, 4).reshape(CTC_STAVES, c * per_column, b, n).log_softmax(-1)
+    lengths = cols.long() * per_column
     total = logits.new_zeros((), dtype=torch.float32)
     for k in range(CTC_STAVES):
         tgt = targets[:, k]
@@ -680,21 +681,22 @@ def column_ctc_loss(logits: torch.Tensor, cols: torch.Tensor, targets: torch.Ten
     return total / CTC_STAVES
 
 
-def column_ctc_emissions(logits: torch.Tensor, cols: torch.Tensor) -> list[list[list[tuple[float, int]]]]:
-    """The best path per staff of per-column CTC logits (B, C, CTC_STAVES * CTC_FRAMES * n), as
+def column_ctc_emissions(logits: torch.Tensor, cols: torch.Tensor,
+                         per_column: int = CTC_FRAMES) -> list[list[list[tuple[float, int]]]]:
+    """The best path per staff of per-column CTC logits (B, C, CTC_STAVES * per_column * n), as
     (position, class) of every emission (argmax frames, repeats merged, blanks dropped, only the
     first ``cols`` (B,) columns): [example][staff], in reading order. The position is the
-    emitting frame's, in columns: column + frame / CTC_FRAMES (its integer part is the column;
+    emitting frame's, in columns: column + frame / per_column (its integer part is the column;
     emissions one frame apart were written back to back, no blank between)."""
     b, c, width = logits.shape
-    blank = width // (CTC_STAVES * CTC_FRAMES) - 1
-    best = logits.view(b, c, CTC_STAVES, CTC_FRAMES, blank + 1).argmax(-1)   # (B, C, staves, frames)
+    blank = width // (CTC_STAVES * per_column) - 1
+    best = logits.view(b, c, CTC_STAVES, per_column, blank + 1).argmax(-1)   # (B, C, staves, frames)
     out = []
     for i, n_cols in enumerate(cols.tolist()):
         staves = []
         for k in range(CTC_STAVES):
             path = best[i, :n_cols, k].reshape(-1).tolist()                     # (C * frames,)
-            staves.append([(j / CTC_FRAMES, p) for j, p in enumerate(path)
+            staves.append([(j / per_column, p) for j, p in enumerate(path)
                            if p != blank and (j == 0 or p != path[j - 1])])
         out.append(staves)
     return out
@@ -702,18 +704,22 @@ def column_ctc_emissions(logits: torch.Tensor, cols: torch.Tensor) -> list[list[
 
 @torch.no_grad()
 def remap_ctc_head(weight: torch.Tensor, bias: torch.Tensor, old: Sequence[tuple], new: Sequence[tuple],
-                   offset: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+                   offset: float = 2.0, per_column: int = CTC_FRAMES) -> tuple[torch.Tensor, torch.Tensor]:
     """A CTC head's ``weight`` (CTC_STAVES * CTC_FRAMES * (len(old) + 1), d) and ``bias`` over the
     classes ``old`` (``data.staff_order.ctc_classes``; blank last) remapped to the classes ``new``:
     a class in both keeps its row; a new variant of a name (e.g. a tied continuation) starts from
     the name's unmarked row (its class (name, None)), ``offset`` lower in bias; any other new class
-    (the bar line) from zero weights and the blank's bias less ``offset``; the blank keeps its row."""
+    (the bar line) from zero weights and the blank's bias less ``offset``; the blank keeps its row.
+    A head of CTC_FRAMES frames per column becomes one of ``per_column``: each new frame starts as
+    the old frame at its place in the column."""
     d, n = weight.shape[-1], len(old) + 1
     if weight.shape[0] != CTC_STAVES * CTC_FRAMES * n:
         raise CheckpointError(f"a CTC head of {weight.shape[0]} rows is not one over {len(old)} classes")
     w, b = weight.view(CTC_STAVES, CTC_FRAMES, n, d), bias.view(CTC_STAVES, CTC_FRAMES, n)
+    place = [f * CTC_FRAMES // per_column for f in range(per_column)]
+    w, b = w[:, place], b[:, place]                                   # (staves, per_column, n, d)
     index = {tuple(c): i for i, c in enumerate(old)}
-    new_w = w.new_zeros(CTC_STAVES, CTC_FRAMES, len(new) + 1, d)
+    new_w = w.new_zeros(CTC_STAVES, per_column, len(new) + 1, d)
     new_b = b[:, :, -1:].repeat(1, 1, len(new) + 1) - offset
     for k, c in enumerate(list(map(tuple, new)) + [None]):
         src = n - 1 if c is None else index.get(c, index.get((c[0], None)))

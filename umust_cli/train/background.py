@@ -113,7 +113,7 @@ def plan_translator(req: BackgroundRequest, weights_dir: Path | None = None) -> 
 READER_KINDS = registry.READER_KINDS
 # The validation figure each reader keeps its best checkpoint on (registry.VALID_FIGURES).
 READER_FIGURES = {kind: figure for kind, (figure, _) in registry.VALID_FIGURES.items() if kind != "umust-translator"}
-READER_ARCHITECTURE_FLAGS = ("--channels", "--hidden", "--ctc-target")   # a new run with these starts fresh
+READER_ARCHITECTURE_FLAGS = ("--channels", "--hidden", "--ctc-target", "--frames")   # a new run with these starts fresh
 HIGHER_READER_FIGURES = tuple(f.rstrip("/") for f, up in registry.VALID_FIGURES.values() if up)
 ReaderFlags = Callable[[str, dict], list[tuple[str, ...]]]   # (kind, saved config) -> options, one tuple each
 

@@ -25,7 +25,7 @@ from umust_cli.data.staff_order import PAD_TARGET, STAVES, ctc_classes
 from umust_cli.errors import BadInputError
 from umust_cli.eval.metrics import edit_distance
 from umust_cli.model.pitch_reader import MODEL_KIND, PitchReader, PitchReaderConfig, images_to_ink
-from umust_cli.model.translator import column_ctc_loss, remap_ctc_head
+from umust_cli.model.translator import CTC_FRAMES, column_ctc_loss, remap_ctc_head
 from umust_cli.train.engine import RunOptions, TrainResult, fit
 from umust_cli.train.pixel_reader import ReaderTask, ReaderTrainConfig, jitter
 
@@ -99,7 +99,7 @@ class PitchReaderTask(ReaderTask):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         ink, cols, targets = batch
-        return column_ctc_loss(self.model(ink, cols), cols, targets)
+        return column_ctc_loss(self.model(ink, cols), cols, targets, self.cfg.model.frames)
 
     def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
         classes = [list(c) for c in ctc_classes(self.cfg.model.ctc_target)]     # checked on load (engines)
@@ -110,19 +110,24 @@ class PitchReaderTask(ReaderTask):
         run) gives its head's rows to the classes they share (``model.translator.remap_ctc_head``)."""
         saved = ckpt_io.read_config(init).get("model") or {}
         old_target = saved.get("ctc_target", self.cfg.model.ctc_target)
-        if old_target == self.cfg.model.ctc_target:
+        old_frames = saved.get("frames", CTC_FRAMES)
+        if (old_target, old_frames) == (self.cfg.model.ctc_target, self.cfg.model.frames):
             return super().warm_start(init)
+        if old_frames != CTC_FRAMES:
+            raise BadInputError(f"{init}: a head of {old_frames} frames a column starts no other head")
         def normalize(model: dict) -> dict:    # the head's classes are the run's: remapped below
-            return dict(model, ctc_target=self.cfg.model.ctc_target, ctc_classes=self.cfg.model.ctc_classes)
+            return dict(model, ctc_target=self.cfg.model.ctc_target, ctc_classes=self.cfg.model.ctc_classes,
+                        frames=self.cfg.model.frames)
 
         row = ckpt_io.warm_start(self.model, init, self.kind, self.cfg.model.to_dict(), normalize=normalize,
                                  fresh=("ctc.",), drop=("ctc.",))     # checks the init's kind and body first
         state, _ = ckpt_io.load_model(init)
         weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes(old_target),
-                                      ctc_classes(self.cfg.model.ctc_target))
+                                      ctc_classes(self.cfg.model.ctc_target), per_column=self.cfg.model.frames)
         self.model.ctc.weight.data.copy_(weight)
         self.model.ctc.bias.data.copy_(bias)
-        return {**row, "ctc_head": f"{self.cfg.model.ctc_target} from the init's {old_target} head"}
+        return {**row, "ctc_head": f"{self.cfg.model.ctc_target} ({self.cfg.model.frames} frames a column) from "
+                                   f"the init's {old_target} head"}
 
     def evaluate(self) -> dict | None:
         return error_rates(self.model, self.valid_data) if self.valid_data.images else None

@@ -105,21 +105,23 @@ def _reader_keys(paths: dict[str, Path], systems: list[pairs_io.System], engines
     return [keys.pop(0) if p is not None else None for p in found]
 
 
-def _pixel_readings(paths: dict[str, Path], systems: list[pairs_io.System], engines: Engines) -> list:
-    """The pitch reader's reading of each system's image file (``paths``: ``image_paths``); Nones
-    where the run has no pitch reader or an image file is missing (the translator's CTC head reads those)."""
-    if engines.pitch_reader() is None:
+def _pixel_readings(paths: dict[str, Path], systems: list[pairs_io.System], engines: Engines,
+                    omr: bool = False) -> list:
+    """The pitch reader's (``omr``: the rhythm reader's where the run has one) reading of each
+    system's image file (``paths``: ``image_paths``); Nones where the run has no such reader or an
+    image file is missing (the translator's CTC head reads those)."""
+    if engines.pitch_reader() is None and not (omr and engines.rhythm_reader() is not None):
         return [None] * len(systems)
     found = [paths.get(s.key) for s in systems]
-    read = pixel_readings(engines, [load_gray(p) for p in found if p is not None])
+    read = pixel_readings(engines, [load_gray(p) for p in found if p is not None], omr)
     return [read.pop(0) if p is not None else None for p in found]
 
 
 def image_paths(job: SplitJob, engines: Engines) -> dict[str, Path]:
     """System key ("piece/NNN", a scanned-look copy's with "/scanK") -> its image file, of ``job``'s
-    split; {} for a run without a key reader or a pitch reader (which read them)."""
+    split; {} for a run without a key, pitch or rhythm reader (which read them)."""
     out: dict[str, Path] = {}
-    if engines.key_reader() is None and engines.pitch_reader() is None:
+    if engines.key_reader() is None and engines.pitch_reader() is None and engines.rhythm_reader() is None:
         return out
     for row in corpus_io.system_rows(job.corpus, (job.split,)):
         key = f"{row['piece_id']}/{int(row['system']):03d}"
@@ -147,7 +149,7 @@ def predict_omr(job: SplitJob, engines: Engines, out: Path,
                                    rule=engines.rule("notation", len(idx)))
         chosen = [todo[i] for i in idx]
         ids = read_staff_pitches(engines, model, memory, mask, ids, _reader_keys(paths, chosen, engines),
-                                 _pixel_readings(paths, chosen, engines))
+                                 _pixel_readings(paths, chosen, engines, omr=True))
         for i, out_ids in zip(idx, ids):
             tokens = [names[t] for t in engines.vocab.to_local("notation", out_ids)]
             empty += not tokens

@@ -27,12 +27,13 @@ import torch
 from umust_cli.codecs.audio import HOP, SAMPLE_RATE as AUDIO_RATE, flatten as flatten_audio, resample
 from umust_cli.codecs.base import Codes
 from umust_cli.codecs.midi import MidiCodec, MidiSegment
-from umust_cli.codecs.notation import NotationCodec, tokens_to_ids
+from umust_cli.codecs.notation import NotationCodec, is_pitch, tokens_to_ids
 from umust_cli.errors import BadInputError, ImageError, TranslationError
 from umust_cli.model.generate import generate_from_memory, step_positions, to_steps
-from umust_cli.data.staff_order import (BAR, MARKS, TIE, ctc_class_pitches, ctc_classes, key_alters, midi_of,
-                                        read_pitches)
+from umust_cli.data.staff_order import (BAR, GRACE, MARKS, TIE, Group, ctc_class_pitches, ctc_classes, key_alters,
+                                        midi_of, read_pitches, value_quarters)
 from umust_cli.data.key_crops import key_crop
+from umust_cli.data.rhythm import header_tokens, placed_measures, read_groups, write_lmx
 from umust_cli.data.staff_images import staff_image
 from umust_cli.data.roll import roll_notes
 from umust_cli.model.translator import CTC_FRAMES, PAD, SLOTS, Translator
@@ -46,6 +47,7 @@ IMAGE_HEIGHT_PATCHES = 14    # height of a generated system image (224 px): the 
 COLUMN_SECONDS = 0.12        # image -> MIDI reading: time per image patch column (16 px)
 SYSTEM_GAP_COLUMNS = 4       # ... and the silence between two systems, in columns
 READING_VELOCITY = 80
+QUARTER_SECONDS = 0.5        # rhythmic image -> MIDI reading: a quarter note's time (120 a minute)
 
 
 def translate_ids(engines: Engines, source: str, target: str, local_ids: Sequence[int],
@@ -71,7 +73,8 @@ def read_staff_pitches(engines: Engines, model: Translator, memory: torch.Tensor
     """OMR outputs (global notation ids per source image, decoded from the encoder's ``memory``
     and ``mask``) with each staff's pitch tokens taken from the pitch reader's reading
     (``pixels``, one per image or None) or else the model's CTC head, where they align with the
-    decoded notes (``data.staff_order.read_pitches``), and the first key signature from
+    decoded notes (``data.staff_order.read_pitches``), or, from a rhythm reader's reading, the
+    LMX it writes opened by the decoded clefs and time (``rhythm_tokens``); the first key signature from
     ``fifths`` (the key reader's, one per image or None) or else its key head; unchanged for a
     model without them or with ``RunConfig.ctc_pitches`` off. Measured on valid systems:
     results.md, "CTC pitch reading", "Key signatures" and "Pitch reader"."""
@@ -84,12 +87,21 @@ def read_staff_pitches(engines: Engines, model: Translator, memory: torch.Tensor
     readings = [with_readers(r, k, p) for r, k, p in zip(column_reading(model, memory, mask), read, pixels)]
     for seq, reading in zip(ids, readings):
         tokens = [names[t] for t in engines.vocab.to_local("notation", seq)]
-        if model.cfg.ctc_classes or reading.target:
+        if reading.target == "rhythmic":
+            tokens = rhythm_tokens(reading, header_tokens(tokens))
+        elif model.cfg.ctc_classes or reading.target:
             class_names = [n for n, _ in ctc_classes(reading.target or model.cfg.ctc_target)]
             staves = [[class_names[c] for _, c in staff if class_names[c] != BAR[0]] for staff in reading.staves]
             tokens, _ = read_pitches(tokens, staves)
         out.append(engines.vocab.to_global("notation", tokens_to_ids(with_key(tokens, reading.fifths))))
     return out
+
+
+def rhythm_tokens(reading: Reading, header: list[str]) -> list[str]:
+    """The LMX a rhythmic reading writes (``data.rhythm.write_lmx``), ``header`` opening it (the
+    decoded system's clefs, key and time signature: ``data.rhythm.header_tokens``)."""
+    classes = ctc_classes("rhythmic")
+    return write_lmx([read_groups([classes[c] for _, c in staff]) for staff in reading.staves], header)
 
 
 def with_key(tokens: list[str], fifths: int | None) -> list[str]:
@@ -109,6 +121,7 @@ class Reading(NamedTuple):
     fifths: int | None                     # the key signature the key head reads (None without one)
     target: str | None = None              # the classes of ``staves`` where not the translator's CTC head's
                                            # (a pitch reader's ctc_target)
+    frames: int = CTC_FRAMES               # CTC frames a column (a pitch reader's ``frames``)
 
 
 def encode_images(model: Translator, src: torch.Tensor, src_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -127,16 +140,16 @@ def column_reading(model: Translator, memory: torch.Tensor, mask: torch.Tensor |
     return [Reading(*r) for r in zip(cols, emissions, keys)]
 
 
-def chord_columns(staff: Sequence[tuple[float, int]]) -> list[float]:
+def chord_columns(staff: Sequence[tuple[float, int]], frames: int = CTC_FRAMES) -> list[float]:
     """The onset column of each note of one staff's CTC reading (position, MIDI pitch), in order.
 
     A chord is read upwards (``data.staff_order``), one note per CTC frame, and a column has only
-    CTC_FRAMES frames: a chord of more notes runs on into the next column's frames. Notes of
+    ``frames`` frames: a chord of more notes runs on into the next column's frames. Notes of
     rising pitch written back to back (one frame apart, no blank between) are taken as one chord,
     sounding at the mean of their columns; every other note at its own column. Chosen on the
     valid split, results.md ("Chord columns")."""
     cols, first = [float(int(pos)) for pos, _ in staff], 0
-    step = 1.0 / CTC_FRAMES
+    step = 1.0 / frames
     for j in range(1, len(staff) + 1):
         if (j < len(staff) and abs(staff[j][0] - staff[j - 1][0] - step) < 1e-6
                 and staff[j][1] > staff[j - 1][1]):
@@ -170,6 +183,7 @@ def staff_notes(staff: Sequence[tuple[float, int]], target: str, fifths: int | N
         name, mark = classes[cls]
         if (name, mark) == BAR:
             carried = {}
+        if table[cls] is None:          # the bar line; a rhythmic reading's rests, voices and note values
             continue
         tied = mark == TIE and name in last
         pitch = last[name] if tied else carried.get(name, table[cls]) if mark in (None, TIE) else table[cls]
@@ -181,14 +195,14 @@ def staff_notes(staff: Sequence[tuple[float, int]], target: str, fifths: int | N
 
 
 def column_notes(staves: Sequence[Sequence[Sounding]], start: float = 0.0,
-                 column_seconds: float = COLUMN_SECONDS) -> list[pretty_midi.Note]:
+                 column_seconds: float = COLUMN_SECONDS, frames: int = CTC_FRAMES) -> list[pretty_midi.Note]:
     """Notes of one system's reading (``staff_notes`` of each staff): each struck note at
     ``start + column * column_seconds``, its column that of its chord (``chord_columns``), held
     to the staff's next onset (one column at the end); a tied continuation holds the staff's
     last note of its pitch on to the continuation's next onset instead."""
     notes = []
     for staff in staves:
-        cols = chord_columns([(s.position, s.pitch) for s in staff])
+        cols = chord_columns([(s.position, s.pitch) for s in staff], frames)
         onsets = sorted(set(cols))
         following = dict(zip(onsets, onsets[1:] + [onsets[-1] + 1] if onsets else []))
         sounding: dict[int, pretty_midi.Note] = {}
@@ -207,13 +221,41 @@ def reading_pitches(ctc_target: str, fifths: int | None) -> list[int | None]:
     altered by the key signature ``fifths`` where a key head read one (no accidentals: measured
     in results.md, "Key signatures"); a marked or notated head's unmarked (and tied) names the
     same way and its marked ones by their sign; a spelled head's classes carry their own
-    alteration; the bar line None (``staff_notes`` reads what an accidental and a tie carry)."""
+    alteration; the bar line and a rhythmic head's rests and note values None (``staff_notes`` reads what an
+    accidental and a tie carry)."""
     if ctc_target == "spelled" or fifths is None:
         return ctc_class_pitches(ctc_target)
-    alters, marks = key_alters(fifths), ctc_target in ("marked", "notated")
-    return [None if (name, alter) == BAR else
-            midi_of(name, alter if marks and isinstance(alter, int) else alters.get(name[0], 0))
-            for name, alter in ctc_classes(ctc_target)]
+    alters, marks = key_alters(fifths), ctc_target in ("marked", "notated", "rhythmic")
+    return [midi_of(name, alter if marks and isinstance(alter, int) else alters.get(name[0], 0))
+            if is_pitch(name) else None for name, alter in ctc_classes(ctc_target)]
+
+
+def rhythm_notes(reading: Reading, start: float = 0.0,
+                 quarter_seconds: float = QUARTER_SECONDS) -> tuple[list[pretty_midi.Note], float]:
+    """The notes of a rhythmic reading (``data.rhythm``: groups placed in voices, measure by
+    measure) at their notated onsets and values, a quarter ``quarter_seconds``, from ``start``;
+    pitches as ``staff_notes`` reads them (accidentals to the bar line, ties held); a grace note
+    a 32nd long at the onset of its note. Returns the notes and the system's end."""
+    classes, sounding = ctc_classes("rhythmic"), {}
+    staves = [read_groups([classes[c] for _, c in staff]) for staff in reading.staves]
+    for groups, staff in zip(staves, reading.staves):
+        played = iter(staff_notes(staff, "rhythmic", reading.fifths))
+        sounding.update({id(g): [next(played) for _ in g.pitches] for g in groups if isinstance(g, Group)})
+    notes, held, t0 = [], {}, start
+    for voices in placed_measures(staves):
+        length = float(max((v.end for _, v in voices), default=0))
+        for _, voice in voices:
+            for onset, g in voice.groups:
+                on = t0 + float(onset) * quarter_seconds
+                off = on + (float(value_quarters(g.value)) if g.value != GRACE else 0.125) * quarter_seconds
+                for s in sounding[id(g)]:
+                    if s.tied and s.pitch in held:
+                        held[s.pitch].end = max(held[s.pitch].end, off)
+                        continue
+                    held[s.pitch] = pretty_midi.Note(READING_VELOCITY, s.pitch, on, off)
+                    notes.append(held[s.pitch])
+        t0 += length * quarter_seconds
+    return sorted(notes, key=lambda n: (n.start, n.pitch)), t0
 
 
 def reading_midi(systems: Sequence[Reading], ctc_target: str | None = None) -> pretty_midi.PrettyMIDI:
@@ -224,7 +266,13 @@ def reading_midi(systems: Sequence[Reading], ctc_target: str | None = None) -> p
         target = reading.target or ctc_target
         if not target:
             raise ValueError("reading_midi: a reading without its classes' name (Reading.target or ctc_target)")
-        piano.notes.extend(column_notes([staff_notes(s, target, reading.fifths) for s in reading.staves], start))
+        if target == "rhythmic":
+            notes, end = rhythm_notes(reading, start)
+            piano.notes.extend(notes)
+            start = end + SYSTEM_GAP_COLUMNS * COLUMN_SECONDS
+            continue
+        staves = [staff_notes(s, target, reading.fifths) for s in reading.staves]
+        piano.notes.extend(column_notes(staves, start, frames=reading.frames))
         start += (reading.columns + SYSTEM_GAP_COLUMNS) * COLUMN_SECONDS
     midi.instruments.append(piano)
     return midi
@@ -288,20 +336,23 @@ def with_readers(reading: Reading, fifths: int | None, pixel: Reading | None) ->
     """The translator's ``reading`` of a system with the key reader's key signature ``fifths`` and
     the pitch reader's columns and staves (``pixel``) where they read one."""
     if pixel is not None:
-        reading = reading._replace(columns=pixel.columns, staves=pixel.staves, target=pixel.target)
+        reading = reading._replace(columns=pixel.columns, staves=pixel.staves, target=pixel.target,
+                                   frames=pixel.frames)
     return reading if fifths is None else reading._replace(fifths=fifths)
 
 
-def pixel_readings(engines: Engines, systems: Sequence[np.ndarray]) -> list[Reading | None]:
+def pixel_readings(engines: Engines, systems: Sequence[np.ndarray], omr: bool = False) -> list[Reading | None]:
     """The pitch reader's reading of each grayscale system image (``data.staff_images.staff_image``;
-    no key signature); Nones where the run has no pitch reader (``Engines.pitch_reader``) and for
-    blank images."""
-    reader = engines.pitch_reader()
+    no key signature); for ``omr``, the rhythm reader's where the run has one (``Engines.rhythm_reader``:
+    OMR writes its LMX from it, ``read_staff_pitches``); Nones where the run has no such reader
+    (``Engines.pitch_reader``) and for blank images."""
+    reader = (omr and engines.rhythm_reader()) or engines.pitch_reader()
     if reader is None or not systems:
         return [None] * len(systems)
     images = [_staff_image_or_none(g, reader.cfg.height) for g in systems]
     read = reader.read([img for img in images if img is not None])
-    return [None if img is None else Reading(*read.pop(0), None, reader.cfg.ctc_target) for img in images]
+    return [None if img is None else Reading(*read.pop(0), None, reader.cfg.ctc_target, reader.cfg.frames)
+            for img in images]
 
 
 def _staff_image_or_none(gray: np.ndarray, height: int) -> np.ndarray | None:
@@ -325,7 +376,7 @@ def reader_keys(engines: Engines, systems: Sequence[np.ndarray]) -> list[int | N
 def image_to_notation(systems: list[np.ndarray], engines: Engines) -> Notation:
     """OMR: the LMX tokens of every system, one after another (consecutive measures)."""
     codec, names, tokens = engines.image_codec(), NotationCodec().token_names(), []
-    read = zip(systems, reader_keys(engines, systems), pixel_readings(engines, systems))
+    read = zip(systems, reader_keys(engines, systems), pixel_readings(engines, systems, omr=True))
     for i, (gray, fifths, pixel) in enumerate(read):
         codes = codec.encode(gray)
         ids = translate_ids(engines, "image", "notation", codes.ids, src_height=codes.shape[0], piece=i,

@@ -58,6 +58,8 @@ class RunConfig:
     pitch_reader: str = "auto"          # image -> MIDI: each staff's pitches from this pitch reader (NAME|PATH);
                                         # auto: the shipped one where installed, none: the translator's CTC head
     note_reader: str = "auto"           # the note-reader engine (--transcriber note-reader): NAME|PATH; auto: shipped
+    rhythm_reader: str = "auto"         # OMR: the LMX written from this rhythmic pitch reader's notes, rests and note
+                                        # values (NAME|PATH); auto: the shipped one where installed, none: decoded
 
     def __post_init__(self) -> None:    # bad decoding settings fail before any input is read
         DecodingOptions(temperature=self.temperature or 0.0, top_k=self.top_k, top_p=self.top_p,
@@ -144,6 +146,15 @@ def load_pitch_reader(folder: Path) -> PitchReader:
     return model
 
 
+def load_rhythm_reader(folder: Path) -> PitchReader:
+    """A pitch-reader checkpoint of the ``rhythmic`` classes (CheckpointError for any other)."""
+    model = load_pitch_reader(folder)
+    if model.cfg.ctc_target != "rhythmic":
+        raise CheckpointError(f"{folder}: a {model.cfg.ctc_target} pitch reader reads no rhythm (a rhythm reader "
+                              "is one trained with --ctc-target rhythmic)")
+    return model
+
+
 def load_note_reader(folder: Path) -> NoteReader:
     """A note-reader checkpoint (one-line CheckpointError for another kind or weights that do not fit)."""
     return load_module(folder, NOTE_READER_KIND, lambda cfg: NoteReader(NoteReaderConfig.from_dict(cfg)))
@@ -183,6 +194,10 @@ class Engines:
     def pitch_reader(self) -> PitchReader | None:
         """The pitch reader of ``RunConfig.pitch_reader`` (None: none asked for or installed)."""
         return self._reader("pitch-reader", self.config.pitch_reader, load_pitch_reader)
+
+    def rhythm_reader(self) -> PitchReader | None:
+        """The rhythmic pitch reader of ``RunConfig.rhythm_reader`` (None: none asked for or installed)."""
+        return self._reader("rhythm-reader", self.config.rhythm_reader, load_rhythm_reader)
 
     def note_reader(self) -> NoteReader:
         """The note reader of ``RunConfig.note_reader``; CheckpointError when none is installed or given."""

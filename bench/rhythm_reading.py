@@ -1,0 +1,107 @@
+"""Rhythm readers side by side on the LMX they write (OMR SER), with the rule's own ceiling.
+
+    python bench/rhythm_reading.py --data CORPUS --rhythm-reader RUN/best [--rhythm-reader B]
+                                   [--split valid] [--limit N] [--json OUT]
+
+Every system of the split with an image and LMX, its engraving and its scanned-look copies, is
+read by each ``--rhythm-reader`` (a pitch reader of the ``rhythmic`` classes); its reading is
+written as LMX (``data.rhythm.read_groups`` / ``write_lmx``) opened by the reference's own
+attributes (``header_tokens``: clefs, key, time) and scored against the reference as `umust eval
+omr` scores (pooled token edit distance over reference tokens). The row ``oracle`` writes the
+reference's own rhythmic classes through the same rule: what a perfect reader would score. The
+product's OMR takes the attributes from the translator's decoding and the key reader instead;
+`umust translate --data --task omr` and `umust eval omr` measure that. The first two readers are
+compared system by system (copies apart): systems each reads better.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from umust_cli.codecs.image import load_gray  # noqa: E402
+from umust_cli.data import corpus as corpus_io  # noqa: E402
+from umust_cli.data.rhythm import header_tokens, read_groups, write_lmx  # noqa: E402
+from umust_cli.data.staff_images import staff_image  # noqa: E402
+from umust_cli.data.staff_order import ctc_classes, staff_classes  # noqa: E402
+from umust_cli.errors import ImageError  # noqa: E402
+from umust_cli.eval import metrics as M  # noqa: E402
+from umust_cli.eval.report import read_lmx_tokens  # noqa: E402
+from umust_cli.translate.engines import load_rhythm_reader  # noqa: E402
+
+CLASSES = ctc_classes("rhythmic")
+
+
+def systems(corpus: Path, split: str, limit: int | None) -> list[tuple[str, list[str], dict[str, Path]]]:
+    """(key, reference LMX tokens, {copy: image}) of the split's systems with both."""
+    out = []
+    for row in corpus_io.system_rows(corpus, (split,))[:limit]:
+        if not row.get("png") or not row.get("lmx") or not (corpus / row["lmx"]).is_file():
+            continue
+        copies = {"engraved": corpus / row["png"]}
+        copies.update({f"scan{k}": corpus / s for k, s in enumerate(row.get("scans") or ())})
+        out.append((f"{row['piece_id']}/{int(row['system']):03d}", read_lmx_tokens(corpus / row["lmx"]),
+                    {c: p for c, p in copies.items() if p.is_file()}))
+    return out
+
+
+def written(staves: list[list[int]], ref: list[str]) -> list[str]:
+    """The LMX of one system's rhythmic class ids per staff, opened by the reference's attributes."""
+    return write_lmx([read_groups([CLASSES[c] for c in staff]) for staff in staves], header_tokens(ref))
+
+
+def score(reader, items) -> dict[str, list]:
+    """Per copy kind ("engraved", "scanned"): each system's SerCounts of the reader's LMX."""
+    out: dict[str, list] = {"engraved": [], "scanned": []}
+    for key, ref, copies in items:
+        for copy, path in copies.items():
+            kind = "engraved" if copy == "engraved" else "scanned"
+            if reader is None:
+                staves = staff_classes(ref, "rhythmic")
+            else:
+                try:
+                    image = staff_image(load_gray(path), reader.cfg.height)
+                except ImageError:
+                    out[kind].append(M.ser_counts([], ref))
+                    continue
+                staves = [[c for _, c in staff] for staff in reader.read([image])[0][1]]
+            out[kind].append(M.ser_counts(written(staves, ref), ref))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--rhythm-reader", action="append", default=[], help="a rhythm-reader checkpoint (repeat)")
+    ap.add_argument("--split", default="valid")
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    items = systems(args.data, args.split, args.limit)
+    results, report = {}, {"split": args.split, "systems": len(items)}
+    for name in ["oracle", *args.rhythm_reader]:
+        reader = None if name == "oracle" else load_rhythm_reader(Path(name)).eval()
+        results[name] = score(reader, items)
+        report[name] = {kind: round(M.pooled_ser(c), 4) for kind, c in results[name].items() if c}
+        print(name, report[name], flush=True)
+    if len(args.rhythm_reader) >= 2:
+        a, b = (results[n] for n in args.rhythm_reader[:2])
+        report["paired"] = {kind: {"b_better": sum(y.ser < x.ser for x, y in zip(a[kind], b[kind])),
+                                   "a_better": sum(y.ser > x.ser for x, y in zip(a[kind], b[kind]))}
+                            for kind in a}
+        print("paired", report["paired"])
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
