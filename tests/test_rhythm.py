@@ -62,6 +62,8 @@ def test_values_moves_and_meters():
     assert value_quarters("eighth.") == Fraction(3, 4) and value_quarters("eighth/3") == Fraction(1, 3)
     assert value_quarters("quarter..") == Fraction(7, 4) and value_quarters("grace") == 0
     assert move_tokens("backup", Fraction(3)) == ["backup", "half", "backup", "quarter"]
+    assert move_tokens("forward", Fraction(1, 3)) == ["forward", "16th", "forward", "32nd"]   # to 32nds
+    assert move_tokens("forward", Fraction(1, 24)) == []
     assert meter(["time", "beats:6", "beat-type:8"]) == (Fraction(3), Fraction(3, 2))
     assert meter(["time", "beats:3", "beat-type:8"]) == (Fraction(3, 2), Fraction(3, 2))
     assert meter(["time", "beats:2", "beat-type:2"]) == (Fraction(4), Fraction(2))

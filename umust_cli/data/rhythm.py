@@ -133,8 +133,9 @@ def place(groups: Sequence[Group], measure_length: Fraction, base: int) -> list[
 
 def move_tokens(kind: str, quarters: Fraction) -> list[str]:
     """``backup`` or ``forward`` by ``quarters`` as LMX writes it: one move per note type,
-    largest first (a remainder no type makes, as a triplet's, is dropped)."""
-    out = []
+    largest first, down to a 32nd (the move is rounded to 32nds first: a triplet's remainder,
+    which no type makes, is dropped)."""
+    out, quarters = [], Fraction(round(quarters * 8), 8)
     for name in sorted(QUARTERS, key=QUARTERS.get, reverse=True):
         if QUARTERS[name] <= quarters:
             out += [kind, name]
