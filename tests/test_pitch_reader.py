@@ -199,3 +199,6 @@ def test_a_rhythmic_run_reads_four_frames_a_column_from_a_two_frame_reader(corpu
     assert run.exit_code == 0, run.output
     saved = load_model(rhythmic)[1]["model"]
     assert (saved["ctc_target"], saved["frames"]) == ("rhythmic", 4)
+    from umust_cli.checkpoint import read_config
+    from umust_cli.cli.train import run_kind                      # `train promote` ships it as a rhythm reader
+    assert run_kind(read_config(rhythmic)) == "rhythm-reader" and run_kind(read_config(marked)) == "pitch-reader"

@@ -680,7 +680,8 @@ def curves(
 def promote(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="Run folder (its best/ checkpoint, else its last save)."),
     kind: Optional[str] = typer.Option(None, "--kind", help="translator-i2a, translator-a2i, note-reader, "
-                                       "pitch-reader or key-reader (default: the run's)."),
+                                       "pitch-reader, rhythm-reader or key-reader (default: the run's; a pitch "
+                                       "reader of rhythmic classes is a rhythm reader)."),
     name: str = typer.Option("small", "--name", help="Model name of the kind (its folder comes from "
                              "umust_cli/registry.py)."),
     to: Optional[Path] = typer.Option(None, "--to", help="Weights folder to write (default: the package's folder "
@@ -702,10 +703,7 @@ def promote(
     from umust_cli.checkpoint import read_config
     from umust_cli.train.background import promote as promote_run
 
-    if kind is None:
-        config = read_config(run_dir)
-        reader = str(config.get("kind", "")).removeprefix("umust-")
-        kind = reader if reader in registry.READER_KINDS else f"translator-{config.get('direction', 'i2a')}"
+    kind = kind or run_kind(read_config(run_dir))
     dest = to if to is not None else registry.WEIGHTS_DIR / registry.folder_name(kind, name)
     out = promote_run(run_dir, dest, _json_object(scored) if scored is not None else None,
                       _json_object(against) if against is not None else None, last)
@@ -716,6 +714,15 @@ def promote(
     typer.echo(f"promoted {out['from']} step {out['step']}: valid {out['metric']} {out['value']}{before} -> "
                f"{dest} ({out['bytes'] / 2**20:.1f} MiB). Review {dest}/MODEL_CARD.md, list it in "
                "umust_cli/registry.py if it is new, then commit.")
+
+
+def run_kind(config: dict) -> str:
+    """The registry kind a run's saved config trains: a reader's, a pitch reader of rhythmic
+    classes as ``rhythm-reader``, else the translator of its direction."""
+    reader = str(config.get("kind", "")).removeprefix("umust-")
+    if reader == "pitch-reader" and (config.get("model") or {}).get("ctc_target") == "rhythmic":
+        return "rhythm-reader"
+    return reader if reader in registry.READER_KINDS else f"translator-{config.get('direction', 'i2a')}"
 
 
 def _json_object(path: Path) -> dict:
