@@ -393,7 +393,7 @@ complete -c umust -n '__umust_path_is \'train pitch-reader\'' -l decay-steps -r 
 complete -c umust -n '__umust_path_is \'train pitch-reader\'' -l channels -r -d 'Width of the first convolution (then x2, x4, x4).'
 complete -c umust -n '__umust_path_is \'train pitch-reader\'' -l hidden -r -d 'Column features and GRU width (even).'
 complete -c umust -n '__umust_path_is \'train pitch-reader\'' -l ctc-target -r -d 'The classes read: written, spelled, marked (each pitch name as printed: unmarked, sharp, flat or natural) or notated (marked, plus each name as a tied continuation and the bar line; --init from a marked reader gives the classes they share their rows) or rhythmic (notated, plus rests, note values and voices at one onset: what OMR writes LMX from).'
-complete -c umust -n '__umust_path_is \'train pitch-reader\'' -l frames -r -d 'CTC frames per 16-px column and staff (default: 4 for rhythmic, which reads a class per note value too; else 2).'
+complete -c umust -n '__umust_path_is \'train pitch-reader\'' -l frames -r -d 'CTC frames per 16-px column and staff (0: the target\'s: 4 for rhythmic, which reads a class per note value too; else 2).'
 complete -c umust -n '__umust_path_is \'train pitch-reader\'' -l no-scans -d 'Train on the engravings only.'
 complete -c umust -n '__umust_path_is \'train pitch-reader\'' -l init -r -d 'Start a new run from these weights: a shipped model\'s name (e.g. small) or a checkpoint folder; ignored when --output already holds a run.'
 complete -c umust -n '__umust_path_is \'train pitch-reader\'' -l seed -r -d 'Seed of the initial weights, the batches and their shifts.'

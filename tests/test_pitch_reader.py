@@ -181,7 +181,7 @@ def test_a_rhythmic_run_reads_four_frames_a_column_from_a_two_frame_reader(corpu
     state["ctc.bias"][blank] -= 5.0
     old = PitchReader(PitchReaderConfig.from_dict(config["model"])).eval()
     old.load_state_dict(state)
-    cfg = PitchReaderConfig.from_dict(dict(config["model"], ctc_target="rhythmic", frames=4,
+    cfg = PitchReaderConfig.from_dict(dict(config["model"], ctc_target="rhythmic",
                                            ctc_classes=len(ctc_classes("rhythmic"))))
     new = PitchReader(cfg).eval()
     new.load_state_dict({k: v for k, v in state.items() if not k.startswith("ctc.")}, strict=False)
@@ -197,8 +197,10 @@ def test_a_rhythmic_run_reads_four_frames_a_column_from_a_two_frame_reader(corpu
     run = runner.invoke(app, base + ["-o", str(rhythmic), "--max-steps", "2", "--ctc-target", "rhythmic",
                                      "--init", str(marked)])
     assert run.exit_code == 0, run.output
-    saved = load_model(rhythmic)[1]["model"]
-    assert (saved["ctc_target"], saved["frames"]) == ("rhythmic", 4)
+    state, config = load_model(rhythmic)
+    saved = PitchReaderConfig.from_dict(config["model"])              # frames 0: the target's, 4
+    assert (saved.ctc_target, saved.per_column) == ("rhythmic", 4)
+    assert state["ctc.weight"].shape[0] == 2 * 4 * (len(ctc_classes("rhythmic")) + 1)
     from umust_cli.checkpoint import read_config
     from umust_cli.cli.train import run_kind                      # `train promote` ships it as a rhythm reader
     assert run_kind(read_config(rhythmic)) == "rhythm-reader" and run_kind(read_config(marked)) == "pitch-reader"

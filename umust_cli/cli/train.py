@@ -289,8 +289,8 @@ def pitch_reader(
                                "plus each name as a tied continuation and the bar line; --init from a marked reader "
                                "gives the classes they share their rows) or rhythmic (notated, plus rests, note "
                                "values and voices at one onset: what OMR writes LMX from)."),
-    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="CTC frames per 16-px column and staff "
-                                         "(default: 4 for rhythmic, which reads a class per note value too; else 2)."),
+    frames: int = typer.Option(0, "--frames", min=0, help="CTC frames per 16-px column and staff (0: the "
+                               "target's: 4 for rhythmic, which reads a class per note value too; else 2)."),
     no_scans: bool = READER_NO_SCANS,
     init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
     seed: int = READER_SEED,
@@ -304,15 +304,14 @@ def pitch_reader(
     the pixels of a system image, read by the image -> MIDI reading instead of the translator's CTC
     head (results.md)."""
     from umust_cli.data.staff_order import ctc_classes
-    from umust_cli.model.pitch_reader import RHYTHMIC_FRAMES, PitchReaderConfig
-    from umust_cli.model.translator import CTC_FRAMES, CTC_TARGETS
+    from umust_cli.model.pitch_reader import PitchReaderConfig
+    from umust_cli.model.translator import CTC_TARGETS
     from umust_cli.train.engine import RunOptions
     from umust_cli.train.pitch_reader import TrainConfig, train_pitch_reader
 
     if target not in CTC_TARGETS:
         raise BadInputError(f"unknown --ctc-target {target!r}; choose {' or '.join(CTC_TARGETS)}")
     dev = _setup("small", {"small": None}, max_steps, max_minutes, threads, device)
-    frames = frames or (RHYTHMIC_FRAMES if target == "rhythmic" else CTC_FRAMES)
     model = PitchReaderConfig(channels=channels, hidden=hidden, ctc_target=target, ctc_classes=len(ctc_classes(target)),
                               frames=frames)
     cfg = TrainConfig(model=model, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,

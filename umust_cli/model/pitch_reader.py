@@ -44,14 +44,21 @@ class PitchReaderConfig:
     ctc_target: str = "notated"   # the classes (data.staff_order.ctc_classes)
     ctc_classes: int = 351        # len(ctc_classes(ctc_target))
     dropout: float = 0.2          # on the column features, in training
-    frames: int = CTC_FRAMES      # CTC frames per column and staff (a rhythmic reading needs more)
+    frames: int = 0               # CTC frames per column and staff; 0: the target's (RHYTHMIC_FRAMES for rhythmic,
+                                  # which reads a note value after every chord, else CTC_FRAMES)
 
     def __post_init__(self) -> None:
-        if self.height % 16 or self.channels < 1 or self.hidden % 2 or self.layers < 1 or self.frames < 1:
-            raise BadInputError("a pitch reader's height must be a multiple of 16, channels, layers and frames "
-                                ">= 1, hidden even")
+        if self.height % 16 or self.channels < 1 or self.hidden % 2 or self.layers < 1 or self.frames < 0:
+            raise BadInputError("a pitch reader's height must be a multiple of 16, channels and layers >= 1, "
+                                "frames >= 0, hidden even")
         if self.ctc_target not in CTC_TARGETS or self.ctc_classes < 1:
             raise BadInputError(f"unknown pitch-reader target {self.ctc_target!r}; choose {' or '.join(CTC_TARGETS)}")
+
+
+    @property
+    def per_column(self) -> int:
+        """CTC frames per column and staff: ``frames``, else the target's."""
+        return self.frames or (RHYTHMIC_FRAMES if self.ctc_target == "rhythmic" else CTC_FRAMES)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,7 +91,7 @@ class PitchReader(nn.Module):
         self.stages = nn.ModuleList(Stage(a, b, k > 0) for k, (a, b) in enumerate(zip(chans, chans[1:])))
         self.proj = nn.Linear(4 * c * (cfg.height // 16), cfg.hidden)
         self.rnn = nn.GRU(cfg.hidden, cfg.hidden // 2, cfg.layers, batch_first=True, bidirectional=True)
-        self.ctc = nn.Linear(cfg.hidden, CTC_STAVES * cfg.frames * (cfg.ctc_classes + 1))
+        self.ctc = nn.Linear(cfg.hidden, CTC_STAVES * cfg.per_column * (cfg.ctc_classes + 1))
 
     def forward(self, ink: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, height, 16 C) ink in [0, 1] (1 = black), ``cols`` (B,) valid columns each (None:
@@ -115,7 +122,7 @@ class PitchReader(nn.Module):
             device = next(self.parameters()).device
             for img in images:
                 ink, cols = images_to_ink([img]).to(device), torch.tensor([img.shape[1] // 16])
-                out.append((int(cols[0]), column_ctc_emissions(self(ink), cols, self.cfg.frames)[0]))
+                out.append((int(cols[0]), column_ctc_emissions(self(ink), cols, self.cfg.per_column)[0]))
         finally:
             self.train(was)
         return out

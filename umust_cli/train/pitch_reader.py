@@ -99,7 +99,7 @@ class PitchReaderTask(ReaderTask):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         ink, cols, targets = batch
-        return column_ctc_loss(self.model(ink, cols), cols, targets, self.cfg.model.frames)
+        return column_ctc_loss(self.model(ink, cols), cols, targets, self.cfg.model.per_column)
 
     def save(self, ckpt_dir: Path, step: int, extra: dict) -> None:
         classes = [list(c) for c in ctc_classes(self.cfg.model.ctc_target)]     # checked on load (engines)
@@ -110,8 +110,8 @@ class PitchReaderTask(ReaderTask):
         run) gives its head's rows to the classes they share (``model.translator.remap_ctc_head``)."""
         saved = ckpt_io.read_config(init).get("model") or {}
         old_target = saved.get("ctc_target", self.cfg.model.ctc_target)
-        old_frames = saved.get("frames", CTC_FRAMES)
-        if (old_target, old_frames) == (self.cfg.model.ctc_target, self.cfg.model.frames):
+        old_frames = PitchReaderConfig.from_dict(saved).per_column if saved else CTC_FRAMES
+        if (old_target, old_frames) == (self.cfg.model.ctc_target, self.cfg.model.per_column):
             return super().warm_start(init)
         if old_frames != CTC_FRAMES:
             raise BadInputError(f"{init}: a head of {old_frames} frames a column starts no other head")
@@ -123,10 +123,10 @@ class PitchReaderTask(ReaderTask):
                                  fresh=("ctc.",), drop=("ctc.",))     # checks the init's kind and body first
         state, _ = ckpt_io.load_model(init)
         weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes(old_target),
-                                      ctc_classes(self.cfg.model.ctc_target), per_column=self.cfg.model.frames)
+                                      ctc_classes(self.cfg.model.ctc_target), per_column=self.cfg.model.per_column)
         self.model.ctc.weight.data.copy_(weight)
         self.model.ctc.bias.data.copy_(bias)
-        return {**row, "ctc_head": f"{self.cfg.model.ctc_target} ({self.cfg.model.frames} frames a column) from "
+        return {**row, "ctc_head": f"{self.cfg.model.ctc_target} ({self.cfg.model.per_column} frames a column) from "
                                    f"the init's {old_target} head"}
 
     def evaluate(self) -> dict | None:

@@ -351,7 +351,7 @@ def pixel_readings(engines: Engines, systems: Sequence[np.ndarray], omr: bool = 
         return [None] * len(systems)
     images = [_staff_image_or_none(g, reader.cfg.height) for g in systems]
     read = reader.read([img for img in images if img is not None])
-    return [None if img is None else Reading(*read.pop(0), None, reader.cfg.ctc_target, reader.cfg.frames)
+    return [None if img is None else Reading(*read.pop(0), None, reader.cfg.ctc_target, reader.cfg.per_column)
             for img in images]
 
 
