@@ -379,13 +379,14 @@ def test_the_shipped_omr_model_decodes_with_a_beam_and_refuses_a_sampled_one(fil
 
 
 def test_the_ctc_pitch_reading_changes_pitch_tokens_and_the_key_signature_only(files, tmp_path, one_torch_thread):
-    """The shipped model's CTC head rewrites pitch tokens, its key head the first key signature."""
+    """The shipped model's CTC head rewrites pitch tokens, its key head the first key signature
+    (without the rhythm reader, which writes the notes itself)."""
     from umust_cli.codecs.notation import is_pitch
 
     outs = {}
     for flag in ("--ctc-pitches", "--no-ctc-pitches"):
         out = tmp_path / flag / "x.lmx"
-        assert _run([files["png"], "-o", out, flag]).exit_code == 0
+        assert _run([files["png"], "-o", out, flag, "--rhythm-reader", "none"]).exit_code == 0
         outs[flag] = out.read_text().split("---")[-1].split()
     read, plain = outs["--ctc-pitches"], outs["--no-ctc-pitches"]
     assert len(read) == len(plain) > 0
@@ -560,7 +561,7 @@ def test_omr_takes_the_pitch_readers_pitches_where_they_align(files, tmp_path_fa
     for choice, want in ((reader, "A4"), ("none", "C4")):
         dest = out / f"{want}.lmx"
         _json(_run([files["png"], "-o", dest, "--model", model, "--key-reader", "none", "--pitch-reader", choice,
-                    "--json"]))
+                    "--rhythm-reader", "none", "--json"]))
         tokens = dest.read_text().split("---")[-1].split()
         assert [t for t in tokens if t[0] in "ABCDEFG" and t[-1].isdigit()] == [want] and "half" in tokens
 

@@ -21,6 +21,7 @@ retrieval      scans      retrieval-scans: older small model fine-tuned on scann
 translator-i2a small      translator-i2a: image->audio direction, OMR task only (default)
 key-reader     small      key-reader: key signatures from a system's first columns (default)
 pitch-reader   small      pitch-reader: each staff's pitch names from a system's pixels (default)
+rhythm-reader  small      rhythm-reader: each staff's notes, rests and note values, OMR's LMX (default)
 note-reader    small      note-reader: piano transcription on the spectrogram (--transcriber note-reader)
 =============  =========  ===========================================================
 
@@ -47,11 +48,12 @@ MODELS: dict[str, dict[str, str]] = {
     "translator-i2a": {"small": "translator-i2a"},
     "key-reader": {"small": "key-reader"},
     "pitch-reader": {"small": "pitch-reader"},
+    "rhythm-reader": {"small": "rhythm-reader"},
     "note-reader": {"small": "note-reader"},
 }
 DEFAULTS: dict[str, str] = {"image-codec": "small", "audio-codec": "small", "retrieval": "rendered",
                             "translator-i2a": "small", "key-reader": "small",
-                            "pitch-reader": "small", "note-reader": "small"}
+                            "pitch-reader": "small", "rhythm-reader": "small", "note-reader": "small"}
 # The tasks ("source>target") that a direction's *default* model does under `--via auto`: those
 # on which it measured better than the task's other routes on the same judge (docs/results.md).
 # Its other trained tasks run only with `--via direct`; a model given with --model runs every
@@ -71,7 +73,6 @@ VALID_FIGURES: dict[str, tuple[str, bool]] = {
 }
 PENDING: dict[str, dict[str, str]] = {
     "translator-a2i": {"small": "translator-a2i"},
-    "rhythm-reader": {"small": "rhythm-reader"},
 }
 
 
