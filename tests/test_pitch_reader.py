@@ -132,11 +132,16 @@ def test_train_pitch_reader_scores_valid_keeps_the_best_and_resumes(corpus, tmp_
     assert other.exit_code == 2 and "another training config" in other.output   # other classes: not resumed
 
 
-def test_a_notated_run_starts_from_a_marked_reader_reading_what_it_read(corpus, tmp_path):
-    from umust_cli.checkpoint import load_model
+@pytest.mark.parametrize("target, per_column", [("notated", 2), ("rhythmic", 4)])
+def test_a_run_of_other_classes_starts_from_a_marked_reader_reading_what_it_read(corpus, tmp_path, target, per_column):
+    """A notated reader (2 frames a column) or a rhythmic one (4) started from a marked one reads
+    at first what that one read, where it read it: the classes both have keep their rows, and
+    each old frame becomes the new frames at its place."""
+    from umust_cli.checkpoint import load_model, read_config
+    from umust_cli.cli.train import run_kind
     from umust_cli.model.translator import remap_ctc_head
 
-    runner, marked, notated = CliRunner(), tmp_path / "marked", tmp_path / "notated"
+    runner, marked, second = CliRunner(), tmp_path / "marked", tmp_path / target
     base = ["train", "pitch-reader", "--data", str(corpus), "--channels", "4", "--hidden", "16", "--batch-size", "4",
             "--lr", "1e-2", "--warmup-steps", "2", "--device", "cpu", "--json"]
     first = runner.invoke(app, base + ["-o", str(marked), "--max-steps", "20", "--ctc-target", "marked"])
@@ -146,61 +151,26 @@ def test_a_notated_run_starts_from_a_marked_reader_reading_what_it_read(corpus, 
     state["ctc.bias"][blank] -= 5.0                    # a barely trained reader: make it read something
     old = PitchReader(PitchReaderConfig.from_dict(config["model"])).eval()
     old.load_state_dict(state)
-    cfg = PitchReaderConfig.from_dict(dict(config["model"], ctc_target="notated",
-                                           ctc_classes=len(ctc_classes("notated"))))
+    cfg = PitchReaderConfig.from_dict(dict(config["model"], ctc_target=target, ctc_classes=len(ctc_classes(target))))
+    assert cfg.per_column == per_column
     new = PitchReader(cfg).eval()
     new.load_state_dict({k: v for k, v in state.items() if not k.startswith("ctc.")}, strict=False)
-    weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes("marked"), ctc_classes("notated"))
+    weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes("marked"), ctc_classes(target),
+                                  per_column=per_column)
     new.ctc.weight.data.copy_(weight)
     new.ctc.bias.data.copy_(bias)
     images = split_staff_images(corpus, "valid", "marked", scans=False).images
-    read_old, read_new = old.read(images), new.read(images)
-    old_classes, new_classes = ctc_classes("marked"), ctc_classes("notated")
-    assert any(staff for _, staves in read_old for staff in staves)
-    assert [[[(p, new_classes[c]) for p, c in s] for s in staves] for _, staves in read_new] == \
-        [[[(p, old_classes[c]) for p, c in s] for s in staves] for _, staves in read_old]
-    # the trainer does the same when --init holds another target's reader, and then trains on
-    second = runner.invoke(app, base + ["-o", str(notated), "--max-steps", "2", "--ctc-target", "notated",
-                                        "--init", str(marked)])
-    assert second.exit_code == 0, second.output
-    assert load_model(notated)[1]["model"]["ctc_target"] == "notated"
-
-
-def test_a_rhythmic_run_reads_four_frames_a_column_from_a_two_frame_reader(corpus, tmp_path):
-    """A rhythmic reader (4 frames a column) started from a marked one (2) reads at first what
-    that one read, where it read it: each old frame becomes the two new frames at its place."""
-    from umust_cli.checkpoint import load_model
-    from umust_cli.model.translator import remap_ctc_head
-
-    runner, marked, rhythmic = CliRunner(), tmp_path / "marked", tmp_path / "rhythmic"
-    base = ["train", "pitch-reader", "--data", str(corpus), "--channels", "4", "--hidden", "16", "--batch-size", "4",
-            "--lr", "1e-2", "--warmup-steps", "2", "--device", "cpu", "--json"]
-    assert runner.invoke(app, base + ["-o", str(marked), "--max-steps", "20", "--ctc-target", "marked"]).exit_code == 0
-    state, config = load_model(marked)
-    blank = torch.arange(len(state["ctc.bias"])) % (len(ctc_classes("marked")) + 1) == len(ctc_classes("marked"))
-    state["ctc.bias"][blank] -= 5.0
-    old = PitchReader(PitchReaderConfig.from_dict(config["model"])).eval()
-    old.load_state_dict(state)
-    cfg = PitchReaderConfig.from_dict(dict(config["model"], ctc_target="rhythmic",
-                                           ctc_classes=len(ctc_classes("rhythmic"))))
-    new = PitchReader(cfg).eval()
-    new.load_state_dict({k: v for k, v in state.items() if not k.startswith("ctc.")}, strict=False)
-    weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes("marked"),
-                                  ctc_classes("rhythmic"), per_column=4)
-    new.ctc.weight.data.copy_(weight)
-    new.ctc.bias.data.copy_(bias)
-    images = split_staff_images(corpus, "valid", "marked", scans=False).images
-    old_classes, new_classes = ctc_classes("marked"), ctc_classes("rhythmic")
+    old_classes, new_classes = ctc_classes("marked"), ctc_classes(target)
     read_old = [[[(p, old_classes[c]) for p, c in s] for s in staves] for _, staves in old.read(images)]
     assert any(staff for staves in read_old for staff in staves)
     assert [[[(p, new_classes[c]) for p, c in s] for s in staves] for _, staves in new.read(images)] == read_old
-    run = runner.invoke(app, base + ["-o", str(rhythmic), "--max-steps", "2", "--ctc-target", "rhythmic",
+    # the trainer does the same when --init holds another target's reader, and then trains on
+    run = runner.invoke(app, base + ["-o", str(second), "--max-steps", "2", "--ctc-target", target,
                                      "--init", str(marked)])
     assert run.exit_code == 0, run.output
-    state, config = load_model(rhythmic)
-    saved = PitchReaderConfig.from_dict(config["model"])              # frames 0: the target's, 4
-    assert (saved.ctc_target, saved.per_column) == ("rhythmic", 4)
-    assert state["ctc.weight"].shape[0] == 2 * 4 * (len(ctc_classes("rhythmic")) + 1)
-    from umust_cli.checkpoint import read_config
-    from umust_cli.cli.train import run_kind                      # `train promote` ships it as a rhythm reader
-    assert run_kind(read_config(rhythmic)) == "rhythm-reader" and run_kind(read_config(marked)) == "pitch-reader"
+    state, config = load_model(second)
+    saved = PitchReaderConfig.from_dict(config["model"])                # frames 0: the target's
+    assert (saved.ctc_target, saved.per_column) == (target, per_column)
+    assert state["ctc.weight"].shape[0] == 2 * per_column * (len(ctc_classes(target)) + 1)
+    # `train promote` ships a rhythmic pitch-reader run as the rhythm reader
+    assert run_kind(read_config(second)) == ("rhythm-reader" if target == "rhythmic" else "pitch-reader")
