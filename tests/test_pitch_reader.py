@@ -174,3 +174,20 @@ def test_a_run_of_other_classes_starts_from_a_marked_reader_reading_what_it_read
     assert state["ctc.weight"].shape[0] == 2 * per_column * (len(ctc_classes(target)) + 1)
     # `train promote` ships a rhythmic pitch-reader run as the rhythm reader
     assert run_kind(read_config(second)) == ("rhythm-reader" if target == "rhythmic" else "pitch-reader")
+
+
+@pytest.mark.parametrize("target, init", [("notated", "small"), ("rhythmic", "rhythm-reader")])
+def test_a_run_of_the_shipped_readers_classes_starts_from_them(corpus, tmp_path, target, init):
+    """`--init` from the shipped pitch reader (its config has no frames field) or rhythm reader
+    (frames written out as 4) starts a run of the same classes, whose frames are the target's (0)."""
+    from umust_cli.checkpoint import load_model
+    from umust_cli.registry import WEIGHTS_DIR
+
+    folder = "small" if init == "small" else str(WEIGHTS_DIR / init)
+    run = CliRunner().invoke(app, ["train", "pitch-reader", "--data", str(corpus), "-o", str(tmp_path / "run"),
+                                   "--ctc-target", target, "--init", folder, "--max-steps", "1", "--batch-size", "2",
+                                   "--device", "cpu", "--json"])
+    assert run.exit_code == 0, run.output
+    state, config = load_model(tmp_path / "run")
+    shipped, _ = load_model(WEIGHTS_DIR / ("pitch-reader" if init == "small" else init))
+    assert config["model"]["frames"] == 0 and state["ctc.weight"].shape == shipped["ctc.weight"].shape

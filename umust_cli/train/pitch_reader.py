@@ -112,7 +112,10 @@ class PitchReaderTask(ReaderTask):
         old_target = saved.get("ctc_target", self.cfg.model.ctc_target)
         old_frames = PitchReaderConfig.from_dict(saved).per_column if saved else CTC_FRAMES
         if (old_target, old_frames) == (self.cfg.model.ctc_target, self.cfg.model.per_column):
-            return super().warm_start(init)
+            # frames compare by what they mean (0: the target's; a config saved before the field had none)
+            def same(model: dict) -> dict:
+                return dict(PitchReaderConfig.from_dict(model).to_dict(), frames=self.cfg.model.frames)
+            return ckpt_io.warm_start(self.model, init, self.kind, self.cfg.model.to_dict(), normalize=same)
         if old_frames != CTC_FRAMES:
             raise BadInputError(f"{init}: a head of {old_frames} frames a column starts no other head")
         def normalize(model: dict) -> dict:    # the head's classes are the run's: remapped below
