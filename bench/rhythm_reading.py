@@ -28,15 +28,13 @@ import torch  # noqa: E402
 
 from umust_cli.codecs.image import load_gray  # noqa: E402
 from umust_cli.data import corpus as corpus_io  # noqa: E402
-from umust_cli.data.rhythm import header_tokens, read_groups, write_lmx  # noqa: E402
+from umust_cli.data.rhythm import header_tokens, write_reading  # noqa: E402
 from umust_cli.data.staff_images import staff_image  # noqa: E402
-from umust_cli.data.staff_order import ctc_classes, staff_classes  # noqa: E402
+from umust_cli.data.staff_order import staff_classes  # noqa: E402
 from umust_cli.errors import ImageError  # noqa: E402
 from umust_cli.eval import metrics as M  # noqa: E402
 from umust_cli.eval.report import read_lmx_tokens  # noqa: E402
 from umust_cli.translate.engines import load_rhythm_reader  # noqa: E402
-
-CLASSES = ctc_classes("rhythmic")
 
 
 def systems(corpus: Path, split: str, limit: int | None) -> list[tuple[str, list[str], dict[str, Path]]]:
@@ -54,7 +52,7 @@ def systems(corpus: Path, split: str, limit: int | None) -> list[tuple[str, list
 
 def written(staves: list[list[int]], ref: list[str]) -> list[str]:
     """The LMX of one system's rhythmic class ids per staff, opened by the reference's attributes."""
-    return write_lmx([read_groups([CLASSES[c] for c in staff]) for staff in staves], header_tokens(ref))
+    return write_reading(staves, header_tokens(ref))
 
 
 def score(reader, items) -> dict[str, list]:

@@ -18,13 +18,13 @@ tied continuation. Stems, slurs and articulations are not written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Sequence
 
 from lmx.linearization.vocabulary import NOTE_TYPE_TO_QUARTER_MULTIPLE as QUARTERS
 
-from umust_cli.data.staff_order import (BAR, GRACE, MEASURE_REST, REST, SAME, TIE, TYPES, VALUE, Group,
+from umust_cli.data.staff_order import (BAR, GRACE, MEASURE_REST, REST, SAME, TIE, TYPES, VALUE, Group, ctc_classes,
                                         value_quarters)
 
 MARK_TOKENS = {1: "sharp", -1: "flat", 0: "natural"}
@@ -94,10 +94,7 @@ class Voice:
 
     number: int
     end: Fraction = Fraction(0)
-    groups: list = None                 # (onset, Group)
-
-    def __post_init__(self) -> None:
-        self.groups = [] if self.groups is None else self.groups
+    groups: list = field(default_factory=list)     # (onset, Group)
 
 
 def place(groups: Sequence[Group], measure_length: Fraction, base: int) -> list[Voice]:
@@ -298,8 +295,8 @@ def _voice_tokens(voice: Voice, staff: int, beat: Fraction, state: list, starts:
     """The LMX of one placed voice (``write_lmx``): its groups, forward over the gaps."""
     out, time = [], Fraction(0)
     marks = beams(voice, beat)
-    for k, (t, extra) in enumerate(tuplets(voice).items()):
-        marks.setdefault(t, []).extend(extra)
+    for k, extra in tuplets(voice).items():
+        marks.setdefault(k, []).extend(extra)
     for k, (onset, g) in enumerate(voice.groups):
         if onset > time:
             out += move_tokens("forward", onset - time)
@@ -308,3 +305,10 @@ def _voice_tokens(voice: Voice, staff: int, beat: Fraction, state: list, starts:
         out += note_tokens(g, voice.number, staff, state, marks.get(k, []), ties)
         time = max(time, onset + value_quarters(g.value))
     return out
+
+
+def write_reading(staves: Sequence[Sequence[int]], header: Sequence[str] = ()) -> list[str]:
+    """LMX of a reader's rhythmic class ids (``ctc_classes("rhythmic")``), one list per staff
+    (``read_groups``, then ``write_lmx`` opened by ``header``)."""
+    classes = ctc_classes("rhythmic")
+    return write_lmx([read_groups([classes[c] for c in staff]) for staff in staves], header)

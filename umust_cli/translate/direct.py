@@ -33,7 +33,7 @@ from umust_cli.model.generate import generate_from_memory, step_positions, to_st
 from umust_cli.data.staff_order import (BAR, GRACE, MARKS, TIE, Group, ctc_class_pitches, ctc_classes, key_alters,
                                         midi_of, read_pitches, value_quarters)
 from umust_cli.data.key_crops import key_crop
-from umust_cli.data.rhythm import header_tokens, placed_measures, read_groups, write_lmx
+from umust_cli.data.rhythm import header_tokens, placed_measures, read_groups, write_reading
 from umust_cli.data.staff_images import staff_image
 from umust_cli.data.roll import roll_notes
 from umust_cli.model.translator import CTC_FRAMES, PAD, SLOTS, Translator
@@ -100,8 +100,7 @@ def read_staff_pitches(engines: Engines, model: Translator, memory: torch.Tensor
 def rhythm_tokens(reading: Reading, header: list[str]) -> list[str]:
     """The LMX a rhythmic reading writes (``data.rhythm.write_lmx``), ``header`` opening it (the
     decoded system's clefs, key and time signature: ``data.rhythm.header_tokens``)."""
-    classes = ctc_classes("rhythmic")
-    return write_lmx([read_groups([classes[c] for _, c in staff]) for staff in reading.staves], header)
+    return write_reading([[c for _, c in staff] for staff in reading.staves], header)
 
 
 def with_key(tokens: list[str], fifths: int | None) -> list[str]:
