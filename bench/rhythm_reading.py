@@ -28,7 +28,8 @@ import torch  # noqa: E402
 
 from umust_cli.codecs.image import load_gray  # noqa: E402
 from umust_cli.data import corpus as corpus_io  # noqa: E402
-from umust_cli.data.rhythm import header_tokens, write_reading  # noqa: E402
+from umust_cli.data.measure_fit import fit_staff  # noqa: E402
+from umust_cli.data.rhythm import header_tokens, meter, write_reading  # noqa: E402
 from umust_cli.data.staff_images import staff_image  # noqa: E402
 from umust_cli.data.staff_order import staff_classes  # noqa: E402
 from umust_cli.errors import ImageError  # noqa: E402
@@ -55,22 +56,36 @@ def written(staves: list[list[int]], ref: list[str]) -> list[str]:
     return write_reading(staves, header_tokens(ref))
 
 
-def score(reader, items) -> dict[str, list]:
-    """Per copy kind ("engraved", "scanned"): each system's SerCounts of the reader's LMX."""
-    out: dict[str, list] = {"engraved": [], "scanned": []}
+def fitted(read: tuple, ref: list[str], per_column: int) -> list[list[int]]:
+    """A reader's ``read_scored`` of one system with each staff's measures fitted to the
+    reference's time signature (``data.measure_fit``; as read without one)."""
+    _, staves, scores = read
+    length, _ = meter(header_tokens(ref))
+    ids = [[c for _, c in staff] for staff in staves]
+    if not length:
+        return ids
+    return [fit_staff(i, [p for p, _ in staff], lp, length, per_column)
+            for i, staff, lp in zip(ids, staves, scores)]
+
+
+def score(reader, items) -> dict[str, dict[str, list]]:
+    """Per row ("read", "fitted"; the oracle's "read" only) and copy kind ("engraved",
+    "scanned"): each system's SerCounts of the LMX written."""
+    out = {row: {"engraved": [], "scanned": []} for row in (("read",) if reader is None else ("read", "fitted"))}
     for key, ref, copies in items:
         for copy, path in copies.items():
             kind = "engraved" if copy == "engraved" else "scanned"
             if reader is None:
-                staves = staff_classes(ref, "rhythmic")
-            else:
-                try:
-                    image = staff_image(load_gray(path), reader.cfg.height)
-                except ImageError:
-                    out[kind].append(M.ser_counts([], ref))
-                    continue
-                staves = [[c for _, c in staff] for staff in reader.read([image])[0][1]]
-            out[kind].append(M.ser_counts(written(staves, ref), ref))
+                out["read"][kind].append(M.ser_counts(written(staff_classes(ref, "rhythmic"), ref), ref))
+                continue
+            try:
+                read = reader.read_scored([staff_image(load_gray(path), reader.cfg.height)])[0]
+            except ImageError:
+                for row in out.values():
+                    row[kind].append(M.ser_counts([], ref))
+                continue
+            out["read"][kind].append(M.ser_counts(written([[c for _, c in s] for s in read[1]], ref), ref))
+            out["fitted"][kind].append(M.ser_counts(written(fitted(read, ref, reader.cfg.per_column), ref), ref))
     return out
 
 
@@ -88,15 +103,18 @@ def main() -> None:
     results, report = {}, {"split": args.split, "systems": len(items)}
     for name in ["oracle", *args.rhythm_reader]:
         reader = None if name == "oracle" else load_rhythm_reader(Path(name)).eval()
-        results[name] = score(reader, items)
-        report[name] = {kind: round(M.pooled_ser(c), 4) for kind, c in results[name].items() if c}
-        print(name, report[name], flush=True)
-    if len(args.rhythm_reader) >= 2:
-        a, b = (results[n] for n in args.rhythm_reader[:2])
-        report["paired"] = {kind: {"b_better": sum(y.ser < x.ser for x, y in zip(a[kind], b[kind])),
-                                   "a_better": sum(y.ser > x.ser for x, y in zip(a[kind], b[kind]))}
-                            for kind in a}
-        print("paired", report["paired"])
+        for row, counts in score(reader, items).items():
+            label = name if row == "read" else f"{name} (fitted)"
+            results[label] = counts
+            report[label] = {kind: round(M.pooled_ser(c), 4) for kind, c in counts.items() if c}
+            print(label, report[label], flush=True)
+    pairs = [(n, f"{n} (fitted)") for n in args.rhythm_reader[:1]] + [tuple(args.rhythm_reader[:2])]
+    for a_name, b_name in (p for p in pairs if len(p) == 2):
+        a, b = results[a_name], results[b_name]
+        report[f"paired: {b_name} vs {a_name}"] = paired = {
+            kind: {"b_better": sum(y.ser < x.ser for x, y in zip(a[kind], b[kind])),
+                   "a_better": sum(y.ser > x.ser for x, y in zip(a[kind], b[kind]))} for kind in a}
+        print(f"paired: {b_name} vs {a_name}", paired)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
 

@@ -93,7 +93,7 @@ declare -gA _umust_opts=(
   ["umust train retrieval"]="--data -o --output --val-data --config --max-minutes --max-steps --batch-size --lr --margin --soundfont --stage --init --freeze-cnn --no-tempo-augment --eq-augment-db --eq-knots --reverb-augment --realscans --seed --save-every --eval-every --device --threads --workers --quiet --json -h --help"
   ["umust train status"]="--json -h --help"
   ["umust train translator"]="--data -o --output --direction --preset --tasks --max-minutes --max-steps --device --image-layout --column-norm --no-column-norm --token-dropout --crops --guide --ctc --ctc-target --ctc-lr-scale --key-loss --roll --realscans --realscan-codes --init --batch-tokens --accum --precision --compile --lr --warmup-steps --decay-steps --no-codebook-init --best-metric --no-scans --add-train --codes --seed --save-every --eval-every --eval-items --threads --quiet --json -h --help"
-  ["umust translate"]="-o --output --task --via --model --transcriber --synth --soundfont --tempo --temperature --top-k --top-p --seed --grammar --no-grammar --ctc-pitches --no-ctc-pitches --key-reader --pitch-reader --rhythm-reader --note-reader --no-roll-reading --roll-reading --beam-size --device --data --split --copy --codes --batch-size --limit --json -h --help"
+  ["umust translate"]="-o --output --task --via --model --transcriber --synth --soundfont --tempo --temperature --top-k --top-p --seed --grammar --no-grammar --ctc-pitches --no-ctc-pitches --key-reader --pitch-reader --rhythm-reader --fit-measures --no-fit-measures --note-reader --no-roll-reading --roll-reading --beam-size --device --data --split --copy --codes --batch-size --limit --json -h --help"
 )
 _umust() {
   local cur="${COMP_WORDS[COMP_CWORD]}" cmdpath="umust" w i

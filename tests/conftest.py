@@ -104,12 +104,14 @@ def key_reader_reading(ckpt: Path, fifths: int) -> Path:
     return ckpt
 
 
-def pitch_reader_reading(ckpt: Path, name: str, notated: bool = False, rhythmic: bool = False) -> Path:
+def pitch_reader_reading(ckpt: Path, name: str, notated: bool = False, rhythmic: bool = False,
+                         runner_up: str | None = None) -> Path:
     """A pitch-reader checkpoint (written classes) that reads ``name`` (e.g. "F4") in the first frame
     of every column of the upper staff and nothing on the lower one (its logits are its bias);
     ``notated``: a notated reader that reads ``name`` unmarked and then a bar line in every column;
     ``rhythmic``: a rhythmic reader (4 frames a column) that reads ``name`` unmarked, a quarter's
-    value, a bar line and nothing in every column."""
+    value, a bar line and nothing in every column, ``runner_up`` its second choice of note value
+    (about 2 nats less likely)."""
     import torch
 
     from umust_cli.checkpoint import save_model
@@ -130,6 +132,8 @@ def pitch_reader_reading(ckpt: Path, name: str, notated: bool = False, rhythmic:
             frames[0, 1, classes.index(BAR)] = 10.0
         if rhythmic:
             frames[0, 1, classes.index((VALUE, "quarter"))] = 10.0
+            if runner_up is not None:
+                frames[0, 1, classes.index((VALUE, runner_up))] = 8.0
             frames[0, 2, classes.index(BAR)] = 10.0
     save_model(ckpt, model.state_dict(), {"kind": MODEL_KIND, "model": cfg.to_dict()})
     return ckpt

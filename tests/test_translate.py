@@ -526,6 +526,23 @@ def test_a_rhythmic_reader_writes_omrs_notes_and_plays_its_pitches(files, tmp_pa
     assert result.exit_code == 2 and "reads no rhythm" in result.output and not (out / "m.lmx").exists()
 
 
+def test_omr_fits_a_rhythm_readers_measures_to_the_time_signature(files, tmp_path_factory, monkeypatch,
+                                                                   one_torch_thread):
+    """A reader that reads a quarter a measure, a half its second choice, under a decoded 2/4:
+    OMR writes halves (data.measure_fit); with --no-fit-measures the quarters as read."""
+    model = _tiny_reader(tmp_path_factory.mktemp("tiny-fit"), None)
+    reader = pitch_reader_reading(tmp_path_factory.mktemp("pr-fit"), "F4", rhythmic=True, runner_up="half")
+    out = tmp_path_factory.mktemp("fit-out")
+    _decode_always(monkeypatch, "measure key:fifths:0 time beats:2 beat-type:4 clef:G2 staff:1 clef:F4 staff:2 "
+                                "E4 voice:1 half staff:1")
+    for name, flags, value in (("fit", [], "half"), ("read", ["--no-fit-measures"], "quarter")):
+        _json(_run([files["png"], "-o", out / f"{name}.lmx", "--model", model, "--key-reader", "none",
+                    "--rhythm-reader", reader, "--json", *flags]))
+        tokens = (out / f"{name}.lmx").read_text().split("---")[-1].split()
+        measures = " ".join(tokens).split("measure ")[2:]
+        assert len(measures) == 14 and set(measures) - {measures[-1]} == {f"F4 voice:1 {value} staff:1 "}
+
+
 def _decode_always(monkeypatch, lmx: str) -> None:
     """OMR's decoder replaced by one that writes the LMX tokens ``lmx`` for every image."""
     from umust_cli.codecs.notation import NotationCodec

@@ -62,6 +62,10 @@ def translate(
                                       "(a pitch reader of rhythmic classes; auto: the shipped one where installed), "
                                       "the decoded clefs and time signature and the key reader's key; none: the "
                                       "decoded notes with the pitch reader's pitches."),
+    fit_measures: bool = typer.Option(True, "--fit-measures/--no-fit-measures", help="OMR with a rhythm reader: "
+                                      "where a staff's measure does not add up to the time signature, the "
+                                      "likeliest change of at most two note values or same-onset marks that "
+                                      "makes it (measured better: docs/results.md)."),
     note_reader: str = typer.Option("auto", "--note-reader", metavar="auto|NAME|PATH", help="The note reader of "
                                     "--transcriber note-reader (auto: the shipped one where installed)."),
     roll_reading: bool = typer.Option(True, "--roll-reading/--no-roll-reading", help="Audio -> MIDI with a "
@@ -105,7 +109,8 @@ def translate(
                        top_p=top_p, soundfont=soundfont, tempo=tempo, grammar=grammar,
                        beam_size=beam_size, ctc_pitches=ctc_pitches,
                        roll_reading=roll_reading, key_reader=key_reader,
-                       pitch_reader=pitch_reader, note_reader=note_reader, rhythm_reader=rhythm_reader)
+                       pitch_reader=pitch_reader, note_reader=note_reader, rhythm_reader=rhythm_reader,
+                       fit_measures=fit_measures)
     if data is not None:
         if inputs or task not in (None, "omr", "i2n", "i2a", "a2m", "amt", "transcription", "a2n"):
             raise BadInputError("--data translates a corpus split (OMR, --task i2a: OMR then the cascade "

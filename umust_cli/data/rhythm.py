@@ -74,18 +74,33 @@ def header_tokens(tokens: Sequence[str]) -> list[str]:
     return out
 
 
+def time_signature(header: Sequence[str]) -> tuple[int, int] | None:
+    """(beats, beat type) of ``header``'s time signature (``header_tokens``), or None."""
+    beats = next((int(t.split(":")[1]) for t in header if t.startswith("beats:")), None)
+    kind = next((int(t.split(":")[1]) for t in header if t.startswith("beat-type:")), None)
+    return None if beats is None or kind is None else (beats, kind)
+
+
 def meter(header: Sequence[str]) -> tuple[Fraction | None, Fraction]:
     """(measure length or None where the header has no time signature, beamed beat) in quarters:
     a compound meter (6/8, 9/8, 12/8) beams by dotted quarters, 3/8 by the measure, x/2 by
     halves, else by quarters."""
-    beats = next((int(t.split(":")[1]) for t in header if t.startswith("beats:")), None)
-    kind = next((int(t.split(":")[1]) for t in header if t.startswith("beat-type:")), None)
-    if beats is None or kind is None:
+    signature = time_signature(header)
+    if signature is None:
         return None, Fraction(1)
+    beats, kind = signature
     length = Fraction(4 * beats, kind)
     if kind == 8 and beats % 3 == 0:
         return length, Fraction(3, 2) if beats > 3 else length
     return length, Fraction(2) if kind == 2 else Fraction(1)
+
+
+def with_time(header: Sequence[str], beats: int, beat_type: int) -> list[str]:
+    """``header`` (``header_tokens``) with its time signature set to ``beats``/``beat_type``
+    (written after the key signature where it has none)."""
+    out = [t for t in header if t != "time" and not t.startswith(("beats:", "beat-type:"))]
+    at = next((i + 1 for i, t in enumerate(out) if t.startswith("key:")), 0)
+    return out[:at] + ["time", f"beats:{beats}", f"beat-type:{beat_type}"] + out[at:]
 
 
 @dataclass

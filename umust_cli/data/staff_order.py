@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from fractions import Fraction
 from typing import TYPE_CHECKING, Sequence
 
@@ -254,15 +255,21 @@ def ctc_classes(target: str) -> list[tuple[str, int | str | None]]:
     ``notated``, the marked classes, each name as a tied continuation (TIE) and the bar line (BAR);
     ``rhythmic``, the notated classes, a rest (REST), a group at the onset of the one before
     (SAME) and each note value (VALUE, VALUES): ``staff_groups``."""
+    return list(_ctc_classes(target))
+
+
+@lru_cache(maxsize=None)
+def _ctc_classes(target: str) -> tuple[tuple[str, int | str | None], ...]:
+    """``ctc_classes``, built once per target."""
     if target == "spelled":
-        return [(n, a) for n in pitch_names() for a in SPELLED_ALTERS]
+        return tuple((n, a) for n in pitch_names() for a in SPELLED_ALTERS)
     if target == "marked":
-        return [(n, m) for n in pitch_names() for m in MARKS]
+        return tuple((n, m) for n in pitch_names() for m in MARKS)
     if target == "notated":
-        return [(n, m) for n in pitch_names() for m in NOTATED_MARKS] + [BAR]
+        return tuple((n, m) for n in pitch_names() for m in NOTATED_MARKS) + (BAR,)
     if target == "rhythmic":
-        return ctc_classes("notated") + [REST, SAME] + [(VALUE, v) for v in VALUES]
-    return [(n, 0) for n in pitch_names()]
+        return _ctc_classes("notated") + (REST, SAME) + tuple((VALUE, v) for v in VALUES)
+    return tuple((n, 0) for n in pitch_names())
 
 
 def ctc_class_pitches(target: str) -> list[int | None]:

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from umust_cli.errors import BadInputError, ImageError
-from umust_cli.model.translator import CTC_FRAMES, CTC_STAVES, CTC_TARGETS, column_ctc_emissions
+from umust_cli.model.translator import (CTC_FRAMES, CTC_STAVES, CTC_TARGETS, column_ctc_emissions,
+                                       column_ctc_log_probs)
 
 MODEL_KIND = "umust-pitch-reader"
 RHYTHMIC_FRAMES = 4  # frames a column for the rhythmic classes (a note value follows every chord): 2 leave
@@ -116,13 +117,20 @@ class PitchReader(nn.Module):
     def read(self, images: list[np.ndarray]) -> list[tuple[int, list[list[tuple[int, int]]]]]:
         """Reader images (``data.staff_images.staff_image``: (height, 16 k) uint8, white 255) ->
         per image (its columns, each staff's (column, class) emissions in reading order)."""
+        return [(cols, staves) for cols, staves, _ in self.read_scored(images)]
+
+    @torch.no_grad()
+    def read_scored(self, images: list[np.ndarray]) -> list[tuple[int, list, list[np.ndarray]]]:
+        """``read``, with each staff's CTC frame log-probabilities (``column_ctc_log_probs``)."""
         was, out = self.training, []
         self.eval()
         try:
             device = next(self.parameters()).device
             for img in images:
                 ink, cols = images_to_ink([img]).to(device), torch.tensor([img.shape[1] // 16])
-                out.append((int(cols[0]), column_ctc_emissions(self(ink), cols, self.cfg.per_column)[0]))
+                logits = self(ink)
+                out.append((int(cols[0]), column_ctc_emissions(logits, cols, self.cfg.per_column)[0],
+                            column_ctc_log_probs(logits, cols, self.cfg.per_column)[0]))
         finally:
             self.train(was)
         return out

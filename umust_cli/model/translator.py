@@ -29,6 +29,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -700,6 +701,18 @@ def column_ctc_emissions(logits: torch.Tensor, cols: torch.Tensor,
                            if p != blank and (j == 0 or p != path[j - 1])])
         out.append(staves)
     return out
+
+
+def column_ctc_log_probs(logits: torch.Tensor, cols: torch.Tensor,
+                         per_column: int = CTC_FRAMES) -> list[list[np.ndarray]]:
+    """Per-column CTC logits (B, C, CTC_STAVES * per_column * n) as each staff's frame
+    log-probabilities, (cols[i] * per_column, n) float32 with the blank last: [example][staff];
+    frame ``j`` is the one ``column_ctc_emissions`` places at position ``j / per_column``."""
+    b, c, width = logits.shape
+    n = width // (CTC_STAVES * per_column)
+    lp = logits.float().view(b, c, CTC_STAVES, per_column, n).log_softmax(-1)
+    return [[lp[i, :k, s].reshape(-1, n).cpu().numpy() for s in range(CTC_STAVES)]
+            for i, k in enumerate(cols.tolist())]
 
 
 @torch.no_grad()

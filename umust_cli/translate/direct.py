@@ -33,7 +33,9 @@ from umust_cli.model.generate import generate_from_memory, step_positions, to_st
 from umust_cli.data.staff_order import (BAR, GRACE, MARKS, TIE, Group, ctc_class_pitches, ctc_classes, key_alters,
                                         midi_of, read_pitches, value_quarters)
 from umust_cli.data.key_crops import key_crop
-from umust_cli.data.rhythm import header_tokens, placed_measures, read_groups, write_reading
+from umust_cli.data.measure_fit import FitOptions, fit_staff, read_meter
+from umust_cli.data.rhythm import (header_tokens, meter, placed_measures, read_groups, time_signature, with_time,
+                                  write_reading)
 from umust_cli.data.staff_images import staff_image
 from umust_cli.data.roll import roll_notes
 from umust_cli.model.translator import CTC_FRAMES, PAD, SLOTS, Translator
@@ -88,7 +90,7 @@ def read_staff_pitches(engines: Engines, model: Translator, memory: torch.Tensor
     for seq, reading in zip(ids, readings):
         tokens = [names[t] for t in engines.vocab.to_local("notation", seq)]
         if reading.target == "rhythmic":
-            tokens = rhythm_tokens(reading, header_tokens(tokens))
+            tokens = rhythm_tokens(reading, header_tokens(tokens), FitOptions() if engines.config.fit_measures else None)
         elif model.cfg.ctc_classes or reading.target:
             class_names = [n for n, _ in ctc_classes(reading.target or model.cfg.ctc_target)]
             staves = [[class_names[c] for _, c in staff if class_names[c] != BAR[0]] for staff in reading.staves]
@@ -97,10 +99,22 @@ def read_staff_pitches(engines: Engines, model: Translator, memory: torch.Tensor
     return out
 
 
-def rhythm_tokens(reading: Reading, header: list[str]) -> list[str]:
+def rhythm_tokens(reading: Reading, header: list[str], fit: FitOptions | None = FitOptions()) -> list[str]:
     """The LMX a rhythmic reading writes (``data.rhythm.write_lmx``), ``header`` opening it (the
-    decoded system's clefs, key and time signature: ``data.rhythm.header_tokens``)."""
-    return write_reading([[c for _, c in staff] for staff in reading.staves], header)
+    decoded system's clefs, key and time signature: ``data.rhythm.header_tokens``); with ``fit``,
+    its time signature the one the reading's measures fit (``data.measure_fit.read_meter``) and
+    each staff's measures fitted to it (``fit_staff``; where the reading has its frame scores)."""
+    classes = ctc_classes("rhythmic")
+    staves = [[c for _, c in staff] for staff in reading.staves]
+    if fit is None:
+        return write_reading(staves, header)
+    read = read_meter([[classes[c] for c in staff] for staff in staves], time_signature(header))
+    header = with_time(header, *read) if read is not None else header
+    length, _ = meter(header)
+    if length and reading.scores is not None:
+        staves = [fit_staff(ids, [p for p, _ in staff], scores, length, reading.frames, fit)
+                  for ids, staff, scores in zip(staves, reading.staves, reading.scores)]
+    return write_reading(staves, header)
 
 
 def with_key(tokens: list[str], fifths: int | None) -> list[str]:
@@ -121,6 +135,8 @@ class Reading(NamedTuple):
     target: str | None = None              # the classes of ``staves`` where not the translator's CTC head's
                                            # (a pitch reader's ctc_target)
     frames: int = CTC_FRAMES               # CTC frames a column (a pitch reader's ``frames``)
+    scores: list[np.ndarray] | None = None # a rhythm reader's CTC frame log-probabilities per staff
+                                           # (``data.measure_fit``)
 
 
 def encode_images(model: Translator, src: torch.Tensor, src_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -336,7 +352,7 @@ def with_readers(reading: Reading, fifths: int | None, pixel: Reading | None) ->
     the pitch reader's columns and staves (``pixel``) where they read one."""
     if pixel is not None:
         reading = reading._replace(columns=pixel.columns, staves=pixel.staves, target=pixel.target,
-                                   frames=pixel.frames)
+                                   frames=pixel.frames, scores=pixel.scores)
     return reading if fifths is None else reading._replace(fifths=fifths)
 
 
@@ -349,9 +365,14 @@ def pixel_readings(engines: Engines, systems: Sequence[np.ndarray], omr: bool = 
     if reader is None or not systems:
         return [None] * len(systems)
     images = [_staff_image_or_none(g, reader.cfg.height) for g in systems]
-    read = reader.read([img for img in images if img is not None])
-    return [None if img is None else Reading(*read.pop(0), None, reader.cfg.ctc_target, reader.cfg.per_column)
-            for img in images]
+    rhythmic = reader.cfg.ctc_target == "rhythmic"
+    read = iter(reader.read_scored([img for img in images if img is not None]))
+    out = []
+    for img in images:
+        cols, staves, scores = next(read) if img is not None else (None, None, None)
+        out.append(None if img is None else Reading(cols, staves, None, reader.cfg.ctc_target, reader.cfg.per_column,
+                                                    scores if rhythmic else None))
+    return out
 
 
 def _staff_image_or_none(gray: np.ndarray, height: int) -> np.ndarray | None:

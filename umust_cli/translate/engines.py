@@ -60,6 +60,7 @@ class RunConfig:
     note_reader: str = "auto"           # the note-reader engine (--transcriber note-reader): NAME|PATH; auto: shipped
     rhythm_reader: str = "auto"         # OMR: the LMX written from this rhythmic pitch reader's notes, rests and note
                                         # values (NAME|PATH); auto: the shipped one where installed, none: decoded
+    fit_measures: bool = True           # OMR: a rhythm reader's measures fitted to the time signature (data.measure_fit)
 
     def __post_init__(self) -> None:    # bad decoding settings fail before any input is read
         DecodingOptions(temperature=self.temperature or 0.0, top_k=self.top_k, top_p=self.top_p,
