@@ -8,7 +8,7 @@ function __umust_path_is
     end
     test "$cmdpath" = "$argv[1]"
 end
-set -g __umust_known 'dataset' 'dataset align' 'dataset build' 'dataset import' 'dataset pages' 'dataset resynth' 'dataset scans' 'dataset stats' 'dataset tokenize' 'dataset ytsv' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train background' 'train background key-reader' 'train background note-reader' 'train background pitch-reader' 'train background translator' 'train codec' 'train codec audio' 'train codec image' 'train curves' 'train key-reader' 'train note-reader' 'train pitch-reader' 'train promote' 'train retrieval' 'train status' 'train translator' 'translate'
+set -g __umust_known 'dataset' 'dataset align' 'dataset build' 'dataset import' 'dataset pages' 'dataset resynth' 'dataset scans' 'dataset stats' 'dataset tokenize' 'dataset ytsv' 'eval' 'eval amt' 'eval emd' 'eval fad' 'eval i2a' 'eval m2a' 'eval omr' 'eval reference' 'eval retrieval' 'retrieve' 'retrieve index' 'retrieve search' 'tokenize' 'tokenize audio' 'tokenize image' 'tokenize midi' 'tokenize notation' 'train' 'train background' 'train background key-reader' 'train background note-reader' 'train background pitch-reader' 'train background rhythm-reader' 'train background translator' 'train codec' 'train codec audio' 'train codec image' 'train curves' 'train key-reader' 'train note-reader' 'train pitch-reader' 'train promote' 'train retrieval' 'train status' 'train translator' 'translate'
 complete -c umust -f -n '__umust_path_is \'\'' -a dataset -d 'Build and inspect the aligned image/notation/MIDI/audio corpus.'
 complete -c umust -f -n '__umust_path_is \'\'' -a eval -d 'Score predictions with the papers\' metrics (SER, note F1, EMD, retrieval, FAD).'
 complete -c umust -f -n '__umust_path_is \'\'' -a retrieve -d 'Audio <-> sheet-music passage retrieval: build an index, search it.'
@@ -265,6 +265,7 @@ complete -c umust -n '__umust_path_is \'train\'' -s h -l help -d 'Show the help 
 complete -c umust -f -n '__umust_path_is \'train background\'' -a key-reader -d 'Start `umust train key-reader` in the background for a wall-clock budget'
 complete -c umust -f -n '__umust_path_is \'train background\'' -a note-reader -d 'Start `umust train note-reader` in the background for a wall-clock budget'
 complete -c umust -f -n '__umust_path_is \'train background\'' -a pitch-reader -d 'Start `umust train pitch-reader` in the background for a wall-clock budget'
+complete -c umust -f -n '__umust_path_is \'train background\'' -a rhythm-reader -d 'Start `umust train pitch-reader --ctc-target rhythmic` in the background for a wall-clock budget'
 complete -c umust -f -n '__umust_path_is \'train background\'' -a translator -d 'Start `umust train translator` in the background for a wall-clock budget'
 complete -c umust -n '__umust_path_is \'train background\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'train background key-reader\'' -l data -r -d 'Corpus (default on resume: the last start\'s).'
@@ -288,6 +289,13 @@ complete -c umust -n '__umust_path_is \'train background pitch-reader\'' -l thre
 complete -c umust -n '__umust_path_is \'train background pitch-reader\'' -l dry-run -d 'Check and print the trainer\'s command; start nothing.'
 complete -c umust -n '__umust_path_is \'train background pitch-reader\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
 complete -c umust -n '__umust_path_is \'train background pitch-reader\'' -s h -l help -d 'Show the help and exit.'
+complete -c umust -n '__umust_path_is \'train background rhythm-reader\'' -l data -r -d 'Corpus (default on resume: the last start\'s).'
+complete -c umust -n '__umust_path_is \'train background rhythm-reader\'' -l budget-minutes -r -d 'Train this long (the run saves before the budget ends); loading comes on top.'
+complete -c umust -n '__umust_path_is \'train background rhythm-reader\'' -l save-minutes -r -d 'Save about this often.'
+complete -c umust -n '__umust_path_is \'train background rhythm-reader\'' -l threads -r -d 'CPU threads (0: every core this process may use).'
+complete -c umust -n '__umust_path_is \'train background rhythm-reader\'' -l dry-run -d 'Check and print the trainer\'s command; start nothing.'
+complete -c umust -n '__umust_path_is \'train background rhythm-reader\'' -l json -d 'Print machine-readable JSON on stdout instead of a table.'
+complete -c umust -n '__umust_path_is \'train background rhythm-reader\'' -s h -l help -d 'Show the help and exit.'
 complete -c umust -n '__umust_path_is \'train background translator\'' -l data -r -d 'Tokenized corpus (default on resume: the last start\'s).'
 complete -c umust -n '__umust_path_is \'train background translator\'' -l codes -r -d 'Folder of the code files (default on resume: the last start\'s).'
 complete -c umust -n '__umust_path_is \'train background translator\'' -l direction -r -d 'i2a or a2i (default: the run\'s, else i2a).'

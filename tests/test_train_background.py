@@ -389,3 +389,27 @@ def test_a_readers_saved_config_becomes_the_same_trainer_options(tmp_path):
     assert fresh.action == "fresh" and "--init" not in fresh.argv
     with pytest.raises(BadInputError, match="unknown reader"):
         background.plan_reader("tempo-reader", req, reader_flags)
+
+
+def test_a_rhythm_reader_run_is_a_rhythmic_pitch_reader_run(tmp_path):
+    """`train background rhythm-reader` plans `train pitch-reader --ctc-target rhythmic`: from the
+    shipped rhythm reader with its options, fresh with the target added, and refuses another target."""
+    from umust_cli.cli.train import reader_flags
+
+    saved = {"kind": "umust-pitch-reader", "step": 3782,
+             "model": {"channels": 16, "hidden": 192, "ctc_target": "rhythmic", "frames": 4},
+             "train": {"lr": 0.0004, "decay_steps": 4000}}
+    weights = tmp_path / "weights"
+    (weights / "rhythm-reader").mkdir(parents=True)
+    ckpt_io.write_json_atomic(weights / "rhythm-reader" / ckpt_io.CONFIG, saved)
+    new = background.plan_reader("rhythm-reader", BackgroundRequest(tmp_path / "new", tmp_path,
+                                                                    extras=("--lr", "0.0002")), reader_flags, weights)
+    assert new.argv[:2] == ("train", "pitch-reader") and new.init == weights / "rhythm-reader"
+    assert new.argv.count("--ctc-target") == 1 and new.argv[new.argv.index("--ctc-target") + 1] == "rhythmic"
+    assert new.argv[new.argv.index("--frames") + 1] == "4" and new.session["kind"] == "rhythm-reader"
+    fresh = background.plan_reader("rhythm-reader", BackgroundRequest(tmp_path / "fresh", tmp_path,
+                                                                      extras=("--hidden", "64")), reader_flags, weights)
+    assert fresh.action == "fresh" and fresh.argv[fresh.argv.index("--ctc-target") + 1] == "rhythmic"
+    with pytest.raises(BadInputError, match="trains with --ctc-target rhythmic"):
+        background.plan_reader("rhythm-reader", BackgroundRequest(tmp_path / "bad", tmp_path,
+                                                                  extras=("--ctc-target", "notated")), reader_flags)

@@ -553,10 +553,11 @@ def _reader_background(kind: str):
         req = background.BackgroundRequest(run_dir, data, None, None, budget_minutes, save_minutes, threads,
                                            tuple(ctx.args))
         plan = background.plan_reader(kind, req, reader_flags)
-        _parse_trainer_options(kind, plan.argv[2:])
+        _parse_trainer_options(plan.argv[1], plan.argv[2:])
         _start_background(plan, dry_run, as_json)
 
-    command.__doc__ = (f"Start `umust train {kind}` in the background for a wall-clock budget.\n\n"
+    trainer, fixed = registry.TRAINED_AS.get(kind, (kind, ()))
+    command.__doc__ = (f"Start `umust train {' '.join((trainer, *fixed))}` in the background for a wall-clock budget.\n\n"
                        "Trainer options go after `--` (e.g. `-- --eval-every 1000 --decay-steps 15000`); a resumed "
                        "run keeps its saved options, and the last start's other trainer options unless new ones "
                        "are given. The log is RUN/background.log; stop the run with `kill $(cat "
@@ -613,7 +614,7 @@ def _start_background(plan, dry_run: bool, as_json: bool) -> None:
                f"{plan.run_dir}; stop (saves first): kill {pid}")
 
 
-for _kind in registry.READER_KINDS:
+for _kind in registry.READER_KINDS + tuple(registry.TRAINED_AS):
     _reader_background(_kind)
 
 

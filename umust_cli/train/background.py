@@ -125,8 +125,9 @@ def plan_reader(kind: str, req: BackgroundRequest, reader_flags: ReaderFlags,
     passed once), else start one ``--init`` from the kind's default shipped weights (under
     ``weights_dir``), with the options they were trained with, unless the options name an
     ``--init`` or choose an architecture (READER_ARCHITECTURE_FLAGS), else fresh."""
-    if kind not in READER_KINDS:
-        raise BadInputError(f"unknown reader {kind!r}; choose {', '.join(READER_KINDS)}")
+    if kind not in READER_KINDS and kind not in registry.TRAINED_AS:
+        raise BadInputError(f"unknown reader {kind!r}; choose {', '.join(READER_KINDS + tuple(registry.TRAINED_AS))}")
+    trainer, fixed = registry.TRAINED_AS.get(kind, (kind, ()))
     run_dir = req.run_dir
     data, _, extras = _inputs(req)
     if holds_run(run_dir):
@@ -138,11 +139,22 @@ def plan_reader(kind: str, req: BackgroundRequest, reader_flags: ReaderFlags,
         init = None if given or own else registry.default_folder(kind, weights_dir)
         action, saved = "init" if given or init else "fresh", None
         start = ckpt_io.read_config(init) if init else {}   # from shipped weights: their options to start with
+        extras = _with_fixed(kind, extras, fixed)
     named = _flag_names(extras)
-    flags = [w for option in reader_flags(kind, start) if option[0] not in named for w in option]
-    head = ["train", kind, "--data", str(data), "-o", str(run_dir), *flags, *extras]
+    flags = [w for option in reader_flags(trainer, start) if option[0] not in named for w in option]
+    head = ["train", trainer, "--data", str(data), "-o", str(run_dir), *flags, *extras]
     return _plan(req, action, init, saved.get("train") if saved else None, head,
                  {"kind": kind, "data": str(data), "extras": list(extras)})
+
+
+def _with_fixed(kind: str, extras: tuple[str, ...], fixed: tuple[str, ...]) -> tuple[str, ...]:
+    """A new run's trainer options with the ones its kind fixes (``registry.TRAINED_AS``) added;
+    BadInputError where an option given says otherwise."""
+    for flag, value in zip(fixed[::2], fixed[1::2]):
+        if flag in extras and extras[extras.index(flag) + 1:extras.index(flag) + 2] != (value,):
+            raise BadInputError(f"a {kind} run trains with {flag} {value}")
+        extras = extras if flag in extras else (flag, value, *extras)
+    return extras
 
 
 def _inputs(req: BackgroundRequest) -> tuple[Path, Path | None, tuple[str, ...]]:
@@ -548,7 +560,7 @@ def _card_part(run_dir: Path, dest: Path, scored: dict, flags: str = "") -> list
     reader = str(_run_config(run_dir).get("kind", "")).removeprefix("umust-")
     kind = first.get("kind") or (reader if reader in READER_KINDS else "translator")
     extras = first.get("extras") or []
-    fresh = "random weights" + ("" if kind in READER_KINDS else " (codebook-initialised embeddings)")
+    fresh = "random weights" + ("" if kind in READER_KINDS or kind in registry.TRAINED_AS else " (codebook-initialised embeddings)")
     command = [f"umust train background {kind} RUNS/{run_dir.name} --data CORPUS"
                + (" --codes CODES" if first.get("codes") else "")
                + "".join(f" {_placeholder(a)}" for a in (["--", *extras] if extras else [])),
