@@ -68,12 +68,26 @@ def _duration(item: Sequence[str]) -> Fraction:
     return value
 
 
-def _staff_notes(tokens: Sequence[str], staves: int = STAVES) -> list[list[tuple[int, int, list[str]]]]:
-    """``staves`` lists: each staff's notes with a pitch as (measure, index of the pitch token in
-    ``tokens``, the note's tokens), in reading order (module docstring); measures count from 1
-    at the first ``measure`` token."""
-    found: list[tuple[int, int, Fraction, int, int, list[str]]] = []   # staff, measure, onset, item, token, note
-    staff, measure, time, onset = 1, 0, Fraction(0), Fraction(0)
+@dataclass(frozen=True)
+class Placed:
+    """One note or rest of LMX tokens where ``walk`` finds it."""
+
+    order: int              # its index among the items (``_items``; a move or measure is an item too)
+    start: int              # the index of its first token
+    item: list[str]         # its tokens
+    staff: int
+    voice: int
+    measure: int            # from 1 at the first ``measure`` token
+    onset: Fraction         # quarters from the measure's start (a chord note: its chord's)
+    chord: bool             # a chord note: starts with the note before it
+    grace: bool             # takes no time
+
+
+def walk(tokens: Sequence[str]) -> list[Placed]:
+    """Every note and rest of LMX ``tokens`` with its staff, voice, measure and onset (module
+    docstring: staff and voice tokens hold until the next ones)."""
+    out: list[Placed] = []
+    staff, voice, measure, time, onset = 1, 1, 0, Fraction(0), Fraction(0)
     for i, (start, item) in enumerate(_items(tokens)):
         head = item[0]
         if head == "measure":
@@ -83,13 +97,23 @@ def _staff_notes(tokens: Sequence[str], staves: int = STAVES) -> list[list[tuple
             time += _duration(item) * (-1 if head == "backup" else 1)
             continue
         staff = next((int(t.split(":")[1]) for t in item if t.startswith("staff:")), staff)
+        voice = next((int(t.split(":")[1]) for t in item if t.startswith("voice:")), voice)
         chord, grace = "chord" in item, any(t.startswith("grace") for t in item)
         if not chord:
             onset = time
             time = time if grace else time + _duration(item)
-        at = next((k for k, t in enumerate(item) if is_pitch(t)), None)
-        if at is not None and staff <= staves:
-            found.append((staff, measure, onset, i, start + at, item))
+        out.append(Placed(i, start, item, staff, voice, measure, onset, chord, grace))
+    return out
+
+
+def _staff_notes(tokens: Sequence[str], staves: int = STAVES) -> list[list[tuple[int, int, list[str]]]]:
+    """``staves`` lists: each staff's notes with a pitch as (measure, index of the pitch token in
+    ``tokens``, the note's tokens), in reading order (module docstring)."""
+    found = []   # staff, measure, onset, item, token, note
+    for n in walk(tokens):
+        at = next((k for k, t in enumerate(n.item) if is_pitch(t)), None)
+        if at is not None and n.staff <= staves:
+            found.append((n.staff, n.measure, n.onset, n.order, n.start + at, n.item))
     found.sort(key=lambda f: f[:4])
     return [[(m, j, item) for s, m, _, _, j, item in found if s == k] for k in range(1, staves + 1)]
 
@@ -205,28 +229,18 @@ def staff_groups(tokens: Sequence[str], staves: int = STAVES) -> list[list[Group
     """``staves`` lists: each staff's groups (and BAR between measures) in reading order (module
     docstring); a group's staff is its first note's."""
     marks, found = printed_accidentals(tokens), []   # (staff, measure, onset, not grace, voice, order, group notes)
-    staff, voice, measure, time, last = 1, 1, 0, Fraction(0), None
-    for start, item in _items(tokens):
-        head = item[0]
-        if head == "measure":
-            measure, time, last = measure + 1, Fraction(0), None
-            continue
-        if head in ("backup", "forward"):
-            time += _duration(item) * (-1 if head == "backup" else 1)
-            last = None
-            continue
-        staff = next((int(t.split(":")[1]) for t in item if t.startswith("staff:")), staff)
-        voice = next((int(t.split(":")[1]) for t in item if t.startswith("voice:")), voice)
-        at = next((k for k, t in enumerate(item) if is_pitch(t)), None)
-        note = None if at is None else (item[at], TIE if "tied:stop" in item else marks.get(start + at))
-        if "chord" in item and last is not None:
+    last, before = None, None
+    for n in walk(tokens):
+        at = next((k for k, t in enumerate(n.item) if is_pitch(t)), None)
+        note = None if at is None else (n.item[at], TIE if "tied:stop" in n.item else marks.get(n.start + at))
+        if n.chord and last is not None and before == n.order - 1:   # a chord note right after its chord
             last[-1].append(note)
-            continue
-        grace = any(t.startswith("grace") for t in item)
-        last = [staff, measure, time, not grace, voice, len(found), value_of(item), [] if note is None else [note]]
-        found.append(last)
-        time += Fraction(0) if grace else _duration(item)
-    return _ordered(found, staves, measure)
+        else:
+            last = [n.staff, n.measure, n.onset, not n.grace, n.voice, len(found), value_of(n.item),
+                    [] if note is None else [note]]
+            found.append(last)
+        before = n.order
+    return _ordered(found, staves, sum(t == "measure" for t in tokens))
 
 
 def _ordered(found: list[list], staves: int, measures: int) -> list[list[Group | tuple]]:
