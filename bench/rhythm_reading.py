@@ -4,14 +4,17 @@
                                    [--split valid] [--limit N] [--json OUT]
 
 Every system of the split with an image and LMX, its engraving and its scanned-look copies, is
-read by each ``--rhythm-reader`` (a pitch reader of the ``rhythmic`` classes); its reading is
-written as LMX (``data.rhythm.read_groups`` / ``write_lmx``) opened by the reference's own
+read by each ``--rhythm-reader`` (a pitch reader of the ``rhythmic`` or ``beamed`` classes); its
+reading is written as LMX (``data.rhythm.write_reading``) opened by the reference's own
 attributes (``header_tokens``: clefs, key, time) and scored against the reference as `umust eval
-omr` scores (pooled token edit distance over reference tokens). The row ``oracle`` writes the
-reference's own rhythmic classes through the same rule: what a perfect reader would score. The
-product's OMR takes the attributes from the translator's decoding and the key reader instead;
-`umust translate --data --task omr` and `umust eval omr` measure that. The first two readers are
-compared system by system (copies apart): systems each reads better.
+omr` scores (pooled token edit distance over reference tokens), as read and with its measures
+fitted to the reference's time signature (row ``(fitted)``, ``data.measure_fit``). The rows
+``oracle rhythmic`` and ``oracle beamed`` write the reference's own classes of each target through
+the same rule: what a perfect reader would score. The product's OMR takes the attributes from
+the translator's decoding, the key reader and the measures instead; `umust translate --data
+--task omr` and `umust eval omr` measure that. The first reader is compared with its fitted
+reading, and the first two readers with each other, system by system (copies apart): systems
+each reads better.
 """
 
 from __future__ import annotations
@@ -51,12 +54,13 @@ def systems(corpus: Path, split: str, limit: int | None) -> list[tuple[str, list
     return out
 
 
-def written(staves: list[list[int]], ref: list[str]) -> list[str]:
-    """The LMX of one system's rhythmic class ids per staff, opened by the reference's attributes."""
-    return write_reading(staves, header_tokens(ref))
+def written(staves: list[list[int]], ref: list[str], target: str) -> list[str]:
+    """The LMX of one system's class ids (``target``: rhythmic or beamed) per staff, opened by the
+    reference's attributes."""
+    return write_reading(staves, header_tokens(ref), target)
 
 
-def fitted(read: tuple, ref: list[str], per_column: int) -> list[list[int]]:
+def fitted(read: tuple, ref: list[str], per_column: int, target: str) -> list[list[int]]:
     """A reader's ``read_scored`` of one system with each staff's measures fitted to the
     reference's time signature (``data.measure_fit``; as read without one)."""
     _, staves, scores = read
@@ -64,19 +68,19 @@ def fitted(read: tuple, ref: list[str], per_column: int) -> list[list[int]]:
     ids = [[c for _, c in staff] for staff in staves]
     if not length:
         return ids
-    return [fit_staff(i, [p for p, _ in staff], lp, length, per_column)
+    return [fit_staff(i, [p for p, _ in staff], lp, length, per_column, target=target)
             for i, staff, lp in zip(ids, staves, scores)]
 
 
-def score(reader, items) -> dict[str, dict[str, list]]:
-    """Per row ("read", "fitted"; the oracle's "read" only) and copy kind ("engraved",
-    "scanned"): each system's SerCounts of the LMX written."""
+def score(reader, items, target: str) -> dict[str, dict[str, list]]:
+    """Per row ("read", "fitted"; the oracle's "read" only: the reference's own ``target`` classes)
+    and copy kind ("engraved", "scanned"): each system's SerCounts of the LMX written."""
     out = {row: {"engraved": [], "scanned": []} for row in (("read",) if reader is None else ("read", "fitted"))}
     for key, ref, copies in items:
         for copy, path in copies.items():
             kind = "engraved" if copy == "engraved" else "scanned"
             if reader is None:
-                out["read"][kind].append(M.ser_counts(written(staff_classes(ref, "rhythmic"), ref), ref))
+                out["read"][kind].append(M.ser_counts(written(staff_classes(ref, target), ref, target), ref))
                 continue
             try:
                 read = reader.read_scored([staff_image(load_gray(path), reader.cfg.height)])[0]
@@ -84,8 +88,9 @@ def score(reader, items) -> dict[str, dict[str, list]]:
                 for row in out.values():
                     row[kind].append(M.ser_counts([], ref))
                 continue
-            out["read"][kind].append(M.ser_counts(written([[c for _, c in s] for s in read[1]], ref), ref))
-            out["fitted"][kind].append(M.ser_counts(written(fitted(read, ref, reader.cfg.per_column), ref), ref))
+            out["read"][kind].append(M.ser_counts(written([[c for _, c in s] for s in read[1]], ref, target), ref))
+            out["fitted"][kind].append(M.ser_counts(written(fitted(read, ref, reader.cfg.per_column, target), ref,
+                                                            target), ref))
     return out
 
 
@@ -101,9 +106,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     items = systems(args.data, args.split, args.limit)
     results, report = {}, {"split": args.split, "systems": len(items)}
-    for name in ["oracle", *args.rhythm_reader]:
-        reader = None if name == "oracle" else load_rhythm_reader(Path(name)).eval()
-        for row, counts in score(reader, items).items():
+    for name in ["oracle rhythmic", "oracle beamed", *args.rhythm_reader]:
+        reader = None if name.startswith("oracle ") else load_rhythm_reader(Path(name)).eval()
+        target = name.split()[1] if reader is None else reader.cfg.ctc_target
+        for row, counts in score(reader, items, target).items():
             label = name if row == "read" else f"{name} (fitted)"
             results[label] = counts
             report[label] = {kind: round(M.pooled_ser(c), 4) for kind, c in counts.items() if c}

@@ -8,7 +8,7 @@ import torch
 
 from umust_cli.data.measure_fit import FitOptions, consistent, fit_staff, read_meter
 from umust_cli.data.rhythm import time_signature, with_time
-from umust_cli.data.staff_order import BAR, REST, SAME, VALUE, ctc_classes, staff_classes, staff_groups
+from umust_cli.data.staff_order import BAR, JOIN, REST, SAME, VALUE, ctc_classes, staff_classes, staff_groups
 from umust_cli.model.translator import CTC_STAVES, column_ctc_emissions, column_ctc_log_probs
 
 CLASSES = ctc_classes("rhythmic")
@@ -128,3 +128,19 @@ def test_with_time_sets_the_headers_time_signature():
     assert with_time(header, 3, 4) == "key:fifths:-2 time beats:3 beat-type:4 clef:G2 staff:1 clef:F4 staff:2".split()
     assert with_time(["key:fifths:0", "clef:G2", "staff:1"], 6, 8) == "key:fifths:0 time beats:6 beat-type:8 clef:G2 staff:1".split()
     assert time_signature(with_time([], 2, 2)) == (2, 2) and time_signature(["clef:G2"]) is None
+
+
+def test_a_beamed_readings_voice_marker_goes_after_the_join():
+    """In the beamed classes a SAME added between two groups goes after the first one's JOIN."""
+    classes = ctc_classes("beamed")
+    cid = {c: k for k, c in enumerate(classes)}
+    join, same = cid[JOIN], cid[SAME]
+    e5, c4, eighth = cid[("E5", None)], cid[("C4", None)], cid[(VALUE, "eighth")]
+    ids = [e5, eighth, join, c4, eighth, e5, eighth, join, c4, eighth]        # 2/8 read as 4/8: two SAMEs lost
+    lp = np.full((2 * len(ids) + 1, len(classes) + 1), -12.0, np.float32)
+    for i, c in enumerate(ids):
+        lp[2 * i, c] = lp[2 * i + 1, -1] = -0.05
+    lp[2 * 2 + 1, same] = lp[2 * 7 + 1, same] = -1.0                            # after each JOIN
+    positions = [2 * i / PER_COLUMN for i in range(len(ids))]
+    fitted = fit_staff(ids, positions, lp, Fraction(1), PER_COLUMN, target="beamed")
+    assert fitted == [e5, eighth, join, same, c4, eighth, e5, eighth, join, same, c4, eighth]

@@ -1,8 +1,10 @@
 """The rhythmic reading of a system: LMX -> each staff's groups (data.staff_order.staff_groups),
 their CTC classes and back to LMX (data.rhythm)."""
 
-from umust_cli.data.rhythm import header_tokens, meter, move_tokens, read_groups, write_lmx
-from umust_cli.data.staff_order import (BAR, REST, SAME, TIE, VALUE, Group, ctc_classes, rhythmic_sequence,
+from dataclasses import replace
+
+from umust_cli.data.rhythm import header_tokens, meter, move_tokens, read_groups, write_lmx, write_reading
+from umust_cli.data.staff_order import (BAR, JOIN, REST, SAME, TIE, VALUE, Group, ctc_classes, rhythmic_sequence,
                                         staff_classes, staff_groups, value_quarters)
 from fractions import Fraction
 
@@ -24,16 +26,18 @@ SYSTEM = ("measure key:fifths:3 time beats:3 beat-type:4 clef:G2 staff:1 clef:F4
 
 def test_staff_groups_read_onsets_voices_and_values():
     top, bottom = staff_groups(SYSTEM)
-    assert top[:3] == [Group((("F4", None),), "eighth/3"), Group((("G4", None),), "eighth/3"),
-                       Group((("F4", None),), "eighth/3")]
-    assert top[3] == Group((("E4", 1),), "eighth") and top[5:7] == [Group((("G4", None),), "eighth."),
-                                                                       Group((("D4", None),), "16th")]
+    # a note beamed to the next one of its voice is joined (the last of a beam and a rest are not)
+    assert top[:3] == [Group((("F4", None),), "eighth/3", joined=True), Group((("G4", None),), "eighth/3", joined=True),
+                       Group((("F4", None),), "eighth/3", joined=False)]
+    assert top[3] == Group((("E4", 1),), "eighth", joined=True) and top[5:7] == [
+        Group((("G4", None),), "eighth.", joined=True), Group((("D4", None),), "16th", joined=False)]
     second = top[top.index(BAR) + 1:]
     # voice 2's rest starts with voice 1's eighth (SAME); the tie on A4 reads on the next measure
-    assert second[:2] == [Group((("C4", None),), "eighth"), Group((), "quarter", same=True)]
-    assert second[second.index(BAR) + 1] == Group((("A4", TIE),), "half")
-    assert bottom[1] == Group((("C3", None), ("G3", None), ("B3", None)), "quarter")
-    assert bottom[-1] == Group((), "measure") and bottom.count(BAR) == 2
+    # (C4 is beamed over voice 1's 16th rest to its F4)
+    assert second[:2] == [Group((("C4", None),), "eighth", joined=True), Group((), "quarter", same=True, joined=False)]
+    assert second[second.index(BAR) + 1] == Group((("A4", TIE),), "half", joined=False)
+    assert bottom[1] == Group((("C3", None), ("G3", None), ("B3", None)), "quarter", joined=False)
+    assert bottom[-1] == Group((), "measure", joined=False) and bottom.count(BAR) == 2
 
 
 def test_write_lmx_inverts_staff_groups():
@@ -46,11 +50,29 @@ def test_rhythmic_classes_round_trip_through_a_reading():
     for ids, groups in zip(staff_classes(SYSTEM, "rhythmic"), staff_groups(SYSTEM)):
         named = [classes[i] for i in ids]
         assert named == rhythmic_sequence(groups)
-        assert read_groups(named) == groups
+        assert read_groups(named) == [replace(g, joined=None) if isinstance(g, Group) else g for g in groups]
     first = [classes[i] for i in staff_classes(SYSTEM, "rhythmic")[0]]
     assert first[:2] == [("F4", None), (VALUE, "eighth/3")]
     bar = first.index(BAR)
     assert first[bar + 1:bar + 6] == [("C4", None), (VALUE, "eighth"), SAME, REST, (VALUE, "quarter")]
+
+
+def test_beamed_classes_carry_the_beams_of_the_source():
+    """The beamed classes add JOIN after a note beamed to its voice's next note: read back, the
+    groups are the source's, and written as LMX they beam as the source does, not by beat."""
+    classes = ctc_classes("beamed")
+    assert classes[:-1] == ctc_classes("rhythmic") and classes[-1] == JOIN
+    for ids, groups in zip(staff_classes(SYSTEM, "beamed"), staff_groups(SYSTEM)):
+        named = [classes[i] for i in ids]
+        assert named == rhythmic_sequence(groups, joins=True) and read_groups(named, joins=True) == groups
+    first = [classes[i] for i in staff_classes(SYSTEM, "beamed")[0]]
+    assert first[:6] == [("F4", None), (VALUE, "eighth/3"), JOIN, ("G4", None), (VALUE, "eighth/3"), JOIN]
+    assert write_reading(staff_classes(SYSTEM, "beamed"), header_tokens(SYSTEM), "beamed") == SYSTEM
+    # two eighths of one beat the source leaves unbeamed (flags): by beat they would be beamed
+    flagged = ("measure time beats:1 beat-type:4 clef:G2 staff:1 clef:F4 staff:2 C5 voice:1 eighth staff:1 "
+               "D5 eighth").split()
+    assert "beam:begin" not in write_reading(staff_classes(flagged, "beamed"), header_tokens(flagged), "beamed")
+    assert "beam:begin" in write_reading(staff_classes(flagged, "rhythmic"), header_tokens(flagged))
 
 
 def test_read_groups_closes_stray_notes_and_drops_empty_values():

@@ -410,6 +410,11 @@ def test_a_rhythm_reader_run_is_a_rhythmic_pitch_reader_run(tmp_path):
     fresh = background.plan_reader("rhythm-reader", BackgroundRequest(tmp_path / "fresh", tmp_path,
                                                                       extras=("--hidden", "64")), reader_flags, weights)
     assert fresh.action == "fresh" and fresh.argv[fresh.argv.index("--ctc-target") + 1] == "rhythmic"
-    with pytest.raises(BadInputError, match="trains with --ctc-target rhythmic"):
+    with pytest.raises(BadInputError, match="trains with --ctc-target rhythmic or beamed"):
         background.plan_reader("rhythm-reader", BackgroundRequest(tmp_path / "bad", tmp_path,
                                                                   extras=("--ctc-target", "notated")), reader_flags)
+    # shipped weights of the beamed classes: a new run reads them too
+    saved["model"]["ctc_target"] = "beamed"
+    ckpt_io.write_json_atomic(weights / "rhythm-reader" / ckpt_io.CONFIG, saved)
+    beamed = background.plan_reader("rhythm-reader", BackgroundRequest(tmp_path / "b", tmp_path), reader_flags, weights)
+    assert beamed.argv[beamed.argv.index("--ctc-target") + 1] == "beamed" and beamed.argv.count("--ctc-target") == 1

@@ -64,9 +64,11 @@ AUTO_DIRECT: dict[str, tuple[str, ...]] = {
 }
 # The kinds trained by a reader's trainer (`umust train KIND`, `umust train background KIND`).
 READER_KINDS = ("note-reader", "pitch-reader", "key-reader")
-# Shipped reader kinds trained by another kind's trainer with fixed options: `umust train
-# background rhythm-reader` is `umust train pitch-reader --ctc-target rhythmic`.
-TRAINED_AS: dict[str, tuple[str, tuple[str, ...]]] = {"rhythm-reader": ("pitch-reader", ("--ctc-target", "rhythmic"))}
+# Shipped reader kinds trained by another kind's trainer with one option among some values (the
+# first by default): `umust train background rhythm-reader` is `umust train pitch-reader
+# --ctc-target rhythmic|beamed` (model.translator.RHYTHMIC_TARGETS).
+TRAINED_AS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "rhythm-reader": ("pitch-reader", "--ctc-target", ("rhythmic", "beamed"))}
 # The validation figure a trained model's run keeps its best checkpoint on, by checkpoint kind,
 # and whether higher is better; a name ending in "/" is the mean of the keys under it, one per
 # image copy ("staff_error_rate/engraved", ...). `train curves` plots them, `train promote` compares them.

@@ -287,10 +287,11 @@ def pitch_reader(
     target: str = typer.Option("notated", "--ctc-target", help="The classes read: written, spelled, marked "
                                "(each pitch name as printed: unmarked, sharp, flat or natural) or notated (marked, "
                                "plus each name as a tied continuation and the bar line; --init from a marked reader "
-                               "gives the classes they share their rows) or rhythmic (notated, plus rests, note "
-                               "values and voices at one onset: what OMR writes LMX from)."),
+                               "gives the classes they share their rows), rhythmic (notated, plus rests, note "
+                               "values and voices at one onset: what OMR writes LMX from) or beamed (rhythmic, plus "
+                               "a note beamed to the next one of its voice)."),
     frames: int = typer.Option(0, "--frames", min=0, help="CTC frames per 16-px column and staff (0: the "
-                               "target's: 4 for rhythmic, which reads a class per note value too; else 2)."),
+                               "target's: 4 for rhythmic and beamed, which read a class per note value too; else 2)."),
     no_scans: bool = READER_NO_SCANS,
     init: Optional[str] = typer.Option(None, "--init", metavar="NAME|PATH", help=INIT_HELP),
     seed: int = READER_SEED,
@@ -556,8 +557,9 @@ def _reader_background(kind: str):
         _parse_trainer_options(plan.argv[1], plan.argv[2:])
         _start_background(plan, dry_run, as_json)
 
-    trainer, fixed = registry.TRAINED_AS.get(kind, (kind, ()))
-    command.__doc__ = (f"Start `umust train {' '.join((trainer, *fixed))}` in the background for a wall-clock budget.\n\n"
+    trainer, option, values = registry.TRAINED_AS.get(kind, (kind, "", ()))
+    named = f" {option} {'|'.join(values)}" if option else ""
+    command.__doc__ = (f"Start `umust train {trainer}{named}` in the background for a wall-clock budget.\n\n"
                        "Trainer options go after `--` (e.g. `-- --eval-every 1000 --decay-steps 15000`); a resumed "
                        "run keeps its saved options, and the last start's other trainer options unless new ones "
                        "are given. The log is RUN/background.log; stop the run with `kill $(cat "
@@ -720,7 +722,7 @@ def run_kind(config: dict) -> str:
     """The registry kind a run's saved config trains: a reader's, a pitch reader of rhythmic
     classes as ``rhythm-reader``, else the translator of its direction."""
     reader = str(config.get("kind", "")).removeprefix("umust-")
-    if reader == "pitch-reader" and (config.get("model") or {}).get("ctc_target") == "rhythmic":
+    if reader == "pitch-reader" and (config.get("model") or {}).get("ctc_target") in registry.TRAINED_AS["rhythm-reader"][2]:
         return "rhythm-reader"
     return reader if reader in registry.READER_KINDS else f"translator-{config.get('direction', 'i2a')}"
 

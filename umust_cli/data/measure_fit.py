@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from umust_cli.data.rhythm import place, read_groups
-from umust_cli.data.staff_order import BAR, GRACE, SAME, VALUE, Group, ctc_classes
+from umust_cli.data.staff_order import BAR, GRACE, JOIN, SAME, VALUE, Group, ctc_classes
 
 
 # the corpus's time signatures (beats, beat type), commonest first (train split: 1,004, 677, 531,
@@ -91,11 +91,11 @@ def _measures(classes: Sequence[tuple]) -> list[list[tuple]]:
 
 
 def fit_staff(ids: Sequence[int], positions: Sequence[float], log_probs: np.ndarray, length: Fraction,
-              per_column: int, options: FitOptions = FitOptions()) -> list[int]:
-    """One staff's rhythmic class ids (``ctc_classes("rhythmic")``), emitted at ``positions`` (in
-    columns) of its CTC frames' ``log_probs`` ((frames, classes + 1), blank last), with each
+              per_column: int, options: FitOptions = FitOptions(), target: str = "rhythmic") -> list[int]:
+    """One staff's class ids (``ctc_classes(target)``, rhythmic or beamed), emitted at ``positions``
+    (in columns) of its CTC frames' ``log_probs`` ((frames, classes + 1), blank last), with each
     inconsistent measure of ``length`` quarters fitted (module docstring)."""
-    classes = ctc_classes("rhythmic")
+    classes = ctc_classes(target)
     frames = [round(p * per_column) for p in positions]
     bars = [i for i, c in enumerate(ids) if classes[c] == BAR]
     out, start = [], 0
@@ -132,8 +132,10 @@ def _fit_measure(ids: list[int], frames: list[int], log_probs: np.ndarray, lengt
 
 def _edits(ids: list[int], frames: list[int], log_probs: np.ndarray, options: FitOptions,
            classes: list[tuple]) -> list[Edit]:
-    """Every edit ``_fit_measure`` tries in one measure, with its cost."""
+    """Every edit ``_fit_measure`` tries in one measure, with its cost (a SAME is added after a
+    group's value, or after its JOIN where it has one)."""
     same = classes.index(SAME)
+    join = classes.index(JOIN) if JOIN in classes else None
     values = np.array([k for k, c in enumerate(classes) if c[0] == VALUE and c[1] != GRACE])
     out = []
     for i, (c, f) in enumerate(zip(ids, frames)):
@@ -142,10 +144,11 @@ def _edits(ids: list[int], frames: list[int], log_probs: np.ndarray, options: Fi
             ranked = values[np.argsort(-row[values])]
             out += [Edit(i, "value", int(k), float(row[k] - row[c]))
                     for k in ranked[ranked != c][:options.alternatives]]
-            later = frames[i + 1] if i + 1 < len(ids) else None
-            if later is not None and ids[i + 1] != same and later > f + 1:
-                gap = log_probs[f + 1:later]
-                out.append(Edit(i, "same", same, float((gap[:, same] - gap.max(1)).max())))
+            end = i + 1 if i + 1 < len(ids) and ids[i + 1] == join else i
+            later = frames[end + 1] if end + 1 < len(ids) else None
+            if later is not None and ids[end + 1] != same and later > frames[end] + 1:
+                gap = log_probs[frames[end] + 1:later]
+                out.append(Edit(end, "same", same, float((gap[:, same] - gap.max(1)).max())))
         elif c == same:
             out.append(Edit(i, "drop", c, float(np.sort(row)[-2] - row[c])))
     return out

@@ -18,28 +18,29 @@ tied continuation. Stems, slurs and articulations are not written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Sequence
 
 from lmx.linearization.vocabulary import NOTE_TYPE_TO_QUARTER_MULTIPLE as QUARTERS
 
-from umust_cli.data.staff_order import (BAR, GRACE, MEASURE_REST, REST, SAME, TIE, TYPES, VALUE, Group, ctc_classes,
+from umust_cli.data.staff_order import (BAR, GRACE, JOIN, MEASURE_REST, REST, SAME, TIE, TYPES, VALUE, Group, ctc_classes,
                                         value_quarters)
 
 MARK_TOKENS = {1: "sharp", -1: "flat", 0: "natural"}
 VOICE_BASE = {1: 1, 2: 5}                        # the first voice of each staff (MuseScore numbering)
 
-def read_groups(classes: Sequence[tuple]) -> list[Group | tuple]:
-    """One staff's rhythmic classes as a reader emits them (``staff_order.ctc_classes("rhythmic")``)
-    -> its groups and bar lines: a note value closes the notes (or rest) before it; notes left
-    without a value at a bar line or the end are a quarter's chord; a value with neither is dropped."""
+def read_groups(classes: Sequence[tuple], joins: bool = False) -> list[Group | tuple]:
+    """One staff's rhythmic classes as a reader emits them (``staff_order.ctc_classes``, rhythmic or
+    with ``joins`` beamed) -> its groups and bar lines: a note value closes the notes (or rest)
+    before it, a JOIN after it beams the group to the next; notes left without a value at a bar
+    line or the end are a quarter's chord; a value with neither is dropped."""
     out: list[Group | tuple] = []
     notes, rest, same = [], False, False
     def close(value: str) -> None:
         nonlocal notes, rest, same
         if notes or rest:
-            out.append(Group(tuple(notes), value, same))
+            out.append(Group(tuple(notes), value, same, False if joins else None))
         notes, rest, same = [], False, False
     for c in classes:
         if c == SAME:
@@ -50,6 +51,9 @@ def read_groups(classes: Sequence[tuple]) -> list[Group | tuple]:
         elif c == BAR:
             close("quarter")
             out.append(BAR)
+        elif c == JOIN:
+            if joins and not (notes or rest) and out and isinstance(out[-1], Group) and out[-1].pitches:
+                out[-1] = replace(out[-1], joined=True)
         elif c[0] == VALUE:
             close(c[1])
         else:
@@ -162,22 +166,13 @@ def beam_level(value: str) -> int:
 
 
 def beams(voice: Voice, beat: Fraction) -> dict[int, list[str]]:
-    """Beam tokens by index in ``voice.groups``: the beamable notes of one beat (rests between
-    them do not break the group) beamed at each level their values share, a note alone at a
-    level with a hook."""
-    runs, run, beat_of = [], [], None
-    for k, (onset, g) in enumerate(voice.groups):
-        level = 0 if (g.value == GRACE or not g.pitches) else beam_level(g.value)
-        here = int(onset // beat)
-        if run and (here != beat_of or (g.pitches and not level) or g.value == GRACE):
-            runs.append(run)
-            run = []
-        if level:
-            run.append((k, level))
-            beat_of = here
-    runs.append(run)
+    """Beam tokens by index in ``voice.groups``: where the groups say which notes are beamed to
+    the next (``Group.joined``), those runs, else the beamable notes of one beat (rests between
+    them do not break a run), beamed at each level their values share, a note alone at a level
+    with a hook."""
+    known = any(g.joined is not None for _, g in voice.groups)
     out: dict[int, list[str]] = {}
-    for run in (r for r in runs if len(r) > 1):
+    for run in (r for r in (_joined_runs(voice) if known else _beat_runs(voice, beat)) if len(r) > 1):
         for lev in range(1, max(level for _, level in run) + 1):
             members = [k for k, level in run if level >= lev]
             for piece in _consecutive(members, [k for k, _ in run]):
@@ -187,6 +182,39 @@ def beams(voice: Voice, beat: Fraction) -> dict[int, list[str]]:
                     out.setdefault(piece[0], []).append("beam:begin")
                     out.setdefault(piece[-1], []).append("beam:end")
     return out
+
+
+def _level(g: Group) -> int:
+    """The beams of a group's notes (a rest or grace note: none)."""
+    return 0 if (g.value == GRACE or not g.pitches) else beam_level(g.value)
+
+
+def _beat_runs(voice: Voice, beat: Fraction) -> list[list[tuple[int, int]]]:
+    """(index, beam level) runs of a voice's beamable notes by beat (``beams``)."""
+    runs, run, beat_of = [], [], None
+    for k, (onset, g) in enumerate(voice.groups):
+        level, here = _level(g), int(onset // beat)
+        if run and (here != beat_of or (g.pitches and not level) or g.value == GRACE):
+            runs.append(run)
+            run = []
+        if level:
+            run.append((k, level))
+            beat_of = here
+    return runs + [run]
+
+
+def _joined_runs(voice: Voice) -> list[list[tuple[int, int]]]:
+    """(index, beam level) runs of a voice's beamable notes each beamed to the next (``beams``)."""
+    runs, run = [], []
+    for k, (_, g) in enumerate(voice.groups):
+        if not g.pitches and g.value != GRACE:
+            continue                                  # a rest under a beam does not break it
+        if _level(g):
+            run.append((k, _level(g)))
+        if not _level(g) or not g.joined:
+            runs.append(run)
+            run = []
+    return runs + [run]
 
 
 def _consecutive(members: list[int], order: list[int]) -> list[list[int]]:
@@ -322,8 +350,8 @@ def _voice_tokens(voice: Voice, staff: int, beat: Fraction, state: list, starts:
     return out
 
 
-def write_reading(staves: Sequence[Sequence[int]], header: Sequence[str] = ()) -> list[str]:
-    """LMX of a reader's rhythmic class ids (``ctc_classes("rhythmic")``), one list per staff
-    (``read_groups``, then ``write_lmx`` opened by ``header``)."""
-    classes = ctc_classes("rhythmic")
-    return write_lmx([read_groups([classes[c] for c in staff]) for staff in staves], header)
+def write_reading(staves: Sequence[Sequence[int]], header: Sequence[str] = (), target: str = "rhythmic") -> list[str]:
+    """LMX of a reader's class ids (``ctc_classes(target)``, rhythmic or beamed), one list per
+    staff (``read_groups``, then ``write_lmx`` opened by ``header``)."""
+    classes = ctc_classes(target)
+    return write_lmx([read_groups([classes[c] for c in staff], target == "beamed") for staff in staves], header)

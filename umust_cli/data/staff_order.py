@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Sequence
 from lmx.linearization.vocabulary import NOTE_TYPE_TO_QUARTER_MULTIPLE as QUARTERS
 
 from umust_cli.codecs.notation import NotationCodec, is_pitch
+from umust_cli.model.translator import RHYTHMIC_TARGETS
 
 if TYPE_CHECKING:
     import torch
@@ -192,6 +193,7 @@ GRACE, MEASURE_REST = "grace", "measure"
 # note values: type, dots ("."), a triplet ratio ("/3": 3in2); a grace note; a whole-measure rest
 VALUES = tuple(t + d for t in TYPES for d in ("", ".", "..")) + tuple(t + "/3" for t in TYPES) + (GRACE, MEASURE_REST)
 REST, SAME, VALUE = ("rest", None), ("same", None), "value"   # the classes the rhythmic target adds
+JOIN = ("join", None)           # the beamed target adds: a note beamed to the next note of its voice
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,7 @@ class Group:
     pitches: tuple[tuple[str, int | str | None], ...]   # (name, printed accidental, TIE or None) upwards; () a rest
     value: str                                           # one of VALUES
     same: bool = False                                   # starts with the group before it
+    joined: bool | None = None                           # beamed to the next note of its voice (None: unknown)
 
 
 def value_of(item: Sequence[str]) -> str:
@@ -228,16 +231,18 @@ def value_quarters(value: str) -> Fraction:
 def staff_groups(tokens: Sequence[str], staves: int = STAVES) -> list[list[Group | tuple]]:
     """``staves`` lists: each staff's groups (and BAR between measures) in reading order (module
     docstring); a group's staff is its first note's."""
-    marks, found = printed_accidentals(tokens), []   # (staff, measure, onset, not grace, voice, order, group notes)
-    last, before = None, None
+    marks, found = printed_accidentals(tokens), []   # (staff, measure, onset, not grace, voice, order, value,
+    last, before, depth = None, None, {}             #  joined, group notes)
     for n in walk(tokens):
         at = next((k for k, t in enumerate(n.item) if is_pitch(t)), None)
         note = None if at is None else (n.item[at], TIE if "tied:stop" in n.item else marks.get(n.start + at))
         if n.chord and last is not None and before == n.order - 1:   # a chord note right after its chord
             last[-1].append(note)
         else:
+            beams = sum(t == "beam:begin" for t in n.item) - sum(t == "beam:end" for t in n.item)
+            depth[n.voice] = max(0, depth.get(n.voice, 0) + beams)       # open beams of the voice after it
             last = [n.staff, n.measure, n.onset, not n.grace, n.voice, len(found), value_of(n.item),
-                    [] if note is None else [note]]
+                    note is not None and depth[n.voice] > 0, [] if note is None else [note]]
             found.append(last)
         before = n.order
     return _ordered(found, staves, sum(t == "measure" for t in tokens))
@@ -248,13 +253,13 @@ def _ordered(found: list[list], staves: int, measures: int) -> list[list[Group |
     out = []
     for k in range(1, staves + 1):
         seq, bar, prev = [], 1, None
-        for staff, measure, onset, struck, voice, _, value, notes in sorted(f for f in found if f[0] == k):
+        for staff, measure, onset, struck, voice, _, value, joined, notes in sorted(f for f in found if f[0] == k):
             seq.extend([BAR] * max(0, measure - bar))
             if measure != bar:
                 prev = None
             bar = max(bar, measure)
             same = struck and prev is not None and prev == onset
-            seq.append(Group(tuple(notes), value, same))
+            seq.append(Group(tuple(notes), value, same, joined))
             prev = onset if struck else prev
         out.append(seq + [BAR] * max(0, measures - bar))
     return out
@@ -268,7 +273,8 @@ def ctc_classes(target: str) -> list[tuple[str, int | str | None]]:
     earlier accidental's in the measure) or with a sharp, flat or natural sign (MARKS);
     ``notated``, the marked classes, each name as a tied continuation (TIE) and the bar line (BAR);
     ``rhythmic``, the notated classes, a rest (REST), a group at the onset of the one before
-    (SAME) and each note value (VALUE, VALUES): ``staff_groups``."""
+    (SAME) and each note value (VALUE, VALUES): ``staff_groups``; ``beamed``, the rhythmic
+    classes and a note beamed to the next one of its voice (JOIN)."""
     return list(_ctc_classes(target))
 
 
@@ -283,6 +289,8 @@ def _ctc_classes(target: str) -> tuple[tuple[str, int | str | None], ...]:
         return tuple((n, m) for n in pitch_names() for m in NOTATED_MARKS) + (BAR,)
     if target == "rhythmic":
         return _ctc_classes("notated") + (REST, SAME) + tuple((VALUE, v) for v in VALUES)
+    if target == "beamed":
+        return _ctc_classes("rhythmic") + (JOIN,)
     return tuple((n, 0) for n in pitch_names())
 
 
@@ -362,9 +370,10 @@ def staff_notated_sequences(tokens: Sequence[str], staves: int = STAVES) -> list
     return out
 
 
-def rhythmic_sequence(staff: Sequence[Group | tuple]) -> list[tuple]:
+def rhythmic_sequence(staff: Sequence[Group | tuple], joins: bool = False) -> list[tuple]:
     """One staff's groups (``staff_groups``) as rhythmic classes: per group [SAME] its notes (or
-    REST), then (VALUE, its value); BAR as it is; double accidentals as single ones."""
+    REST), then (VALUE, its value), with ``joins`` (the beamed classes) then JOIN where it is
+    beamed to its voice's next note; BAR as it is; double accidentals as single ones."""
     out: list[tuple] = []
     for g in staff:
         if not isinstance(g, Group):
@@ -372,6 +381,7 @@ def rhythmic_sequence(staff: Sequence[Group | tuple]) -> list[tuple]:
             continue
         notes = [(n, max(-1, min(1, m)) if isinstance(m, int) else m) for n, m in g.pitches]
         out += ([SAME] if g.same else []) + (notes or [REST]) + [(VALUE, g.value)]
+        out += [JOIN] if joins and g.joined else []
     return out
 
 
@@ -386,8 +396,8 @@ def staff_classes(tokens: Sequence[str], target: str = "written", staves: int = 
         return [[classes[c] for c in s] for s in staff_marked_sequences(tokens, staves)]
     if target == "notated":
         return [[classes[c] for c in s] for s in staff_notated_sequences(tokens, staves)]
-    if target == "rhythmic":
-        return [[classes[c] for c in rhythmic_sequence(s)] for s in staff_groups(tokens, staves)]
+    if target in RHYTHMIC_TARGETS:
+        return [[classes[c] for c in rhythmic_sequence(s, target == "beamed")] for s in staff_groups(tokens, staves)]
     return [[classes[(p, 0)] for p in s] for s in staff_pitch_sequences(tokens, staves)]
 
 

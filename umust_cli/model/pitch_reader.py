@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from umust_cli.errors import BadInputError, ImageError
-from umust_cli.model.translator import (CTC_FRAMES, CTC_STAVES, CTC_TARGETS, column_ctc_emissions,
+from umust_cli.model.translator import (CTC_FRAMES, CTC_STAVES, CTC_TARGETS, RHYTHMIC_TARGETS, column_ctc_emissions,
                                        column_ctc_log_probs)
 
 MODEL_KIND = "umust-pitch-reader"
@@ -59,7 +59,7 @@ class PitchReaderConfig:
     @property
     def per_column(self) -> int:
         """CTC frames per column and staff: ``frames``, else the target's."""
-        return self.frames or (RHYTHMIC_FRAMES if self.ctc_target == "rhythmic" else CTC_FRAMES)
+        return self.frames or (RHYTHMIC_FRAMES if self.ctc_target in RHYTHMIC_TARGETS else CTC_FRAMES)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -45,7 +45,8 @@ PAD = 0
 LAYOUTS = ("grid", "column")
 MODEL_KIND = "umust-translator"
 GUIDE_SIGMA = 0.2    # width of the guided-attention diagonal (the TTS paper's g)
-CTC_TARGETS = ("written", "spelled", "marked", "notated", "rhythmic")    # data.staff_order.ctc_classes
+CTC_TARGETS = ("written", "spelled", "marked", "notated", "rhythmic", "beamed")
+RHYTHMIC_TARGETS = ("rhythmic", "beamed")   # the targets a rhythm reader reads (OMR writes LMX from them)    # data.staff_order.ctc_classes
 CTC_FRAMES = 2       # CTC head: frames per image column (a chord needs one frame per note)
 CTC_STAVES = 2       # CTC head: one target sequence per staff
 KEY_FIFTHS = tuple(range(-7, 8))   # key-signature head: its classes (sharps > 0, flats < 0)
@@ -717,19 +718,21 @@ def column_ctc_log_probs(logits: torch.Tensor, cols: torch.Tensor,
 
 @torch.no_grad()
 def remap_ctc_head(weight: torch.Tensor, bias: torch.Tensor, old: Sequence[tuple], new: Sequence[tuple],
-                   offset: float = 2.0, per_column: int = CTC_FRAMES) -> tuple[torch.Tensor, torch.Tensor]:
-    """A CTC head's ``weight`` (CTC_STAVES * CTC_FRAMES * (len(old) + 1), d) and ``bias`` over the
-    classes ``old`` (``data.staff_order.ctc_classes``; blank last) remapped to the classes ``new``:
-    a class in both keeps its row; a new variant of a name (e.g. a tied continuation) starts from
-    the name's unmarked row (its class (name, None)), ``offset`` lower in bias; any other new class
-    (the bar line) from zero weights and the blank's bias less ``offset``; the blank keeps its row.
-    A head of CTC_FRAMES frames per column becomes one of ``per_column``: each new frame starts as
-    the old frame at its place in the column."""
+                   offset: float = 2.0, per_column: int = CTC_FRAMES,
+                   old_per_column: int = CTC_FRAMES) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CTC head's ``weight`` (CTC_STAVES * old_per_column * (len(old) + 1), d) and ``bias``
+    over the classes ``old`` (``data.staff_order.ctc_classes``; blank last) remapped to the classes
+    ``new``: a class in both keeps its row; a new variant of a name (e.g. a tied continuation)
+    starts from the name's unmarked row (its class (name, None)), ``offset`` lower in bias; any
+    other new class (the bar line) from zero weights and the blank's bias less ``offset``; the
+    blank keeps its row. A head of ``old_per_column`` frames per column becomes one of
+    ``per_column``: each new frame starts as the old frame at its place in the column."""
     d, n = weight.shape[-1], len(old) + 1
-    if weight.shape[0] != CTC_STAVES * CTC_FRAMES * n:
-        raise CheckpointError(f"a CTC head of {weight.shape[0]} rows is not one over {len(old)} classes")
-    w, b = weight.view(CTC_STAVES, CTC_FRAMES, n, d), bias.view(CTC_STAVES, CTC_FRAMES, n)
-    place = [f * CTC_FRAMES // per_column for f in range(per_column)]
+    if weight.shape[0] != CTC_STAVES * old_per_column * n:
+        raise CheckpointError(f"a CTC head of {weight.shape[0]} rows is not one over {len(old)} classes "
+                              f"({old_per_column} frames a column)")
+    w, b = weight.view(CTC_STAVES, old_per_column, n, d), bias.view(CTC_STAVES, old_per_column, n)
+    place = [f * old_per_column // per_column for f in range(per_column)]
     w, b = w[:, place], b[:, place]                                   # (staves, per_column, n, d)
     index = {tuple(c): i for i, c in enumerate(old)}
     new_w = w.new_zeros(CTC_STAVES, per_column, len(new) + 1, d)

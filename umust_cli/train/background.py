@@ -127,7 +127,7 @@ def plan_reader(kind: str, req: BackgroundRequest, reader_flags: ReaderFlags,
     ``--init`` or choose an architecture (READER_ARCHITECTURE_FLAGS), else fresh."""
     if kind not in READER_KINDS and kind not in registry.TRAINED_AS:
         raise BadInputError(f"unknown reader {kind!r}; choose {', '.join(READER_KINDS + tuple(registry.TRAINED_AS))}")
-    trainer, fixed = registry.TRAINED_AS.get(kind, (kind, ()))
+    trainer, option, values = registry.TRAINED_AS.get(kind, (kind, "", ()))
     run_dir = req.run_dir
     data, _, extras = _inputs(req)
     if holds_run(run_dir):
@@ -139,7 +139,7 @@ def plan_reader(kind: str, req: BackgroundRequest, reader_flags: ReaderFlags,
         init = None if given or own else registry.default_folder(kind, weights_dir)
         action, saved = "init" if given or init else "fresh", None
         start = ckpt_io.read_config(init) if init else {}   # from shipped weights: their options to start with
-        extras = _with_fixed(kind, extras, fixed)
+        extras = _with_option(kind, extras, start, option, values)
     named = _flag_names(extras)
     flags = [w for option in reader_flags(trainer, start) if option[0] not in named for w in option]
     head = ["train", trainer, "--data", str(data), "-o", str(run_dir), *flags, *extras]
@@ -147,14 +147,21 @@ def plan_reader(kind: str, req: BackgroundRequest, reader_flags: ReaderFlags,
                  {"kind": kind, "data": str(data), "extras": list(extras)})
 
 
-def _with_fixed(kind: str, extras: tuple[str, ...], fixed: tuple[str, ...]) -> tuple[str, ...]:
-    """A new run's trainer options with the ones its kind fixes (``registry.TRAINED_AS``) added;
-    BadInputError where an option given says otherwise."""
-    for flag, value in zip(fixed[::2], fixed[1::2]):
-        if flag in extras and extras[extras.index(flag) + 1:extras.index(flag) + 2] != (value,):
-            raise BadInputError(f"a {kind} run trains with {flag} {value}")
-        extras = extras if flag in extras else (flag, value, *extras)
-    return extras
+def _with_option(kind: str, extras: tuple[str, ...], start: dict, option: str,
+                 values: tuple[str, ...]) -> tuple[str, ...]:
+    """A new run's trainer options with the one its kind sets (``registry.TRAINED_AS``): as given
+    (BadInputError unless one of ``values``), else the start weights' (``start``: their config), else
+    the first value."""
+    if not option:
+        return extras
+    if option in extras:
+        given = extras[extras.index(option) + 1:extras.index(option) + 2]
+        if given[0:1] and given[0] in values:
+            return extras
+        raise BadInputError(f"a {kind} run trains with {option} {' or '.join(values)}")
+    field = option.removeprefix("--").replace("-", "_")
+    saved = (start.get("model") or {}).get(field)
+    return (option, saved if saved in values else values[0], *extras)
 
 
 def _inputs(req: BackgroundRequest) -> tuple[Path, Path | None, tuple[str, ...]]:

@@ -116,8 +116,6 @@ class PitchReaderTask(ReaderTask):
             def same(model: dict) -> dict:
                 return dict(PitchReaderConfig.from_dict(model).to_dict(), frames=self.cfg.model.frames)
             return ckpt_io.warm_start(self.model, init, self.kind, self.cfg.model.to_dict(), normalize=same)
-        if old_frames != CTC_FRAMES:
-            raise BadInputError(f"{init}: a head of {old_frames} frames a column starts no other head")
         def normalize(model: dict) -> dict:    # the head's classes are the run's: remapped below
             return dict(model, ctc_target=self.cfg.model.ctc_target, ctc_classes=self.cfg.model.ctc_classes,
                         frames=self.cfg.model.frames)
@@ -126,7 +124,8 @@ class PitchReaderTask(ReaderTask):
                                  fresh=("ctc.",), drop=("ctc.",))     # checks the init's kind and body first
         state, _ = ckpt_io.load_model(init)
         weight, bias = remap_ctc_head(state["ctc.weight"], state["ctc.bias"], ctc_classes(old_target),
-                                      ctc_classes(self.cfg.model.ctc_target), per_column=self.cfg.model.per_column)
+                                      ctc_classes(self.cfg.model.ctc_target), per_column=self.cfg.model.per_column,
+                                      old_per_column=old_frames)
         self.model.ctc.weight.data.copy_(weight)
         self.model.ctc.bias.data.copy_(bias)
         return {**row, "ctc_head": f"{self.cfg.model.ctc_target} ({self.cfg.model.per_column} frames a column) from "

@@ -38,7 +38,7 @@ from umust_cli.data.rhythm import (header_tokens, meter, placed_measures, read_g
                                   write_reading)
 from umust_cli.data.staff_images import staff_image
 from umust_cli.data.roll import roll_notes
-from umust_cli.model.translator import CTC_FRAMES, PAD, SLOTS, Translator
+from umust_cli.model.translator import CTC_FRAMES, PAD, RHYTHMIC_TARGETS, SLOTS, Translator
 from umust_cli.translate.engines import Engines
 from umust_cli.translate.values import Notation, lmx_tokens
 
@@ -89,7 +89,7 @@ def read_staff_pitches(engines: Engines, model: Translator, memory: torch.Tensor
     readings = [with_readers(r, k, p) for r, k, p in zip(column_reading(model, memory, mask), read, pixels)]
     for seq, reading in zip(ids, readings):
         tokens = [names[t] for t in engines.vocab.to_local("notation", seq)]
-        if reading.target == "rhythmic":
+        if reading.target in RHYTHMIC_TARGETS:
             tokens = rhythm_tokens(reading, header_tokens(tokens), FitOptions() if engines.config.fit_measures else None)
         elif model.cfg.ctc_classes or reading.target:
             class_names = [n for n, _ in ctc_classes(reading.target or model.cfg.ctc_target)]
@@ -104,17 +104,17 @@ def rhythm_tokens(reading: Reading, header: list[str], fit: FitOptions | None = 
     decoded system's clefs, key and time signature: ``data.rhythm.header_tokens``); with ``fit``,
     its time signature the one the reading's measures fit (``data.measure_fit.read_meter``) and
     each staff's measures fitted to it (``fit_staff``; where the reading has its frame scores)."""
-    classes = ctc_classes("rhythmic")
+    classes = ctc_classes(reading.target)
     staves = [[c for _, c in staff] for staff in reading.staves]
     if fit is None:
-        return write_reading(staves, header)
+        return write_reading(staves, header, reading.target)
     read = read_meter([[classes[c] for c in staff] for staff in staves], time_signature(header))
     header = with_time(header, *read) if read is not None else header
     length, _ = meter(header)
     if length and reading.scores is not None:
-        staves = [fit_staff(ids, [p for p, _ in staff], scores, length, reading.frames, fit)
+        staves = [fit_staff(ids, [p for p, _ in staff], scores, length, reading.frames, fit, reading.target)
                   for ids, staff, scores in zip(staves, reading.staves, reading.scores)]
-    return write_reading(staves, header)
+    return write_reading(staves, header, reading.target)
 
 
 def with_key(tokens: list[str], fifths: int | None) -> list[str]:
@@ -240,7 +240,7 @@ def reading_pitches(ctc_target: str, fifths: int | None) -> list[int | None]:
     accidental and a tie carry)."""
     if ctc_target == "spelled" or fifths is None:
         return ctc_class_pitches(ctc_target)
-    alters, marks = key_alters(fifths), ctc_target in ("marked", "notated", "rhythmic")
+    alters, marks = key_alters(fifths), ctc_target in ("marked", "notated", *RHYTHMIC_TARGETS)
     return [midi_of(name, alter if marks and isinstance(alter, int) else alters.get(name[0], 0))
             if is_pitch(name) else None for name, alter in ctc_classes(ctc_target)]
 
@@ -251,10 +251,10 @@ def rhythm_notes(reading: Reading, start: float = 0.0,
     measure) at their notated onsets and values, a quarter ``quarter_seconds``, from ``start``;
     pitches as ``staff_notes`` reads them (accidentals to the bar line, ties held); a grace note
     a 32nd long at the onset of its note. Returns the notes and the system's end."""
-    classes, sounding = ctc_classes("rhythmic"), {}
+    classes, sounding = ctc_classes(reading.target), {}
     staves = [read_groups([classes[c] for _, c in staff]) for staff in reading.staves]
     for groups, staff in zip(staves, reading.staves):
-        played = iter(staff_notes(staff, "rhythmic", reading.fifths))
+        played = iter(staff_notes(staff, reading.target, reading.fifths))
         sounding.update({id(g): [next(played) for _ in g.pitches] for g in groups if isinstance(g, Group)})
     notes, held, t0 = [], {}, start
     for voices in placed_measures(staves):
@@ -281,7 +281,7 @@ def reading_midi(systems: Sequence[Reading], ctc_target: str | None = None) -> p
         target = reading.target or ctc_target
         if not target:
             raise ValueError("reading_midi: a reading without its classes' name (Reading.target or ctc_target)")
-        if target == "rhythmic":
+        if target in RHYTHMIC_TARGETS:
             notes, end = rhythm_notes(reading, start)
             piano.notes.extend(notes)
             start = end + SYSTEM_GAP_COLUMNS * COLUMN_SECONDS
@@ -365,7 +365,7 @@ def pixel_readings(engines: Engines, systems: Sequence[np.ndarray], omr: bool = 
     if reader is None or not systems:
         return [None] * len(systems)
     images = [_staff_image_or_none(g, reader.cfg.height) for g in systems]
-    rhythmic = reader.cfg.ctc_target == "rhythmic"
+    rhythmic = reader.cfg.ctc_target in RHYTHMIC_TARGETS
     read = iter(reader.read_scored([img for img in images if img is not None]))
     out = []
     for img in images:

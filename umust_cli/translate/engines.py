@@ -28,7 +28,7 @@ from umust_cli.model.generate import DecodingOptions
 from umust_cli.model.key_reader import MODEL_KIND as KEY_READER_KIND, KeyReader, KeyReaderConfig
 from umust_cli.model.note_reader import MODEL_KIND as NOTE_READER_KIND, NoteReader, NoteReaderConfig
 from umust_cli.model.pitch_reader import MODEL_KIND as PITCH_READER_KIND, PitchReader, PitchReaderConfig
-from umust_cli.model.translator import (CODES_PER_STEP, MODEL_KIND as CHECKPOINT_KIND, Translator,
+from umust_cli.model.translator import (CODES_PER_STEP, MODEL_KIND as CHECKPOINT_KIND, RHYTHMIC_TARGETS, Translator,
                                         TranslatorConfig)
 from umust_cli.translate.routes import MODEL_KIND
 
@@ -148,11 +148,11 @@ def load_pitch_reader(folder: Path) -> PitchReader:
 
 
 def load_rhythm_reader(folder: Path) -> PitchReader:
-    """A pitch-reader checkpoint of the ``rhythmic`` classes (CheckpointError for any other)."""
+    """A pitch-reader checkpoint of the ``rhythmic`` or ``beamed`` classes (CheckpointError for any other)."""
     model = load_pitch_reader(folder)
-    if model.cfg.ctc_target != "rhythmic":
+    if model.cfg.ctc_target not in RHYTHMIC_TARGETS:
         raise CheckpointError(f"{folder}: a {model.cfg.ctc_target} pitch reader reads no rhythm (a rhythm reader "
-                              "is one trained with --ctc-target rhythmic)")
+                              "is one trained with --ctc-target rhythmic or beamed)")
     return model
 
 
