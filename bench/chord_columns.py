@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from umust_cli.codecs.image import load_gray  # noqa: E402
 from umust_cli.data import corpus as corpus_io  # noqa: E402
-from umust_cli.eval.metrics import Notes, dtw_path, onset_f1_at, pooled_prf, warp_notes  # noqa: E402
+from umust_cli.eval.metrics import Notes, dtw_aligned, onset_f1_at, pooled_prf  # noqa: E402
 from umust_cli.translate import direct  # noqa: E402
 from umust_cli.translate.engines import Engines, RunConfig  # noqa: E402
 
@@ -74,9 +74,7 @@ def notes_of(reading: direct.Reading, rule) -> Notes:
 
 
 def score(reading: direct.Reading, ref: Notes, rule):
-    gen = notes_of(reading, rule)
-    path, _ = dtw_path(ref, gen)
-    return onset_f1_at(warp_notes(gen, path), ref, [TOLERANCE_S])[TOLERANCE_S]
+    return onset_f1_at(dtw_aligned(notes_of(reading, rule), ref), ref, [TOLERANCE_S])[TOLERANCE_S]
 
 
 def main() -> None:

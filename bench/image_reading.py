@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from umust_cli.codecs.image import load_gray  # noqa: E402
 from umust_cli.eval.corpus import split_rows  # noqa: E402
-from umust_cli.eval.metrics import Notes, PrfCounts, dtw_path, onset_f1_at, pooled_prf, warp_notes  # noqa: E402
+from umust_cli.eval.metrics import Notes, PrfCounts, dtw_aligned, onset_f1_at, pooled_prf  # noqa: E402
 from umust_cli.inputs import load_midi  # noqa: E402
 from umust_cli.translate import direct  # noqa: E402
 from umust_cli.translate.engines import Engines, RunConfig  # noqa: E402
@@ -41,8 +41,7 @@ RESAMPLES = 10_000
 def system_counts(gray: np.ndarray, ref: Notes, engines: Engines) -> PrfCounts:
     """Onset match counts of one system's image -> MIDI reading against its MIDI, after DTW."""
     gen = Notes.from_pretty_midi(direct.image_to_midi([gray], engines))
-    path, _ = dtw_path(ref, gen)
-    return onset_f1_at(warp_notes(gen, path), ref, [TOLERANCE_S])[TOLERANCE_S]
+    return onset_f1_at(dtw_aligned(gen, ref), ref, [TOLERANCE_S])[TOLERANCE_S]
 
 
 def paired(a: list[PrfCounts], b: list[PrfCounts], seed: int = 0) -> dict:

@@ -134,6 +134,9 @@ def test_dtw_recovers_a_copy_at_80_percent_tempo():
     assert before < 0.2
     assert after == {0.05: 1.0, 0.1: 1.0, 0.2: 1.0}
     assert np.abs(aligned.onsets - ref.onsets).max() < 0.03  # about one 20 ms frame
+    assert np.array_equal(M.dtw_aligned(gen, ref).onsets, aligned.onsets)   # the same in one call
+    empty = M.Notes.from_arrays([], [], [])
+    assert len(M.dtw_aligned(empty, ref)) == 0 and M.dtw_aligned(gen, empty) is gen
 
 
 def test_dtw_lowers_frame_rate_for_long_pieces():

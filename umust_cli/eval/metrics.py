@@ -280,6 +280,15 @@ def warp_notes(gen: Notes, path: np.ndarray) -> Notes:
     return Notes.from_arrays(warped[:, 0], warped[:, 1], gen.pitches)
 
 
+def dtw_aligned(gen: Notes, ref: Notes, cfg: DtwConfig = DtwConfig()) -> Notes:
+    """``gen`` mapped onto ``ref``'s time through one DTW path (``dtw_path``, ``warp_notes``); as it
+    is where either has no notes."""
+    if len(gen) == 0 or len(ref) == 0:
+        return gen
+    path, _ = dtw_path(ref, gen, cfg)
+    return warp_notes(gen, path)
+
+
 def onset_f1_at(est: Notes, ref: Notes, tolerances: Sequence[float]) -> dict[float, PrfCounts]:
     """Onset(+pitch) match counts at each tolerance (seconds); offsets are ignored."""
     return {tol: match_counts(est, ref, MatchConfig(onset_tolerance=tol, offset_ratio=None))

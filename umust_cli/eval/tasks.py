@@ -95,7 +95,7 @@ def amt(pairs: PairSet, cfg: M.MatchConfig = M.MatchConfig(), log: RunLog | None
     for name, est_path, ref_path in log.each(pairs.items(), "amt"):
         with log.guard(name, est_path, ref_path):
             est, ref = read_midi_notes(est_path), read_midi_notes(ref_path)
-            est = _align(est, ref, dtw) if dtw is not None and len(est) and len(ref) else est
+            est = M.dtw_aligned(est, ref, dtw) if dtw is not None else est
             a = M.match_counts(est, ref, replace(cfg, offset_ratio=None))
             b = M.match_counts(est, ref, cfg)
             onset.append(a)
@@ -236,7 +236,7 @@ def i2a_pair(gen: M.Notes, ref: M.Notes, tolerances: Sequence[float], dtw: M.Dtw
     row.update(fields)
     dtw_counts: dict = {}
     if dtw is not None:
-        warped = _align(gen, ref, dtw)
+        warped = M.dtw_aligned(gen, ref, dtw)
         fields, dtw_counts = onset_rows(warped, ref, tolerances, prefix="dtw_")
         row.update(fields)
         if plot is not None:
@@ -247,13 +247,6 @@ def i2a_pair(gen: M.Notes, ref: M.Notes, tolerances: Sequence[float], dtw: M.Dtw
 def _append(acc: dict[float, list], counts: dict[float, M.PrfCounts]) -> None:
     for t, c in counts.items():
         acc[t].append(c)
-
-
-def _align(gen: M.Notes, ref: M.Notes, cfg: M.DtwConfig) -> M.Notes:
-    if len(gen) == 0 or len(ref) == 0:
-        return gen
-    path, _ = M.dtw_path(ref, gen, cfg)
-    return M.warp_notes(gen, path)
 
 
 def _i2a_defs(floor: bool = False) -> dict[str, str]:
