@@ -18,6 +18,7 @@ is a TranslationError.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -231,7 +232,8 @@ def column_notes(staves: Sequence[Sequence[Sounding]], start: float = 0.0,
     return sorted(notes, key=lambda n: (n.start, n.pitch))
 
 
-def reading_pitches(ctc_target: str, fifths: int | None) -> list[int | None]:
+@lru_cache(maxsize=64)
+def reading_pitches(ctc_target: str, fifths: int | None) -> tuple[int | None, ...]:
     """The MIDI pitch of each class of a CTC head of ``ctc_target``: a written head's names
     altered by the key signature ``fifths`` where a key head read one (no accidentals: measured
     in results.md, "Key signatures"); a marked or notated head's unmarked (and tied) names the
@@ -239,10 +241,10 @@ def reading_pitches(ctc_target: str, fifths: int | None) -> list[int | None]:
     alteration; the bar line and a rhythmic head's rests and note values None (``staff_notes`` reads what an
     accidental and a tie carry)."""
     if ctc_target == "spelled" or fifths is None:
-        return ctc_class_pitches(ctc_target)
+        return tuple(ctc_class_pitches(ctc_target))
     alters, marks = key_alters(fifths), ctc_target in ("marked", "notated", *RHYTHMIC_TARGETS)
-    return [midi_of(name, alter if marks and isinstance(alter, int) else alters.get(name[0], 0))
-            if is_pitch(name) else None for name, alter in ctc_classes(ctc_target)]
+    return tuple(midi_of(name, alter if marks and isinstance(alter, int) else alters.get(name[0], 0))
+                 if is_pitch(name) else None for name, alter in ctc_classes(ctc_target))
 
 
 def rhythm_notes(reading: Reading, start: float = 0.0,
