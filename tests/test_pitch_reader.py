@@ -176,7 +176,7 @@ def test_a_run_of_other_classes_starts_from_a_marked_reader_reading_what_it_read
     assert run_kind(read_config(second)) == ("rhythm-reader" if target == "rhythmic" else "pitch-reader")
 
 
-@pytest.mark.parametrize("target, init", [("notated", "small"), ("rhythmic", "rhythm-reader")])
+@pytest.mark.parametrize("target, init", [("notated", "small"), ("beamed", "rhythm-reader")])
 def test_a_run_of_the_shipped_readers_classes_starts_from_them(corpus, tmp_path, target, init):
     """`--init` from the shipped pitch reader (its config has no frames field) or rhythm reader
     (frames written out as 4) starts a run of the same classes, whose frames are the target's (0)."""
@@ -193,10 +193,10 @@ def test_a_run_of_the_shipped_readers_classes_starts_from_them(corpus, tmp_path,
     assert config["model"]["frames"] == 0 and state["ctc.weight"].shape == shipped["ctc.weight"].shape
 
 
-def test_a_beamed_run_starts_from_the_shipped_rhythm_reader(corpus, tmp_path):
-    """`--ctc-target beamed --init` the shipped rhythm reader (4 frames a column, one class fewer):
-    before any step the rhythmic classes keep their rows at every frame and JOIN starts from zero
-    weights; the run trains on and ships as the rhythm reader."""
+def test_a_beamed_head_starts_from_a_rhythmic_one_and_back(corpus, tmp_path):
+    """A 4-frame rhythmic head remapped to the beamed classes keeps every shared row at every
+    frame and starts JOIN from zero weights; a rhythmic run ``--init`` the shipped (beamed) rhythm
+    reader trains and ships as the rhythm reader."""
     from umust_cli.checkpoint import load_model, read_config
     from umust_cli.cli.train import run_kind
     from umust_cli.data.staff_order import JOIN
@@ -204,16 +204,20 @@ def test_a_beamed_run_starts_from_the_shipped_rhythm_reader(corpus, tmp_path):
     from umust_cli.registry import WEIGHTS_DIR
 
     shipped, config = load_model(WEIGHTS_DIR / "rhythm-reader")
-    old, new = ctc_classes(config["model"]["ctc_target"]), ctc_classes("beamed")
-    weight, bias = remap_ctc_head(shipped["ctc.weight"], shipped["ctc.bias"], old, new, per_column=4, old_per_column=4)
-    w_old = shipped["ctc.weight"].view(2, 4, len(old) + 1, -1)
+    assert config["model"]["ctc_target"] == "beamed"
+    old, new = ctc_classes("rhythmic"), ctc_classes("beamed")
+    keep = [k for k in range(len(new) + 1) if k != len(old)]                 # the beamed head less JOIN
+    w_old = shipped["ctc.weight"].view(2, 4, len(new) + 1, -1)[:, :, keep]
+    b_old = shipped["ctc.bias"].view(2, 4, len(new) + 1)[:, :, keep]
+    weight, bias = remap_ctc_head(w_old.reshape(-1, w_old.shape[-1]), b_old.reshape(-1), old, new,
+                                  per_column=4, old_per_column=4)
     w_new, b_new = weight.view(2, 4, len(new) + 1, -1), bias.view(2, 4, len(new) + 1)
     assert torch.equal(w_new[:, :, :len(old)], w_old[:, :, :len(old)]) and torch.equal(w_new[:, :, -1], w_old[:, :, -1])
     assert new[len(old)] == JOIN and not w_new[:, :, len(old)].any()
-    assert torch.equal(b_new[:, :, len(old)], shipped["ctc.bias"].view(2, 4, -1)[:, :, -1] - 2.0)
+    assert torch.equal(b_new[:, :, len(old)], b_old[:, :, -1] - 2.0)
     run = CliRunner().invoke(app, ["train", "pitch-reader", "--data", str(corpus), "-o", str(tmp_path / "run"),
-                                   "--ctc-target", "beamed", "--init", str(WEIGHTS_DIR / "rhythm-reader"),
+                                   "--ctc-target", "rhythmic", "--init", str(WEIGHTS_DIR / "rhythm-reader"),
                                    "--max-steps", "1", "--batch-size", "2", "--device", "cpu", "--json"])
     assert run.exit_code == 0, run.output
-    state, saved = load_model(tmp_path / "run")
-    assert state["ctc.weight"].shape[0] == 2 * 4 * (len(new) + 1) and run_kind(read_config(tmp_path / "run")) == "rhythm-reader"
+    state, _ = load_model(tmp_path / "run")
+    assert state["ctc.weight"].shape[0] == 2 * 4 * (len(old) + 1) and run_kind(read_config(tmp_path / "run")) == "rhythm-reader"
