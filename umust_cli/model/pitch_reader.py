@@ -117,20 +117,24 @@ class PitchReader(nn.Module):
     def read(self, images: list[np.ndarray]) -> list[tuple[int, list[list[tuple[int, int]]]]]:
         """Reader images (``data.staff_images.staff_image``: (height, 16 k) uint8, white 255) ->
         per image (its columns, each staff's (column, class) emissions in reading order)."""
-        return [(cols, staves) for cols, staves, _ in self.read_scored(images)]
+        return [(int(cols[0]), column_ctc_emissions(logits, cols, self.cfg.per_column)[0])
+                for cols, logits in self._logits(images)]
 
     @torch.no_grad()
     def read_scored(self, images: list[np.ndarray]) -> list[tuple[int, list, list[np.ndarray]]]:
         """``read``, with each staff's CTC frame log-probabilities (``column_ctc_log_probs``)."""
+        return [(int(cols[0]), column_ctc_emissions(logits, cols, self.cfg.per_column)[0],
+                 column_ctc_log_probs(logits, cols, self.cfg.per_column)[0]) for cols, logits in self._logits(images)]
+
+    def _logits(self, images: list[np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(columns (1,), CTC logits (1, C, width)) of each image, read one at a time in eval mode."""
         was, out = self.training, []
         self.eval()
         try:
             device = next(self.parameters()).device
             for img in images:
-                ink, cols = images_to_ink([img]).to(device), torch.tensor([img.shape[1] // 16])
-                logits = self(ink)
-                out.append((int(cols[0]), column_ctc_emissions(logits, cols, self.cfg.per_column)[0],
-                            column_ctc_log_probs(logits, cols, self.cfg.per_column)[0]))
+                cols = torch.tensor([img.shape[1] // 16])
+                out.append((cols, self(images_to_ink([img]).to(device))))
         finally:
             self.train(was)
         return out

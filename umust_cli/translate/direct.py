@@ -367,13 +367,16 @@ def pixel_readings(engines: Engines, systems: Sequence[np.ndarray], omr: bool = 
     if reader is None or not systems:
         return [None] * len(systems)
     images = [_staff_image_or_none(g, reader.cfg.height) for g in systems]
-    rhythmic = reader.cfg.ctc_target in RHYTHMIC_TARGETS
-    read = iter(reader.read_scored([img for img in images if img is not None]))
+    present = [img for img in images if img is not None]
+    if reader.cfg.ctc_target in RHYTHMIC_TARGETS:     # the frame scores fit its measures (rhythm_tokens)
+        read = iter(reader.read_scored(present))
+    else:
+        read = iter((cols, staves, None) for cols, staves in reader.read(present))
     out = []
     for img in images:
         cols, staves, scores = next(read) if img is not None else (None, None, None)
         out.append(None if img is None else Reading(cols, staves, None, reader.cfg.ctc_target, reader.cfg.per_column,
-                                                    scores if rhythmic else None))
+                                                    scores))
     return out
 
 
